@@ -1,0 +1,628 @@
+"""SQLAlchemy 2 typed models of the schema in db/migrations.
+
+They mirror the migrations exactly (tests/test_schema.py runs Alembic's
+compare_metadata against a migrated database). Triggers, functions and the
+room_stats materialized view live in the migration SQL only.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TZDateTime = DateTime(timezone=True)
+NOW = text("now()")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+    type_annotation_map = {
+        datetime: TZDateTime,
+        dict[str, Any]: JSONB,
+        uuid.UUID: UUID(as_uuid=True),
+    }
+
+
+def pg_enum(py_enum: type[enum.Enum], name: str) -> Enum:
+    """A PostgreSQL enum whose labels are the Python enum's values."""
+    return Enum(py_enum, name=name, values_callable=lambda e: [m.value for m in e])
+
+
+class UserRole(enum.Enum):
+    guest = "guest"
+    user = "user"
+    moderator = "moderator"
+    admin = "admin"
+
+
+class RoomMemberRole(enum.Enum):
+    member = "member"
+    moderator = "moderator"
+    admin = "admin"
+
+
+class NotificationLevel(enum.Enum):
+    none = "none"
+    mentions = "mentions"
+    all = "all"
+
+
+class MessageContentType(enum.Enum):
+    text = "text"
+    markdown = "markdown"
+    html = "html"
+    code = "code"
+
+
+class ModerationStatus(enum.Enum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+    flagged = "flagged"
+
+
+class FileProcessingStatus(enum.Enum):
+    pending = "pending"
+    processing = "processing"
+    completed = "completed"
+    failed = "failed"
+
+
+class VirusScanStatus(enum.Enum):
+    pending = "pending"
+    scanning = "scanning"
+    clean = "clean"
+    infected = "infected"
+    failed = "failed"
+
+
+class AuditSeverity(enum.Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
+def uuid_column() -> Mapped[uuid.UUID]:
+    return mapped_column(server_default=text("gen_random_uuid()"), unique=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(
+            "email ~* '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}$'", name="valid_email"
+        ),
+        CheckConstraint("username ~* '^[a-zA-Z0-9_-]{3,50}$'", name="valid_username"),
+        CheckConstraint("timezone IS NULL OR length(timezone) <= 50", name="valid_timezone"),
+        Index("idx_users_username", "username"),
+        Index("idx_users_email", "email"),
+        Index("idx_users_role", "role"),
+        Index("idx_users_active", "is_active", postgresql_where=text("is_active = true")),
+        Index("idx_users_last_seen", "last_seen_at"),
+        Index("idx_users_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[uuid.UUID] = uuid_column()
+    username: Mapped[str] = mapped_column(String(50), unique=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    salt: Mapped[str | None] = mapped_column(String(32))
+    display_name: Mapped[str | None] = mapped_column(String(100))
+    bio: Mapped[str | None] = mapped_column(Text)
+    avatar_url: Mapped[str | None] = mapped_column(String(500))
+    status_message: Mapped[str | None] = mapped_column(String(200))
+    timezone: Mapped[str | None] = mapped_column(String(50), server_default="UTC")
+    language: Mapped[str | None] = mapped_column(String(10), server_default="fr")
+    role: Mapped[UserRole] = mapped_column(pg_enum(UserRole, "user_role"), server_default="user")
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    is_verified: Mapped[bool] = mapped_column(server_default=text("false"))
+    last_login_at: Mapped[datetime | None]
+    last_seen_at: Mapped[datetime | None]
+    failed_login_attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    locked_until: Mapped[datetime | None]
+    totp_secret: Mapped[str | None] = mapped_column(String(32))
+    totp_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
+    backup_codes: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    deleted_at: Mapped[datetime | None]
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+    __table_args__ = (
+        CheckConstraint("length(name) >= 1 AND length(name) <= 100", name="valid_name"),
+        CheckConstraint("max_members > 0 AND max_members <= 10000", name="valid_max_members"),
+        CheckConstraint(
+            "slow_mode_seconds >= 0 AND slow_mode_seconds <= 3600", name="valid_slow_mode"
+        ),
+        CheckConstraint("message_retention_days >= 0", name="valid_retention"),
+        CheckConstraint("member_count >= 0 AND message_count >= 0", name="valid_counts"),
+        Index("idx_rooms_name", "name"),
+        Index("idx_rooms_owner", "owner_id"),
+        Index("idx_rooms_public", "is_public", postgresql_where=text("is_public = true")),
+        Index("idx_rooms_active", "is_archived", postgresql_where=text("is_archived = false")),
+        Index("idx_rooms_activity", "last_activity_at"),
+        Index("idx_rooms_created_at", "created_at"),
+        Index("idx_rooms_metadata", "metadata", postgresql_using="gin"),
+        Index("idx_rooms_retention", "id", postgresql_where=text("message_retention_days > 0")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[uuid.UUID] = uuid_column()
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    topic: Mapped[str | None] = mapped_column(String(500))
+    is_public: Mapped[bool] = mapped_column(server_default=text("true"))
+    is_archived: Mapped[bool] = mapped_column(server_default=text("false"))
+    max_members: Mapped[int] = mapped_column(server_default=text("1000"))
+    message_retention_days: Mapped[int] = mapped_column(server_default=text("0"))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    member_count: Mapped[int] = mapped_column(server_default=text("0"))
+    message_count: Mapped[int] = mapped_column(server_default=text("0"))
+    last_activity_at: Mapped[datetime | None]
+    slow_mode_seconds: Mapped[int] = mapped_column(server_default=text("0"))
+    is_nsfw: Mapped[bool] = mapped_column(server_default=text("false"))
+    welcome_message: Mapped[str | None] = mapped_column(Text)
+    rules: Mapped[str | None] = mapped_column(Text)
+    # "metadata" is reserved on declarative classes, hence the attribute name.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+class RoomMember(Base):
+    __tablename__ = "room_members"
+    __table_args__ = (
+        UniqueConstraint("room_id", "user_id", name="room_members_room_id_user_id_key"),
+        CheckConstraint(
+            "custom_nickname IS NULL OR length(custom_nickname) <= 100", name="valid_nickname"
+        ),
+        Index("idx_room_members_room", "room_id"),
+        Index("idx_room_members_user", "user_id"),
+        Index("idx_room_members_role", "role"),
+        Index(
+            "idx_room_members_active",
+            "room_id",
+            "user_id",
+            postgresql_where=text("is_muted = false"),
+        ),
+        Index("idx_room_members_joined", "joined_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    role: Mapped[RoomMemberRole] = mapped_column(
+        pg_enum(RoomMemberRole, "room_member_role"), server_default="member"
+    )
+    can_invite: Mapped[bool] = mapped_column(server_default=text("false"))
+    can_manage_messages: Mapped[bool] = mapped_column(server_default=text("false"))
+    can_manage_members: Mapped[bool] = mapped_column(server_default=text("false"))
+    is_muted: Mapped[bool] = mapped_column(server_default=text("false"))
+    muted_until: Mapped[datetime | None]
+    notification_level: Mapped[NotificationLevel] = mapped_column(
+        pg_enum(NotificationLevel, "notification_level"), server_default="all"
+    )
+    message_count: Mapped[int] = mapped_column(server_default=text("0"))
+    last_read_message_id: Mapped[int | None]
+    joined_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    invited_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    custom_nickname: Mapped[str | None] = mapped_column(String(100))
+
+
+class DirectConversation(Base):
+    __tablename__ = "direct_conversations"
+    __table_args__ = (
+        CheckConstraint("array_length(participant_ids, 1) = 2", name="valid_participants"),
+        CheckConstraint("participant_ids[1] < participant_ids[2]", name="ordered_participants"),
+        CheckConstraint("message_count >= 0", name="valid_dm_message_count"),
+        Index("idx_direct_conversations_participants", "participant_ids", unique=True),
+        Index("idx_direct_conversations_participant", "participant_ids", postgresql_using="gin"),
+        Index("idx_direct_conversations_active", "last_activity_at"),
+        Index("idx_direct_conversations_blocked", "id", postgresql_where=text("is_blocked = true")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[uuid.UUID] = uuid_column()
+    participant_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    is_blocked: Mapped[bool] = mapped_column(server_default=text("false"))
+    blocked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    message_count: Mapped[int] = mapped_column(server_default=text("0"))
+    last_activity_at: Mapped[datetime | None]
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+class DirectConversationParticipant(Base):
+    __tablename__ = "direct_conversation_participants"
+    __table_args__ = (
+        UniqueConstraint(
+            "conversation_id",
+            "user_id",
+            name="direct_conversation_participants_conversation_id_user_id_key",
+        ),
+        Index("idx_dm_participants_conversation", "conversation_id"),
+        Index("idx_dm_participants_user", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("direct_conversations.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    notification_level: Mapped[NotificationLevel] = mapped_column(
+        pg_enum(NotificationLevel, "notification_level"), server_default="all"
+    )
+    last_read_message_id: Mapped[int | None]
+    unread_count: Mapped[int] = mapped_column(server_default=text("0"))
+    joined_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+def message_reference(name: str, id_column: str, created_column: str) -> ForeignKeyConstraint:
+    """A reference to a message: messages is partitioned, so its key is
+    (id, created_at) and every reference carries both."""
+    return ForeignKeyConstraint(
+        [id_column, created_column],
+        ["messages.id", "messages.created_at"],
+        name=name,
+        ondelete="CASCADE",
+    )
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", "created_at", name="messages_pkey"),
+        UniqueConstraint("uuid", "created_at", name="messages_uuid_created_at_key"),
+        message_reference("messages_parent_fkey", "parent_message_id", "parent_created_at"),
+        CheckConstraint(
+            "(room_id IS NOT NULL AND conversation_id IS NULL) OR "
+            "(room_id IS NULL AND conversation_id IS NOT NULL)",
+            name="message_location_check",
+        ),
+        CheckConstraint(
+            "length(trim(content)) > 0 AND length(content) <= 4000", name="valid_content"
+        ),
+        CheckConstraint("thread_count >= 0", name="valid_thread_count"),
+        CheckConstraint("edit_count >= 0", name="valid_edit_count"),
+        CheckConstraint(
+            "(parent_message_id IS NULL) = (parent_created_at IS NULL)", name="valid_parent_ref"
+        ),
+        Index(
+            "idx_messages_room",
+            "room_id",
+            text("created_at DESC"),
+            postgresql_where=text("room_id IS NOT NULL"),
+        ),
+        Index(
+            "idx_messages_conversation",
+            "conversation_id",
+            text("created_at DESC"),
+            postgresql_where=text("conversation_id IS NOT NULL"),
+        ),
+        Index("idx_messages_author", "author_id", text("created_at DESC")),
+        Index(
+            "idx_messages_parent",
+            "parent_message_id",
+            postgresql_where=text("parent_message_id IS NOT NULL"),
+        ),
+        Index("idx_messages_thread_root", "id", postgresql_where=text("is_thread_root = true")),
+        Index("idx_messages_pinned", "room_id", postgresql_where=text("is_pinned = true")),
+        Index("idx_messages_flagged", "id", postgresql_where=text("is_flagged = true")),
+        Index("idx_messages_mentions", "mentions", postgresql_using="gin"),
+        Index("idx_messages_created_at", "created_at"),
+        Index("idx_messages_metadata", "metadata", postgresql_using="gin"),
+        Index(
+            "idx_messages_active",
+            "room_id",
+            text("created_at DESC"),
+            postgresql_where=text("is_deleted = false AND room_id IS NOT NULL"),
+        ),
+        Index(
+            "idx_messages_room_pagination",
+            "room_id",
+            text("id DESC"),
+            postgresql_where=text("is_deleted = false"),
+        ),
+        Index(
+            "idx_messages_conversation_pagination",
+            "conversation_id",
+            text("id DESC"),
+            postgresql_where=text("is_deleted = false"),
+        ),
+        Index(
+            "idx_messages_search",
+            text("to_tsvector('french'::regconfig, content)"),
+            postgresql_using="gin",
+            postgresql_where=text("is_deleted = false"),
+        ),
+        Index(
+            "idx_messages_user_mentions",
+            "author_id",
+            text("created_at DESC"),
+            postgresql_where=text("mentions IS NOT NULL AND array_length(mentions, 1) > 0"),
+        ),
+        {"postgresql_partition_by": "RANGE (created_at)"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, autoincrement=True)
+    uuid: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))
+    room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("direct_conversations.id", ondelete="CASCADE")
+    )
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    content: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[MessageContentType] = mapped_column(
+        pg_enum(MessageContentType, "message_content_type"), server_default="text"
+    )
+    raw_content: Mapped[str | None] = mapped_column(Text)
+    parent_message_id: Mapped[int | None]
+    parent_created_at: Mapped[datetime | None]
+    thread_count: Mapped[int] = mapped_column(server_default=text("0"))
+    is_thread_root: Mapped[bool] = mapped_column(server_default=text("false"))
+    is_edited: Mapped[bool] = mapped_column(server_default=text("false"))
+    edit_count: Mapped[int] = mapped_column(server_default=text("0"))
+    is_deleted: Mapped[bool] = mapped_column(server_default=text("false"))
+    is_pinned: Mapped[bool] = mapped_column(server_default=text("false"))
+    mentions: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), server_default=text("'{}'::integer[]")
+    )
+    referenced_message_ids: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), server_default=text("'{}'::integer[]")
+    )
+    reaction_count: Mapped[int] = mapped_column(server_default=text("0"))
+    is_flagged: Mapped[bool] = mapped_column(server_default=text("false"))
+    flag_count: Mapped[int] = mapped_column(server_default=text("0"))
+    moderation_status: Mapped[ModerationStatus] = mapped_column(
+        pg_enum(ModerationStatus, "moderation_status"), server_default="approved"
+    )
+    moderated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    moderation_reason: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=text("'{}'::jsonb"))
+    ip_address: Mapped[str | None] = mapped_column(INET)
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    edited_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+
+
+class MessageMention(Base):
+    __tablename__ = "message_mentions"
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "message_id", "message_created_at", "user_id", name="message_mentions_pkey"
+        ),
+        message_reference("message_mentions_message_fkey", "message_id", "message_created_at"),
+        Index("idx_message_mentions_user", "user_id", text("message_created_at DESC")),
+    )
+
+    message_id: Mapped[int] = mapped_column(Integer, autoincrement=False)
+    message_created_at: Mapped[datetime]
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), autoincrement=False
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+class Reaction(Base):
+    __tablename__ = "reactions"
+    __table_args__ = (
+        message_reference("reactions_message_fkey", "message_id", "message_created_at"),
+        UniqueConstraint(
+            "message_id", "user_id", "emoji", name="reactions_message_id_user_id_emoji_key"
+        ),
+        CheckConstraint("length(emoji) >= 1 AND length(emoji) <= 20", name="valid_emoji"),
+        Index("idx_reactions_message", "message_id", "message_created_at"),
+        Index("idx_reactions_user", "user_id"),
+        Index("idx_reactions_emoji", "emoji"),
+        Index("idx_reactions_created_at", "created_at"),
+        Index("idx_reactions_message_emoji", "message_id", "emoji"),
+        Index("idx_reactions_user_history", "user_id", text("created_at DESC")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int]
+    message_created_at: Mapped[datetime]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    emoji: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = (
+        message_reference("files_message_fkey", "message_id", "message_created_at"),
+        CheckConstraint(
+            "length(filename) > 0 AND length(filename) <= 255", name="valid_filename"
+        ),
+        CheckConstraint("file_size > 0 AND file_size <= 104857600", name="valid_file_size"),
+        CheckConstraint("file_hash IS NULL OR length(file_hash) = 64", name="valid_hash"),
+        CheckConstraint(
+            "(message_id IS NULL) = (message_created_at IS NULL)", name="valid_message_ref"
+        ),
+        Index("idx_files_uploader", "uploaded_by"),
+        Index("idx_files_room", "room_id", postgresql_where=text("room_id IS NOT NULL")),
+        Index(
+            "idx_files_message",
+            "message_id",
+            "message_created_at",
+            postgresql_where=text("message_id IS NOT NULL"),
+        ),
+        Index("idx_files_hash", "file_hash"),
+        Index("idx_files_mime_type", "mime_type"),
+        Index("idx_files_created_at", "created_at"),
+        Index("idx_files_expires_at", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
+        Index("idx_files_virus_scan", "virus_scan_status"),
+        Index(
+            "idx_files_processing",
+            "processing_status",
+            postgresql_where=text(
+                "processing_status = ANY (ARRAY['pending'::file_processing_status, "
+                "'processing'::file_processing_status])"
+            ),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[uuid.UUID] = uuid_column()
+    filename: Mapped[str] = mapped_column(String(255))
+    original_filename: Mapped[str] = mapped_column(String(255))
+    file_path: Mapped[str] = mapped_column(String(500))
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    mime_type: Mapped[str] = mapped_column(
+        String(100), server_default="application/octet-stream"
+    )
+    file_hash: Mapped[str | None] = mapped_column(String(64))
+    uploaded_by: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None]
+    message_created_at: Mapped[datetime | None]
+    is_processed: Mapped[bool] = mapped_column(server_default=text("false"))
+    thumbnail_path: Mapped[str | None] = mapped_column(String(500))
+    processing_status: Mapped[FileProcessingStatus] = mapped_column(
+        pg_enum(FileProcessingStatus, "file_processing_status"), server_default="pending"
+    )
+    virus_scan_status: Mapped[VirusScanStatus] = mapped_column(
+        pg_enum(VirusScanStatus, "virus_scan_status"), server_default="pending"
+    )
+    virus_scan_result: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=text("'{}'::jsonb"))
+    download_count: Mapped[int] = mapped_column(server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    expires_at: Mapped[datetime | None]
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_logs"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", "created_at", name="audit_logs_pkey"),
+        CheckConstraint("length(event_type) > 0", name="valid_event_type"),
+        Index("idx_audit_logs_event_type", "event_type"),
+        Index("idx_audit_logs_user", "user_id", postgresql_where=text("user_id IS NOT NULL")),
+        Index("idx_audit_logs_resource", "resource_type", "resource_id"),
+        Index("idx_audit_logs_room", "room_id", postgresql_where=text("room_id IS NOT NULL")),
+        Index("idx_audit_logs_created_at", "created_at"),
+        Index("idx_audit_logs_severity", "severity"),
+        Index("idx_audit_logs_ip", "ip_address", postgresql_where=text("ip_address IS NOT NULL")),
+        {"postgresql_partition_by": "RANGE (created_at)"},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, autoincrement=True)
+    event_type: Mapped[str] = mapped_column(String(50))
+    event_data: Mapped[dict[str, Any]]
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    ip_address: Mapped[str | None] = mapped_column(INET)
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    resource_type: Mapped[str | None] = mapped_column(String(50))
+    resource_id: Mapped[int | None]
+    room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="SET NULL"))
+    request_id: Mapped[uuid.UUID | None]
+    session_id: Mapped[uuid.UUID | None]
+    severity: Mapped[AuditSeverity] = mapped_column(
+        pg_enum(AuditSeverity, "audit_severity"), server_default="info"
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+class UserSession(Base):
+    __tablename__ = "user_sessions"
+    __table_args__ = (
+        CheckConstraint("expires_at > created_at", name="valid_expires_at"),
+        Index("idx_user_sessions_user", "user_id"),
+        Index("idx_user_sessions_token_hash", "token_hash", unique=True),
+        Index(
+            "idx_user_sessions_active",
+            "user_id",
+            "is_active",
+            postgresql_where=text("is_active = true"),
+        ),
+        Index("idx_user_sessions_expires_at", "expires_at"),
+        Index("idx_user_sessions_last_activity", "last_activity_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    access_token_jti: Mapped[uuid.UUID | None]
+    ip_address: Mapped[str | None] = mapped_column(INET)
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    device_info: Mapped[dict[str, Any] | None]
+    location_info: Mapped[dict[str, Any] | None]
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    last_activity_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    expires_at: Mapped[datetime]
+
+
+class Outbox(Base):
+    """Work a committed write owes: published to Celery by the relay."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("idx_outbox_unsent", "created_at", postgresql_where=text("sent_at IS NULL")),
+        Index("idx_outbox_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    task_name: Mapped[str] = mapped_column(String(200))
+    args: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    kwargs: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    queue: Mapped[str | None] = mapped_column(String(50))
+    request_id: Mapped[uuid.UUID | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))
+    sent_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    publish_attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class MaintenanceRun(Base):
+    """One run of a maintenance task: when, what it counted, how it ended."""
+
+    __tablename__ = "maintenance_runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('running', 'succeeded', 'failed', 'skipped')", name="valid_run_status"
+        ),
+        Index("idx_maintenance_runs_task", "task_name", text("started_at DESC")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_name: Mapped[str] = mapped_column(String(200))
+    task_id: Mapped[str | None] = mapped_column(String(155))
+    dry_run: Mapped[bool] = mapped_column(server_default=text("false"))
+    status: Mapped[str] = mapped_column(String(20), server_default="running")
+    counts: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))
+    finished_at: Mapped[datetime | None]

@@ -1,0 +1,42 @@
+"""Monthly partitions of messages and audit_logs.
+
+The SQL function create_monthly_partitions (migration 0001) does the work;
+this module is the Python side: which tables are partitioned, how a
+partition is named, and what schema comparison should ignore.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from sqlalchemy import Connection, text
+
+PARTITIONED_TABLES = ("messages", "audit_logs")
+PARTITION_NAME = re.compile(r"^(messages|audit_logs)_y(\d{4})m(\d{2})$")
+
+
+def partition_name(table: str, month: date) -> str:
+    return f"{table}_y{month.year:04d}m{month.month:02d}"
+
+
+def create_monthly_partitions(conn: Connection, table: str, first_month: date, months: int) -> list[str]:
+    """Create the missing partitions of `table` for `months` months from
+    `first_month`; returns the names created. Idempotent and concurrency-safe
+    (the SQL function takes an advisory lock per table)."""
+    rows = conn.execute(
+        text("SELECT create_monthly_partitions(CAST(:t AS regclass), :m, :n)"),
+        {"t": table, "m": first_month, "n": months},
+    )
+    return [r[0] for r in rows]
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic filter: partitions are made at run time, not modelled."""
+    if type_ == "table":
+        return not PARTITION_NAME.match(name or "")
+    if type_ == "foreign_key_constraint":
+        # PostgreSQL clones a reference to a partitioned table into one
+        # internal constraint per partition.
+        return not PARTITION_NAME.match(obj.referred_table.name)
+    return True
