@@ -1,0 +1,26 @@
+"""The write API: a Flask application factory (`flask --app api run`)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from api.errors import register_error_handlers
+from worker.config import settings
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    # Slightly above the largest upload, so that the upload handler (which
+    # counts while streaming) gives the precise 413; this is the backstop.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
+    app.config["REDIS_URL"] = settings.redis_url
+    app.json.sort_keys = False
+    if config:
+        app.config.update(config)
+
+    register_error_handlers(app)
+
+    from api import health
+
+    app.register_blueprint(health.bp)
+    return app

@@ -1,0 +1,47 @@
+"""GET /healthz: liveness, and whether PostgreSQL and Redis answer."""
+
+from __future__ import annotations
+
+import redis
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import text
+
+from db.engine import get_engine
+
+bp = Blueprint("health", __name__)
+
+PROBE_TIMEOUT_SECONDS = 2
+
+
+def _postgres_ok() -> bool:
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+def _redis_ok() -> bool:
+    try:
+        client = redis.Redis.from_url(
+            current_app.config["REDIS_URL"],
+            socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
+            socket_timeout=PROBE_TIMEOUT_SECONDS,
+        )
+        with client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@bp.get("/healthz")
+def healthz():
+    checks = {"postgres": _postgres_ok(), "redis": _redis_ok()}
+    down = [name for name, ok in checks.items() if not ok]
+    body = {
+        "status": "ok" if not down else "unavailable",
+        "checks": {name: "ok" if ok else "down" for name, ok in checks.items()},
+        "down": down,
+    }
+    return jsonify(body), 200 if not down else 503

@@ -1,0 +1,169 @@
+"""Test harness: a real PostgreSQL database, a real Redis, real Celery
+worker and outbox relay processes.
+
+Each pytest run gets its own database (veza_test_<pid>) and storage
+directory, and a Redis database number (VEZA_TEST_REDIS_DB, default 15)
+that it flushes, so that runs on one machine do not steal each other's
+tasks. The environment is set here, before any project module reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_URL = os.environ.get("VEZA_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_DB = f"veza_test_{os.getpid()}"
+REDIS_BASE = os.environ.get("VEZA_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_DB = int(os.environ.get("VEZA_TEST_REDIS_DB", "15"))
+
+os.environ["DATABASE_URL"] = ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB
+os.environ["REDIS_URL"] = f"{REDIS_BASE}/{REDIS_DB}"
+os.environ["STORAGE_DIR"] = tempfile.mkdtemp(prefix="veza-storage-")
+os.environ.setdefault("LOG_LEVEL", "INFO")
+
+# Every table the tests may write, emptied between tests that ask for `db`.
+TABLES = (
+    "users, rooms, room_members, direct_conversations, direct_conversation_participants, "
+    "messages, message_mentions, reactions, files, audit_logs, user_sessions, outbox, "
+    "maintenance_runs"
+)
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def alembic(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "alembic", *args], cwd=ROOT, check=True, capture_output=True
+    )
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+    _admin(f'CREATE DATABASE "{TEST_DB}"')
+    alembic("upgrade", "head")
+    yield os.environ["DATABASE_URL"]
+    from db.engine import get_engine
+
+    get_engine().dispose()
+    _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(database_url):
+    """A migrated database with every table empty; yields a raw autocommit
+    psycopg connection for direct SQL."""
+    from db.engine import libpq_url
+
+    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        conn.execute("REFRESH MATERIALIZED VIEW room_stats")
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def redis_client():
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+class ManagedProcess:
+    """A real child process (worker, relay, API server) with its log kept
+    in a file, so that a failing test can show what the process said."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = Path(tempfile.mkstemp(prefix=f"veza-{name}-", suffix=".log")[1])
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ManagedProcess":
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start_worker(name: str = "worker", queues: str = "default,files,scan,maintenance",
+                 concurrency: int = 2, env: dict[str, str] | None = None) -> ManagedProcess:
+    """Start a real Celery worker and wait until it answers a ping."""
+    from worker import app
+
+    hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h"
+    proc = ManagedProcess(
+        name,
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
+         "-c", str(concurrency), "-n", hostname, "--without-mingle", "--without-gossip",
+         "-l", "INFO"],
+        env,
+    ).start()
+    wanted = hostname.split("@")[0]
+
+    def answered() -> bool:
+        if proc.proc.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{proc.output()}")
+        replies = app.control.ping(timeout=0.5) or []
+        return any(wanted in host for reply in replies for host in reply)
+
+    wait_for(answered, timeout=60, what=f"worker {name} to answer a ping")
+    return proc
+
+
+def start_relay() -> ManagedProcess:
+    return ManagedProcess("relay", [sys.executable, "-m", "worker.cli", "relay"]).start()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(database_url, redis_client):
+    proc = start_worker()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def relay(database_url, redis_client):
+    proc = start_relay()
+    yield proc
+    proc.stop()

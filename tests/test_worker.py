@@ -1,0 +1,73 @@
+"""Celery configuration and a task through a real worker on a real Redis."""
+
+from __future__ import annotations
+
+import time
+
+from tests.conftest import wait_for
+
+
+def test_production_settings():
+    from worker import app, limits
+
+    app.loader.import_default_modules()
+    conf = app.conf
+    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_connection_retry_on_startup is True
+    assert {q.name for q in conf.task_queues} >= {"files", "scan", "maintenance"}
+    assert conf.task_ignore_result and conf.result_expires
+    # Redelivery must not overtake a task still running or waiting to retry.
+    hard_limits = [t.time_limit or conf.task_time_limit for t in app.tasks.values()
+                   if not t.name.startswith("celery.")]
+    assert conf.broker_transport_options["visibility_timeout"] > max(hard_limits) + limits.RETRY_BACKOFF_MAX
+
+
+def test_every_task_has_soft_and_hard_time_limits_and_an_explicit_queue():
+    from worker import app
+
+    app.loader.import_default_modules()
+    ours = [t for name, t in app.tasks.items() if not name.startswith("celery.")]
+    assert ours
+    for task in ours:
+        soft = task.soft_time_limit or app.conf.task_soft_time_limit
+        hard = task.time_limit or app.conf.task_time_limit
+        assert soft and hard and soft < hard, task.name
+        assert task.queue, task.name
+
+
+def test_outbox_work_runs_on_a_real_worker(db, redis_client, celery_worker, relay):
+    from db.engine import session_scope
+    from tasks.system import HEARTBEAT_KEY
+    from worker.outbox import enqueue
+
+    before = time.time()
+    with session_scope() as session:
+        task_id = enqueue(session, "system.heartbeat")
+
+    stamp = wait_for(lambda: redis_client.get(HEARTBEAT_KEY), timeout=30, what="heartbeat")
+    assert float(stamp) >= before
+    sent_at, started_at = wait_for(
+        lambda: db.execute(
+            "SELECT sent_at, started_at FROM outbox WHERE id = %s AND started_at IS NOT NULL", (task_id,)
+        ).fetchone(),
+        what="outbox row stamped",
+    )
+    assert sent_at <= started_at
+
+
+def test_a_rolled_back_write_enqueues_nothing(db):
+    from db.engine import session_scope
+    from worker.outbox import enqueue
+
+    class Abort(Exception):
+        pass
+
+    try:
+        with session_scope() as session:
+            enqueue(session, "system.heartbeat")
+            raise Abort
+    except Abort:
+        pass
+    assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0

@@ -1,0 +1,99 @@
+"""The one task base class: transactions, retries, delivery bound, timing.
+
+Modelled on warehouse's WarehouseTask: a task body gets its database work
+done inside `self.transaction()`, and any follow-up work it causes goes
+through the outbox in that same transaction, so it is published only after
+commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+
+import psycopg
+import redis
+from celery import Task
+from sqlalchemy import exc as sqlalchemy_exc
+from sqlalchemy.orm import Session
+
+from db.engine import session_scope
+from worker import limits, outbox
+from worker.config import settings
+
+log = logging.getLogger(__name__)
+
+# Errors that say "a dependency is unavailable right now", never "this input
+# is bad": retried with backoff. Input errors are recorded by the task itself.
+TRANSIENT_ERRORS = (
+    sqlalchemy_exc.OperationalError,
+    sqlalchemy_exc.InterfaceError,
+    psycopg.OperationalError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class VezaTask(Task):
+    autoretry_for = TRANSIENT_ERRORS
+    retry_backoff = True
+    retry_backoff_max = limits.RETRY_BACKOFF_MAX
+    retry_jitter = True
+    max_retries = limits.MAX_RETRIES
+    soft_time_limit, time_limit = limits.DEFAULT_TIME_LIMITS
+
+    def __call__(self, *args, **kwargs):
+        task_id = self.request.id
+        if self._delivered_too_often():
+            log.error(
+                "task %s[%s] dropped: delivered more than %d times without finishing",
+                self.name, task_id, limits.MAX_DELIVERIES,
+            )
+            return None
+        if task_id and self.request.retries == 0 and not self.request.called_directly:
+            outbox.mark_started(task_id)
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            result = super().__call__(*args, **kwargs)
+            outcome = "succeeded"
+            return result
+        finally:
+            log.info(
+                "task %s[%s] %s in %.3fs",
+                self.name, task_id, outcome, time.monotonic() - started,
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One database transaction, committed when the block ends."""
+        with session_scope() as session:
+            yield session
+
+    @cached_property
+    def _redis(self) -> redis.Redis:
+        return redis.Redis.from_url(settings.redis_url)
+
+    def _delivered_too_often(self) -> bool:
+        """Count deliveries of this message (same task id and retry number).
+
+        acks_late redelivers a task whose worker died; a task that kills its
+        worker every time would loop forever. Retries have their own bound
+        (max_retries), so each retry starts a fresh count.
+        """
+        if self.request.called_directly or not self.request.id:
+            return False
+        key = f"veza:deliveries:{self.request.id}:{self.request.retries}"
+        try:
+            pipe = self._redis.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, limits.VISIBILITY_TIMEOUT * 2)
+            count, _ = pipe.execute()
+        except redis.RedisError:
+            return False  # the broker just delivered this; if Redis blinked, run it
+        return count > limits.MAX_DELIVERIES

@@ -1,0 +1,77 @@
+"""The Celery application: broker, queues, reliability settings.
+
+Why each setting is what it is:
+- JSON only: no pickle from a shared broker.
+- acks_late + reject_on_worker_lost: a message is acknowledged only after
+  its task finished, so a killed worker's task is delivered again; the task
+  base class bounds how often (worker.limits.MAX_DELIVERIES).
+- visibility_timeout is derived from the longest hard time limit plus the
+  longest retry countdown (worker/limits.py).
+- prefetch multiplier 1: file and maintenance tasks are long and uneven;
+  a worker must not sit on messages another idle worker could run.
+- Results expire after an hour: job state lives in our own tables (files'
+  statuses, outbox, maintenance_runs); the result backend only carries
+  progress for Flower and operators.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from beat_schedule import BEAT_SCHEDULE
+from db.engine import dispose_engines
+from worker import limits
+from worker.config import settings
+
+QUEUES = ("default", "files", "scan", "maintenance")
+
+app = Celery("veza")
+app.conf.update(
+    broker_url=settings.redis_url,
+    result_backend=settings.redis_url,
+    result_expires=3600,
+    task_ignore_result=True,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    event_serializer="json",
+    timezone="UTC",
+    enable_utc=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_soft_time_limit=limits.DEFAULT_TIME_LIMITS[0],
+    task_time_limit=limits.DEFAULT_TIME_LIMITS[1],
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": limits.VISIBILITY_TIMEOUT},
+    result_backend_transport_options={"visibility_timeout": limits.VISIBILITY_TIMEOUT},
+    task_queues=[Queue(name) for name in QUEUES],
+    task_default_queue="default",
+    task_routes={
+        "files.scan": {"queue": "scan"},
+        "files.*": {"queue": "files"},
+        "maintenance.*": {"queue": "maintenance"},
+    },
+    # Flower builds its view from events.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    # A child that grew past this (a pathological image, say) is replaced
+    # after its task instead of carrying the memory on.
+    worker_max_memory_per_child=settings.worker_max_memory_kib,
+    # One beat at a time across machines: redbeat holds a lock in Redis.
+    beat_scheduler="redbeat.RedBeatScheduler",
+    redbeat_redis_url=settings.redis_url,
+    redbeat_lock_timeout=limits.BEAT_LOCK_TIMEOUT,
+    beat_max_loop_interval=limits.BEAT_LOCK_TIMEOUT // 5,
+    beat_schedule=BEAT_SCHEDULE,
+    include=["tasks.system"],
+)
+
+
+@worker_process_init.connect
+def _forget_parent_connections(**_: object) -> None:
+    # A prefork child inherits the parent's pooled sockets; using them from
+    # two processes corrupts both sessions.
+    dispose_engines()

@@ -1,0 +1,54 @@
+"""`veza`: the operator's command line (console script from pyproject)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+from worker.config import settings
+
+
+def _relay(args: argparse.Namespace) -> None:
+    from worker import app
+    from worker.outbox import run_relay
+
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    run_relay(app, should_stop=lambda: stopping)
+
+
+def _outbox(args: argparse.Namespace) -> None:
+    from worker.outbox import backlog
+
+    count, oldest = backlog()
+    age = f"{oldest:.1f}s" if oldest is not None else "-"
+    print(f"unsent: {count}  oldest: {age}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="veza", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("relay", help="publish the outbox to Celery (runs until stopped)").set_defaults(
+        func=_relay
+    )
+    sub.add_parser("outbox", help="show the outbox backlog").set_defaults(func=_outbox)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Time limits and retry delays, in one place, because the broker's
+visibility timeout must be derived from them.
+
+With Redis, an unacknowledged message (acks_late) goes back to the queue
+when the visibility timeout passes. If that timeout were shorter than a
+task's hard limit, or than a retry's countdown (ETA tasks sit unacked in the
+worker), the same task would run twice at once.
+"""
+
+# (soft, hard) seconds
+DEFAULT_TIME_LIMITS = (60, 90)
+FILE_TIME_LIMITS = (300, 360)
+SCAN_TIME_LIMITS = (300, 360)
+MAINTENANCE_TIME_LIMITS = (1800, 1900)
+
+RETRY_BACKOFF_MAX = 600  # the longest countdown any retry may wait
+MAX_RETRIES = 5
+# A message delivered this many times without finishing (a worker killed by
+# the OOM killer on every try, say) is dropped and recorded as poison.
+MAX_DELIVERIES = 5
+
+LONGEST_HARD_TIME_LIMIT = max(
+    DEFAULT_TIME_LIMITS[1], FILE_TIME_LIMITS[1], SCAN_TIME_LIMITS[1], MAINTENANCE_TIME_LIMITS[1]
+)
+VISIBILITY_TIMEOUT = LONGEST_HARD_TIME_LIMIT + RETRY_BACKOFF_MAX + 300
+
+# How long a beat process's lock in Redis lives without being renewed: a
+# second beat takes over at most this long after the first one died.
+BEAT_LOCK_TIMEOUT = 60
