@@ -11,7 +11,7 @@ from worker.base import VezaTask
 HEARTBEAT_KEY = "veza:heartbeat"
 
 
-@shared_task(bind=True, base=VezaTask, name="system.heartbeat", queue="default")
+@shared_task(bind=True, base=VezaTask, name="system.heartbeat")
 def heartbeat(self: VezaTask) -> float:
     """Prove that workers are consuming: stamp the time this ran in Redis.
     A stale stamp means no worker took a task from the queue."""

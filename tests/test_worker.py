@@ -26,6 +26,7 @@ def test_production_settings():
 
 def test_every_task_has_soft_and_hard_time_limits_and_an_explicit_queue():
     from worker import app
+    from worker.celery_app import QUEUES
 
     app.loader.import_default_modules()
     ours = [t for name, t in app.tasks.items() if not name.startswith("celery.")]
@@ -34,7 +35,12 @@ def test_every_task_has_soft_and_hard_time_limits_and_an_explicit_queue():
         soft = task.soft_time_limit or app.conf.task_soft_time_limit
         hard = task.time_limit or app.conf.task_time_limit
         assert soft and hard and soft < hard, task.name
-        assert task.queue, task.name
+        route = app.conf.task_routes
+        assert any(
+            task.name == pattern or (pattern.endswith("*") and task.name.startswith(pattern[:-1]))
+            for pattern in route
+        ), f"{task.name} has no explicit route"
+        assert app.amqp.router.route({}, task.name)["queue"].name in QUEUES
 
 
 def test_outbox_work_runs_on_a_real_worker(db, redis_client, celery_worker, relay):

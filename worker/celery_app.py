@@ -49,10 +49,13 @@ app.conf.update(
     result_backend_transport_options={"visibility_timeout": limits.VISIBILITY_TIMEOUT},
     task_queues=[Queue(name) for name in QUEUES],
     task_default_queue="default",
+    # Queues are chosen here, by task name, not on the tasks (Celery 5.5+
+    # deprecates the task-level `queue` attribute).
     task_routes={
         "files.scan": {"queue": "scan"},
         "files.*": {"queue": "files"},
         "maintenance.*": {"queue": "maintenance"},
+        "system.*": {"queue": "default"},
     },
     # Flower builds its view from events.
     worker_send_task_events=True,
