@@ -20,7 +20,9 @@ import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_URL = os.environ.get("VEZA_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "VEZA_TEST_ADMIN_URL", "postgresql://veza:veza@127.0.0.1:5432/postgres"
+)
 TEST_DB = f"veza_test_{os.getpid()}"
 REDIS_BASE = os.environ.get("VEZA_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = int(os.environ.get("VEZA_TEST_REDIS_DB", "15"))

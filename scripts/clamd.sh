@@ -1,0 +1,39 @@
+# Sourced by scripts/run: make sure a clamd answers, and export CLAMD_SOCKET.
+#
+# With CLAMD_SOCKET or CLAMD_HOST already set, that clamd is used as is.
+# Otherwise a local clamd is started on var/clamav/clamd.sock, using the
+# machine's signature database when freshclam has filled one, and else a
+# one-signature database (EICAR) so that the pipeline runs end to end on a
+# machine with no internet: say so loudly, since that scanner finds nothing
+# real.
+
+clamd_answers() {
+    python -c "import clamd, sys; clamd.ClamdUnixSocket(sys.argv[1]).ping()" "$1" 2>/dev/null
+}
+
+ensure_clamd() {
+    if [ -n "${CLAMD_SOCKET:-}" ] || [ -n "${CLAMD_HOST:-}" ]; then
+        return
+    fi
+    local dir="$ROOT/var/clamav"
+    export CLAMD_SOCKET="$dir/clamd.sock"
+    clamd_answers "$CLAMD_SOCKET" && return
+    mkdir -p "$dir/db"
+    local database=/var/lib/clamav
+    if ! ls "$database"/*.c[lv]d >/dev/null 2>&1; then
+        database="$dir/db"
+        say "WARNING: no ClamAV signatures in /var/lib/clamav (run freshclam);" \
+            "using a test database that only knows EICAR"
+        printf '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n' > "$database/eicar.hdb"
+    fi
+    cat > "$dir/clamd.conf" <<CONF
+LocalSocket $CLAMD_SOCKET
+DatabaseDirectory $database
+LogFile $dir/clamd.log
+PidFile $dir/clamd.pid
+CONF
+    say "starting clamd on $CLAMD_SOCKET"
+    clamd --config-file="$dir/clamd.conf"
+    for _ in $(seq 300); do clamd_answers "$CLAMD_SOCKET" && return; sleep 0.2; done
+    say "clamd did not answer; see $dir/clamd.log" && return 1
+}
