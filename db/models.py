@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Enum,
     ForeignKey,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -626,3 +628,79 @@ class MaintenanceRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))
     finished_at: Mapped[datetime | None]
+
+
+# ------------------------------------------------------------ maintenance
+# The retention archive (migration 0003): each archive table has the live
+# table's columns (CREATE TABLE ... LIKE), plus archived_at, and no defaults
+# or foreign keys. Built from the live tables' columns so the two cannot
+# drift apart in this file.
+
+def archive_table(live: type[Base], name: str, primary_key: tuple[str, ...],
+                  *indexes: tuple[str, tuple[str, ...]]) -> Table:
+    columns = [
+        Column(c.name, c.type, nullable=c.nullable) for c in live.__table__.columns
+    ]
+    return Table(
+        name,
+        Base.metadata,
+        *columns,
+        Column("archived_at", TZDateTime, nullable=False, server_default=NOW),
+        PrimaryKeyConstraint(*primary_key, name=f"{name}_pkey"),
+        *(Index(index_name, *cols) for index_name, cols in indexes),
+    )
+
+
+archived_messages = archive_table(
+    Message, "archived_messages", ("id", "created_at"),
+    ("idx_archived_messages_room", ("room_id", "created_at", "id")),
+    ("idx_archived_messages_archived_at", ("archived_at",)),
+)
+archived_reactions = archive_table(
+    Reaction, "archived_reactions", ("id",),
+    ("idx_archived_reactions_message", ("message_id", "message_created_at")),
+    ("idx_archived_reactions_archived_at", ("archived_at",)),
+)
+archived_files = archive_table(
+    File, "archived_files", ("id",),
+    ("idx_archived_files_message", ("message_id", "message_created_at")),
+    ("idx_archived_files_hash", ("file_hash",)),
+    ("idx_archived_files_archived_at", ("archived_at",)),
+)
+
+
+class ArchivedReplyLink(Base):
+    """A reply that outlived its archived parent: detached, link kept here."""
+
+    __tablename__ = "archived_reply_links"
+    __table_args__ = (
+        PrimaryKeyConstraint("message_id", "message_created_at", name="archived_reply_links_pkey"),
+        Index("idx_archived_reply_links_parent", "parent_message_id", "parent_created_at"),
+        Index("idx_archived_reply_links_archived_at", "archived_at"),
+    )
+
+    message_id: Mapped[int]
+    message_created_at: Mapped[datetime]
+    parent_message_id: Mapped[int]
+    parent_created_at: Mapped[datetime]
+    archived_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+class RoomStatsRollup(Base):
+    """room_stats' numbers, refreshed at a cost that grows with recent
+    activity, not with history (refresh_room_stats_rollup() in SQL)."""
+
+    __tablename__ = "room_stats_rollup"
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    member_count: Mapped[int]
+    total_messages: Mapped[int] = mapped_column(BigInteger)
+    messages_24h: Mapped[int] = mapped_column(BigInteger)
+    messages_7d: Mapped[int] = mapped_column(BigInteger)
+    active_users_24h: Mapped[int] = mapped_column(BigInteger)
+    last_message_at: Mapped[datetime | None]
+    reactions_24h: Mapped[int] = mapped_column(BigInteger)
+    refreshed_at: Mapped[datetime] = mapped_column(server_default=NOW)
