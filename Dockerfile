@@ -1,0 +1,19 @@
+# One image for every veza-worker process (api, relay, workers, beat, flower).
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libmagic1 curl \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN useradd --create-home --uid 10001 veza
+WORKDIR /app
+COPY pyproject.toml README.md beat_schedule.py alembic.ini ./
+COPY api ./api
+COPY db ./db
+COPY tasks ./tasks
+COPY worker ./worker
+RUN pip install --no-cache-dir .
+
+USER veza
+ENV STORAGE_DIR=/data/storage
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "api:create_app()"]

@@ -1,0 +1,46 @@
+"""docker-compose.yml stays valid and complete (there is no Docker engine
+here to run it, so its structure is what can be checked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_defines_every_part_of_the_system_with_healthchecks():
+    services = load()["services"]
+    expected = {"postgres", "redis", "clamav", "api", "relay", "worker-files",
+                "worker-maintenance", "beat", "flower"}
+    assert expected <= set(services)
+    for name in expected:
+        assert "healthcheck" in services[name], name
+        assert services[name]["healthcheck"]["test"], name
+
+
+def test_app_services_share_the_readme_environment():
+    services = load()["services"]
+    readme = (ROOT / "README.md").read_text()
+    for name in ("api", "relay", "worker-files", "worker-maintenance", "beat", "flower", "migrate"):
+        env = services[name]["environment"]
+        for variable in ("DATABASE_URL", "REDIS_URL", "STORAGE_DIR"):
+            assert variable in env, (name, variable)
+        for variable in env:
+            assert f"`{variable}`" in readme, f"{variable} is not documented in README.md"
+
+
+def test_workers_consume_the_queues_the_app_routes_to():
+    from worker.celery_app import QUEUES
+
+    services = load()["services"]
+    consumed = set()
+    for name in ("worker-files", "worker-maintenance"):
+        command = services[name]["command"]
+        consumed |= set(command[command.index("-Q") + 1].split(","))
+    assert consumed == set(QUEUES)
