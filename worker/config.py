@@ -24,6 +24,11 @@ class Settings:
     clamd_host: str = field(default_factory=lambda: os.environ.get("CLAMD_HOST", "127.0.0.1"))
     clamd_port: int = field(default_factory=lambda: _int("CLAMD_PORT", 3310))
     clamd_timeout: int = field(default_factory=lambda: _int("CLAMD_TIMEOUT", 120))
+    # Base of the exponential backoff (seconds, with full jitter) between
+    # scan attempts while clamd is unavailable.
+    clamd_retry_backoff: float = field(
+        default_factory=lambda: float(os.environ.get("CLAMD_RETRY_BACKOFF", "5"))
+    )
     storage_dir: Path = field(
         default_factory=lambda: Path(os.environ.get("STORAGE_DIR", "var/storage")).resolve()
     )
