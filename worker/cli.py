@@ -32,6 +32,13 @@ def _outbox(args: argparse.Namespace) -> None:
     print(f"unsent: {count}  oldest: {age}")
 
 
+def _exporter(args: argparse.Namespace) -> None:
+    from worker import app
+    from worker.metrics import serve
+
+    serve(app, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="veza", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=_relay
     )
     sub.add_parser("outbox", help="show the outbox backlog").set_defaults(func=_outbox)
+    exporter = sub.add_parser("exporter", help="serve Prometheus metrics (queues, tasks, outbox)")
+    exporter.add_argument("--port", type=int, default=settings.metrics_port)
+    exporter.set_defaults(func=_exporter)
     return parser
 
 

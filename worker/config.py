@@ -36,6 +36,7 @@ class Settings:
     worker_max_memory_kib: int = field(
         default_factory=lambda: _int("WORKER_MAX_MEMORY_KIB", 512_000)
     )
+    metrics_port: int = field(default_factory=lambda: _int("METRICS_PORT", 9808))
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))
 
 

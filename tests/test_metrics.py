@@ -1,0 +1,83 @@
+"""The Prometheus exporter, against real Redis, PostgreSQL and workers."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import urllib.request
+
+from kombu import Connection, Exchange, Queue
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import ManagedProcess, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_queue_depth_counts_every_priority_list(redis_client):
+    import os
+
+    from worker.metrics import queue_depth
+
+    queue = Queue("veza-test-depth", Exchange("veza-test-depth"), "veza-test-depth",
+                  max_priority=9)
+    with Connection(os.environ["REDIS_URL"]) as conn:
+        producer = conn.Producer()
+        for priority in (0, 0, 3, 9, 9):
+            producer.publish({"n": priority}, exchange=queue.exchange, routing_key="veza-test-depth",
+                             declare=[queue], priority=priority)
+    assert queue_depth(redis_client, "veza-test-depth") == 5
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return None
+
+
+def test_exporter_reports_queues_outbox_heartbeat_and_task_outcomes(db, celery_worker, relay):
+    from db.engine import session_scope
+    from worker.outbox import enqueue
+
+    port = free_port()
+    exporter = ManagedProcess(
+        "exporter", [sys.executable, "-m", "worker.cli", "exporter", "--port", str(port)]
+    ).start()
+    try:
+        wait_for(lambda: _answers(port), what="exporter to listen")
+        with session_scope() as session:
+            for _ in range(3):
+                enqueue(session, "system.heartbeat")
+        done = wait_for(
+            lambda: (sample(scrape(port), "veza_task_runs_total",
+                            task="system.heartbeat", outcome="succeeded") or 0) >= 3,
+            timeout=60, what="three heartbeats counted",
+        )
+        assert done
+        text = scrape(port)
+        for queue in ("default", "files", "scan", "maintenance"):
+            assert sample(text, "veza_queue_depth", queue=queue) is not None
+        assert sample(text, "veza_outbox_backlog") == 0
+        assert 0 <= sample(text, "veza_worker_heartbeat_age_seconds") < 60
+        assert sample(text, "veza_task_duration_seconds_count", task="system.heartbeat") >= 3
+    finally:
+        exporter.stop()
+
+
+def _answers(port: int) -> bool:
+    try:
+        scrape(port)
+        return True
+    except OSError:
+        return False

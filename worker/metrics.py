@@ -1,0 +1,117 @@
+"""A Prometheus exporter for what Flower does not export.
+
+- queue depth per Celery queue (flower#1191), and messages delivered but
+  not yet acknowledged;
+- per task: runs by outcome, retries, and durations, read from Celery's
+  event stream (the same events Flower shows);
+- the outbox backlog and the age of its oldest unsent row;
+- the age of the last worker heartbeat: a stall alarm when workers stop
+  consuming (celery#10205: workers can go silent after a Redis reconnect).
+
+Run it with `veza exporter` (port from METRICS_PORT, default 9808).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from celery import Celery
+from kombu.transport.redis import Channel
+from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tasks.system import HEARTBEAT_KEY
+from worker import outbox
+from worker.celery_app import QUEUES
+from worker.config import settings
+
+log = logging.getLogger(__name__)
+
+TASK_RUNS = Counter("veza_task_runs_total", "Task runs by outcome", ["task", "outcome"])
+TASK_RETRIES = Counter("veza_task_retries_total", "Task retries", ["task"])
+TASK_DURATION = Histogram(
+    "veza_task_duration_seconds",
+    "Task run time",
+    ["task"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+
+
+def queue_depth(client: redis.Redis, queue: str) -> int:
+    """Messages waiting in a queue: kombu keeps one Redis list per priority
+    step (`name`, `name\\x06\\x163`, ...)."""
+    keys = [queue] + [f"{queue}{Channel.sep}{step}" for step in Channel.priority_steps if step]
+    pipe = client.pipeline()
+    for key in keys:
+        pipe.llen(key)
+    return sum(pipe.execute())
+
+
+class BacklogCollector(Collector):
+    """Read on every scrape: queue depths, unacked, outbox, heartbeat."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def collect(self):
+        depth = GaugeMetricFamily("veza_queue_depth", "Messages waiting per queue", labels=["queue"])
+        for queue in QUEUES:
+            depth.add_metric([queue], queue_depth(self.client, queue))
+        yield depth
+        yield GaugeMetricFamily(
+            "veza_unacked_messages",
+            "Messages delivered to workers and not yet acknowledged",
+            value=self.client.hlen(Channel.unacked_key),
+        )
+        count, oldest = outbox.backlog()
+        yield GaugeMetricFamily("veza_outbox_backlog", "Outbox rows not yet published", value=count)
+        yield GaugeMetricFamily(
+            "veza_outbox_oldest_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when none)",
+            value=oldest or 0.0,
+        )
+        stamp = self.client.get(HEARTBEAT_KEY)
+        yield GaugeMetricFamily(
+            "veza_worker_heartbeat_age_seconds",
+            "Seconds since a worker last ran the heartbeat task (-1: never)",
+            value=time.time() - float(stamp) if stamp else -1.0,
+        )
+
+
+def record_task_events(app: Celery) -> None:
+    """Consume Celery events forever, counting task outcomes and durations.
+    Events for succeeded/failed carry only the task id, so a State keeps
+    the id→name mapping from the received event."""
+    state = app.events.State()
+
+    def on_event(event: dict) -> None:
+        state.event(event)
+        task = state.tasks.get(event.get("uuid"))
+        name = task.name if task and task.name else "unknown"
+        kind = event["type"]
+        if kind == "task-succeeded":
+            TASK_RUNS.labels(name, "succeeded").inc()
+            TASK_DURATION.labels(name).observe(event.get("runtime") or 0.0)
+        elif kind == "task-failed":
+            TASK_RUNS.labels(name, "failed").inc()
+        elif kind == "task-retried":
+            TASK_RETRIES.labels(name).inc()
+
+    while True:
+        try:
+            with app.connection() as connection:
+                receiver = app.events.Receiver(connection, handlers={"*": on_event})
+                receiver.capture(limit=None, timeout=None, wakeup=True)
+        except (ConnectionError, OSError, redis.RedisError) as exc:
+            log.warning("event stream lost (%s); reconnecting", exc)
+            time.sleep(2)
+
+
+def serve(app: Celery, port: int) -> None:
+    REGISTRY.register(BacklogCollector(redis.Redis.from_url(settings.redis_url)))
+    start_http_server(port)
+    log.info("metrics on :%d/metrics", port)
+    record_task_events(app)
