@@ -69,7 +69,7 @@ app.conf.update(
     redbeat_lock_timeout=limits.BEAT_LOCK_TIMEOUT,
     beat_max_loop_interval=limits.BEAT_LOCK_TIMEOUT // 5,
     beat_schedule=BEAT_SCHEDULE,
-    include=["tasks.system"],
+    include=["tasks.system", "tasks.files"],
 )
 
 
