@@ -31,6 +31,7 @@ os.environ["DATABASE_URL"] = ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB
 os.environ["REDIS_URL"] = f"{REDIS_BASE}/{REDIS_DB}"
 os.environ["STORAGE_DIR"] = tempfile.mkdtemp(prefix="veza-storage-")
 os.environ.setdefault("LOG_LEVEL", "INFO")
+from tests.clamav import clamd_server  # noqa: E402,F401  (sets CLAMD_SOCKET; the clamd fixture)
 
 # Every table the tests may write, emptied between tests that ask for `db`.
 TABLES = (

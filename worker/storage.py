@@ -7,13 +7,20 @@ Layout under STORAGE_DIR:
   thumbs/<sha256>.webp       thumbnails, one per distinct content
   quarantine/<sha256>        infected content, outside the served tree
 
-Paths stored in the database are relative to STORAGE_DIR.
+Paths stored in the database are relative to STORAGE_DIR. Blobs and
+thumbnails are named by content, so writing one is idempotent: a second
+writer of the same content finds it present and keeps the first. Deleting
+content that rows may still reference is the caller's decision
+(worker/file_steps.py checks the rows first).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -79,6 +86,75 @@ class LocalStorage:
 
     def remove(self, relative: str) -> None:
         self.absolute(relative).unlink(missing_ok=True)
+
+    def exists(self, relative: str) -> bool:
+        return self.absolute(relative).exists()
+
+    def content_path(self, sha256: str) -> str | None:
+        """Where the content with this hash is kept now: its blob, or its
+        quarantined copy, or None if neither exists."""
+        for relative in (self.blob_path(sha256), self.quarantine_path(sha256)):
+            if self.exists(relative):
+                return relative
+        return None
+
+    def promote_upload(self, upload: str, sha256: str) -> str:
+        """Make an upload's content available under its hash; returns the
+        content's path (its blob, or its quarantined copy if that content was
+        found infected before).
+
+        The upload is hard-linked to the blob path, not renamed, so that a
+        crash before the caller commits the new path leaves the upload in
+        place for a retry. The caller removes the upload after committing.
+        """
+        existing = self.content_path(sha256)
+        if existing is not None:
+            return existing
+        relative = self.blob_path(sha256)
+        target = self.absolute(relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(self.absolute(upload), target)
+        except FileExistsError:
+            pass  # an identical upload got there first: same bytes, keep one
+        return relative
+
+    def quarantine(self, sha256: str) -> str:
+        """Move content out of the served tree (blobs/) into quarantine/,
+        readable only by its owner. Idempotent: returns the quarantine path
+        whether the move happens now or happened before."""
+        relative = self.quarantine_path(sha256)
+        target = self.absolute(relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        blob = self.absolute(self.blob_path(sha256))
+        if blob.exists():
+            os.replace(blob, target)
+            os.chmod(target, 0o400)
+        return relative
+
+    @contextmanager
+    def atomic_writer(self, relative: str) -> Iterator[BinaryIO]:
+        """A stream whose content appears at `relative` only once the block
+        ends without error (written to a temporary name, then renamed), so
+        readers never see a half-written file and a failure leaves nothing."""
+        target = self.absolute(relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                yield out
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def remove_content(self, sha256: str) -> None:
+        """Remove everything kept for this hash: blob, quarantined copy,
+        thumbnail."""
+        for relative in (
+            self.blob_path(sha256), self.quarantine_path(sha256), self.thumbnail_path(sha256)
+        ):
+            self.remove(relative)
 
 
 storage = LocalStorage()

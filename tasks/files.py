@@ -1,0 +1,76 @@
+"""The file pipeline as Celery tasks: thin wrappers over worker/file_steps.py.
+
+`files.process` (enqueued by the API through the outbox) starts a chain
+hash → sniff → scan → thumbnail. The scan runs on the `scan` queue, the
+others on `files` (task_routes in worker/celery_app.py), so a slow clamd
+never holds up hashing and thumbnails. Each task takes the file id and
+passes it on.
+"""
+
+from __future__ import annotations
+
+import random
+
+from celery import chain, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from worker import file_steps, limits
+from worker.base import VezaTask
+from worker.clamav import ScanUnavailable
+from worker.config import settings
+
+FILE_LIMITS = {"soft_time_limit": limits.FILE_TIME_LIMITS[0], "time_limit": limits.FILE_TIME_LIMITS[1]}
+SCAN_LIMITS = {"soft_time_limit": limits.SCAN_TIME_LIMITS[0], "time_limit": limits.SCAN_TIME_LIMITS[1]}
+
+
+@shared_task(bind=True, base=VezaTask, name="files.process")
+def process(self: VezaTask, file_id: int) -> None:
+    """Run the whole pipeline for one upload. Safe to call again: every
+    step skips what is already done."""
+    chain(
+        hash_upload.si(file_id),
+        sniff.si(file_id),
+        scan.si(file_id),
+        thumbnail.si(file_id),
+    ).apply_async()
+
+
+@shared_task(bind=True, base=VezaTask, name="files.hash", **FILE_LIMITS)
+def hash_upload(self: VezaTask, file_id: int) -> None:
+    file_steps.hash_upload(file_id, task_id=self.request.id)
+
+
+@shared_task(bind=True, base=VezaTask, name="files.sniff", **FILE_LIMITS)
+def sniff(self: VezaTask, file_id: int) -> None:
+    file_steps.sniff(file_id, task_id=self.request.id)
+
+
+@shared_task(bind=True, base=VezaTask, name="files.scan", **SCAN_LIMITS)
+def scan(self: VezaTask, file_id: int) -> None:
+    """Fail closed: while clamd gives no verdict the file stays `scanning`
+    and the task retries with jittered exponential backoff; after the last
+    retry the scan is `failed` (the maintenance job scans it again later)."""
+    try:
+        file_steps.scan(file_id, task_id=self.request.id)
+    except (ScanUnavailable, SoftTimeLimitExceeded) as exc:
+        final = self.request.retries >= self.max_retries
+        file_steps.scan_unavailable(file_id, str(exc) or "scan timed out", final, self.request.id)
+        if not final:
+            raise self.retry(exc=exc, countdown=scan_retry_countdown(self.request.retries))
+
+
+def scan_retry_countdown(retries: int) -> float:
+    """Full jitter: spread retries of many files over the whole window."""
+    ceiling = min(limits.RETRY_BACKOFF_MAX, settings.clamd_retry_backoff * 2**retries)
+    return random.uniform(0, ceiling)
+
+
+@shared_task(bind=True, base=VezaTask, name="files.thumbnail", **FILE_LIMITS)
+def thumbnail(self: VezaTask, file_id: int) -> None:
+    """The last link: thumbnail (images only), then mark the file completed.
+    An image that takes too long to decode is recorded as failed, not retried."""
+    try:
+        file_steps.thumbnail(file_id, task_id=self.request.id)
+    except SoftTimeLimitExceeded:
+        file_steps.fail(file_id, "thumbnail", "took longer than the time limit", self.request.id)
+    file_steps.finish(file_id, task_id=self.request.id)

@@ -1,0 +1,86 @@
+"""A real clamd for the tests: Debian's /usr/sbin/clamd in the foreground,
+on a unix socket in a temporary directory, with a one-line signature
+database that the suite writes (the EICAR test file's MD5, as an .hdb).
+Loading one signature takes a fraction of a second.
+
+CLAMD_SOCKET is set when this module is imported (from conftest), before
+any project module reads the settings, so workers started by the tests
+inherit it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import clamd
+import pytest
+
+EICAR = clamd.EICAR
+EICAR_SIGNATURE = "Eicar-Test-Signature"
+
+CLAMD_DIR = Path(tempfile.mkdtemp(prefix="veza-clamd-"))
+SOCKET = CLAMD_DIR / "clamd.sock"
+os.environ["CLAMD_SOCKET"] = str(SOCKET)
+
+# Limits at least as large as the largest upload (100 MB): above MaxFileSize
+# clamd skips a file and answers OK, which would be a false "clean".
+CONFIG = f"""\
+Foreground yes
+LocalSocket {SOCKET}
+DatabaseDirectory {CLAMD_DIR / "db"}
+TemporaryDirectory {CLAMD_DIR}
+LogFile {CLAMD_DIR / "clamd.log"}
+MaxFileSize 110M
+MaxScanSize 110M
+StreamMaxLength 110M
+AlertExceedsMax yes
+"""
+
+
+class Clamd:
+    """clamd as a child process that a test can stop and start again."""
+
+    def __init__(self) -> None:
+        database = CLAMD_DIR / "db"
+        database.mkdir(exist_ok=True)
+        (database / "eicar.hdb").write_text(
+            f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:{EICAR_SIGNATURE}\n"
+        )
+        self.config = CLAMD_DIR / "clamd.conf"
+        self.config.write_text(CONFIG)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        from tests.conftest import wait_for
+
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/clamd", f"--config-file={self.config}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(self._answers, timeout=30, what="clamd to answer PING")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        SOCKET.unlink(missing_ok=True)
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"clamd exited:\n{(CLAMD_DIR / 'clamd.log').read_text()}")
+        try:
+            return clamd.ClamdUnixSocket(str(SOCKET), timeout=1).ping() == "PONG"
+        except clamd.ClamdError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def clamd_server() -> Clamd:
+    server = Clamd()
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,343 @@
+"""The file pipeline's steps as plain functions: hash, sniff, scan,
+thumbnail, finish. The Celery tasks in tasks/files.py are thin wrappers;
+tests and benchmarks call these directly.
+
+Every step is idempotent: it reads the row, skips if its result is already
+there, does its slow work outside any transaction, then writes its result
+under a row lock, checking again. A permanent failure (bad input: size
+mismatch, corrupt image, infected content) is recorded once, as
+processing_status = failed with metadata.failure_reason and failed_step,
+and every later step skips such a row. A scan that could not get a verdict
+is not permanent: virus_scan_status = failed, and running the scan again
+(the maintenance job, or files.process) picks it up.
+
+Content shared by several rows (identical uploads) is guarded by a
+PostgreSQL advisory lock on its hash, taken by whoever creates, quarantines
+or deletes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import magic
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from db.engine import session_scope
+from db.models import AuditLog, AuditSeverity, File, FileProcessingStatus, VirusScanStatus
+from worker import images
+from worker.clamav import Scanner, ScanUnavailable, Verdict
+from worker.storage import storage
+
+log = logging.getLogger(__name__)
+
+VERDICTS = (VirusScanStatus.clean, VirusScanStatus.infected)
+
+
+class _StepLog(logging.LoggerAdapter):
+    def process(self, msg, kwargs):
+        return f"file {self.extra['file_uuid']} task {self.extra['task_id']}: {msg}", kwargs
+
+
+def _log(file: File, task_id: str | None) -> _StepLog:
+    return _StepLog(log, {"file_uuid": file.uuid, "task_id": task_id or "-"})
+
+
+def _failed_for_good(file: File) -> bool:
+    return "failure_reason" in file.meta
+
+
+def _load(file_id: int) -> File | None:
+    with session_scope() as session:
+        file = session.get(File, file_id)
+    if file is None:
+        log.warning("file %s: no such row (deleted?); nothing to do", file_id)
+    return file
+
+
+@contextmanager
+def _locked(file_id: int) -> Iterator[File | None]:
+    """The row, locked until the block ends and its changes commit."""
+    with session_scope() as session:
+        yield session.get(File, file_id, with_for_update=True)
+
+
+def _lock_content(session: Session, sha256: str) -> None:
+    """Serialise everyone who creates, quarantines or deletes this content,
+    until the transaction ends."""
+    session.execute(select(func.pg_advisory_xact_lock(int(sha256[:15], 16))))
+
+
+def _start_processing(file: File) -> None:
+    if file.processing_status in (FileProcessingStatus.pending, FileProcessingStatus.failed):
+        file.processing_status = FileProcessingStatus.processing
+
+
+def fail(file_id: int, step: str, reason: str, task_id: str | None = None) -> None:
+    """Record a permanent failure: the input is bad, retrying cannot help."""
+    with _locked(file_id) as file:
+        if file is None or _failed_for_good(file):
+            return
+        file.processing_status = FileProcessingStatus.failed
+        file.is_processed = True
+        file.meta = {**file.meta, "failed_step": step, "failure_reason": reason}
+        _log(file, task_id).warning("%s failed: %s", step, reason)
+
+
+def hash_upload(file_id: int, task_id: str | None = None) -> None:
+    """SHA-256 of the upload, size check, then the content moves into the
+    blob store under its hash (one blob per distinct content)."""
+    file = _load(file_id)
+    if file is None or _failed_for_good(file):
+        return
+    step_log = _log(file, task_id)
+    upload = storage.upload_path(file.uuid)
+    if file.file_hash is not None:
+        storage.remove(upload)  # left behind if we died right after committing
+        step_log.info("hash: already %s, skipped", file.file_hash)
+        return
+    with _locked(file_id) as row:
+        _start_processing(row)
+
+    path = storage.absolute(file.file_path)
+    try:
+        size_on_disk = path.stat().st_size
+    except FileNotFoundError:
+        return fail(file_id, "hash", "the uploaded content is missing", task_id)
+    if size_on_disk != file.file_size:
+        return fail(
+            file_id, "hash",
+            f"size mismatch: the upload said {file.file_size} bytes, {size_on_disk} arrived",
+            task_id,
+        )
+    with open(path, "rb") as content:
+        sha256 = hashlib.file_digest(content, "sha256").hexdigest()  # 256 KiB reads
+
+    with session_scope() as session:
+        _lock_content(session, sha256)
+        row = session.get(File, file_id, with_for_update=True)
+        row.file_path = storage.promote_upload(file.file_path, sha256)
+        row.file_hash = sha256
+    storage.remove(file.file_path)
+    step_log.info("hash: %s, %d bytes, stored at %s", sha256, size_on_disk, row.file_path)
+
+
+def sniff(file_id: int, task_id: str | None = None) -> None:
+    """The content's real MIME type, by libmagic; the client's claim stays
+    in metadata, with a flag when the two disagree."""
+    file = _load(file_id)
+    if file is None or _failed_for_good(file) or file.file_hash is None:
+        return
+    if "mime_mismatch" in file.meta:  # set by a previous sniff of this row
+        return
+    content = storage.content_path(file.file_hash)
+    if content is None:
+        return fail(file_id, "sniff", "the content is missing from storage", task_id)
+    sniffed = magic.from_file(str(storage.absolute(content)), mime=True)
+    claimed = file.meta.get("claimed_mime_type")
+    mismatch = claimed is not None and claimed.split(";")[0].strip().lower() != sniffed
+    with _locked(file_id) as row:
+        row.mime_type = sniffed[:100]
+        row.meta = {**row.meta, "mime_mismatch": mismatch}
+    _log(file, task_id).info("sniff: %s (claimed %s)", sniffed, claimed)
+
+
+def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = None) -> None:
+    """Ask clamd for a verdict (or reuse one for the same content under the
+    same signature version). Raises ScanUnavailable when there is none: the
+    caller retries, then calls scan_unavailable(final=True)."""
+    file = _load(file_id)
+    if file is None or _failed_for_good(file) or file.file_hash is None:
+        return
+    step_log = _log(file, task_id)
+    if file.virus_scan_status in VERDICTS:
+        step_log.info("scan: already %s, skipped", file.virus_scan_status.value)
+        return
+    with _locked(file_id) as row:
+        _start_processing(row)
+        row.virus_scan_status = VirusScanStatus.scanning
+
+    scanner = scanner or Scanner()
+    version = scanner.version()
+    verdict = _earlier_verdict(file.file_hash, version)
+    if verdict is None:
+        content = storage.content_path(file.file_hash)
+        if content is None:
+            return fail(file_id, "scan", "the content is missing from storage", task_id)
+        verdict = scanner.scan(storage.absolute(content))
+    else:
+        step_log.info("scan: reusing the verdict for %s under %s", file.file_hash, version)
+    _record_verdict(file_id, file.file_hash, verdict, version, task_id)
+
+
+def _earlier_verdict(sha256: str, version: str) -> Verdict | None:
+    """A verdict another row got for the same content from the same
+    signature database; a new database means scanning again."""
+    with session_scope() as session:
+        earlier = session.execute(
+            select(File.virus_scan_status, File.virus_scan_result)
+            .where(
+                File.file_hash == sha256,
+                File.virus_scan_status.in_(VERDICTS),
+                File.meta["clamd_version"].astext == version,
+            )
+            .limit(1)
+        ).first()
+    if earlier is None:
+        return None
+    status, signature = earlier
+    return Verdict(infected=status is VirusScanStatus.infected, signature=signature)
+
+
+def _record_verdict(
+    file_id: int, sha256: str, verdict: Verdict, version: str, task_id: str | None
+) -> None:
+    with session_scope() as session:
+        # Content lock before row locks, the order hash_upload takes them in.
+        _lock_content(session, sha256)
+        file = session.get(File, file_id, with_for_update=True)
+        if file.virus_scan_status in VERDICTS:
+            return
+        if verdict.infected:
+            _quarantine(session, sha256, verdict.signature, version, task_id)
+            return
+        file.virus_scan_status = VirusScanStatus.clean
+        file.virus_scan_result = None
+        file.meta = {**file.meta, "clamd_version": version}
+        _log(file, task_id).info("scan: clean (%s)", version)
+
+
+def _quarantine(
+    session: Session, sha256: str, signature: str | None, version: str, task_id: str | None
+) -> None:
+    """Infected content is infected for every row that holds it: all of them
+    get the verdict, the content leaves the served tree, any thumbnail made
+    under an older signature database goes, and each newly infected row gets
+    a critical audit entry. The rows themselves are kept."""
+    quarantined = storage.quarantine(sha256)
+    storage.remove(storage.thumbnail_path(sha256))
+    rows = session.scalars(
+        select(File).where(File.file_hash == sha256).with_for_update()
+    ).all()
+    for row in rows:
+        row.file_path = quarantined
+        row.thumbnail_path = None
+        if row.virus_scan_status is VirusScanStatus.infected:
+            continue
+        row.virus_scan_status = VirusScanStatus.infected
+        row.virus_scan_result = signature
+        row.processing_status = FileProcessingStatus.failed
+        row.is_processed = True
+        row.meta = {
+            **row.meta,
+            "clamd_version": version,
+            "failed_step": "scan",
+            "failure_reason": f"infected: {signature}",
+        }
+        session.add(
+            AuditLog(
+                event_type="file.infected",
+                event_data={
+                    "file_uuid": str(row.uuid),
+                    "file_hash": sha256,
+                    "signature": signature,
+                    "original_filename": row.original_filename,
+                    "clamd_version": version,
+                },
+                user_id=row.uploaded_by,
+                resource_type="file",
+                resource_id=row.id,
+                room_id=row.room_id,
+                severity=AuditSeverity.critical,
+            )
+        )
+        _log(row, task_id).critical("scan: INFECTED with %s, quarantined", signature)
+
+
+def scan_unavailable(file_id: int, error: str, final: bool, task_id: str | None = None) -> None:
+    """Record a scan attempt that got no verdict. Until the last attempt the
+    status stays `scanning` with the error visible; after it, `failed`.
+    Never `clean`."""
+    with _locked(file_id) as file:
+        if file is None or file.virus_scan_status in VERDICTS:
+            return
+        file.virus_scan_result = error[:1000]
+        if final:
+            file.virus_scan_status = VirusScanStatus.failed
+            file.processing_status = FileProcessingStatus.failed
+        _log(file, task_id).warning("scan: %s%s", error, " (giving up)" if final else "")
+
+
+def thumbnail(file_id: int, task_id: str | None = None) -> None:
+    """A WebP thumbnail of a clean image, one per distinct content. Other
+    files, and files not (yet) clean, are left alone."""
+    file = _load(file_id)
+    if (
+        file is None
+        or _failed_for_good(file)
+        or file.virus_scan_status is not VirusScanStatus.clean
+        or file.thumbnail_path is not None
+        or not file.mime_type.startswith("image/")
+    ):
+        return
+    if file.mime_type not in images.ALLOWED_MIME_TYPES:
+        return fail(file_id, "thumbnail", f"unsupported image format {file.mime_type}", task_id)
+    source = storage.absolute(file.file_path)
+    thumb = storage.thumbnail_path(file.file_hash)
+    try:
+        # Always decoded, even when an identical upload already made the
+        # thumbnail: the metadata is this row's, and the bytes are the same.
+        with storage.atomic_writer(thumb) as out:
+            info = images.write_thumbnail(source, out)
+    except images.UnsupportedImage as exc:
+        return fail(file_id, "thumbnail", str(exc), task_id)
+    with _locked(file_id) as row:
+        row.thumbnail_path = thumb
+        row.meta = {**row.meta, "image": info.as_metadata()}
+    _log(file, task_id).info("thumbnail: %s from %dx%d %s", thumb, info.width, info.height, info.format)
+
+
+def finish(file_id: int, task_id: str | None = None) -> None:
+    """The end of the pipeline: a clean file whose steps all ran is
+    completed. Failures were recorded by the step that met them."""
+    with _locked(file_id) as file:
+        if (
+            file is None
+            or _failed_for_good(file)
+            or file.virus_scan_status is not VirusScanStatus.clean
+            or file.processing_status is FileProcessingStatus.completed
+        ):
+            return
+        file.processing_status = FileProcessingStatus.completed
+        file.is_processed = True
+        _log(file, task_id).info("completed")
+
+
+def run_all(file_id: int, scanner: Scanner | None = None) -> None:
+    """Every step in one process, in order: the benchmark's bare loop."""
+    hash_upload(file_id)
+    sniff(file_id)
+    scan(file_id, scanner)
+    thumbnail(file_id)
+    finish(file_id)
+
+
+def is_downloadable(file: File) -> bool:
+    """A file is served only after a clean scan (and never from quarantine)."""
+    return file.virus_scan_status is VirusScanStatus.clean and file.file_path.startswith("blobs/")
+
+
+def delete_content_if_unreferenced(sha256: str) -> bool:
+    """Remove a hash's blob, quarantined copy and thumbnail, but only when no
+    row references the hash any more. Returns whether it removed them."""
+    with session_scope() as session:
+        _lock_content(session, sha256)
+        referenced = session.scalar(select(func.count()).where(File.file_hash == sha256))
+        if referenced:
+            return False
+        storage.remove_content(sha256)
+        return True

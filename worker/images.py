@@ -1,0 +1,105 @@
+"""Thumbnails with Pillow, for untrusted images.
+
+Defences, in the order they act:
+- only the allow-listed decoders are tried (`Image.open(formats=...)`);
+- the pixel count is read from the header and checked before any decoding,
+  with a budget across animation frames;
+- Pillow's own DecompressionBombError (and every decoder error: truncated,
+  corrupt) becomes UnsupportedImage, which the pipeline records as a failure.
+
+Speed: JPEG is decoded at a reduced scale (`draft`), and `reducing_gap`
+lets Pillow shrink by an integer factor before the final resample.
+Privacy: the thumbnail carries no EXIF (so no GPS); orientation is applied
+to the pixels instead. The colour profile is kept, so colours stay right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
+# Sniffed MIME types that mean "one of the allowed formats".
+ALLOWED_MIME_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/x-ms-bmp"}
+)
+MAX_PIXELS = 50_000_000
+# All frames of an animation together: a small GIF can hold thousands of frames.
+MAX_ANIMATION_PIXELS = 4 * MAX_PIXELS
+THUMBNAIL_BOX = (400, 400)
+REDUCING_GAP = 2.0
+WEBP_QUALITY = 80
+
+# Pillow's own bomb check, lined up with ours: it warns above this and
+# raises above twice this.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class UnsupportedImage(Exception):
+    """Not an image we will decode: the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    format: str
+    frame_count: int
+
+    def as_metadata(self) -> dict[str, object]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "frame_count": self.frame_count,
+        }
+
+
+def write_thumbnail(source: Path, out: BinaryIO) -> ImageInfo:
+    """Write a WebP still of `source` (its first frame) within THUMBNAIL_BOX,
+    never upscaled; return what the original is."""
+    try:
+        with Image.open(source, formats=ALLOWED_FORMATS) as image:
+            info = _checked_info(image)
+            image.draft("RGB", THUMBNAIL_BOX)  # JPEG only: decode at 1/2..1/8 scale
+            if image.mode not in ("RGB", "RGBA"):
+                # Before resizing: palette images would otherwise resample
+                # by nearest neighbour.
+                has_alpha = "A" in image.getbands() or "transparency" in image.info
+                image = image.convert("RGBA" if has_alpha else "RGB")
+            image.thumbnail(THUMBNAIL_BOX, reducing_gap=REDUCING_GAP)
+            still = ImageOps.exif_transpose(image)
+            # No exif= and no xmp=: the thumbnail carries no metadata but
+            # its colour profile.
+            still.save(
+                out, "WEBP", quality=WEBP_QUALITY, icc_profile=image.info.get("icc_profile")
+            )
+    except UnsupportedImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise UnsupportedImage(f"too many pixels: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImage("not a JPEG, PNG, GIF, WebP or BMP image") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow's decoders report truncated and corrupt data this way.
+        raise UnsupportedImage(f"corrupt or truncated image: {exc}") from exc
+    return info
+
+
+def _checked_info(image: Image.Image) -> ImageInfo:
+    """The header's dimensions and frame count, refused above the limits
+    before a single pixel is decoded."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise UnsupportedImage(f"{width}x{height} is over the {MAX_PIXELS} pixel limit")
+    frame_count = getattr(image, "n_frames", 1)  # counted from frame headers, not decoded
+    if width * height * frame_count > MAX_ANIMATION_PIXELS:
+        raise UnsupportedImage(
+            f"{frame_count} frames of {width}x{height} are over the "
+            f"{MAX_ANIMATION_PIXELS} pixel budget for an animation"
+        )
+    image.seek(0)
+    return ImageInfo(width=width, height=height, format=image.format, frame_count=frame_count)
