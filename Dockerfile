@@ -7,7 +7,7 @@ RUN apt-get update \
 
 RUN useradd --create-home --uid 10001 veza
 WORKDIR /app
-COPY pyproject.toml README.md beat_schedule.py alembic.ini ./
+COPY pyproject.toml README.md beat_schedule.py flowerconfig.py alembic.ini ./
 COPY api ./api
 COPY db ./db
 COPY tasks ./tasks

@@ -17,7 +17,7 @@ def load() -> dict:
 def test_compose_defines_every_part_of_the_system_with_healthchecks():
     services = load()["services"]
     expected = {"postgres", "redis", "clamav", "api", "relay", "worker-files",
-                "worker-maintenance", "beat", "flower"}
+                "worker-maintenance", "beat", "flower", "exporter"}
     assert expected <= set(services)
     for name in expected:
         assert "healthcheck" in services[name], name
