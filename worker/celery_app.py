@@ -56,6 +56,7 @@ app.conf.update(
         "files.*": {"queue": "files"},
         "maintenance.*": {"queue": "maintenance"},
         "system.*": {"queue": "default"},
+        "messages.*": {"queue": "default"},
     },
     # Flower builds its view from events.
     worker_send_task_events=True,
@@ -69,7 +70,7 @@ app.conf.update(
     redbeat_lock_timeout=limits.BEAT_LOCK_TIMEOUT,
     beat_max_loop_interval=limits.BEAT_LOCK_TIMEOUT // 5,
     beat_schedule=BEAT_SCHEDULE,
-    include=["tasks.system", "tasks.files"],
+    include=["tasks.system", "tasks.files", "tasks.messages"],
 )
 
 
