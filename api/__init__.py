@@ -13,6 +13,7 @@ def create_app(config: dict | None = None) -> Flask:
     # Slightly above the largest upload, so that the upload handler (which
     # counts while streaming) gives the precise 413; this is the backstop.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
+    app.config["MAX_UPLOAD_BYTES"] = settings.max_upload_bytes
     app.config["REDIS_URL"] = settings.redis_url
     app.json.sort_keys = False
     if config:
@@ -20,7 +21,8 @@ def create_app(config: dict | None = None) -> Flask:
 
     register_error_handlers(app)
 
-    from api import health
+    from api import health, v1
 
     app.register_blueprint(health.bp)
+    v1.register(app)
     return app

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from datetime import date
 
+from psycopg import errors as pg_errors
+
 from sqlalchemy import Connection, text
 
 PARTITIONED_TABLES = ("messages", "audit_logs")
@@ -29,6 +31,26 @@ def create_monthly_partitions(conn: Connection, table: str, first_month: date, m
         {"t": table, "m": first_month, "n": months},
     )
     return [r[0] for r in rows]
+
+
+NO_PARTITION = re.compile(r'no partition of relation "(\w+)" found for row')
+PARTITION_KEY_DATE = re.compile(r"\(created_at\)=\((\d{4})-(\d{2})-")
+
+
+def missing_partition(error: BaseException | None) -> tuple[str, date] | None:
+    """(table, month) when `error` is PostgreSQL refusing a row because its
+    month has no partition (there is deliberately no DEFAULT partition, so
+    a row never lands where retention and detaching cannot reach it);
+    None for any other error."""
+    if not isinstance(error, pg_errors.CheckViolation):
+        return None
+    table = NO_PARTITION.search(str(error))
+    if table is None or table.group(1) not in PARTITIONED_TABLES:
+        return None
+    key = PARTITION_KEY_DATE.search((error.diag.message_detail or "").replace(" ", ""))
+    if key is None:
+        return None
+    return table.group(1), date(int(key.group(1)), int(key.group(2)), 1)
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:

@@ -1,0 +1,106 @@
+"""Who may see and do what in a room or conversation.
+
+Anything a user may not see answers 404, exactly like an id that does not
+exist, so ids cannot be probed; 403 is kept for things the user can see
+but not do (a member editing someone else's message).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError
+from db.models import DirectConversation, Message, Room, RoomMember, RoomMemberRole, User
+
+# Ranks order who may act on whom: nobody acts on an equal or higher rank.
+RANK = {RoomMemberRole.member: 0, RoomMemberRole.moderator: 1, RoomMemberRole.admin: 2}
+OWNER_RANK = 3
+MODERATOR_RANK = RANK[RoomMemberRole.moderator]
+ADMIN_RANK = RANK[RoomMemberRole.admin]
+
+
+def not_found(what: str = "resource") -> ApiError:
+    return ApiError(404, "not_found", f"No such {what}.")
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def rank(room: Room, member: RoomMember | None) -> int:
+    if member is None:
+        return -1
+    if member.user_id == room.owner_id:
+        return OWNER_RANK
+    return RANK[member.role]
+
+
+def membership(session: Session, room_id: int, user_id: int, *, lock: bool = False
+               ) -> RoomMember | None:
+    query = select(RoomMember).where(RoomMember.room_id == room_id, RoomMember.user_id == user_id)
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def visible_room(session: Session, room_id: int, user: User, *, lock: bool = False
+                 ) -> tuple[Room, RoomMember | None]:
+    """The room and the user's membership; 404 for a private room the user
+    is not in."""
+    query = select(Room).where(Room.id == room_id)
+    room = session.scalar(query.with_for_update() if lock else query)
+    if room is None:
+        raise not_found("room")
+    member = membership(session, room_id, user.id)
+    if member is None and not room.is_public:
+        raise not_found("room")
+    return room, member
+
+
+def member_of(session: Session, room_id: int, user: User, *, lock_member: bool = False
+              ) -> tuple[Room, RoomMember]:
+    """The room and the user's membership, which the action requires."""
+    room, member = visible_room(session, room_id, user)
+    if member is None:
+        raise forbidden("Join the room first.")
+    if lock_member:
+        member = membership(session, room_id, user.id, lock=True)
+    return room, member
+
+
+def participant_conversation(session: Session, conversation_id: int, user: User
+                             ) -> DirectConversation:
+    conversation = session.get(DirectConversation, conversation_id)
+    if conversation is None or user.id not in conversation.participant_ids:
+        raise not_found("conversation")
+    return conversation
+
+
+def visible_message(session: Session, message_id: int, user: User, *, lock: bool = False
+                    ) -> tuple[Message, Room | None, RoomMember | None]:
+    """A live message the user may see, with its room and the user's
+    membership (both None for a direct message)."""
+    query = select(Message).where(Message.id == message_id, Message.is_deleted.is_(False))
+    message = session.scalar(query.with_for_update() if lock else query)
+    if message is None:
+        raise not_found("message")
+    if message.conversation_id is not None:
+        participant_conversation(session, message.conversation_id, user)
+        return message, None, None
+    room, member = visible_room(session, message.room_id, user)
+    if past_retention(room, message):
+        raise not_found("message")
+    return message, room, member
+
+
+def past_retention(room: Room, message: Message) -> bool:
+    """Older than the room keeps messages: hidden now, purged by maintenance."""
+    if room.message_retention_days <= 0:
+        return False
+    cutoff = datetime.now(timezone.utc) - timedelta(days=room.message_retention_days)
+    return message.created_at < cutoff
+
+
+def can_moderate_messages(room: Room, member: RoomMember | None) -> bool:
+    return rank(room, member) >= MODERATOR_RANK or bool(member and member.can_manage_messages)

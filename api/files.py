@@ -1,0 +1,177 @@
+"""Uploads and downloads.
+
+An upload is streamed to storage under a server-made name (the file's
+uuid), counted as it goes; the row and its `files.process` outbox row
+commit together, and the answer is 202: hashing, sniffing, thumbnailing and
+the virus scan happen in workers. Nothing is served before a clean scan.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import magic
+from flask import Blueprint, current_app, g, request, send_file
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+from werkzeug.datastructures import FileStorage
+from werkzeug.utils import secure_filename
+
+from api.access import forbidden, member_of, not_found, visible_room
+from api.errors import ApiError
+from api.messages import check_not_silenced
+from api.request_context import request_id
+from api.schemas import FileOut
+from api.spec import operation
+from db.models import File, Message, Room, VirusScanStatus
+from worker import outbox
+from worker.config import settings
+from worker.storage import EmptyUpload, UploadTooLarge, storage
+
+bp = Blueprint("files", __name__)
+
+PROCESS_TASK = "files.process"
+UPLOAD_FORM = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "message_id": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    },
+}
+
+
+def original_filename(upload: FileStorage) -> str:
+    """The client's name, reduced to a safe display name (no directories,
+    no control characters). It is stored as original_filename and used in
+    Content-Disposition, never in a path."""
+    return (secure_filename(upload.filename or "") or "upload")[:255]
+
+
+def attached_message(session: Session, room: Room, raw_id: str | None) -> Message | None:
+    if raw_id is None:
+        return None
+    if not raw_id.isdigit() or not 1 <= int(raw_id) <= 2**31 - 1:
+        raise ApiError(422, "validation_failed", "The form is not valid.",
+                       {"message_id": "must be a message id"})
+    message = session.scalar(select(Message).where(
+        Message.id == int(raw_id), Message.room_id == room.id, Message.is_deleted.is_(False)))
+    if message is None:
+        raise not_found("message")
+    if message.author_id != g.user.id:
+        raise forbidden("Files can only be attached to your own messages.")
+    return message
+
+
+def save_to_storage(upload: FileStorage, file_uuid: uuid.UUID) -> tuple[str, int]:
+    upload.stream.seek(0)  # a retried transaction reads the upload again
+    limit = current_app.config.get("MAX_UPLOAD_BYTES", settings.max_upload_bytes)
+    try:
+        return storage.save_upload(upload.stream, file_uuid, limit)
+    except UploadTooLarge as err:
+        raise ApiError(413, "file_too_large", f"Files are limited to {limit} bytes.",
+                       {"file": f"larger than {limit} bytes"}) from err
+    except EmptyUpload as err:
+        raise ApiError(400, "empty_file", "The file is empty.", {"file": "0 bytes"}) from err
+
+
+@operation(bp, "POST", "/rooms/<id:room_id>/files", summary="Upload a file (processed later)",
+           multipart=UPLOAD_FORM, responses={202: FileOut}, errors=(403, 409, 413))
+def upload_file(session: Session, room_id: int):
+    room, member = member_of(session, room_id, g.user)
+    check_not_silenced(room, member)
+    upload = request.files.get("file")
+    if upload is None:
+        raise ApiError(400, "missing_file", "Send the file as multipart field 'file'.",
+                       {"file": "required"})
+    message = attached_message(session, room, request.form.get("message_id"))
+    file_uuid = uuid.uuid4()
+    relative, size = save_to_storage(upload, file_uuid)
+    # If this transaction does not commit, the bytes must not stay behind.
+    event.listen(session, "after_rollback", lambda _s: storage.remove(relative), once=True)
+    row = File(
+        uuid=file_uuid, filename=str(file_uuid), original_filename=original_filename(upload),
+        file_path=relative, file_size=size, uploaded_by=g.user.id, room_id=room.id,
+        message_id=message.id if message else None,
+        message_created_at=message.created_at if message else None,
+        meta={"claimed_mime_type": upload.mimetype or None},
+    )
+    session.add(row)
+    session.flush()
+    outbox.enqueue(session, PROCESS_TASK, row.id, request_id=request_id())
+    return file_out(session, row), 202
+
+
+def file_out(session: Session, row: File) -> FileOut:
+    session.refresh(row)
+    fields = {name: getattr(row, name) for name in FileOut.model_fields
+              if name not in ("processing_status", "virus_scan_status", "has_thumbnail",
+                              "metadata")}
+    return FileOut(**fields, processing_status=row.processing_status.value,
+                   virus_scan_status=row.virus_scan_status.value,
+                   has_thumbnail=row.thumbnail_path is not None, metadata=row.meta)
+
+
+def visible_file(session: Session, file_uuid: uuid.UUID, *, lock: bool = False) -> File:
+    query = select(File).where(File.uuid == file_uuid)
+    row = session.scalar(query.with_for_update() if lock else query)
+    if row is None:
+        raise not_found("file")
+    if row.uploaded_by != g.user.id:
+        if row.room_id is None:
+            raise not_found("file")
+        visible_room(session, row.room_id, g.user)  # 404 when the room is hidden
+    return row
+
+
+def released_file(session: Session, file_uuid: uuid.UUID) -> File:
+    """A file whose bytes may go out: only after a clean scan."""
+    row = visible_file(session, file_uuid, lock=True)
+    status = row.virus_scan_status
+    if status is VirusScanStatus.infected:
+        raise ApiError(403, "file_infected", "The file failed its virus scan.",
+                       {"virus_scan_status": status.value})
+    if status is not VirusScanStatus.clean:
+        raise ApiError(409, "file_not_scanned",
+                       f"The file is not available yet: its virus scan is {status.value}.",
+                       {"virus_scan_status": status.value, "reason": row.virus_scan_result})
+    return row
+
+
+def attachment(path, mime_type: str, download_name: str):
+    if not path.is_file():
+        raise not_found("file content")
+    response = send_file(path, mimetype=mime_type, as_attachment=True,
+                         download_name=download_name, conditional=False, etag=False)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@operation(bp, "GET", "/files/<uuid:file_uuid>", summary="A file's metadata and statuses",
+           responses={200: FileOut})
+def get_file(session: Session, file_uuid: uuid.UUID):
+    return file_out(session, visible_file(session, file_uuid))
+
+
+@operation(bp, "GET", "/files/<uuid:file_uuid>/content",
+           summary="The file's bytes, once its scan is clean", responses={200: FileOut},
+           binary=True, errors=(403, 409))
+def get_file_content(session: Session, file_uuid: uuid.UUID):
+    row = released_file(session, file_uuid)
+    row.download_count += 1
+    # mime_type is what the worker sniffed from the bytes, never the client's claim.
+    return attachment(storage.absolute(row.file_path), row.mime_type, row.original_filename)
+
+
+@operation(bp, "GET", "/files/<uuid:file_uuid>/thumbnail",
+           summary="The file's thumbnail, once its scan is clean", responses={200: FileOut},
+           binary=True, errors=(403, 409))
+def get_file_thumbnail(session: Session, file_uuid: uuid.UUID):
+    row = released_file(session, file_uuid)
+    if row.thumbnail_path is None:
+        raise not_found("thumbnail")
+    path = storage.absolute(row.thumbnail_path)
+    if not path.is_file():
+        raise not_found("thumbnail")
+    stem = row.original_filename.rsplit(".", 1)[0]
+    return attachment(path, magic.from_file(str(path), mime=True), f"{stem}-thumbnail.webp")

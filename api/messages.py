@@ -1,0 +1,337 @@
+"""Messages in rooms (and the parts DMs share): post, list, edit, delete,
+pin, react, read markers, unread counts and room statistics.
+
+A post writes the message and an outbox row for `messages.index` in one
+transaction; the mentions trigger fills message_mentions from
+messages.mentions in that same transaction.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+
+from flask import Blueprint, g
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from api import audit
+from api.access import (
+    MODERATOR_RANK, can_moderate_messages, forbidden, member_of, not_found, rank,
+    visible_message, visible_room,
+)
+from api.errors import ApiError
+from api.request_context import client_ip, request_id, user_agent
+from api.schemas import (
+    MessageEdit, MessageIn, MessageOut, MessagePage, PageQuery, ReactionIn, ReadIn,
+    RoomStatsOut, UnreadOut,
+)
+from api.spec import operation
+from db.models import (
+    AuditSeverity, DirectConversation, Message, MessageContentType, Reaction, Room, RoomMember,
+    User,
+)
+from worker import outbox
+
+bp = Blueprint("messages", __name__)
+
+MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_-]{3,50})")
+INDEX_TASK = "messages.index"
+
+# The seed's pagination query, keyed on (id, created_at) because messages is
+# partitioned, with the viewer's own reactions flagged.
+MESSAGE_QUERY = """
+SELECT m.id, m.uuid, m.room_id, m.conversation_id, m.content, m.content_type::text,
+       m.raw_content, m.parent_message_id, m.thread_count, m.is_thread_root, m.is_edited,
+       m.edit_count, m.edited_at, m.is_deleted, m.is_pinned, m.mentions,
+       m.referenced_message_ids, m.reaction_count, m.is_flagged, m.flag_count,
+       m.moderation_status::text, m.metadata, m.created_at, m.updated_at,
+       json_build_object('id', u.id, 'username', u.username, 'display_name', u.display_name,
+                         'avatar_url', u.avatar_url) AS author,
+       COALESCE((
+           SELECT json_object_agg(r.emoji, json_build_object(
+                      'count', r.reaction_count, 'users', r.user_list,
+                      'has_user_reacted', r.has_user_reacted))
+           FROM (SELECT rr.emoji, COUNT(*) AS reaction_count,
+                        json_agg(json_build_object('user_id', ru.id, 'username', ru.username)
+                                 ORDER BY rr.id) AS user_list,
+                        bool_or(rr.user_id = :viewer) AS has_user_reacted
+                 FROM reactions rr JOIN users ru ON ru.id = rr.user_id
+                 WHERE rr.message_id = m.id AND rr.message_created_at = m.created_at
+                 GROUP BY rr.emoji) r
+       ), '{}'::json) AS reactions
+FROM messages m
+JOIN users u ON u.id = m.author_id
+WHERE NOT m.is_deleted AND {where}
+ORDER BY m.id DESC
+LIMIT :limit
+"""
+
+
+def fetch_messages(session: Session, where: str, params: dict, *, limit: int = 1,
+                   retention_days: int = 0) -> list[MessageOut]:
+    """Run MESSAGE_QUERY with `where` (SQL over alias m); messages older
+    than the room's retention are hidden even before maintenance purges them."""
+    if retention_days > 0:
+        where += " AND m.created_at >= now() - make_interval(days => :retention_days)"
+        params = params | {"retention_days": retention_days}
+    rows = session.execute(text(MESSAGE_QUERY.replace("{where}", where)),
+                           params | {"viewer": g.user.id, "limit": limit}).mappings()
+    return [MessageOut.model_validate(dict(row)) for row in rows]
+
+
+def message_out(session: Session, message_id: int, room: Room | None = None) -> MessageOut:
+    found = fetch_messages(session, "m.id = :id", {"id": message_id},
+                           retention_days=room.message_retention_days if room else 0)
+    if not found:
+        raise not_found("message")
+    return found[0]
+
+
+def page(session: Session, where: str, params: dict, query: PageQuery,
+         retention_days: int = 0) -> MessagePage:
+    if query.before is not None:
+        where += " AND m.id < :before"
+        params = params | {"before": query.before}
+    messages = fetch_messages(session, where, params, limit=query.limit,
+                              retention_days=retention_days)
+    next_before = messages[-1].id if len(messages) == query.limit else None
+    return MessagePage(messages=messages, next_before=next_before)
+
+
+def mentioned_user_ids(session: Session, content: str) -> list[int]:
+    """Ids of the existing users named as @username in the content."""
+    names = set(MENTION.findall(content))
+    if not names:
+        return []
+    return sorted(session.scalars(
+        select(User.id).where(User.username.in_(names), User.deleted_at.is_(None))
+    ))
+
+
+def parent_reference(session: Session, parent_id: int | None, *, room_id: int | None = None,
+                     conversation_id: int | None = None) -> datetime | None:
+    """The parent's created_at (half of its key), or 404 when the parent is
+    not a live message of the same room or conversation."""
+    if parent_id is None:
+        return None
+    created_at = session.scalar(select(Message.created_at).where(
+        Message.id == parent_id, Message.is_deleted.is_(False),
+        Message.room_id == room_id if room_id else Message.conversation_id == conversation_id,
+    ))
+    if created_at is None:
+        raise not_found("parent message")
+    return created_at
+
+
+def create_message(session: Session, body: MessageIn, *, room: Room | None = None,
+                   conversation: DirectConversation | None = None) -> MessageOut:
+    """Insert a message and owe its indexing task, in the caller's transaction."""
+    room_id = room.id if room else None
+    conversation_id = conversation.id if conversation else None
+    message = Message(
+        room_id=room_id, conversation_id=conversation_id, author_id=g.user.id,
+        content=body.content, raw_content=body.content,
+        content_type=MessageContentType(body.content_type),
+        parent_message_id=body.parent_message_id,
+        parent_created_at=parent_reference(session, body.parent_message_id, room_id=room_id,
+                                           conversation_id=conversation_id),
+        mentions=mentioned_user_ids(session, body.content),
+        ip_address=client_ip(), user_agent=user_agent(),
+    )
+    session.add(message)
+    session.flush()  # a month without a partition fails here (see api.spec)
+    outbox.enqueue(session, INDEX_TASK, message.id, request_id=request_id())
+    return message_out(session, message.id)
+
+
+def check_not_silenced(room: Room, member: RoomMember) -> None:
+    """Archived rooms and muted members (until muted_until) post nothing."""
+    if room.is_archived:
+        raise ApiError(409, "room_archived", "The room is archived.")
+    now = datetime.now(timezone.utc)
+    if member.is_muted and (member.muted_until is None or member.muted_until > now):
+        raise forbidden("You are muted in this room.")
+
+
+def check_can_post(session: Session, room: Room, member: RoomMember) -> None:
+    check_not_silenced(room, member)
+    # Moderators and up keep talking in slow mode (they run the room).
+    if room.slow_mode_seconds and rank(room, member) < MODERATOR_RANK:
+        enforce_slow_mode(session, room, member)
+
+
+def enforce_slow_mode(session: Session, room: Room, member: RoomMember) -> None:
+    """429 with Retry-After while the member's last message is younger than
+    slow_mode_seconds. The membership row is locked by the caller, so two
+    concurrent posts by one member cannot both slip through."""
+    elapsed = session.scalar(
+        select(func.extract("epoch", func.now() - func.max(Message.created_at)))
+        .where(Message.room_id == room.id, Message.author_id == member.user_id)
+    )
+    if elapsed is not None and float(elapsed) < room.slow_mode_seconds:
+        wait = max(1, math.ceil(room.slow_mode_seconds - float(elapsed)))
+        raise ApiError(429, "slow_mode", f"Slow mode: wait {wait}s before posting again.",
+                       {"retry_after": wait}, headers={"Retry-After": str(wait)})
+
+
+# ------------------------------------------------------------------ routes
+
+@operation(bp, "POST", "/rooms/<id:room_id>/messages", summary="Post a message",
+           body=MessageIn, responses={201: MessageOut}, errors=(403, 409, 429))
+def post_room_message(session: Session, room_id: int, body: MessageIn):
+    room, member = member_of(session, room_id, g.user, lock_member=True)
+    check_can_post(session, room, member)
+    return create_message(session, body, room=room), 201
+
+
+@operation(bp, "GET", "/rooms/<id:room_id>/messages",
+           summary="Messages, newest first; ?before=<id> for older ones",
+           query=PageQuery, responses={200: MessagePage})
+def list_room_messages(session: Session, room_id: int, query: PageQuery):
+    room, _ = visible_room(session, room_id, g.user)
+    return page(session, "m.room_id = :room_id", {"room_id": room.id}, query,
+                room.message_retention_days)
+
+
+@operation(bp, "PATCH", "/messages/<id:message_id>", summary="Edit your message",
+           body=MessageEdit, responses={200: MessageOut}, errors=(403, 409))
+def edit_message(session: Session, message_id: int, body: MessageEdit):
+    message, room, _ = visible_message(session, message_id, g.user, lock=True)
+    if message.author_id != g.user.id:
+        raise forbidden("Only the author may edit a message.")
+    if room is not None and room.is_archived:
+        raise ApiError(409, "room_archived", "The room is archived.")
+    message.content = message.raw_content = body.content
+    message.mentions = mentioned_user_ids(session, body.content)
+    message.is_edited = True
+    message.edit_count += 1
+    message.edited_at = message.updated_at = func.now()
+    session.flush()
+    return message_out(session, message.id, room)
+
+
+@operation(bp, "DELETE", "/messages/<id:message_id>",
+           summary="Delete a message (author, or a room moderator)", responses={204: None},
+           errors=(403,))
+def delete_message(session: Session, message_id: int):
+    message, room, member = visible_message(session, message_id, g.user, lock=True)
+    by_author = message.author_id == g.user.id
+    if not by_author and not (room is not None and can_moderate_messages(room, member)):
+        raise forbidden("Only the author or a moderator may delete this message.")
+    message.is_deleted = True
+    message.deleted_at = message.updated_at = func.now()
+    if not by_author:
+        audit.record(session, "message_deleted_by_moderator",
+                     {"message_id": message.id, "author_id": message.author_id},
+                     user_id=g.user.id, room_id=room.id, resource=("message", message.id),
+                     severity=AuditSeverity.warning)
+    # The author's message count changed: the same idempotent recount.
+    outbox.enqueue(session, INDEX_TASK, message.id, request_id=request_id())
+    return None, 204
+
+
+def set_pinned(session: Session, message_id: int, pinned: bool) -> MessageOut:
+    message, room, member = visible_message(session, message_id, g.user, lock=True)
+    if room is not None and not can_moderate_messages(room, member):
+        raise forbidden("Only moderators may pin messages.")
+    message.is_pinned = pinned
+    session.flush()
+    return message_out(session, message.id, room)
+
+
+@operation(bp, "POST", "/messages/<id:message_id>/pin", summary="Pin a message",
+           responses={200: MessageOut}, errors=(403,))
+def pin_message(session: Session, message_id: int):
+    return set_pinned(session, message_id, True)
+
+
+@operation(bp, "DELETE", "/messages/<id:message_id>/pin", summary="Unpin a message",
+           responses={200: MessageOut}, errors=(403,))
+def unpin_message(session: Session, message_id: int):
+    return set_pinned(session, message_id, False)
+
+
+def reactable_message(session: Session, message_id: int) -> tuple[Message, Room | None]:
+    message, room, member = visible_message(session, message_id, g.user, lock=True)
+    if room is not None and member is None:
+        raise forbidden("Join the room first.")
+    return message, room
+
+
+@operation(bp, "POST", "/messages/<id:message_id>/reactions", summary="React to a message",
+           body=ReactionIn, responses={201: MessageOut}, errors=(403, 409))
+def add_reaction(session: Session, message_id: int, body: ReactionIn):
+    message, room = reactable_message(session, message_id)
+    inserted = session.execute(
+        text("INSERT INTO reactions (message_id, message_created_at, user_id, emoji) "
+             "VALUES (:id, :created_at, :user, :emoji) ON CONFLICT DO NOTHING RETURNING id"),
+        {"id": message.id, "created_at": message.created_at, "user": g.user.id,
+         "emoji": body.emoji},
+    ).first()
+    if inserted is None:
+        raise ApiError(409, "already_reacted", "You already reacted with this emoji.")
+    message.reaction_count += 1
+    session.flush()
+    return message_out(session, message.id, room), 201
+
+
+@operation(bp, "DELETE", "/messages/<id:message_id>/reactions/<emoji>",
+           summary="Remove your reaction", responses={204: None}, errors=(403,))
+def remove_reaction(session: Session, message_id: int, emoji: str):
+    message, _ = reactable_message(session, message_id)
+    reaction = session.scalar(select(Reaction).where(
+        Reaction.message_id == message.id, Reaction.message_created_at == message.created_at,
+        Reaction.user_id == g.user.id, Reaction.emoji == emoji[:20],
+    ))
+    if reaction is None:
+        raise not_found("reaction")
+    session.delete(reaction)
+    message.reaction_count = max(0, message.reaction_count - 1)
+    return None, 204
+
+
+# ------------------------------------------------------- reading and stats
+
+def unread(session: Session, room_id: int) -> UnreadOut:
+    count = session.scalar(select(func.calculate_unread_count(g.user.id, room_id)))
+    return UnreadOut(room_id=room_id, unread_count=count)
+
+
+@operation(bp, "POST", "/rooms/<id:room_id>/read", summary="Mark messages read up to one",
+           body=ReadIn, responses={200: UnreadOut}, errors=(403,))
+def mark_read(session: Session, room_id: int, body: ReadIn):
+    room, member = member_of(session, room_id, g.user)
+    in_room = session.scalar(select(Message.id).where(Message.id == body.message_id,
+                                                      Message.room_id == room.id))
+    if in_room is None:
+        raise not_found("message")
+    # Only forward: an older marker arriving late must not resurrect unreads.
+    session.execute(
+        update(RoomMember).where(RoomMember.id == member.id).values(
+            last_read_message_id=func.greatest(
+                func.coalesce(RoomMember.last_read_message_id, 0), body.message_id))
+    )
+    return unread(session, room.id)
+
+
+@operation(bp, "GET", "/rooms/<id:room_id>/unread", summary="Your unread count",
+           responses={200: UnreadOut}, errors=(403,))
+def unread_count(session: Session, room_id: int):
+    room, _ = member_of(session, room_id, g.user)
+    return unread(session, room.id)
+
+
+@operation(bp, "GET", "/rooms/<id:room_id>/stats",
+           summary="Statistics from room_stats (refreshed by maintenance)",
+           responses={200: RoomStatsOut})
+def room_stats(session: Session, room_id: int):
+    room, _ = visible_room(session, room_id, g.user)
+    row = session.execute(text("SELECT * FROM room_stats WHERE room_id = :id"),
+                          {"id": room.id}).mappings().first()
+    if row is None:  # created or unarchived since the view's last refresh
+        return RoomStatsOut(room_id=room.id, member_count=room.member_count, total_messages=0,
+                            messages_24h=0, messages_7d=0, active_users_24h=0,
+                            last_message_at=None, reactions_24h=0)
+    return RoomStatsOut.model_validate(dict(row))

@@ -1,0 +1,217 @@
+"""Rooms and their members: create, change settings, archive, join, invite,
+leave, kick, roles and mutes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, g
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api import audit
+from api.access import (
+    ADMIN_RANK, MODERATOR_RANK, RANK, forbidden, member_of, membership, not_found, rank,
+    visible_room,
+)
+from api.errors import ApiError
+from api.schemas import MemberAdd, MemberOut, MemberPatch, RoomCreate, RoomOut, RoomPatch, UserRef
+from api.spec import operation
+from db.models import AuditSeverity, Room, RoomMember, RoomMemberRole, User
+
+bp = Blueprint("rooms", __name__)
+
+# The only fields a client may clear by sending null; null for any other
+# (is_public, max_members, a role...) is a 422.
+NULLABLE_ROOM_FIELDS = {"description", "topic", "welcome_message", "rules"}
+NULLABLE_MEMBER_FIELDS = {"muted_until"}
+
+
+def user_ref(user: User) -> UserRef:
+    return UserRef(id=user.id, username=user.username, display_name=user.display_name)
+
+
+def room_out(session: Session, room: Room) -> RoomOut:
+    session.refresh(room)  # triggers keep member_count/message_count: read them back
+    owner = session.get(User, room.owner_id)
+    fields = {name: getattr(room, name) for name in RoomOut.model_fields
+              if name not in ("owner", "metadata")}
+    return RoomOut(**fields, owner=user_ref(owner), metadata=room.meta)
+
+
+def member_out(session: Session, room: Room, member: RoomMember) -> MemberOut:
+    fields = {name: getattr(member, name) for name in MemberOut.model_fields
+              if name not in ("user", "role", "is_owner")}
+    return MemberOut(**fields, user=user_ref(session.get(User, member.user_id)),
+                     role=member.role.value, is_owner=member.user_id == room.owner_id)
+
+
+def reject_nulls(changes: dict[str, Any], nullable: set[str]) -> None:
+    nulls = {name: "may not be null" for name, value in changes.items()
+             if value is None and name not in nullable}
+    if nulls:
+        raise ApiError(422, "validation_failed", "The body is not valid.", nulls)
+
+
+# ------------------------------------------------------------------- rooms
+
+@operation(bp, "POST", "/rooms", summary="Create a room (you become its owner)",
+           body=RoomCreate, responses={201: RoomOut})
+def create_room(session: Session, body: RoomCreate):
+    settings = body.model_dump(exclude_unset=True)
+    reject_nulls(settings, NULLABLE_ROOM_FIELDS)
+    room = Room(owner_id=g.user.id, **settings)
+    session.add(room)
+    session.flush()
+    session.add(RoomMember(room_id=room.id, user_id=g.user.id, role=RoomMemberRole.admin,
+                           can_invite=True, can_manage_messages=True, can_manage_members=True))
+    session.flush()
+    return room_out(session, room), 201
+
+
+@operation(bp, "GET", "/rooms/<id:room_id>", summary="A room you can see",
+           responses={200: RoomOut})
+def get_room(session: Session, room_id: int):
+    room, _ = visible_room(session, room_id, g.user)
+    return room_out(session, room)
+
+
+@operation(bp, "PATCH", "/rooms/<id:room_id>", summary="Change settings or archive (owner, admin)",
+           body=RoomPatch, responses={200: RoomOut}, errors=(403,))
+def update_room(session: Session, room_id: int, body: RoomPatch):
+    room, member = visible_room(session, room_id, g.user, lock=True)
+    if rank(room, member) < ADMIN_RANK:
+        raise forbidden("Only the owner or a room admin may change settings.")
+    changes = body.model_dump(exclude_unset=True)
+    reject_nulls(changes, NULLABLE_ROOM_FIELDS)
+    changed = {name: [getattr(room, name), value] for name, value in changes.items()
+               if getattr(room, name) != value}
+    for name, (_, value) in changed.items():
+        setattr(room, name, value)
+    if changed:
+        room.updated_at = func.now()
+        audit.record(session, "room_settings_changed", {"changes": changed}, user_id=g.user.id,
+                     room_id=room.id, resource=("room", room.id))
+        session.flush()
+    return room_out(session, room)
+
+
+# ----------------------------------------------------------------- members
+
+@operation(bp, "POST", "/rooms/<id:room_id>/members",
+           summary="Join a public room ({}), or invite a user ({user_id})",
+           body=MemberAdd, responses={201: MemberOut}, errors=(403, 409))
+def add_member(session: Session, room_id: int, body: MemberAdd):
+    room, me = visible_room(session, room_id, g.user, lock=True)  # lock: max_members
+    target_id = body.user_id or g.user.id
+    if target_id == g.user.id:
+        if me is not None:
+            raise ApiError(409, "already_member", "You are already a member.")
+        invited_by = None
+    else:
+        if me is None:
+            raise forbidden("Join the room first.")
+        if not (me.can_invite or rank(room, me) >= MODERATOR_RANK):
+            raise forbidden("You may not invite to this room.")
+        if session.get(User, target_id) is None:
+            raise not_found("user")
+        if membership(session, room.id, target_id) is not None:
+            raise ApiError(409, "already_member", "That user is already a member.")
+        invited_by = g.user.id
+    if room.is_archived:
+        raise ApiError(409, "room_archived", "The room is archived.")
+    if room.member_count >= room.max_members:
+        raise ApiError(409, "room_full", "The room has reached its maximum number of members.",
+                       {"max_members": room.max_members})
+    member = RoomMember(room_id=room.id, user_id=target_id, invited_by=invited_by)
+    session.add(member)
+    session.flush()
+    session.refresh(member)
+    return member_out(session, room, member), 201
+
+
+@operation(bp, "DELETE", "/rooms/<id:room_id>/members/<id:user_id>",
+           summary="Leave (your own id) or kick a member", responses={204: None},
+           errors=(403, 409))
+def remove_member(session: Session, room_id: int, user_id: int):
+    room, me = member_of(session, room_id, g.user)
+    target = membership(session, room.id, user_id)
+    if target is None:
+        raise not_found("member")
+    if user_id == room.owner_id:
+        raise ApiError(409, "owner_cannot_leave", "The owner cannot leave or be removed.")
+    if user_id != g.user.id:
+        may_kick = rank(room, me) >= MODERATOR_RANK or me.can_manage_members
+        if not may_kick or rank(room, me) <= rank(room, target):
+            raise forbidden("You may not remove this member.")
+        audit.record(session, "member_kicked", {"user_id": user_id}, user_id=g.user.id,
+                     room_id=room.id, resource=("user", user_id), severity=AuditSeverity.warning)
+    session.delete(target)
+    return None, 204
+
+
+@operation(bp, "PATCH", "/rooms/<id:room_id>/members/<id:user_id>",
+           summary="Change a member's role, permissions or mute", body=MemberPatch,
+           responses={200: MemberOut}, errors=(403,))
+def update_member(session: Session, room_id: int, user_id: int, body: MemberPatch):
+    room, me = member_of(session, room_id, g.user)
+    target = membership(session, room.id, user_id, lock=True)
+    if target is None:
+        raise not_found("member")
+    changes = body.model_dump(exclude_unset=True)
+    reject_nulls(changes, NULLABLE_MEMBER_FIELDS)
+    check_member_change(room, me, target, changes)
+    permission_changes = apply_permissions(target, changes)
+    mute_change = apply_mute(target, changes)
+    if permission_changes:
+        audit.record(session, "member_permissions_changed", {"changes": permission_changes},
+                     user_id=g.user.id, room_id=room.id, resource=("user", user_id))
+    if mute_change:
+        audit.record(session, "member_muted" if target.is_muted else "member_unmuted",
+                     mute_change, user_id=g.user.id, room_id=room.id, resource=("user", user_id))
+    session.flush()
+    return member_out(session, room, target)
+
+
+def check_member_change(room: Room, me: RoomMember, target: RoomMember,
+                        changes: dict[str, Any]) -> None:
+    """Roles and permissions are for the owner and admins, mutes also for
+    moderators; nobody acts on an equal or higher rank, or grants a rank
+    equal to their own."""
+    my_rank = rank(room, me)
+    if my_rank <= rank(room, target):
+        raise forbidden("You may not change a member of equal or higher rank.")
+    if {"role", "can_invite", "can_manage_messages", "can_manage_members"} & changes.keys():
+        if my_rank < ADMIN_RANK:
+            raise forbidden("Only the owner or an admin may change roles and permissions.")
+        role = changes.get("role")
+        if role is not None and RANK[RoomMemberRole(role)] >= my_rank:
+            raise forbidden("You may only grant a role below your own.")
+    if {"is_muted", "muted_until"} & changes.keys() and my_rank < MODERATOR_RANK \
+            and not me.can_manage_members:
+        raise forbidden("You may not mute members.")
+
+
+def apply_permissions(target: RoomMember, changes: dict[str, Any]) -> dict[str, list]:
+    changed = {}
+    for name in ("role", "can_invite", "can_manage_messages", "can_manage_members"):
+        if name in changes:
+            value = RoomMemberRole(changes[name]) if name == "role" else changes[name]
+            old = getattr(target, name)
+            if old != value:
+                changed[name] = [getattr(old, "value", old), changes[name]]
+                setattr(target, name, value)
+    return changed
+
+
+def apply_mute(target: RoomMember, changes: dict[str, Any]) -> dict[str, Any] | None:
+    if "is_muted" not in changes and "muted_until" not in changes:
+        return None
+    muted = changes.get("is_muted", True)
+    until: datetime | None = changes.get("muted_until") if muted else None
+    if until is not None and until.tzinfo is None:
+        raise ApiError(422, "validation_failed", "The body is not valid.",
+                       {"muted_until": "must include a time zone"})
+    target.is_muted, target.muted_until = muted, until
+    return {"is_muted": muted, "muted_until": until.isoformat() if until else None}

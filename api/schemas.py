@@ -1,0 +1,322 @@
+"""Request and response schemas (pydantic v2), one small model per body.
+
+Request models are strict (no "5" for 5, no unknown fields) and their
+strings refuse what PostgreSQL text cannot store (NUL, lone surrogates), so
+bad input is a 4xx here rather than an error deep in the database. Response
+models document the seed's JSON shapes; both feed GET /api/v1/openapi.json.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+USERNAME_PATTERN = r"^[a-zA-Z0-9_-]{3,50}$"
+# The database's own valid_email check, so that what passes here is stored.
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
+MAX_ID = 2**31 - 1
+
+
+def storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError("must be valid Unicode text") from err
+    return value
+
+
+def has_visible_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+Text = Annotated[str, AfterValidator(storable)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Username = Annotated[Text, StringConstraints(pattern=USERNAME_PATTERN)]
+Email = Annotated[Text, StringConstraints(pattern=EMAIL_PATTERN, max_length=255)]
+Password = Annotated[Text, StringConstraints(min_length=8, max_length=1024)]
+Content = Annotated[Text, StringConstraints(min_length=1, max_length=4000),
+                    AfterValidator(has_visible_text)]
+RoomName = Annotated[Text, StringConstraints(min_length=1, max_length=100),
+                     AfterValidator(has_visible_text)]
+Emoji = Annotated[Text, StringConstraints(min_length=1, max_length=20)]
+ContentType = Literal["text", "markdown", "html", "code"]
+MemberRole = Literal["member", "moderator", "admin"]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+# ------------------------------------------------------------------ input
+
+class RegisterIn(Input):
+    username: Username
+    email: Email
+    password: Password
+    display_name: Annotated[Text, StringConstraints(max_length=100)] | None = None
+
+
+class LoginIn(Input):
+    login: Annotated[Text, StringConstraints(min_length=1, max_length=255)]
+    password: Annotated[Text, StringConstraints(min_length=1, max_length=1024)]
+
+
+class RefreshIn(Input):
+    refresh_token: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
+
+
+class RoomSettings(Input):
+    """Every room setting; all optional, so PATCH changes only what is sent."""
+
+    description: Annotated[Text, StringConstraints(max_length=5000)] | None = None
+    topic: Annotated[Text, StringConstraints(max_length=500)] | None = None
+    is_public: bool | None = None
+    max_members: Annotated[int, Field(ge=1, le=10000)] | None = None
+    slow_mode_seconds: Annotated[int, Field(ge=0, le=3600)] | None = None
+    message_retention_days: Annotated[int, Field(ge=0, le=36500)] | None = None
+    is_nsfw: bool | None = None
+    welcome_message: Annotated[Text, StringConstraints(max_length=5000)] | None = None
+    rules: Annotated[Text, StringConstraints(max_length=5000)] | None = None
+
+
+class RoomCreate(RoomSettings):
+    name: RoomName
+
+
+class RoomPatch(RoomSettings):
+    name: RoomName | None = None
+    is_archived: bool | None = None
+
+
+class MemberAdd(Input):
+    """Empty to join a public room yourself; user_id to invite someone."""
+
+    user_id: Id | None = None
+
+
+class MemberPatch(Input):
+    role: MemberRole | None = None
+    can_invite: bool | None = None
+    can_manage_messages: bool | None = None
+    can_manage_members: bool | None = None
+    is_muted: bool | None = None
+    # With is_muted: the mute ends then; without, it lasts until lifted.
+    muted_until: datetime | None = None
+
+
+class MessageIn(Input):
+    content: Content
+    content_type: ContentType = "text"
+    parent_message_id: Id | None = None
+
+
+class MessageEdit(Input):
+    content: Content
+
+
+class ReactionIn(Input):
+    emoji: Emoji
+
+
+class ReadIn(Input):
+    message_id: Id
+
+
+class ConversationIn(Input):
+    user_id: Id
+
+
+class PageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    before: Id | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+
+
+# ----------------------------------------------------------------- output
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class UserOut(BaseModel):
+    id: int
+    uuid: uuid.UUID
+    username: str
+    email: str | None = None  # only to the user themself
+    display_name: str | None
+    bio: str | None
+    avatar_url: str | None
+    status_message: str | None
+    timezone: str | None
+    language: str | None
+    role: str
+    is_active: bool
+    is_verified: bool
+    last_login_at: datetime | None
+    last_seen_at: datetime | None
+    totp_enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class TokensOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_at: datetime
+    refresh_expires_at: datetime
+    user: UserOut
+
+
+class UserRef(BaseModel):
+    id: int
+    username: str
+    display_name: str | None
+
+
+class Author(UserRef):
+    avatar_url: str | None
+
+
+class RoomOut(BaseModel):
+    id: int
+    uuid: uuid.UUID
+    name: str
+    description: str | None
+    topic: str | None
+    is_public: bool
+    is_archived: bool
+    max_members: int
+    message_retention_days: int
+    owner: UserRef
+    member_count: int
+    message_count: int
+    last_activity_at: datetime | None
+    slow_mode_seconds: int
+    is_nsfw: bool
+    welcome_message: str | None
+    rules: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemberOut(BaseModel):
+    room_id: int
+    user: UserRef
+    role: MemberRole
+    is_owner: bool
+    can_invite: bool
+    can_manage_messages: bool
+    can_manage_members: bool
+    is_muted: bool
+    muted_until: datetime | None
+    last_read_message_id: int | None
+    joined_at: datetime
+    invited_by: int | None
+
+
+class ReactionUser(BaseModel):
+    user_id: int
+    username: str
+
+
+class ReactionSummary(BaseModel):
+    count: int
+    users: list[ReactionUser]
+    has_user_reacted: bool
+
+
+class MessageOut(BaseModel):
+    id: int
+    uuid: uuid.UUID
+    room_id: int | None
+    conversation_id: int | None
+    author: Author
+    content: str
+    content_type: ContentType
+    raw_content: str | None
+    parent_message_id: int | None
+    thread_count: int
+    is_thread_root: bool
+    is_edited: bool
+    edit_count: int
+    edited_at: datetime | None
+    is_deleted: bool
+    is_pinned: bool
+    mentions: list[int]
+    referenced_message_ids: list[int]
+    reactions: dict[str, ReactionSummary]
+    reaction_count: int
+    is_flagged: bool
+    flag_count: int
+    moderation_status: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessagePage(BaseModel):
+    messages: list[MessageOut]
+    # Pass as ?before= for the next (older) page; null on the last page.
+    next_before: int | None
+
+
+class UnreadOut(BaseModel):
+    room_id: int
+    unread_count: int
+
+
+class RoomStatsOut(BaseModel):
+    room_id: int
+    member_count: int
+    total_messages: int
+    messages_24h: int
+    messages_7d: int
+    active_users_24h: int
+    last_message_at: datetime | None
+    reactions_24h: int
+
+
+class ConversationOut(BaseModel):
+    id: int
+    uuid: uuid.UUID
+    participant_ids: list[int]
+    participants: list[UserRef]
+    is_blocked: bool
+    message_count: int
+    last_activity_at: datetime | None
+    created_at: datetime
+
+
+class FileOut(BaseModel):
+    id: int
+    uuid: uuid.UUID
+    original_filename: str
+    file_size: int
+    mime_type: str
+    file_hash: str | None
+    room_id: int | None
+    message_id: int | None
+    uploaded_by: int
+    processing_status: Literal["pending", "processing", "completed", "failed"]
+    virus_scan_status: Literal["pending", "scanning", "clean", "infected", "failed"]
+    virus_scan_result: str | None
+    is_processed: bool
+    has_thumbnail: bool
+    metadata: dict[str, Any]
+    created_at: datetime

@@ -1,0 +1,25 @@
+"""/api/v1: every blueprint of the write API, and its OpenAPI document."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, jsonify
+
+from api import auth, conversations, files, messages, request_context, rooms
+from api.schemas import ErrorBody
+from api.spec import API_PREFIX, IdConverter, openapi_document
+
+BLUEPRINTS = (auth.bp, rooms.bp, messages.bp, conversations.bp, files.bp)
+
+docs = Blueprint("openapi", __name__)
+
+
+@docs.get("/openapi.json")
+def openapi_json():
+    return jsonify(openapi_document([ErrorBody]))
+
+
+def register(app: Flask) -> None:
+    app.url_map.converters["id"] = IdConverter
+    request_context.install(app)
+    for bp in (*BLUEPRINTS, docs):
+        app.register_blueprint(bp, url_prefix=API_PREFIX)
