@@ -22,7 +22,7 @@ from kombu import Queue
 
 from beat_schedule import BEAT_SCHEDULE
 from db.engine import dispose_engines
-from worker import limits
+from worker import limits, logs  # noqa: F401  (logs connects Celery's logging signals)
 from worker.config import settings
 
 QUEUES = ("default", "files", "scan", "maintenance")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 
 from worker.config import settings
+from worker.logs import configure_logging
 
 
 def _relay(args: argparse.Namespace) -> None:
@@ -53,9 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     args = build_parser().parse_args(argv)
     args.func(args)
 

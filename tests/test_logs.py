@@ -1,0 +1,29 @@
+"""Structured logs: one JSON object per line, with the request id that
+travelled through the outbox, and the task id."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from tests.conftest import wait_for
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_the_request_id_travels_from_the_outbox_into_the_tasks_logs(db, celery_worker, relay):
+    from db.engine import session_scope
+    from worker.outbox import enqueue
+
+    request_id = uuid.uuid4()
+    with session_scope() as session:
+        task_id = enqueue(session, "system.heartbeat", request_id=request_id)
+
+    def task_lines() -> list[dict]:
+        return [r for r in json_lines(celery_worker.output()) if r.get("task_id") == str(task_id)]
+
+    lines = wait_for(task_lines, timeout=30, what="the task's log lines")
+    assert all(r["request_id"] == str(request_id) for r in lines)
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
