@@ -15,6 +15,7 @@ to the pixels instead. The colour profile is kept, so colours stay right.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -62,7 +63,12 @@ def write_thumbnail(source: Path, out: BinaryIO) -> ImageInfo:
     """Write a WebP still of `source` (its first frame) within THUMBNAIL_BOX,
     never upscaled; return what the original is."""
     try:
-        with Image.open(source, formats=ALLOWED_FORMATS) as image:
+        # Pillow warns between its pixel limit and twice it: we refuse
+        # those ourselves, just below, so the warning is noise.
+        with (
+            warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
+            Image.open(source, formats=ALLOWED_FORMATS) as image,
+        ):
             info = _checked_info(image)
             image.draft("RGB", THUMBNAIL_BOX)  # JPEG only: decode at 1/2..1/8 scale
             if image.mode not in ("RGB", "RGBA"):

@@ -1,0 +1,310 @@
+"""The file pipeline's steps, run in this process against a real clamd,
+PostgreSQL and storage directory."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.clamav import EICAR, EICAR_SIGNATURE
+from tests.conftest import ROOT
+from tests.uploads import (
+    animated_gif, eicar_zip, encoded, gradient, jpeg_rotated_with_gps, make_user,
+    png_header_only, row, upload,
+)
+
+
+@pytest.fixture
+def user(db, clamd_server) -> int:
+    return make_user(db)
+
+
+def process(file_id: int) -> None:
+    from worker import file_steps
+
+    file_steps.run_all(file_id)
+
+
+def storage_root() -> Path:
+    from worker.storage import storage
+
+    return storage.root
+
+
+def thumbnail_of(file: dict) -> Image.Image:
+    image = Image.open(storage_root() / file["thumbnail_path"])
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "mime", "size", "frames"),
+    [
+        ("photo.jpg", encoded(gradient(1200, 900), "JPEG"), "image/jpeg", (400, 300), 1),
+        ("drawing.png", encoded(gradient(300, 200), "PNG"), "image/png", (300, 200), 1),
+        ("still.gif", encoded(gradient(500, 100).convert("P"), "GIF"), "image/gif", (400, 80), 1),
+        ("animated.gif", animated_gif(3), "image/gif", (120, 80), 3),
+        ("picture.webp", encoded(gradient(640, 640), "WEBP"), "image/webp", (400, 400), 1),
+        ("old.bmp", encoded(gradient(90, 60), "BMP"), "image/bmp", (90, 60), 1),
+        ("dot.png", encoded(Image.new("RGB", (1, 1)), "PNG"), "image/png", (1, 1), 1),
+        ("line.png", encoded(Image.new("L", (20000, 1)), "PNG"), "image/png", (400, 1), 1),
+    ],
+)
+def test_a_clean_image_gets_a_webp_thumbnail_within_400px_never_upscaled(
+    db, user, name, content, mime, size, frames
+):
+    file_id = upload(db, user, content, name, mime)
+    process(file_id)
+
+    file = row(db, file_id)
+    assert file["processing_status"] == "completed" and file["is_processed"]
+    assert file["virus_scan_status"] == "clean" and file["virus_scan_result"] is None
+    assert file["mime_type"] == mime and file["metadata"]["mime_mismatch"] is False
+    assert file["file_hash"] == hashlib.sha256(content).hexdigest()
+    original = Image.open(io.BytesIO(content))
+    assert file["metadata"]["image"] == {
+        "width": original.width, "height": original.height,
+        "format": original.format, "frame_count": frames,
+    }
+    thumb = thumbnail_of(file)
+    assert thumb.format == "WEBP" and thumb.size == size
+    assert getattr(thumb, "n_frames", 1) == 1  # an animation becomes a still
+    assert file["metadata"]["clamd_version"].startswith("ClamAV")
+
+
+def test_exif_orientation_is_applied_and_gps_does_not_reach_the_thumbnail(db, user):
+    file_id = upload(db, user, jpeg_rotated_with_gps(), "holiday.jpg", "image/jpeg")
+    process(file_id)
+
+    file = row(db, file_id)
+    thumb = thumbnail_of(file).convert("RGB")
+    # 800x400 with "rotate 90° clockwise": portrait, the red left half on top.
+    assert thumb.size == (200, 400)
+    red, green, blue = thumb.getpixel((100, 50))
+    assert red > 200 and blue < 60
+    assert not thumb.getexif() and "exif" not in thumb.info and "xmp" not in thumb.info
+    # The original keeps its metadata: it is the user's file.
+    assert file["metadata"]["image"]["width"] == 800
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "claimed"),
+    [
+        ("eicar.txt", EICAR, "text/plain"),
+        ("archive.zip", eicar_zip(), "application/zip"),
+        ("photo.jpg", EICAR, "image/jpeg"),
+    ],
+)
+def test_infected_content_is_quarantined_refused_and_audited(db, user, name, content, claimed):
+    from db.engine import session_scope
+    from db.models import File
+    from worker import file_steps
+
+    file_id = upload(db, user, content, name, claimed)
+    process(file_id)
+
+    file = row(db, file_id)
+    assert file["virus_scan_status"] == "infected"
+    assert file["virus_scan_result"].startswith(EICAR_SIGNATURE)
+    assert file["processing_status"] == "failed" and file["is_processed"]
+    assert file["metadata"]["failure_reason"] == f"infected: {file['virus_scan_result']}"
+    assert file["thumbnail_path"] is None
+    sha256 = hashlib.sha256(content).hexdigest()
+    assert file["file_path"] == f"quarantine/{sha256}"
+    assert (storage_root() / file["file_path"]).read_bytes() == content
+    assert not list((storage_root() / "blobs").rglob(sha256))
+    with session_scope() as session:
+        assert not file_steps.is_downloadable(session.get(File, file_id))
+    audit = db.execute(
+        "SELECT severity, event_type, resource_id, user_id, event_data->>'signature'"
+        " FROM audit_logs"
+    ).fetchall()
+    assert audit == [("critical", "file.infected", file_id, user, file["virus_scan_result"])]
+
+
+def test_a_claimed_type_that_differs_from_the_content_is_flagged(db, user):
+    file_id = upload(db, user, b"%PDF-1.4\n%%EOF\n", "cat.png", "image/png")
+    process(file_id)
+
+    file = row(db, file_id)
+    assert file["mime_type"] == "application/pdf"
+    assert file["metadata"]["claimed_mime_type"] == "image/png"
+    assert file["metadata"]["mime_mismatch"] is True
+    # Not an image by content: completed after the scan, without a thumbnail.
+    assert file["processing_status"] == "completed" and file["thumbnail_path"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("cut.jpg", encoded(gradient(1600, 1200), "JPEG")[:6000], "corrupt or truncated"),
+        ("bomb.png", png_header_only(30000, 30000), "pixel"),
+        ("wide.png", png_header_only(60000, 1000), "pixel limit"),
+        ("scan.tiff", encoded(gradient(40, 40), "TIFF"), "unsupported image format image/tiff"),
+    ],
+)
+def test_bad_images_fail_with_a_reason_and_leave_no_thumbnail(db, user, name, content, reason):
+    file_id = upload(db, user, content, name, "image/png")
+    process(file_id)
+
+    file = row(db, file_id)
+    assert file["processing_status"] == "failed" and file["is_processed"]
+    assert file["metadata"]["failed_step"] == "thumbnail"
+    assert reason in file["metadata"]["failure_reason"]
+    assert file["virus_scan_status"] == "clean"  # the scan ran; only the image is bad
+    assert file["thumbnail_path"] is None
+    assert not (storage_root() / "thumbs" / f"{file['file_hash']}.webp").exists()
+
+
+def test_a_size_mismatch_fails_the_upload_without_storing_it(db, user):
+    file_id = upload(db, user, b"twelve bytes")
+    db.execute("UPDATE files SET file_size = 4096 WHERE id = %s", (file_id,))
+    process(file_id)
+
+    file = row(db, file_id)
+    assert file["processing_status"] == "failed" and file["file_hash"] is None
+    assert file["metadata"]["failure_reason"] == (
+        "size mismatch: the upload said 4096 bytes, 12 arrived"
+    )
+    assert file["virus_scan_status"] == "pending"  # never scanned, so never clean
+
+
+def test_identical_uploads_share_one_blob_and_each_keeps_its_row(db, user):
+    content = encoded(gradient(200, 100), "PNG")
+    first, second = upload(db, user, content, "a.png"), upload(db, user, content, "b.png")
+    process(first)
+    process(second)
+
+    a, b = row(db, first), row(db, second)
+    assert a["file_path"] == b["file_path"] and a["thumbnail_path"] == b["thumbnail_path"]
+    assert a["original_filename"] == "a.png" and b["original_filename"] == "b.png"
+    blobs = [p for p in (storage_root() / "blobs").rglob("*") if p.is_file()]
+    assert blobs.count(storage_root() / a["file_path"]) == 1
+    assert not (storage_root() / "uploads" / str(a["uuid"])).exists()
+    assert not (storage_root() / "uploads" / str(b["uuid"])).exists()
+
+
+def test_a_blob_is_deleted_only_when_no_row_references_it(db, user):
+    from worker import file_steps
+
+    content = encoded(gradient(64, 64), "PNG")
+    first, second = upload(db, user, content), upload(db, user, content)
+    process(first)
+    process(second)
+    file = row(db, first)
+    blob, thumb = storage_root() / file["file_path"], storage_root() / file["thumbnail_path"]
+
+    db.execute("DELETE FROM files WHERE id = %s", (first,))
+    assert not file_steps.delete_content_if_unreferenced(file["file_hash"])
+    assert blob.exists() and thumb.exists()
+    db.execute("DELETE FROM files WHERE id = %s", (second,))
+    assert file_steps.delete_content_if_unreferenced(file["file_hash"])
+    assert not blob.exists() and not thumb.exists()
+
+
+def test_running_the_pipeline_twice_changes_nothing(db, user):
+    file_ids = [
+        upload(db, user, jpeg_rotated_with_gps(), "a.jpg", "image/jpeg"),
+        upload(db, user, EICAR, "b.txt", "text/plain"),
+        upload(db, user, b"plain words", "c.txt", "text/plain"),
+    ]
+    for file_id in file_ids:
+        process(file_id)
+    before = [row(db, file_id) for file_id in file_ids]
+    files_before = sorted(p for p in storage_root().rglob("*") if p.is_file())
+
+    for file_id in file_ids:
+        process(file_id)
+
+    assert [row(db, file_id) for file_id in file_ids] == before
+    assert sorted(p for p in storage_root().rglob("*") if p.is_file()) == files_before
+    assert db.execute("SELECT count(*) FROM audit_logs").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("name", ["фото отпуск 🌴.png", "../../../etc/passwd", "..\\..\\x.png"])
+def test_filenames_never_decide_where_content_is_stored(db, user, name):
+    content = encoded(gradient(30, 20), "PNG")
+    file_id = upload(db, user, content, name, "image/png")
+    process(file_id)
+
+    file = row(db, file_id)
+    assert file["processing_status"] == "completed" and file["original_filename"] == name
+    sha256 = hashlib.sha256(content).hexdigest()
+    assert file["file_path"] == f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+    assert file["thumbnail_path"] == f"thumbs/{sha256}.webp"
+
+
+def test_without_clamd_the_scan_retries_then_fails_and_never_passes(
+    db, user, clamd_server, caplog
+):
+    from tasks.files import scan
+    from worker import file_steps
+
+    file_id = upload(db, user, b"harmless text", "note.txt", "text/plain")
+    file_steps.hash_upload(file_id)
+    clamd_server.stop()
+    try:
+        scan.apply(args=[file_id])  # eagerly: every retry at once, countdowns skipped
+    finally:
+        clamd_server.start()
+
+    attempts = [r for r in caplog.records if "clamd VERSION failed" in r.getMessage()]
+    assert len(attempts) == scan.max_retries + 1
+    file = row(db, file_id)
+    assert file["virus_scan_status"] == "failed" and file["processing_status"] == "failed"
+    assert not file["is_processed"] and "clamd" in file["virus_scan_result"]
+
+    # A later scan (the maintenance job's) gets the verdict and finishes the file.
+    process(file_id)
+    file = row(db, file_id)
+    assert file["virus_scan_status"] == "clean" and file["processing_status"] == "completed"
+    assert file["virus_scan_result"] is None and file["is_processed"]
+
+
+MEMORY_PROBE = textwrap.dedent("""
+    import resource, sys
+    from worker import file_steps
+    from worker.clamav import Scanner
+    scanner = Scanner()
+    scanner.version()                      # imports and connections warmed up
+    file_steps._load(int(sys.argv[1]))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    file_steps.hash_upload(int(sys.argv[1]))
+    file_steps.scan(int(sys.argv[1]), scanner)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+""")
+
+
+def test_a_100_mb_upload_is_hashed_and_scanned_in_constant_memory(db, user):
+    from worker.storage import storage
+
+    block = os.urandom(1024 * 1024)
+    size = 100 * 1000 * 1000
+    file_id = upload(db, user, b"x")  # the row; the content is written next
+    file = row(db, file_id)
+    digest = hashlib.sha256()
+    with open(storage.absolute(file["file_path"]), "wb") as out:
+        for offset in range(0, size, len(block)):
+            piece = block[: size - offset]
+            out.write(piece)
+            digest.update(piece)
+    db.execute("UPDATE files SET file_size = %s WHERE id = %s", (size, file_id))
+
+    probe = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(file_id)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    peak_growth_kib = int(probe.stdout.strip().splitlines()[-1])
+
+    file = row(db, file_id)
+    assert file["file_hash"] == digest.hexdigest()
+    assert file["virus_scan_status"] == "clean"
+    assert peak_growth_kib < 10 * 1024, f"peak RSS grew by {peak_growth_kib} KiB for 100 MB"
