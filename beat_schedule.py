@@ -31,5 +31,16 @@ BEAT_SCHEDULE: dict[str, dict] = dict(
     [
         # Liveness: a stale heartbeat means no worker consumes (docs/operations.md).
         scheduled("heartbeat", "system.heartbeat", "* * * * *", expires=50),
+        # Maintenance (docs/maintenance.md): each expires before its next run.
+        scheduled("purge_retention", "maintenance.purge_retention", "17 3 * * *", expires=3600),
+        scheduled("purge_expired_files", "maintenance.purge_expired_files", "27 * * * *",
+                  expires=1800),
+        scheduled("expire_sessions", "maintenance.expire_sessions", "*/15 * * * *", expires=600),
+        scheduled("ensure_partitions", "maintenance.ensure_partitions", "7 1 * * *", expires=3600),
+        scheduled("refresh_room_stats", "maintenance.refresh_room_stats", "*/5 * * * *",
+                  expires=240),
+        scheduled("requeue_stale_files", "maintenance.requeue_stale_files", "*/10 * * * *",
+                  expires=500),
+        scheduled("rescan_files", "maintenance.rescan_files", "47 */6 * * *", expires=3600),
     ]
 )

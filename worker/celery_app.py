@@ -70,7 +70,7 @@ app.conf.update(
     redbeat_lock_timeout=limits.BEAT_LOCK_TIMEOUT,
     beat_max_loop_interval=limits.BEAT_LOCK_TIMEOUT // 5,
     beat_schedule=BEAT_SCHEDULE,
-    include=["tasks.system", "tasks.files", "tasks.messages"],
+    include=["tasks.system", "tasks.files", "tasks.messages", "tasks.maintenance"],
 )
 
 

@@ -1,0 +1,157 @@
+"""Getting stuck or outdated file work done again, through the outbox.
+
+The files.* tasks belong to the file pipeline; maintenance only enqueues
+them by name (worker.outbox.enqueue, in the same transaction as the row's
+bookkeeping, so an enqueue is never lost nor doubled by a kill).
+
+Bookkeeping lives in the file row's metadata:
+- `requeue_attempts`, `requeued_at`: how often, and when last, a stuck
+  file was enqueued again; after MAX_FILE_ATTEMPTS it is marked failed;
+- `scan_retries`: how often a failed scan was retried (MAX_SCAN_RETRIES).
+A file is "stuck" when it has been processing or scanning for longer than
+STALE_FILE_MINUTES since the latest of created_at, requeued_at and the
+pipeline's own `processing_started_at` stamp if it sets one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import clamd
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from db.engine import session_scope
+from db.models import MaintenanceRun
+from worker import outbox
+from worker.config import settings
+from worker.maintenance.config import maintenance_settings
+from worker.maintenance.run import Run
+
+log = logging.getLogger(__name__)
+
+STUCK = (
+    "(processing_status = 'processing' OR virus_scan_status = 'scanning')"
+    " AND GREATEST(created_at, (metadata->>'requeued_at')::timestamptz,"
+    "  (metadata->>'processing_started_at')::timestamptz)"
+    " < now() - make_interval(mins => :minutes)"
+)
+
+
+def requeue_stale(run: Run) -> None:
+    after = 0
+    for size in run.batches(initial=200):
+        with session_scope() as session:
+            rows = session.execute(text(
+                "SELECT id, processing_status::text AS processing, virus_scan_status::text AS scan,"
+                " COALESCE((metadata->>'requeue_attempts')::int, 0) AS attempts"
+                f" FROM files WHERE {STUCK} AND id > :after ORDER BY id LIMIT :size"
+                " FOR UPDATE SKIP LOCKED"
+            ), {"minutes": maintenance_settings.stale_file_minutes, "after": after,
+                "size": size}).all()
+            if not rows:
+                return
+            after = rows[-1].id
+            for row in rows:
+                if row.attempts >= maintenance_settings.max_file_attempts:
+                    run.add(stale_failed=1)
+                    if not run.dry_run:
+                        give_up(session, row.id, row.attempts)
+                else:
+                    run.add(stale_requeued=1)
+                    if not run.dry_run:
+                        requeue(session, row.id, "files.process" if row.processing == "processing"
+                                else "files.scan")
+
+
+def requeue(session: Session, file_id: int, task_name: str) -> None:
+    session.execute(text(
+        "UPDATE files SET metadata = metadata || jsonb_build_object("
+        " 'requeue_attempts', COALESCE((metadata->>'requeue_attempts')::int, 0) + 1,"
+        " 'requeued_at', now()) WHERE id = :id"
+    ), {"id": file_id})
+    outbox.enqueue(session, task_name, file_id)
+
+
+def give_up(session: Session, file_id: int, attempts: int) -> None:
+    session.execute(text(
+        "UPDATE files SET"
+        " processing_status = CASE WHEN processing_status = 'processing'"
+        "  THEN 'failed'::file_processing_status ELSE processing_status END,"
+        " virus_scan_status = CASE WHEN virus_scan_status = 'scanning'"
+        "  THEN 'failed'::virus_scan_status ELSE virus_scan_status END,"
+        " metadata = metadata || jsonb_build_object('error', :reason) WHERE id = :id"
+    ), {"id": file_id, "reason": f"stuck after {attempts} attempts"})
+
+
+def rescan(run: Run, signature_version: str | None = None) -> None:
+    """Retry failed scans (bounded), and when clamd's signature version has
+    changed since the last run, rescan the clean files of the last
+    RESCAN_DAYS days: new signatures may catch what the old ones missed."""
+    retry_failed_scans(run)
+    current = signature_version or clamd_signature_version()
+    if current is None:
+        return
+    run.counts["signature_version"] = current
+    previous = last_signature_version(run.name)
+    if previous is not None and previous != current:
+        log.info("clamd signatures changed %s -> %s: rescanning recent files", previous, current)
+        enqueue_scans(run, "rescanned",
+                      "virus_scan_status = 'clean' AND created_at >= now() - make_interval(days => :days)",
+                      {"days": maintenance_settings.rescan_days})
+
+
+def retry_failed_scans(run: Run) -> None:
+    enqueue_scans(run, "scans_retried",
+                  "virus_scan_status = 'failed' AND COALESCE((metadata->>'scan_retries')::int, 0) < :max",
+                  {"max": maintenance_settings.max_scan_retries},
+                  bump="'scan_retries', COALESCE((metadata->>'scan_retries')::int, 0) + 1")
+
+
+def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None = None) -> None:
+    after = 0
+    for size in run.batches(initial=200):
+        with session_scope() as session:
+            ids = session.execute(text(
+                f"SELECT id FROM files WHERE {where} AND id > :after ORDER BY id LIMIT :size"
+            ), {**params, "after": after, "size": size}).scalars().all()
+            if not ids:
+                return
+            after = ids[-1]
+            run.add(**{key: len(ids)})
+            if run.dry_run:
+                continue
+            if bump:
+                session.execute(text(
+                    f"UPDATE files SET metadata = metadata || jsonb_build_object({bump})"
+                    " WHERE id = ANY(:ids)"
+                ), {"ids": ids})
+            for file_id in ids:
+                outbox.enqueue(session, "files.scan", file_id)
+
+
+def last_signature_version(task_name: str) -> str | None:
+    with session_scope() as session:
+        return session.scalars(
+            select(MaintenanceRun.counts["signature_version"].astext)
+            .where(MaintenanceRun.task_name == task_name, MaintenanceRun.status == "succeeded",
+                   MaintenanceRun.dry_run.is_(False),
+                   MaintenanceRun.counts.has_key("signature_version"))
+            .order_by(MaintenanceRun.started_at.desc())
+            .limit(1)
+        ).first()
+
+
+def clamd_signature_version() -> str | None:
+    """The signature database version from clamd's VERSION reply
+    ("ClamAV 1.0.7/27463/Mon Nov 25 ..."); None if clamd is unreachable
+    (the failed-scan retries still ran)."""
+    try:
+        client = (clamd.ClamdUnixSocket(settings.clamd_socket, timeout=10) if settings.clamd_socket
+                  else clamd.ClamdNetworkSocket(settings.clamd_host, settings.clamd_port, timeout=10))
+        reply = client.version()
+    except (clamd.ConnectionError, OSError) as exc:
+        log.warning("clamd unreachable (%s): signature version unknown", exc)
+        return None
+    parts = reply.split("/")
+    return parts[1] if len(parts) > 1 else None

@@ -1,0 +1,171 @@
+"""File expiry and the storage sweep.
+
+Order of operations, for kill-safety: a row is deleted (committed) before
+its blob is removed, never the other way round, so a kill can leave an
+unreferenced blob (the orphan sweep removes it later) but never a row
+pointing at nothing.
+
+What counts as a reference: a blob `blobs/../<sha256>` or a thumbnail
+`thumbs/<sha256>.webp` is referenced while any row of `files` or
+`archived_files` (restorable attachments of archived messages) has that
+hash; an upload `uploads/<uuid>` while a row has that uuid. Quarantined
+content is left alone (it is evidence, handled by the scan pipeline).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import text
+
+from db.engine import session_scope
+from worker.maintenance.config import maintenance_settings
+from worker.maintenance.run import Run
+from worker.storage import storage
+
+log = logging.getLogger(__name__)
+
+SWEEP_CHUNK = 500
+SWEPT_DIRECTORIES = ("blobs", "thumbs", "uploads")
+
+
+def purge_expired(run: Run) -> None:
+    """Rows past expires_at go, then their blob and thumbnail once no other
+    row holds the hash."""
+    after = 0
+    for size in run.batches():
+        with session_scope() as session:
+            if run.dry_run:
+                rows = session.execute(text(
+                    "SELECT id, file_hash, file_path, thumbnail_path FROM files"
+                    " WHERE expires_at < now() AND id > :after ORDER BY id LIMIT :size"
+                ), {"after": after, "size": size}).all()
+            else:
+                rows = session.execute(text(
+                    "DELETE FROM files WHERE id IN (SELECT id FROM files"
+                    "  WHERE expires_at < now() AND id > :after ORDER BY id LIMIT :size"
+                    "  FOR UPDATE SKIP LOCKED)"
+                    " RETURNING id, file_hash, file_path, thumbnail_path"
+                ), {"after": after, "size": size}).all()
+        if not rows:
+            return
+        after = max(row.id for row in rows)
+        run.add(expired_files=len(rows))
+        if not run.dry_run:
+            paths = {p for row in rows for p in (row.file_path, row.thumbnail_path) if p}
+            paths |= {storage.blob_path(row.file_hash) for row in rows if row.file_hash}
+            paths |= {storage.thumbnail_path(row.file_hash) for row in rows if row.file_hash}
+            run.add(blobs_removed=remove_unreferenced(sorted(paths)))
+
+
+def sweep_orphans(run: Run, grace_seconds: int | None = None) -> None:
+    """Remove stored content that no row references and that is older than
+    the grace period (an upload's row may not be committed yet)."""
+    grace = maintenance_settings.orphan_grace_seconds if grace_seconds is None else grace_seconds
+    chunk: list[str] = []
+    for relative in old_stored_paths(time.time() - grace):
+        chunk.append(relative)
+        if len(chunk) == SWEEP_CHUNK:
+            sweep_chunk(run, chunk)
+            chunk = []
+    if chunk:
+        sweep_chunk(run, chunk)
+
+
+def sweep_chunk(run: Run, paths: list[str]) -> None:
+    if run.dry_run:
+        run.add(orphans_removed=len(unreferenced(paths)))
+    else:
+        run.add(orphans_removed=remove_unreferenced(paths))
+    run.progress()
+
+
+def old_stored_paths(older_than: float) -> Iterator[str]:
+    for directory in SWEPT_DIRECTORIES:
+        root = storage.absolute(directory)
+        for dirpath, _, names in os.walk(root):
+            for name in names:
+                path = Path(dirpath) / name
+                try:
+                    if path.stat().st_mtime < older_than:
+                        yield str(path.relative_to(storage.root))
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+
+
+def reference_key(relative: str) -> tuple[str, str] | None:
+    """What a row would hold for this stored path: ("hash", sha256) or
+    ("uuid", uuid); None for a name we do not recognise (left alone)."""
+    name = Path(relative).name
+    top = relative.split("/", 1)[0]
+    if top == "blobs" and len(name) == 64:
+        return "hash", name
+    if top == "thumbs" and name.endswith(".webp") and len(name) == 69:
+        return "hash", name[:-5]
+    if top == "uploads":
+        try:
+            return "uuid", str(uuid.UUID(name))
+        except ValueError:
+            return None
+    return None
+
+
+def unreferenced(paths: list[str]) -> list[str]:
+    keyed = {path: reference_key(path) for path in paths}
+    hashes = [key[1] for key in keyed.values() if key and key[0] == "hash"]
+    uuids = [key[1] for key in keyed.values() if key and key[0] == "uuid"]
+    with session_scope() as session:
+        held = set(session.execute(text(
+            "SELECT h FROM unnest(CAST(:hashes AS text[])) h"
+            " WHERE EXISTS (SELECT 1 FROM files f WHERE f.file_hash = h)"
+            " OR EXISTS (SELECT 1 FROM archived_files a WHERE a.file_hash = h)"
+            " UNION ALL"
+            " SELECT u::text FROM unnest(CAST(:uuids AS uuid[])) u"
+            " WHERE EXISTS (SELECT 1 FROM files f WHERE f.uuid = u)"
+            " OR EXISTS (SELECT 1 FROM archived_files a WHERE a.uuid = u)"
+        ), {"hashes": hashes, "uuids": uuids}).scalars())
+    return [path for path, key in keyed.items() if key and key[1] not in held]
+
+
+def remove_unreferenced(paths: list[str]) -> int:
+    removed = 0
+    for path in unreferenced(paths):
+        if storage.absolute(path).exists():
+            storage.remove(path)
+            removed += 1
+    return removed
+
+
+def fail_rows_with_missing_blobs(run: Run, grace_seconds: int | None = None) -> None:
+    """A row whose stored content is gone can never be served: mark it
+    failed with the reason, and report it (counts, and a warning per row).
+    Rows younger than the grace period may still be moving their content."""
+    grace = maintenance_settings.orphan_grace_seconds if grace_seconds is None else grace_seconds
+    after = 0
+    for size in run.batches(initial=1000):
+        with session_scope() as session:
+            rows = session.execute(text(
+                "SELECT id, file_path FROM files"
+                " WHERE id > :after AND processing_status <> 'failed'"
+                " AND created_at < now() - make_interval(secs => :grace)"
+                " ORDER BY id LIMIT :size"
+            ), {"after": after, "grace": grace, "size": size}).all()
+            if not rows:
+                return
+            after = rows[-1].id
+            missing = [row for row in rows if not storage.absolute(row.file_path).exists()]
+            run.add(blobs_missing=len(missing))
+            for row in missing:
+                log.warning("file %d: stored content %s is missing; marked failed",
+                            row.id, row.file_path)
+            if missing and not run.dry_run:
+                session.execute(text(
+                    "UPDATE files SET processing_status = 'failed',"
+                    " metadata = metadata || jsonb_build_object('error', 'stored content missing: ' || file_path)"
+                    " WHERE id = :id AND file_path = :path"
+                ), [{"id": row.id, "path": row.file_path} for row in missing])

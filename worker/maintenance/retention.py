@@ -1,0 +1,411 @@
+"""Message retention: archive, then delete, in short keyset batches; restore
+from the archive; purge the archive after its window.
+
+In the manner of Zulip's zerver/lib/retention.py: messages go to archive
+tables first, in the same transaction as their deletion, so a batch either
+happened entirely or not at all (kill-safe), and an archived message can be
+put back until ARCHIVE_RETENTION_DAYS after it was archived.
+
+What goes with a message:
+- reactions and file rows are archived with it (the foreign keys' ON DELETE
+  CASCADE then removes the live rows); a file's blob stays on disk while an
+  archived row holds its hash, and the orphan sweep removes it afterwards;
+- mentions are derived from messages.mentions by a trigger, so they are
+  rebuilt on restore and need no archive;
+- replies past the cut-off go with their parent (same batch, or the
+  cascade would delete them un-archived); a reply younger than the cut-off
+  stays, detached from its parent, with the link kept in
+  archived_reply_links so that a restore re-attaches it.
+
+Counters (rooms.message_count, parents' thread_count) are kept by the
+message triggers on row deletes; when a whole monthly partition is dropped
+instead, the triggers do not fire and the counters are fixed in the DROP's
+transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from db.engine import libpq_url, session_scope
+from db.models import File, Message, Reaction
+from db.partitions import create_monthly_partitions
+from worker.maintenance import partitions
+from worker.maintenance.batched import apply_in_batches
+from worker.maintenance.config import maintenance_settings
+from worker.maintenance.run import Run, timed_batches
+
+log = logging.getLogger(__name__)
+
+MESSAGE_COLUMNS = [c.name for c in Message.__table__.columns]
+REACTION_COLUMNS = [c.name for c in Reaction.__table__.columns]
+FILE_COLUMNS = [c.name for c in File.__table__.columns]
+
+# The batch as a relation `d(id, created_at)`, from two parallel arrays.
+BATCH = (
+    "d AS (SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[]))"
+    " AS d(id, created_at))"
+)
+Batch = list[tuple[int, datetime]]
+
+
+def columns(names: list[str], prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{name}" for name in names)
+
+
+def batch_params(batch: Batch) -> dict[str, Any]:
+    return {"ids": [row[0] for row in batch], "ts": [row[1] for row in batch]}
+
+
+# ---------------------------------------------------------------- purge
+
+def purge(run: Run) -> None:
+    """The whole purge_retention task: whole partitions where every room's
+    retention covers them, then per-room batches, then the archive's and
+    the audit log's own retention."""
+    drop_covered_message_partitions(run)
+    for room_id, cutoff in rooms_with_retention():
+        purge_room(run, room_id, cutoff)
+    purge_archive(run)
+    partitions.drop_old_audit_partitions(run)
+
+
+def rooms_with_retention() -> list[tuple[int, datetime]]:
+    with session_scope() as session:
+        return [tuple(row) for row in session.execute(text(
+            "SELECT id, now() - make_interval(days => message_retention_days) FROM rooms"
+            " WHERE message_retention_days > 0 ORDER BY id"
+        ))]
+
+
+def purge_room(run: Run, room_id: int, cutoff: datetime) -> None:
+    """Archive and delete the room's messages older than `cutoff`, oldest
+    first, one batch per transaction. The cut-off is fixed for the run, so
+    the end state does not depend on how long the run took."""
+    after: tuple[datetime, int] | None = None
+    for size in run.batches():
+        with session_scope() as session:
+            batch = next_room_batch(session, room_id, cutoff, after, size)
+            if not batch:
+                return
+            after = (batch[-1][1], batch[-1][0])
+            if run.dry_run:
+                count_batch(run, session, batch, cutoff)
+            else:
+                archive_and_delete(run, session, batch, cutoff)
+
+
+def next_room_batch(session: Session, room_id: int, cutoff: datetime,
+                    after: tuple[datetime, int] | None, size: int) -> Batch:
+    return [tuple(row) for row in session.execute(text(
+        "SELECT id, created_at FROM messages"
+        " WHERE room_id = :room AND created_at < :cutoff"
+        " AND (CAST(:after_ts AS timestamptz) IS NULL OR (created_at, id) > (:after_ts, :after_id))"
+        " ORDER BY created_at, id LIMIT :size"
+    ), {"room": room_id, "cutoff": cutoff, "after_ts": after and after[0],
+        "after_id": after and after[1], "size": size})]
+
+
+def with_old_replies(session: Session, batch: Batch, cutoff: datetime) -> Batch:
+    """The batch plus every reply under it that is also past the cut-off
+    (deleting a parent cascades to its replies, so they are archived now)."""
+    return [tuple(row) for row in session.execute(text(
+        "WITH RECURSIVE doomed(id, created_at) AS ("
+        " SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[]))"
+        " UNION"
+        " SELECT c.id, c.created_at FROM messages c"
+        " JOIN doomed ON c.parent_message_id = doomed.id AND c.parent_created_at = doomed.created_at"
+        " WHERE c.created_at < :cutoff"
+        ") SELECT id, created_at FROM doomed"
+    ), {**batch_params(batch), "cutoff": cutoff})]
+
+
+def count_batch(run: Run, session: Session, batch: Batch, cutoff: datetime) -> None:
+    counts = session.execute(text(
+        f"WITH {BATCH} SELECT"
+        " (SELECT count(*) FROM reactions r JOIN d ON r.message_id = d.id AND r.message_created_at = d.created_at),"
+        " (SELECT count(*) FROM files f JOIN d ON f.message_id = d.id AND f.message_created_at = d.created_at),"
+        " (SELECT count(*) FROM messages c JOIN d ON c.parent_message_id = d.id"
+        "  AND c.parent_created_at = d.created_at WHERE c.created_at >= :cutoff)"
+    ), {**batch_params(batch), "cutoff": cutoff}).one()
+    run.add(messages=len(batch), archived_messages=len(batch), archived_reactions=counts[0],
+            archived_files=counts[1], replies_detached=counts[2])
+
+
+def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetime) -> None:
+    doomed = with_old_replies(session, batch, cutoff)
+    params = {**batch_params(doomed), "cutoff": cutoff}
+    detached = detach_young_replies(session, params, "c.created_at >= :cutoff")
+    archived = archive_rows(session, params)
+    deleted = session.execute(text(
+        f"WITH {BATCH} DELETE FROM messages m USING d"
+        " WHERE m.id = d.id AND m.created_at = d.created_at"
+    ), params).rowcount
+    run.add(messages=deleted, replies_detached=detached, **archived)
+
+
+def detach_young_replies(session: Session, params: dict[str, Any], young: str) -> int:
+    """Keep replies that must outlive their parent: record the link, then
+    detach them (an UPDATE of the parent columns fires no counter trigger;
+    the parent is about to go, so its thread_count goes with it)."""
+    session.execute(text(
+        f"WITH {BATCH} INSERT INTO archived_reply_links"
+        " (message_id, message_created_at, parent_message_id, parent_created_at)"
+        " SELECT c.id, c.created_at, c.parent_message_id, c.parent_created_at"
+        " FROM messages c JOIN d ON c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
+        f" WHERE {young} ON CONFLICT DO NOTHING"
+    ), params)
+    return session.execute(text(
+        f"WITH {BATCH} UPDATE messages c SET parent_message_id = NULL, parent_created_at = NULL"
+        " FROM d WHERE c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
+        f" AND {young}"
+    ), params).rowcount
+
+
+def archive_rows(session: Session, params: dict[str, Any]) -> dict[str, int]:
+    """Copy the batch's messages, reactions and file rows to the archive.
+    ON CONFLICT: a message archived, restored and purged again."""
+    copies = {
+        "archived_messages": ("messages", MESSAGE_COLUMNS, "x.id = d.id AND x.created_at = d.created_at"),
+        "archived_reactions": ("reactions", REACTION_COLUMNS,
+                               "x.message_id = d.id AND x.message_created_at = d.created_at"),
+        "archived_files": ("files", FILE_COLUMNS,
+                           "x.message_id = d.id AND x.message_created_at = d.created_at"),
+    }
+    counts = {}
+    for archive, (live, names, join) in copies.items():
+        counts[archive] = session.execute(text(
+            f"WITH {BATCH} INSERT INTO {archive} ({columns(names)})"
+            f" SELECT {columns(names, 'x.')} FROM {live} x JOIN d ON {join}"
+            " ON CONFLICT DO NOTHING"
+        ), params).rowcount
+    return counts
+
+
+# ------------------------------------------------------ whole partitions
+
+def drop_covered_message_partitions(run: Run) -> None:
+    """Drop past monthly partitions of messages in which no message would
+    survive retention (every room it holds has a retention that covers the
+    month, and it holds no direct messages, which are kept forever).
+
+    References are dealt with first, in batches (the detach refuses while
+    any row references the partition): messages, reactions and file rows are
+    archived, reactions, mentions and file rows deleted, younger replies
+    outside the partition detached. Then the partition is detached
+    concurrently and dropped, with the counters fixed in the DROP's
+    transaction because triggers do not fire on DROP."""
+    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+        for partition in partitions.leftovers(conn, "messages"):
+            finish_message_partition_drop(run, partition)
+        candidates = [p for p in partitions.attached(conn, "messages")
+                      if p.end <= partitions.this_month()]
+    for partition in candidates:
+        if not covered_by_retention(partition.name):
+            continue
+        run.add(message_partitions_dropped=1)
+        unlink_partition(run, partition)
+        if not run.dry_run:
+            finish_message_partition_drop(run, partition)
+
+
+def covered_by_retention(name: str) -> bool:
+    with session_scope() as session:
+        return session.execute(text(
+            f'SELECT NOT EXISTS (SELECT 1 FROM "{name}" m LEFT JOIN rooms r ON r.id = m.room_id'
+            " WHERE r.id IS NULL OR r.message_retention_days = 0"
+            " OR m.created_at >= now() - make_interval(days => r.message_retention_days))"
+        )).scalar_one()
+
+
+def unlink_partition(run: Run, partition: partitions.Partition) -> None:
+    after: tuple[datetime, int] | None = None
+    for size in run.batches():
+        with session_scope() as session:
+            batch = [tuple(row) for row in session.execute(text(
+                f'SELECT id, created_at FROM "{partition.name}"'
+                " WHERE CAST(:after_ts AS timestamptz) IS NULL OR (created_at, id) > (:after_ts, :after_id)"
+                " ORDER BY created_at, id LIMIT :size"
+            ), {"after_ts": after and after[0], "after_id": after and after[1], "size": size})]
+            if not batch:
+                return
+            after = (batch[-1][1], batch[-1][0])
+            if run.dry_run:
+                run.add(messages=len(batch))
+                continue
+            params = {**batch_params(batch), "start": partition.month, "end": partition.end}
+            detached = detach_young_replies(
+                session, params, "(c.created_at < :start OR c.created_at >= :end)"
+            )
+            archived = archive_rows(session, params)
+            for referencing in ("reactions", "files", "message_mentions"):
+                session.execute(text(
+                    f"WITH {BATCH} DELETE FROM {referencing} x USING d"
+                    " WHERE x.message_id = d.id AND x.message_created_at = d.created_at"
+                ), params)
+            run.add(messages=len(batch), replies_detached=detached, **archived)
+
+
+def finish_message_partition_drop(run: Run, partition: partitions.Partition) -> None:
+    partitions.drop("messages", partition, before_drop=subtract_counters)
+
+
+def subtract_counters(session: Session, name: str) -> None:
+    """The detached partition's live messages leave their room's (or
+    conversation's) message_count and their parent's thread_count."""
+    session.execute(text(
+        "UPDATE rooms r SET message_count = r.message_count - d.n"
+        f' FROM (SELECT room_id, count(*) AS n FROM "{name}"'
+        "  WHERE NOT is_deleted AND room_id IS NOT NULL GROUP BY room_id) d"
+        " WHERE r.id = d.room_id"
+    ))
+    session.execute(text(
+        "UPDATE direct_conversations c SET message_count = c.message_count - d.n"
+        f' FROM (SELECT conversation_id, count(*) AS n FROM "{name}"'
+        "  WHERE NOT is_deleted AND conversation_id IS NOT NULL GROUP BY conversation_id) d"
+        " WHERE c.id = d.conversation_id"
+    ))
+    session.execute(text(
+        "UPDATE messages p SET thread_count = p.thread_count - d.n,"
+        " is_thread_root = p.thread_count - d.n > 0"
+        " FROM (SELECT parent_message_id, parent_created_at, count(*) AS n"
+        f'  FROM "{name}" WHERE NOT is_deleted AND parent_message_id IS NOT NULL'
+        "  GROUP BY parent_message_id, parent_created_at) d"
+        " WHERE p.id = d.parent_message_id AND p.created_at = d.parent_created_at"
+    ))
+
+
+# ---------------------------------------------------------------- archive
+
+ARCHIVE_TABLES = ("archived_messages", "archived_reactions", "archived_files", "archived_reply_links")
+
+
+def purge_archive(run: Run) -> None:
+    """Archived rows past ARCHIVE_RETENTION_DAYS are gone for good."""
+    for table in ARCHIVE_TABLES:
+        apply_in_batches(run, f"{table}_purged", table,
+                         "archived_at < now() - make_interval(days => :days)",
+                         {"days": maintenance_settings.archive_retention_days})
+
+
+# ---------------------------------------------------------------- restore
+
+def restore(room_id: int, start: datetime, end: datetime) -> dict[str, int]:
+    """Put a room's archived messages from [start, end) back, with their
+    reactions and files, re-attaching replies that outlived them. Creates
+    the months' partitions if they were dropped. One batch per transaction,
+    oldest first, so that parents come back before their replies; a killed
+    restore resumes where it stopped.
+
+    Restored messages older than the room's retention are purged (and
+    archived) again by the next purge: raise the retention first."""
+    ensure_partitions_for(room_id, start, end)
+    counts = {"messages": 0, "reactions": 0, "files": 0, "replies_reattached": 0}
+    for size in timed_batches():
+        with session_scope() as session:
+            batch = [tuple(row) for row in session.execute(text(
+                "SELECT id, created_at FROM archived_messages"
+                " WHERE room_id = :room AND created_at >= :start AND created_at < :end"
+                " ORDER BY created_at, id LIMIT :size"
+            ), {"room": room_id, "start": start, "end": end, "size": size})]
+            if not batch:
+                return counts
+            for key, value in restore_batch(session, batch).items():
+                counts[key] += value
+
+
+def ensure_partitions_for(room_id: int, start: datetime, end: datetime) -> None:
+    with session_scope() as session:
+        first, last = session.execute(text(
+            "SELECT min(created_at), max(created_at) FROM archived_messages"
+            " WHERE room_id = :room AND created_at >= :start AND created_at < :end"
+        ), {"room": room_id, "start": start, "end": end}).one()
+        if first is None:
+            return
+        first_month = date(first.year, first.month, 1)
+        months = (last.year - first.year) * 12 + last.month - first.month + 1
+        create_monthly_partitions(session.connection(), "messages", first_month, months)
+
+
+def restore_batch(session: Session, batch: Batch) -> dict[str, int]:
+    params = batch_params(batch)
+    # thread_count starts at 0: the insert trigger counts each reply that
+    # comes back (or is re-attached) into its parent. A parent that is not
+    # there (still archived outside the range, or gone) leaves the reply
+    # top-level.
+    restored_columns = {
+        "thread_count": "0",
+        "is_thread_root": "false",
+        "parent_message_id": "CASE WHEN p.ok THEN a.parent_message_id END",
+        "parent_created_at": "CASE WHEN p.ok THEN a.parent_created_at END",
+    }
+    select = ", ".join(restored_columns.get(name, f"a.{name}") for name in MESSAGE_COLUMNS)
+    messages = session.execute(text(
+        f"WITH {BATCH} INSERT INTO messages ({columns(MESSAGE_COLUMNS)})"
+        f" SELECT {select} FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
+        " CROSS JOIN LATERAL (SELECT a.parent_message_id IS NOT NULL AND ("
+        "  EXISTS (SELECT 1 FROM messages x WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
+        "  OR EXISTS (SELECT 1 FROM d y WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
+        " ) AS ok) p"
+        " ORDER BY a.created_at, a.id ON CONFLICT DO NOTHING"
+    ), params).rowcount
+    counts = {"messages": messages}
+    for live, archive, names in (("reactions", "archived_reactions", REACTION_COLUMNS),
+                                 ("files", "archived_files", FILE_COLUMNS)):
+        counts[live] = session.execute(text(
+            f"WITH {BATCH} INSERT INTO {live} ({columns(names)})"
+            f" SELECT {columns(names, 'a.')} FROM {archive} a"
+            " JOIN d ON a.message_id = d.id AND a.message_created_at = d.created_at"
+            " ON CONFLICT DO NOTHING"
+        ), params).rowcount
+        session.execute(text(
+            f"WITH {BATCH} DELETE FROM {archive} a USING d"
+            " WHERE a.message_id = d.id AND a.message_created_at = d.created_at"
+        ), params)
+    counts["replies_reattached"] = reattach_replies(session, params)
+    session.execute(text(
+        f"WITH {BATCH} DELETE FROM archived_messages a USING d"
+        " WHERE a.id = d.id AND a.created_at = d.created_at"
+    ), params)
+    return counts
+
+
+def reattach_replies(session: Session, params: dict[str, Any]) -> int:
+    """Links whose two ends are live again (one of them in this batch):
+    re-attach the reply, and count it into its parent's thread_count by
+    hand (the counter trigger does not watch the parent columns)."""
+    reattached = session.execute(text(
+        f"WITH {BATCH}, links AS ("
+        " SELECT l.* FROM archived_reply_links l JOIN d"
+        "  ON (l.message_id = d.id AND l.message_created_at = d.created_at)"
+        "  OR (l.parent_message_id = d.id AND l.parent_created_at = d.created_at))"
+        " UPDATE messages c SET parent_message_id = l.parent_message_id,"
+        "  parent_created_at = l.parent_created_at"
+        " FROM links l WHERE c.id = l.message_id AND c.created_at = l.message_created_at"
+        "  AND c.parent_message_id IS NULL AND EXISTS (SELECT 1 FROM messages p"
+        "   WHERE p.id = l.parent_message_id AND p.created_at = l.parent_created_at)"
+        " RETURNING c.id, c.created_at, c.parent_message_id, c.parent_created_at, c.is_deleted"
+    ), params).all()
+    if not reattached:
+        return 0
+    live = [row for row in reattached if not row.is_deleted]
+    session.execute(text(
+        "UPDATE messages p SET thread_count = p.thread_count + x.n,"
+        " is_thread_root = p.thread_count + x.n > 0"
+        " FROM (SELECT id, created_at, count(*) AS n"
+        "  FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[])) AS u(id, created_at)"
+        "  GROUP BY id, created_at) x"
+        " WHERE p.id = x.id AND p.created_at = x.created_at"
+    ), {"ids": [r.parent_message_id for r in live], "ts": [r.parent_created_at for r in live]})
+    session.execute(text(
+        "DELETE FROM archived_reply_links l"
+        " USING unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[])) AS u(id, created_at)"
+        " WHERE l.message_id = u.id AND l.message_created_at = u.created_at"
+    ), {"ids": [r.id for r in reattached], "ts": [r.created_at for r in reattached]})
+    return len(reattached)

@@ -1,0 +1,212 @@
+"""The rules every maintenance task shares, in one place.
+
+`maintenance_task(name)` turns a plain function `body(run, **options)` into
+a Celery task that:
+
+- runs at most once at a time across all workers: it holds a PostgreSQL
+  session advisory lock on a connection of its own for the whole run, so a
+  killed worker's lock goes with its connection; a second run that finds the
+  lock taken is recorded as `skipped` and does nothing;
+- records itself: one `maintenance_runs` row (running, then succeeded /
+  failed / skipped, with counts) and one `audit_logs` row when it ends;
+- publishes progress as task state PROGRESS with its counts (and a
+  `task-progress` event), so Flower and `AsyncResult` show it;
+- hands the body a `dry_run` flag and a batch sizer that aims at about
+  BATCH_TARGET_SECONDS per batch, so that every transaction stays short.
+
+Kill-safety is the bodies' job (each batch is one transaction that leaves a
+consistent state); the run log marks a run that died mid-way as failed the
+next time the task gets the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from celery import Task, shared_task
+from sqlalchemy import func, update
+
+from db.engine import libpq_url, session_scope
+from db.models import AuditLog, AuditSeverity, MaintenanceRun
+from worker import limits
+from worker.base import VezaTask
+
+log = logging.getLogger(__name__)
+
+BATCH_TARGET_SECONDS = 0.1
+PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+class BatchSizer:
+    """Grows or shrinks the batch size so that a batch takes about `target`
+    seconds: a fixed size is either too slow on a loaded server (long
+    transactions, lock waits for chat traffic) or too chatty on an idle one."""
+
+    def __init__(self, initial: int = 500, minimum: int = 10, maximum: int = 20_000,
+                 target: float = BATCH_TARGET_SECONDS) -> None:
+        self.size, self.minimum, self.maximum, self.target = initial, minimum, maximum, target
+
+    def observe(self, seconds: float) -> None:
+        if seconds > 2 * self.target:
+            self.size = max(self.minimum, self.size // 2)
+        elif seconds < self.target / 2:
+            self.size = min(self.maximum, self.size * 2)
+
+
+def timed_batches(initial: int = 500,
+                  after_each: Callable[[], None] = lambda: None) -> Iterator[int]:
+    """Yield batch sizes forever; the caller does one batch per size and
+    breaks when there is nothing left. The time between two yields is the
+    batch's duration, which sizes the next one."""
+    sizer = BatchSizer(initial)
+    while True:
+        started = time.monotonic()
+        yield sizer.size
+        sizer.observe(time.monotonic() - started)
+        after_each()
+
+
+@dataclass
+class Run:
+    """What a task body sees of its run."""
+
+    task: Task
+    name: str
+    run_id: int
+    dry_run: bool
+    counts: Counter[str] = field(default_factory=Counter)
+    _last_progress: float = 0.0
+
+    def add(self, **counts: int) -> None:
+        self.counts.update(counts)
+
+    def batches(self, initial: int = 500) -> Iterator[int]:
+        """Batch sizes for a loop of batches, publishing progress after each."""
+        return timed_batches(initial, after_each=self.progress)
+
+    def progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_INTERVAL_SECONDS:
+            return
+        self._last_progress = now
+        request = self.task.request
+        if request.called_directly or not request.id:
+            return
+        meta = {"run_id": self.run_id, "dry_run": self.dry_run, "counts": dict(self.counts)}
+        self.task.update_state(state="PROGRESS", meta=meta)
+        if not request.is_eager:
+            self.task.send_event("task-progress", **meta)
+
+
+def maintenance_task(name: str) -> Callable[[Callable[..., None]], Task]:
+    """Register `body(run, **options)` as the maintenance task `name`."""
+
+    def register(body: Callable[..., None]) -> Task:
+        def task(self: VezaTask, dry_run: bool = False, **options: Any) -> dict[str, Any]:
+            return run_exclusively(self, name, body, dry_run, options)
+
+        task.__doc__ = body.__doc__
+        task.__name__ = body.__name__
+        return shared_task(
+            bind=True,
+            base=VezaTask,
+            name=name,
+            # The run's state must reach the result backend for Flower.
+            ignore_result=False,
+            soft_time_limit=limits.MAINTENANCE_TIME_LIMITS[0],
+            time_limit=limits.MAINTENANCE_TIME_LIMITS[1],
+        )(task)
+
+    return register
+
+
+def run_exclusively(task: Task, name: str, body: Callable[..., None], dry_run: bool,
+                    options: dict[str, Any]) -> dict[str, Any]:
+    with advisory_lock(f"veza:maintenance:{name}") as acquired:
+        if not acquired:
+            run_id = record_skipped(task, name, dry_run)
+            log.info("%s: another run holds the lock; skipped (run %d)", name, run_id)
+            return {"status": "skipped", "run_id": run_id}
+        run = Run(task, name, start_run(task, name, dry_run), dry_run)
+        try:
+            body(run, **options)
+        except BaseException as exc:  # a time limit or a kill signal too: record, re-raise
+            finish_run(run, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        finish_run(run, "succeeded")
+        run.progress(force=True)
+        return {"status": "succeeded", "run_id": run.run_id, "counts": dict(run.counts)}
+
+
+@contextmanager
+def advisory_lock(key: str) -> Iterator[bool]:
+    """A session-level advisory lock on a connection of its own, held for
+    the block (the work itself runs in many short transactions elsewhere).
+    If the process dies, PostgreSQL drops the connection and the lock."""
+    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+        acquired = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+        ).fetchone()[0]
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+
+def start_run(task: Task, name: str, dry_run: bool) -> int:
+    with session_scope() as session:
+        # We hold the lock, so a row still `running` is a run that died.
+        session.execute(
+            update(MaintenanceRun)
+            .where(MaintenanceRun.task_name == name, MaintenanceRun.status == "running")
+            .values(status="failed", error="abandoned: the run died before finishing",
+                    finished_at=func.clock_timestamp())
+        )
+        row = MaintenanceRun(task_name=name, task_id=task.request.id, dry_run=dry_run)
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def finish_run(run: Run, status: str, error: str | None = None) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(MaintenanceRun)
+            .where(MaintenanceRun.id == run.run_id)
+            .values(status=status, counts=dict(run.counts), error=error,
+                    finished_at=func.clock_timestamp())
+        )
+        session.add(audit_row(run.name, run.run_id, run.task.request.id, run.dry_run, status,
+                              dict(run.counts), error))
+    log.log(logging.ERROR if error else logging.INFO, "%s run %d %s: %s%s", run.name,
+            run.run_id, status, dict(run.counts), f" ({error})" if error else "")
+
+
+def record_skipped(task: Task, name: str, dry_run: bool) -> int:
+    with session_scope() as session:
+        row = MaintenanceRun(task_name=name, task_id=task.request.id, dry_run=dry_run,
+                             status="skipped", finished_at=func.clock_timestamp())
+        session.add(row)
+        session.flush()
+        session.add(audit_row(name, row.id, task.request.id, dry_run, "skipped", {}, None))
+        return row.id
+
+
+def audit_row(name: str, run_id: int, task_id: str | None, dry_run: bool, status: str,
+              counts: dict[str, int], error: str | None) -> AuditLog:
+    return AuditLog(
+        event_type=name,
+        event_data={"run_id": run_id, "task_id": task_id, "dry_run": dry_run,
+                    "status": status, "counts": counts, "error": error},
+        resource_type="maintenance_run",
+        resource_id=run_id,
+        severity=AuditSeverity.error if status == "failed" else AuditSeverity.info,
+    )
