@@ -3,7 +3,8 @@
 Each entry is a crontab with `expires`, so that a backlog after an outage
 does not run a pile of stale copies of the same job. Any schedule can be
 overridden from the environment with five cron fields, e.g.
-VEZA_SCHEDULE_HEARTBEAT="*/2 * * * *".
+VEZA_SCHEDULE_HEARTBEAT="*/2 * * * *", or with a number of seconds for an
+interval shorter than cron's minute (VEZA_SCHEDULE_HEARTBEAT=15).
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ import os
 from celery.schedules import crontab
 
 
+def parse_schedule(expression: str) -> crontab | float:
+    """Five cron fields, or a plain number of seconds."""
+    if expression.strip().replace(".", "", 1).isdigit():
+        return float(expression)
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
+    return crontab(minute, hour, day_of_month, month_of_year, day_of_week)
+
+
 def scheduled(name: str, task: str, cron: str, expires: int, **kwargs) -> tuple[str, dict]:
     """A beat entry named `name` running `task` on `cron` (overridable by
     VEZA_SCHEDULE_<NAME>), whose message expires after `expires` seconds."""
-    minute, hour, day_of_month, month_of_year, day_of_week = os.environ.get(
-        f"VEZA_SCHEDULE_{name.upper()}", cron
-    ).split()
     return name, {
         "task": task,
-        "schedule": crontab(minute, hour, day_of_month, month_of_year, day_of_week),
+        "schedule": parse_schedule(os.environ.get(f"VEZA_SCHEDULE_{name.upper()}", cron)),
         "options": {"expires": expires},
         "kwargs": kwargs,
     }

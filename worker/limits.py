@@ -7,6 +7,8 @@ task's hard limit, or than a retry's countdown (ETA tasks sit unacked in the
 worker), the same task would run twice at once.
 """
 
+import os
+
 # (soft, hard) seconds
 DEFAULT_TIME_LIMITS = (60, 90)
 FILE_TIME_LIMITS = (300, 360)
@@ -26,4 +28,4 @@ VISIBILITY_TIMEOUT = LONGEST_HARD_TIME_LIMIT + RETRY_BACKOFF_MAX + 300
 
 # How long a beat process's lock in Redis lives without being renewed: a
 # second beat takes over at most this long after the first one died.
-BEAT_LOCK_TIMEOUT = 60
+BEAT_LOCK_TIMEOUT = int(os.environ.get("BEAT_LOCK_TIMEOUT", "60"))
