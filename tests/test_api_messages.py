@@ -1,0 +1,230 @@
+"""Messages through the HTTP stack: posting rules, mentions, pagination,
+reactions, edits, deletes, pins, read markers, stats, retention, slow mode,
+missing partitions and the outbox row every post owes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from tests.api_helpers import api, app, error_code  # noqa: F401  (fixtures)
+
+
+def test_posting_needs_membership(api):
+    owner, bob = api.register(), api.register()
+    room = api.room(owner)
+    response = api.post(f"/rooms/{room}/messages", bob, json={"content": "hi"})
+    assert response.status_code == 403
+    api.join(room, bob)
+    assert api.post(f"/rooms/{room}/messages", bob, json={"content": "hi"}).status_code == 201
+
+
+def test_a_post_returns_the_message_and_owes_its_index_task_in_the_outbox(api, db):
+    alice = api.register()
+    room = api.room(alice)
+    message = api.say(room, alice, "first!", content_type="markdown")
+    assert message["author"] == {"id": alice.id, "username": alice.username,
+                                 "display_name": None, "avatar_url": None}
+    assert (message["content"], message["content_type"], message["reactions"]) == (
+        "first!", "markdown", {})
+    (row,) = db.execute("SELECT task_name, args FROM outbox").fetchall()
+    assert row == ("messages.index", [message["id"]])
+
+
+def test_mentions_of_existing_users_fill_mentions_and_message_mentions(api, db):
+    alice, bob = api.register("alice"), api.register("bob_2")
+    room = api.room(alice)
+    message = api.say(room, alice, "hey @bob_2 and @ghost, mail me@bob_2.io")
+    assert message["mentions"] == [bob.id]
+    assert db.execute("SELECT user_id FROM message_mentions WHERE message_id = %s",
+                      (message["id"],)).fetchall() == [(bob.id,)]
+
+
+def test_content_is_validated(api, db):
+    alice = api.register()
+    room = api.room(alice)
+    for body in ({"content": ""}, {"content": "   "}, {"content": "x" * 4001},
+                 {"content": 5}, {"content": "hi", "content_type": "pdf"}, {}):
+        response = api.post(f"/rooms/{room}/messages", alice, json=body)
+        assert response.status_code == 422, body
+    malformed = api.post(f"/rooms/{room}/messages", alice, data="{", content_type="application/json")
+    assert malformed.status_code == 400
+    assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+
+
+def test_a_refused_write_leaves_no_row_and_enqueues_nothing(api, db):
+    alice = api.register()
+    room = api.room(alice)
+    response = api.post(f"/rooms/{room}/messages", alice,
+                        json={"content": "reply", "parent_message_id": 12345})
+    assert response.status_code == 404
+    assert db.execute("SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM outbox)"
+                      ).fetchone() == (0, 0)
+
+
+def test_cursor_pagination_newest_first(api):
+    alice = api.register()
+    room = api.room(alice)
+    ids = [api.say(room, alice, f"m{i}")["id"] for i in range(5)]
+    first = api.get(f"/rooms/{room}/messages?limit=2", alice).json
+    assert [m["id"] for m in first["messages"]] == ids[:-3:-1]
+    second = api.get(f"/rooms/{room}/messages?limit=2&before={first['next_before']}", alice).json
+    assert [m["id"] for m in second["messages"]] == [ids[2], ids[1]]
+    last = api.get(f"/rooms/{room}/messages?limit=2&before={second['next_before']}", alice).json
+    assert ([m["id"] for m in last["messages"]], last["next_before"]) == ([ids[0]], None)
+    assert api.get(f"/rooms/{room}/messages?limit=0", alice).status_code == 422
+    assert api.get(f"/rooms/{room}/messages?before=abc", alice).status_code == 422
+
+
+def test_reactions_are_aggregated_per_emoji_with_the_viewers_own_flag(api):
+    alice, bob = api.register(), api.register()
+    room = api.room(alice)
+    api.join(room, bob)
+    message = api.say(room, alice)
+    assert api.post(f"/messages/{message['id']}/reactions", alice, json={"emoji": "👍"}
+                    ).status_code == 201
+    response = api.post(f"/messages/{message['id']}/reactions", bob, json={"emoji": "👍"})
+    assert response.json["reactions"]["👍"]["count"] == 2
+    api.post(f"/messages/{message['id']}/reactions", bob, json={"emoji": "🚀"})
+    seen_by_alice = api.get(f"/rooms/{room}/messages", alice).json["messages"][0]
+    assert seen_by_alice["reactions"] == {
+        "👍": {"count": 2, "has_user_reacted": True, "users": [
+            {"user_id": alice.id, "username": alice.username},
+            {"user_id": bob.id, "username": bob.username}]},
+        "🚀": {"count": 1, "has_user_reacted": False,
+              "users": [{"user_id": bob.id, "username": bob.username}]},
+    }
+    assert seen_by_alice["reaction_count"] == 3
+
+
+def test_a_duplicate_reaction_is_409_and_unreacting_removes_it(api):
+    alice = api.register()
+    room = api.room(alice)
+    message = api.say(room, alice)
+    path = f"/messages/{message['id']}/reactions"
+    api.post(path, alice, json={"emoji": "🎉"})
+    duplicate = api.post(path, alice, json={"emoji": "🎉"})
+    assert duplicate.status_code == 409
+    assert error_code(duplicate) == "already_reacted"
+    assert api.delete(f"{path}/🎉", alice).status_code == 204
+    assert api.delete(f"{path}/🎉", alice).status_code == 404
+    assert api.get(f"/rooms/{room}/messages", alice).json["messages"][0]["reactions"] == {}
+
+
+def test_only_the_author_edits_and_an_edit_is_recorded(api):
+    alice, bob = api.register(), api.register("bob")
+    room = api.room(alice)
+    api.join(room, bob)
+    message = api.say(room, alice, "helo")
+    assert api.patch(f"/messages/{message['id']}", bob, json={"content": "x"}).status_code == 403
+    edited = api.patch(f"/messages/{message['id']}", alice, json={"content": "hello @bob"}).json
+    assert (edited["content"], edited["is_edited"], edited["edit_count"]) == (
+        "hello @bob", True, 1)
+    assert edited["edited_at"] is not None
+    assert edited["mentions"] == [bob.id]
+
+
+def test_deletes_by_author_or_moderator_and_moderator_deletes_are_audited(api, db):
+    alice, bob, mod = api.register(), api.register(), api.register()
+    room = api.room(alice)
+    for user in (bob, mod):
+        api.join(room, user)
+    api.patch(f"/rooms/{room}/members/{mod.id}", alice, json={"role": "moderator"})
+    own, other = api.say(room, bob, "mine"), api.say(room, alice, "alice's")
+    assert api.delete(f"/messages/{other['id']}", bob).status_code == 403
+    assert api.delete(f"/messages/{own['id']}", bob).status_code == 204
+    assert api.delete(f"/messages/{other['id']}", mod).status_code == 204
+    assert api.get(f"/rooms/{room}/messages", alice).json["messages"] == []
+    assert api.patch(f"/messages/{own['id']}", bob, json={"content": "x"}).status_code == 404
+    events = db.execute("SELECT user_id, event_data FROM audit_logs "
+                        "WHERE event_type = 'message_deleted_by_moderator'").fetchall()
+    assert events == [(mod.id, {"message_id": other["id"], "author_id": alice.id})]
+    assert db.execute("SELECT message_count FROM rooms").fetchone() == (0,)
+
+
+def test_moderators_pin_and_unpin(api):
+    alice, bob = api.register(), api.register()
+    room = api.room(alice)
+    api.join(room, bob)
+    message = api.say(room, bob)
+    assert api.post(f"/messages/{message['id']}/pin", bob).status_code == 403
+    assert api.post(f"/messages/{message['id']}/pin", alice).json["is_pinned"] is True
+    assert api.delete(f"/messages/{message['id']}/pin", alice).json["is_pinned"] is False
+
+
+def test_messages_of_a_hidden_room_are_404_not_403(api):
+    alice, eve = api.register(), api.register()
+    room = api.room(alice, is_public=False)
+    message = api.say(room, alice)
+    for response in (api.patch(f"/messages/{message['id']}", eve, json={"content": "x"}),
+                     api.delete(f"/messages/{message['id']}", eve),
+                     api.post(f"/messages/{message['id']}/pin", eve),
+                     api.post(f"/messages/{message['id']}/reactions", eve, json={"emoji": "x"})):
+        assert response.status_code == 404
+
+
+def test_read_marker_and_unread_count(api):
+    alice, bob = api.register(), api.register()
+    room = api.room(alice)
+    api.join(room, bob)
+    ids = [api.say(room, alice, f"m{i}")["id"] for i in range(3)]
+    assert api.get(f"/rooms/{room}/unread", bob).json == {"room_id": room, "unread_count": 3}
+    marked = api.post(f"/rooms/{room}/read", bob, json={"message_id": ids[1]})
+    assert marked.json["unread_count"] == 1
+    # A late, older marker does not move the reader backwards.
+    api.post(f"/rooms/{room}/read", bob, json={"message_id": ids[0]})
+    assert api.get(f"/rooms/{room}/unread", bob).json["unread_count"] == 1
+
+
+def test_stats_come_from_room_stats(api, db):
+    alice = api.register()
+    room = api.room(alice)
+    api.say(room, alice)
+    api.say(room, alice)
+    db.execute("REFRESH MATERIALIZED VIEW room_stats")
+    stats = api.get(f"/rooms/{room}/stats", alice).json
+    assert (stats["total_messages"], stats["messages_24h"], stats["active_users_24h"]) == (2, 2, 1)
+
+
+def test_slow_mode_answers_429_with_retry_after(api):
+    owner, bob = api.register(), api.register()
+    room = api.room(owner, slow_mode_seconds=60)
+    api.join(room, bob)
+    api.say(room, bob, "one")
+    response = api.post(f"/rooms/{room}/messages", bob, json={"content": "two"})
+    assert response.status_code == 429
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    api.say(room, owner, "owners are not slowed")
+    api.say(room, owner, "owners are not slowed")
+
+
+def test_messages_older_than_retention_are_hidden(api, db):
+    alice = api.register()
+    room = api.room(alice, message_retention_days=7)
+    fresh = api.say(room, alice, "fresh")
+    old = api.say(room, alice, "old")
+    db.execute("UPDATE messages SET created_at = now() - interval '8 days' WHERE id = %s",
+               (old["id"],))
+    shown = api.get(f"/rooms/{room}/messages", alice).json["messages"]
+    assert [m["id"] for m in shown] == [fresh["id"]]
+    assert api.post(f"/messages/{old['id']}/pin", alice).status_code == 404
+
+
+def test_a_month_without_a_partition_is_created_and_the_post_succeeds(api, db):
+    alice = api.register()
+    room = api.room(alice)
+    month = datetime.now(timezone.utc)
+    partition = f"messages_y{month.year:04d}m{month.month:02d}"
+    db.execute(f"ALTER TABLE messages DETACH PARTITION {partition}")
+    db.execute(f"DROP TABLE {partition}")
+    message = api.say(room, alice, "still works")
+    assert db.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone() == (True,)
+    assert db.execute("SELECT count(*) FROM messages WHERE id = %s",
+                      (message["id"],)).fetchone() == (1,)
+
+
+def test_huge_or_malformed_ids_are_404(api):
+    alice = api.register()
+    for path in ("/rooms/99999999999/messages", "/rooms/0/messages", "/rooms/-1/messages",
+                 "/messages/2147483648"):
+        assert api.get(path, alice).status_code in (404, 405)
