@@ -1,0 +1,50 @@
+"""Direct messages through the HTTP stack: find-or-create on the ordered
+pair, only the two participants, blocked conversations refuse messages."""
+
+from __future__ import annotations
+
+from tests.api_helpers import api, app, error_code  # noqa: F401  (fixtures)
+
+
+def test_find_or_create_returns_the_same_conversation_from_either_side(api, db):
+    alice, bob = api.register(), api.register()
+    created = api.post("/conversations", bob, json={"user_id": alice.id})
+    assert created.status_code == 201
+    assert created.json["participant_ids"] == sorted([alice.id, bob.id])
+    found = api.post("/conversations", alice, json={"user_id": bob.id})
+    assert (found.status_code, found.json["id"]) == (200, created.json["id"])
+    assert db.execute("SELECT count(*) FROM direct_conversation_participants").fetchone() == (2,)
+
+
+def test_dm_with_yourself_or_nobody_is_refused(api):
+    alice = api.register()
+    assert api.post("/conversations", alice, json={"user_id": alice.id}).status_code == 422
+    assert api.post("/conversations", alice, json={"user_id": 424242}).status_code == 404
+
+
+def test_only_the_two_participants_read_and_write(api, db):
+    alice, bob, eve = api.register(), api.register(), api.register()
+    conversation = api.post("/conversations", alice, json={"user_id": bob.id}).json["id"]
+    sent = api.post(f"/conversations/{conversation}/messages", alice, json={"content": "psst"})
+    assert sent.status_code == 201
+    assert sent.json["conversation_id"] == conversation and sent.json["room_id"] is None
+    listed = api.get(f"/conversations/{conversation}/messages", bob).json["messages"]
+    assert [m["content"] for m in listed] == ["psst"]
+    message_id = sent.json["id"]
+    for response in (api.get(f"/conversations/{conversation}/messages", eve),
+                     api.post(f"/conversations/{conversation}/messages", eve,
+                              json={"content": "hi"}),
+                     api.post(f"/messages/{message_id}/reactions", eve, json={"emoji": "x"}),
+                     api.delete(f"/messages/{message_id}", eve)):
+        assert response.status_code == 404
+    assert api.delete(f"/messages/{message_id}", bob).status_code == 403
+    assert db.execute("SELECT message_count FROM direct_conversations").fetchone() == (1,)
+
+
+def test_a_blocked_conversation_refuses_messages(api, db):
+    alice, bob = api.register(), api.register()
+    conversation = api.post("/conversations", alice, json={"user_id": bob.id}).json["id"]
+    db.execute("UPDATE direct_conversations SET is_blocked = true, blocked_by = %s", (bob.id,))
+    response = api.post(f"/conversations/{conversation}/messages", alice, json={"content": "hi"})
+    assert response.status_code == 403
+    assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
