@@ -1,10 +1,13 @@
 """The file pipeline as Celery tasks: thin wrappers over worker/file_steps.py.
 
-`files.process` (enqueued by the API through the outbox) starts a chain
-hash → sniff → scan → thumbnail. The scan runs on the `scan` queue, the
-others on `files` (task_routes in worker/celery_app.py), so a slow clamd
-never holds up hashing and thumbnails. Each task takes the file id and
-passes it on.
+`files.process` (enqueued by the API through the outbox) runs the whole
+pipeline: it hashes and sniffs in place, then chains `files.scan` (on the
+`scan` queue, so a slow clamd never holds up the `files` queue) and
+`files.thumbnail` (back on `files`; task_routes in worker/celery_app.py).
+Hash and sniff are short and sequential on the same queue: separate
+messages for them cost more than the steps (measured in bench/files.py), so
+`files.hash` and `files.sniff` exist to re-run one step on its own.
+Every task takes the file id.
 """
 
 from __future__ import annotations
@@ -23,16 +26,13 @@ FILE_LIMITS = {"soft_time_limit": limits.FILE_TIME_LIMITS[0], "time_limit": limi
 SCAN_LIMITS = {"soft_time_limit": limits.SCAN_TIME_LIMITS[0], "time_limit": limits.SCAN_TIME_LIMITS[1]}
 
 
-@shared_task(bind=True, base=VezaTask, name="files.process")
+@shared_task(bind=True, base=VezaTask, name="files.process", **FILE_LIMITS)
 def process(self: VezaTask, file_id: int) -> None:
-    """Run the whole pipeline for one upload. Safe to call again: every
-    step skips what is already done."""
-    chain(
-        hash_upload.si(file_id),
-        sniff.si(file_id),
-        scan.si(file_id),
-        thumbnail.si(file_id),
-    ).apply_async()
+    """Run the whole pipeline for one upload. Safe to call again (or twice
+    at once): every step skips what is already done."""
+    file_steps.hash_upload(file_id, task_id=self.request.id)
+    file_steps.sniff(file_id, task_id=self.request.id)
+    chain(scan.si(file_id), thumbnail.si(file_id)).apply_async()
 
 
 @shared_task(bind=True, base=VezaTask, name="files.hash", **FILE_LIMITS)

@@ -326,11 +326,6 @@ def run_all(file_id: int, scanner: Scanner | None = None) -> None:
     finish(file_id)
 
 
-def is_downloadable(file: File) -> bool:
-    """A file is served only after a clean scan (and never from quarantine)."""
-    return file.virus_scan_status is VirusScanStatus.clean and file.file_path.startswith("blobs/")
-
-
 def delete_content_if_unreferenced(sha256: str) -> bool:
     """Remove a hash's blob, quarantined copy and thumbnail, but only when no
     row references the hash any more. Returns whether it removed them."""

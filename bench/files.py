@@ -1,0 +1,256 @@
+"""File pipeline benchmark: each stage beside its baseline, in one run, on
+the same files.
+
+    python3 bench/files.py [--files N]
+
+Sets up what the test suite uses: a throwaway migrated PostgreSQL database,
+a temporary storage directory, its own clamd (one EICAR signature), and for
+the end-to-end row real Celery workers. Redis: VEZA_TEST_REDIS_DB (default 12).
+
+Rows (ratio = ours / baseline, goal in brackets):
+  hash        MB/s of file_steps' hashing vs `openssl dgst -sha256`    [>= 0.9]
+  scan        seconds of our clamd scan vs clamd's own SCAN            [<= 1.3]
+  thumb-jpeg  12 MP JPEG, in-process vs `vipsthumbnail` whole process   [<= 1.0]
+  thumb-png   12 MP PNG, same                                          [<= 1.5]
+  end-to-end  files/s through workers vs the same steps in one loop    [>= 0.8]
+Timings are the best of a few runs (page cache warm for both sides).
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("VEZA_TEST_REDIS_DB", "12")
+
+from tests import conftest  # noqa: E402  (database, Redis and storage environment)
+from tests.clamav import Clamd  # noqa: E402  (CLAMD_SOCKET)
+
+REPEATS = 3
+HASH_FILE_BYTES = 100 * 1000 * 1000
+PHOTO_SIZE = (4000, 3000)  # 12 MP
+
+
+def best_time(action, repeats: int = REPEATS) -> float:
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def run(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def peak_rss_mib(argv: list[str]) -> float:
+    """Peak RSS of a whole process, by GNU time: its own small process forks
+    the command, so the figure is not inflated by ours (Linux carries a
+    parent's peak RSS across fork + exec into the child's rusage)."""
+    result = subprocess.run(["/usr/bin/time", "-f", "%M", *argv],
+                            check=True, capture_output=True, text=True)
+    return int(result.stderr.strip().splitlines()[-1]) / 1024
+
+
+def row(name: str, ours: float, baseline: float, unit: str, goal: str) -> float:
+    ratio = ours / baseline
+    print(f"{name:<11} ours {ours:10.3f} {unit:<8} baseline {baseline:10.3f} {unit:<8} "
+          f"ratio {ratio:5.2f}  (goal {goal})")
+    return ratio
+
+
+def make_photo() -> "Image.Image":
+    """Photo-like content: smooth gradients plus grain, so JPEG and PNG
+    sizes are realistic (neither flat colour nor pure noise)."""
+    from PIL import Image
+
+    width, height = PHOTO_SIZE
+    grain = Image.effect_noise((width // 4, height // 4), 40).resize(PHOTO_SIZE)
+    horizontal = Image.linear_gradient("L").resize(PHOTO_SIZE)
+    vertical = Image.linear_gradient("L").rotate(90).resize(PHOTO_SIZE)
+    return Image.merge("RGB", (horizontal, vertical, grain))
+
+
+def bench_hash(path: Path) -> dict:
+    from worker import file_steps  # noqa: F401  (the same import cost as a worker)
+
+    def ours():
+        with open(path, "rb") as content:
+            hashlib.file_digest(content, "sha256")
+
+    megabytes = path.stat().st_size / 1e6
+    ours_rate = megabytes / best_time(ours)
+    openssl_rate = megabytes / best_time(lambda: run(["openssl", "dgst", "-sha256", str(path)]))
+    return {"hash_mb_s": ours_rate, "openssl_mb_s": openssl_rate,
+            "hash_ratio": row("hash", ours_rate, openssl_rate, "MB/s", ">= 0.9")}
+
+
+def bench_scan(path: Path) -> dict:
+    import clamd
+
+    from worker.clamav import Scanner
+    from worker.config import settings
+
+    scanner = Scanner()
+    ours = best_time(lambda: scanner.scan(path))
+    native = clamd.ClamdUnixSocket(settings.clamd_socket, timeout=120)
+    baseline = best_time(lambda: native.scan(str(path)))
+    return {"scan_s": ours, "clamd_scan_s": baseline,
+            "scan_ratio": row("scan", ours, baseline, "s", "<= 1.3")}
+
+
+# Peak memory a thumbnail adds to a worker process: VmHWM (reset at exec,
+# unlike ru_maxrss) before and after.
+THUMBNAIL_PEAK_PROBE = """
+import io, sys
+from pathlib import Path
+from worker import images
+def high_water_kib():
+    status = open("/proc/self/status").read()
+    return int(status.split("VmHWM:")[1].split()[0])
+before = high_water_kib()
+images.write_thumbnail(Path(sys.argv[1]), io.BytesIO())
+print(before, high_water_kib())
+"""
+
+
+def bench_thumbnail(name: str, path: Path, goal: str, limit: float) -> dict:
+    from worker import images
+
+    out_dir = Path(tempfile.mkdtemp(prefix="veza-bench-vips-"))
+    vips = ["vipsthumbnail", str(path), "--size", "400x400", "-o", str(out_dir / "%s.webp[Q=80]")]
+    ours = best_time(lambda: images.write_thumbnail(path, io.BytesIO()))
+    vips_time = best_time(lambda: run(vips))
+    vips_peak = peak_rss_mib(vips)
+    probe = subprocess.run([sys.executable, "-c", THUMBNAIL_PEAK_PROBE, str(path)],
+                           cwd=ROOT, check=True, capture_output=True, text=True)
+    before_kib, after_kib = map(int, probe.stdout.split())
+    ours_peak = (after_kib - before_kib) / 1024
+    shutil.rmtree(out_dir)
+    ratio = row(name, ours, vips_time, "s", goal)
+    print(f"{'':<11} peak memory: ours +{ours_peak:.1f} MiB over a worker's "
+          f"{before_kib / 1024:.1f} MiB, vipsthumbnail {vips_peak:.1f} MiB whole process")
+    key = name.replace("-", "_")
+    return {f"{key}_s": ours, f"{key}_vips_s": vips_time, f"{key}_ratio": ratio,
+            f"{key}_peak_mib": ours_peak, f"{key}_vips_peak_mib": vips_peak,
+            f"{key}_within_goal": ratio <= limit}
+
+
+def make_uploads(db, user: int, count: int, seed: int) -> list[int]:
+    """A mixed batch: JPEG photos, PNG screenshots, text; all distinct."""
+    from PIL import Image
+
+    from tests.uploads import encoded, upload
+
+    file_ids = []
+    for i in range(count):
+        unique = f"{seed}-{i}".encode()
+        kind = i % 3
+        if kind == 0:
+            photo = Image.effect_noise((1600, 1200), 30 + i % 20).convert("RGB")
+            content = encoded(photo, "JPEG", quality=85) + unique  # bytes after EOI
+            file_ids.append(upload(db, user, content, f"photo{i}.jpg", "image/jpeg"))
+        elif kind == 1:
+            shot = Image.linear_gradient("L").resize((1280, 800)).convert("RGB")
+            shot.putpixel((i, seed), (i % 256, seed % 256, 7))
+            file_ids.append(upload(db, user, encoded(shot, "PNG"), f"shot{i}.png", "image/png"))
+        else:
+            content = b"minutes of the meeting\n" * 2000 + unique
+            file_ids.append(upload(db, user, content, f"notes{i}.txt", "text/plain"))
+    return file_ids
+
+
+def bench_end_to_end(db, count: int) -> dict:
+    from worker import app, file_steps
+
+    from tests.uploads import make_user
+
+    user = make_user(db)
+    loop_ids = make_uploads(db, user, count, seed=1)
+    started = time.perf_counter()
+    for file_id in loop_ids:
+        file_steps.run_all(file_id)
+    loop_rate = count / (time.perf_counter() - started)
+
+    worker = conftest.start_worker("bench-files", queues="files,scan")
+    try:
+        worker_ids = make_uploads(db, user, count, seed=2)
+        started = time.perf_counter()
+        for file_id in worker_ids:
+            app.send_task("files.process", args=[file_id])
+        conftest.wait_for(
+            lambda: db.execute(
+                "SELECT count(*) FROM files WHERE id = ANY(%s) AND is_processed", (worker_ids,)
+            ).fetchone()[0] == count,
+            timeout=600, interval=0.02, what="the workers to process every file",
+        )
+        worker_rate = count / (time.perf_counter() - started)
+    finally:
+        worker.stop()
+    statuses = db.execute(
+        "SELECT processing_status::text, count(*) FROM files GROUP BY 1"
+    ).fetchall()
+    assert dict(statuses) == {"completed": 2 * count}, statuses
+    return {"e2e_files_s": worker_rate, "loop_files_s": loop_rate,
+            "e2e_ratio": row("end-to-end", worker_rate, loop_rate, "files/s", ">= 0.8")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=60, help="files in the end-to-end batch")
+    args = parser.parse_args()
+
+    import psycopg
+
+    conftest._admin(f'DROP DATABASE IF EXISTS "{conftest.TEST_DB}" WITH (FORCE)')
+    conftest._admin(f'CREATE DATABASE "{conftest.TEST_DB}"')
+    conftest.alembic("upgrade", "head")
+    clamd_server = Clamd()
+    clamd_server.start()
+    work = Path(tempfile.mkdtemp(prefix="veza-bench-files-"))
+    try:
+        big = work / "big.bin"
+        block = os.urandom(1024 * 1024)
+        with open(big, "wb") as out:
+            for offset in range(0, HASH_FILE_BYTES, len(block)):
+                out.write(block[: HASH_FILE_BYTES - offset])
+        photo = make_photo()
+        jpeg, png = work / "photo.jpg", work / "photo.png"
+        photo.save(jpeg, quality=90)
+        photo.save(png)
+
+        figures = {"files": args.files, "cpus": os.cpu_count()}
+        figures |= bench_hash(big)
+        figures |= bench_scan(big)
+        figures |= bench_thumbnail("thumb-jpeg", jpeg, "<= 1.0", 1.0)
+        figures |= bench_thumbnail("thumb-png", png, "<= 1.5", 1.5)
+        from db.engine import libpq_url
+
+        with psycopg.connect(libpq_url(), autocommit=True) as db:
+            figures |= bench_end_to_end(db, args.files)
+    finally:
+        clamd_server.stop()
+        from db.engine import dispose_engines
+
+        dispose_engines()
+        conftest._admin(f'DROP DATABASE IF EXISTS "{conftest.TEST_DB}" WITH (FORCE)')
+        shutil.rmtree(work)
+        shutil.rmtree(os.environ["STORAGE_DIR"])
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
