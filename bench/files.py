@@ -173,44 +173,53 @@ def make_uploads(db, user: int, count: int, seed: int) -> list[int]:
     return file_ids
 
 
-def bench_end_to_end(db, count: int) -> dict:
+def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
+    """Rounds alternate between the loop and the workers, on fresh uploads
+    each time, and the best round of each counts: the machine is shared, and
+    alternating keeps a burst of someone else's load from landing on one
+    side only."""
     from worker import app, file_steps
 
     from tests.uploads import make_user
 
     user = make_user(db)
-    loop_ids = make_uploads(db, user, count, seed=1)
-    started = time.perf_counter()
-    for file_id in loop_ids:
-        file_steps.run_all(file_id)
-    loop_rate = count / (time.perf_counter() - started)
-
     worker = conftest.start_worker("bench-files", queues="files,scan")
+    loop_rates, worker_rates = [], []
     try:
-        worker_ids = make_uploads(db, user, count, seed=2)
-        started = time.perf_counter()
-        for file_id in worker_ids:
-            app.send_task("files.process", args=[file_id])
-        conftest.wait_for(
-            lambda: db.execute(
-                "SELECT count(*) FROM files WHERE id = ANY(%s) AND is_processed", (worker_ids,)
-            ).fetchone()[0] == count,
-            timeout=600, interval=0.02, what="the workers to process every file",
-        )
-        worker_rate = count / (time.perf_counter() - started)
+        for round_number in range(rounds):
+            loop_ids = make_uploads(db, user, count, seed=2 * round_number)
+            started = time.perf_counter()
+            for file_id in loop_ids:
+                file_steps.run_all(file_id)
+            loop_rates.append(count / (time.perf_counter() - started))
+
+            worker_ids = make_uploads(db, user, count, seed=2 * round_number + 1)
+            started = time.perf_counter()
+            for file_id in worker_ids:
+                app.send_task("files.process", args=[file_id])
+            conftest.wait_for(
+                lambda: db.execute(
+                    "SELECT count(*) FROM files WHERE id = ANY(%s) AND is_processed",
+                    (worker_ids,),
+                ).fetchone()[0] == count,
+                timeout=600, interval=0.05, what="the workers to process every file",
+            )
+            worker_rates.append(count / (time.perf_counter() - started))
     finally:
         worker.stop()
-    statuses = db.execute(
-        "SELECT processing_status::text, count(*) FROM files GROUP BY 1"
-    ).fetchall()
-    assert dict(statuses) == {"completed": 2 * count}, statuses
+    statuses = db.execute("SELECT processing_status::text, count(*) FROM files GROUP BY 1")
+    assert dict(statuses.fetchall()) == {"completed": 2 * count * rounds}
+    worker_rate, loop_rate = max(worker_rates), max(loop_rates)
+    print(f"{'':<11} rounds, files/s: workers {[round(r, 1) for r in worker_rates]}, "
+          f"loop {[round(r, 1) for r in loop_rates]}")
     return {"e2e_files_s": worker_rate, "loop_files_s": loop_rate,
             "e2e_ratio": row("end-to-end", worker_rate, loop_rate, "files/s", ">= 0.8")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--files", type=int, default=60, help="files in the end-to-end batch")
+    parser.add_argument("--files", type=int, default=30,
+                        help="files per end-to-end round (3 rounds each way)")
     args = parser.parse_args()
 
     import psycopg
