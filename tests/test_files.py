@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -318,3 +319,24 @@ def test_each_step_task_can_be_run_on_its_own_in_order(db, user):
     file = row(db, file_id)
     assert file["processing_status"] == "completed" and file["thumbnail_path"]
     assert thumbnail_of(file).size == (400, 400)
+
+
+def test_a_verdict_is_reused_for_the_same_content_only_under_the_same_signatures(
+    db, user, caplog
+):
+    caplog.set_level(logging.INFO, logger="worker.file_steps")
+    content = b"the same attachment, sent three times"
+    first, second, third = (upload(db, user, content) for _ in range(3))
+    process(first)
+    process(second)
+    assert "reusing the verdict" in caplog.text
+
+    caplog.clear()
+    db.execute(
+        "UPDATE files SET metadata = metadata || '{\"clamd_version\": \"ClamAV 0.1/1/old\"}'"
+        " WHERE id IN (%s, %s)", (first, second),
+    )
+    process(third)
+    assert "reusing the verdict" not in caplog.text
+    assert row(db, third)["virus_scan_status"] == "clean"
+    assert row(db, third)["metadata"]["clamd_version"].startswith("ClamAV 1.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -103,18 +104,20 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
     with _locked(file_id) as row:
         _start_processing(row)
 
-    path = storage.absolute(file.file_path)
     try:
-        size_on_disk = path.stat().st_size
+        content = open(storage.absolute(file.file_path), "rb")
     except FileNotFoundError:
+        if _load(file_id).file_hash is not None:
+            return  # a concurrent run of this step finished first and moved it
         return fail(file_id, "hash", "the uploaded content is missing", task_id)
-    if size_on_disk != file.file_size:
-        return fail(
-            file_id, "hash",
-            f"size mismatch: the upload said {file.file_size} bytes, {size_on_disk} arrived",
-            task_id,
-        )
-    with open(path, "rb") as content:
+    with content:  # an open file stays readable even if a concurrent run unlinks it
+        size_on_disk = os.fstat(content.fileno()).st_size
+        if size_on_disk != file.file_size:
+            return fail(
+                file_id, "hash",
+                f"size mismatch: the upload said {file.file_size} bytes, {size_on_disk} arrived",
+                task_id,
+            )
         sha256 = hashlib.file_digest(content, "sha256").hexdigest()  # 256 KiB reads
 
     with session_scope() as session:
