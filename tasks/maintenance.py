@@ -7,6 +7,8 @@ Schedules are in beat_schedule.py; docs/maintenance.md describes each task.
 
 from __future__ import annotations
 
+from datetime import date
+
 from worker.maintenance import file_jobs, files, outbox, partitions, retention, sessions, stats
 from worker.maintenance.run import Run, maintenance_task
 
@@ -37,9 +39,10 @@ def expire_sessions(run: Run) -> None:
 
 
 @maintenance_task("maintenance.ensure_partitions")
-def ensure_partitions(run: Run, months_ahead: int | None = None) -> None:
-    """Monthly partitions of messages and audit_logs, N months ahead."""
-    partitions.ensure(run, months_ahead)
+def ensure_partitions(run: Run, months_ahead: int | None = None, today: str | None = None) -> None:
+    """Monthly partitions of messages and audit_logs, N months ahead of
+    this month (or of the ISO date `today`, to prepare ahead by hand)."""
+    partitions.ensure(run, months_ahead, date.fromisoformat(today) if today else None)
 
 
 @maintenance_task("maintenance.refresh_room_stats")

@@ -89,12 +89,12 @@ def detach_concurrently(parent: str, partition: Partition) -> None:
             conn.execute(f'ALTER TABLE {parent} DETACH PARTITION "{partition.name}" CONCURRENTLY')
 
 
-def ensure(run: Run, months_ahead: int | None = None) -> None:
+def ensure(run: Run, months_ahead: int | None = None, today: date | None = None) -> None:
     """Create this month's partitions and `months_ahead` more, for every
     partitioned table. A missing partition for next month is an incident
     (inserts dated then would fail): logged as an error and audited."""
     months_ahead = maintenance_settings.partition_months_ahead if months_ahead is None else months_ahead
-    first = this_month()
+    first = (today or this_month()).replace(day=1)
     next_month = add_months(first, 1)
     with session_scope() as session:
         conn = session.connection()

@@ -141,7 +141,7 @@ def count_batch(run: Run, session: Session, batch: Batch, cutoff: datetime) -> N
 def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetime) -> None:
     doomed = with_old_replies(session, batch, cutoff)
     params = {**batch_params(doomed), "cutoff": cutoff}
-    detached = detach_young_replies(session, params, "c.created_at >= :cutoff")
+    detached = detach_replies(session, params, "c.created_at >= :cutoff")
     archived = archive_rows(session, params)
     deleted = session.execute(text(
         f"WITH {BATCH} DELETE FROM messages m USING d"
@@ -150,7 +150,7 @@ def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetim
     run.add(messages=deleted, replies_detached=detached, **archived)
 
 
-def detach_young_replies(session: Session, params: dict[str, Any], young: str) -> int:
+def detach_replies(session: Session, params: dict[str, Any], which: str) -> int:
     """Keep replies that must outlive their parent: record the link, then
     detach them (an UPDATE of the parent columns fires no counter trigger;
     the parent is about to go, so its thread_count goes with it)."""
@@ -159,12 +159,12 @@ def detach_young_replies(session: Session, params: dict[str, Any], young: str) -
         " (message_id, message_created_at, parent_message_id, parent_created_at)"
         " SELECT c.id, c.created_at, c.parent_message_id, c.parent_created_at"
         " FROM messages c JOIN d ON c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-        f" WHERE {young} ON CONFLICT DO NOTHING"
+        f" WHERE {which} ON CONFLICT DO NOTHING"
     ), params)
     return session.execute(text(
         f"WITH {BATCH} UPDATE messages c SET parent_message_id = NULL, parent_created_at = NULL"
         " FROM d WHERE c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-        f" AND {young}"
+        f" AND {which}"
     ), params).rowcount
 
 
@@ -197,8 +197,8 @@ def drop_covered_message_partitions(run: Run) -> None:
 
     References are dealt with first, in batches (the detach refuses while
     any row references the partition): messages, reactions and file rows are
-    archived, reactions, mentions and file rows deleted, younger replies
-    outside the partition detached. Then the partition is detached
+    archived, reactions, mentions and file rows deleted, replies detached
+    (their links kept for a restore). Then the partition is detached
     concurrently and dropped, with the counters fixed in the DROP's
     transaction because triggers do not fire on DROP."""
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
@@ -239,10 +239,11 @@ def unlink_partition(run: Run, partition: partitions.Partition) -> None:
             if run.dry_run:
                 run.add(messages=len(batch))
                 continue
-            params = {**batch_params(batch), "start": partition.month, "end": partition.end}
-            detached = detach_young_replies(
-                session, params, "(c.created_at < :start OR c.created_at >= :end)"
-            )
+            params = batch_params(batch)
+            # Every reply goes, even one inside the partition: the detach
+            # refuses while any row references the partition, its own
+            # included. The links bring the threads back on restore.
+            detached = detach_replies(session, params, "true")
             archived = archive_rows(session, params)
             for referencing in ("reactions", "files", "message_mentions"):
                 session.execute(text(

@@ -1,0 +1,67 @@
+"""Shared set-up for the maintenance tests: a clean database including the
+archive tables, past partitions, and recounts of every counter."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_schema import make_room, make_user, post, scalar  # noqa: F401 (re-exported)
+
+ARCHIVE_TABLES = "archived_messages, archived_reactions, archived_files, archived_reply_links"
+
+
+@pytest.fixture
+def mdb(db):
+    """`db`, plus empty archive tables and partitions for the past year."""
+    db.execute(f"TRUNCATE {ARCHIVE_TABLES}, room_stats_rollup")
+    make_past_partitions(db)
+    return db
+
+
+def make_past_partitions(db) -> None:
+    """Partitions of messages for the past year (purges drop past months)."""
+    db.execute(
+        "SELECT create_monthly_partitions('messages',"
+        " ((now() AT TIME ZONE 'UTC') - interval '12 months')::date, 13)"
+    )
+
+
+def run_task(name: str, **kwargs) -> dict:
+    """Run a maintenance task in this process, through Celery's apply (the
+    same code path as on a worker: lock, run log, audit, progress)."""
+    from worker import app
+
+    app.loader.import_default_modules()
+    result = app.tasks[name].apply(kwargs=kwargs)
+    if result.failed():
+        raise result.result
+    return result.result
+
+
+def counter_mismatches(db) -> list[tuple]:
+    """Every counter the triggers keep, beside a recount; empty when exact."""
+    rooms = db.execute(
+        "SELECT 'room', r.id, r.message_count, count(m.id) FROM rooms r"
+        " LEFT JOIN messages m ON m.room_id = r.id AND NOT m.is_deleted"
+        " GROUP BY r.id HAVING r.message_count <> count(m.id)"
+    ).fetchall()
+    threads = db.execute(
+        "SELECT 'thread', p.id, p.thread_count, count(c.id) FROM messages p"
+        " LEFT JOIN messages c ON c.parent_message_id = p.id"
+        "  AND c.parent_created_at = p.created_at AND NOT c.is_deleted"
+        " GROUP BY p.id, p.created_at, p.thread_count, p.is_thread_root"
+        " HAVING p.thread_count <> count(c.id) OR p.is_thread_root <> (count(c.id) > 0)"
+    ).fetchall()
+    mentions = db.execute(
+        "SELECT 'mentions', m.id, cardinality(m.mentions), count(mm.user_id) FROM messages m"
+        " LEFT JOIN message_mentions mm ON mm.message_id = m.id AND mm.message_created_at = m.created_at"
+        " GROUP BY m.id, m.created_at, m.mentions HAVING cardinality(m.mentions) <> count(mm.user_id)"
+    ).fetchall()
+    return rooms + threads + mentions
+
+
+def runs(db, task: str) -> list[tuple]:
+    return db.execute(
+        "SELECT status, dry_run, counts FROM maintenance_runs WHERE task_name = %s ORDER BY id",
+        (task,),
+    ).fetchall()
