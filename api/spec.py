@@ -25,8 +25,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import NotFound
 from werkzeug.routing import BaseConverter
-from werkzeug.routing import ValidationError as NoRouteMatch
 
 from api.errors import ApiError
 from db.engine import get_engine, session_scope
@@ -37,15 +37,18 @@ MAX_ID = 2**31 - 1  # ids are PostgreSQL integers: larger ones cannot exist
 
 
 class IdConverter(BaseConverter):
-    """A positive 32-bit id; anything else matches no route (404), so a huge
-    number never reaches PostgreSQL as an out-of-range integer."""
+    """A positive 32-bit id. A larger number cannot be an id: it answers the
+    same 404 as an unknown id, and never reaches PostgreSQL as an
+    out-of-range integer. (Raising NotFound rather than a routing
+    ValidationError keeps werkzeug from trying the path's other methods
+    and answering 405.)"""
 
-    regex = r"[0-9]{1,10}"
+    regex = r"[0-9]{1,18}"
 
     def to_python(self, value: str) -> int:
         number = int(value)
         if not 1 <= number <= MAX_ID:
-            raise NoRouteMatch()
+            raise NotFound()
         return number
 
     def to_url(self, value: int) -> str:
@@ -253,8 +256,7 @@ def _operation_object(op: Operation) -> dict[str, Any]:
         elif op.binary:
             obj["responses"][str(status)] = {
                 "description": "The file's bytes",
-                "content": {"application/octet-stream": {"schema": {"type": "string",
-                                                                    "format": "binary"}}}}
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
         else:
             obj["responses"][str(status)] = {"description": "OK",
                                              "content": {"application/json": {"schema": _ref(model)}}}
