@@ -46,26 +46,25 @@ def membership(session: Session, room_id: int, user_id: int, *, lock: bool = Fal
 
 def visible_room(session: Session, room_id: int, user: User, *, lock: bool = False
                  ) -> tuple[Room, RoomMember | None]:
-    """The room and the user's membership; 404 for a private room the user
-    is not in."""
-    query = select(Room).where(Room.id == room_id)
-    room = session.scalar(query.with_for_update() if lock else query)
-    if room is None:
+    """The room and the user's membership (one query); 404 for a private
+    room the user is not in. lock=True locks the room row."""
+    query = (select(Room, RoomMember)
+             .outerjoin(RoomMember, (RoomMember.room_id == Room.id) & (RoomMember.user_id == user.id))
+             .where(Room.id == room_id))
+    found = session.execute(query.with_for_update(of=Room) if lock else query).first()
+    if found is None:
         raise not_found("room")
-    member = membership(session, room_id, user.id)
+    room, member = found
     if member is None and not room.is_public:
         raise not_found("room")
     return room, member
 
 
-def member_of(session: Session, room_id: int, user: User, *, lock_member: bool = False
-              ) -> tuple[Room, RoomMember]:
+def member_of(session: Session, room_id: int, user: User) -> tuple[Room, RoomMember]:
     """The room and the user's membership, which the action requires."""
     room, member = visible_room(session, room_id, user)
     if member is None:
         raise forbidden("Join the room first.")
-    if lock_member:
-        member = membership(session, room_id, user.id, lock=True)
     return room, member
 
 

@@ -76,18 +76,26 @@ def unauthorized(message: str = "A valid bearer token is required.") -> ApiError
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def find_session(session: Session, token: str, *, refresh: bool) -> UserSession | None:
-    """The active, unexpired session of this token and kind, or None."""
+def find_session(session: Session, token: str, *, refresh: bool
+                 ) -> tuple[UserSession, User] | None:
+    """The active, unexpired session of this token and kind, and its active
+    user; None otherwise. One query: it runs on every request. A refresh
+    session is locked, so that one refresh token is redeemed only once."""
     digest = token_hash(token)
-    row = session.scalar(
-        select(UserSession).where(UserSession.token_hash == digest).with_for_update()
-    )
-    if row is None or not hmac.compare_digest(row.token_hash, digest):
+    query = (select(UserSession, User).join(User, User.id == UserSession.user_id)
+             .where(UserSession.token_hash == digest))
+    found = session.execute(query.with_for_update(of=UserSession) if refresh else query).first()
+    if found is None:
+        return None
+    row, user = found
+    if not hmac.compare_digest(row.token_hash, digest):
         return None
     is_refresh_row = row.access_token_jti is not None
     if not row.is_active or row.expires_at <= now() or is_refresh_row != refresh:
         return None
-    return row
+    if not user.is_active or user.deleted_at is not None:
+        return None
+    return row, user
 
 
 def authenticate(session: Session) -> User:
@@ -95,12 +103,11 @@ def authenticate(session: Session) -> User:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorized()
-    row = find_session(session, token.strip(), refresh=False)
-    user = session.get(User, row.user_id) if row else None
-    if user is None or not user.is_active or user.deleted_at is not None:
+    found = find_session(session, token.strip(), refresh=False)
+    if found is None:
         raise unauthorized()
-    g.user, g.auth_session = user, row
-    return user
+    g.auth_session, g.user = found
+    return g.user
 
 
 def current_user() -> User:
@@ -219,10 +226,10 @@ def locked(user: User):
 @operation(bp, "POST", "/auth/refresh", summary="Trade a refresh token for new tokens",
            auth=False, body=RefreshIn, responses={200: TokensOut}, errors=(401,))
 def refresh(session: Session, body: RefreshIn):
-    row = find_session(session, body.refresh_token, refresh=True)
-    user = session.get(User, row.user_id) if row else None
-    if row is None or user is None or not user.is_active or user.deleted_at is not None:
+    found = find_session(session, body.refresh_token, refresh=True)
+    if found is None:
         raise unauthorized("The refresh token is invalid, expired or already used.")
+    row, user = found
     close_session(session, row.access_token_jti)
     return open_session(session, user)
 

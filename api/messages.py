@@ -13,18 +13,18 @@ import re
 from datetime import datetime, timezone
 
 from flask import Blueprint, g
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from api import audit
 from api.access import (
-    MODERATOR_RANK, can_moderate_messages, forbidden, member_of, not_found, rank,
+    MODERATOR_RANK, can_moderate_messages, forbidden, member_of, membership, not_found, rank,
     visible_message, visible_room,
 )
 from api.errors import ApiError
 from api.request_context import client_ip, request_id, user_agent
 from api.schemas import (
-    MessageEdit, MessageIn, MessageOut, MessagePage, PageQuery, ReactionIn, ReadIn,
+    Author, MessageEdit, MessageIn, MessageOut, MessagePage, PageQuery, ReactionIn, ReadIn,
     RoomStatsOut, UnreadOut,
 )
 from api.spec import operation
@@ -130,7 +130,9 @@ def create_message(session: Session, body: MessageIn, *, room: Room | None = Non
     """Insert a message and owe its indexing task, in the caller's transaction."""
     room_id = room.id if room else None
     conversation_id = conversation.id if conversation else None
-    message = Message(
+    # INSERT ... RETURNING the whole row: one round trip, and the answer is
+    # built from it (a new message has no reactions to aggregate yet).
+    message = session.scalars(insert(Message).returning(Message), [dict(
         room_id=room_id, conversation_id=conversation_id, author_id=g.user.id,
         content=body.content, raw_content=body.content,
         content_type=MessageContentType(body.content_type),
@@ -139,11 +141,20 @@ def create_message(session: Session, body: MessageIn, *, room: Room | None = Non
                                            conversation_id=conversation_id),
         mentions=mentioned_user_ids(session, body.content),
         ip_address=client_ip(), user_agent=user_agent(),
-    )
-    session.add(message)
-    session.flush()  # a month without a partition fails here (see api.spec)
+    )]).one()  # a month without a partition fails here (see api.spec)
     outbox.enqueue(session, INDEX_TASK, message.id, request_id=request_id())
-    return message_out(session, message.id)
+    return new_message_out(message)
+
+
+def new_message_out(message: Message) -> MessageOut:
+    fields = {name: getattr(message, name) for name in MessageOut.model_fields
+              if name not in ("author", "reactions", "content_type", "moderation_status",
+                              "metadata")}
+    author = Author(id=g.user.id, username=g.user.username, display_name=g.user.display_name,
+                    avatar_url=g.user.avatar_url)
+    return MessageOut(**fields, author=author, reactions={}, metadata=message.meta,
+                      content_type=message.content_type.value,
+                      moderation_status=message.moderation_status.value)
 
 
 def check_not_silenced(room: Room, member: RoomMember) -> None:
@@ -164,8 +175,9 @@ def check_can_post(session: Session, room: Room, member: RoomMember) -> None:
 
 def enforce_slow_mode(session: Session, room: Room, member: RoomMember) -> None:
     """429 with Retry-After while the member's last message is younger than
-    slow_mode_seconds. The membership row is locked by the caller, so two
+    slow_mode_seconds. The membership row is locked first, so that two
     concurrent posts by one member cannot both slip through."""
+    membership(session, room.id, member.user_id, lock=True)
     elapsed = session.scalar(
         select(func.extract("epoch", func.now() - func.max(Message.created_at)))
         .where(Message.room_id == room.id, Message.author_id == member.user_id)
@@ -181,7 +193,7 @@ def enforce_slow_mode(session: Session, room: Room, member: RoomMember) -> None:
 @operation(bp, "POST", "/rooms/<id:room_id>/messages", summary="Post a message",
            body=MessageIn, responses={201: MessageOut}, errors=(403, 409, 429))
 def post_room_message(session: Session, room_id: int, body: MessageIn):
-    room, member = member_of(session, room_id, g.user, lock_member=True)
+    room, member = member_of(session, room_id, g.user)
     check_can_post(session, room, member)
     return create_message(session, body, room=room), 201
 
