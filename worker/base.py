@@ -41,7 +41,7 @@ TRANSIENT_ERRORS = (
 
 class VezaTask(Task):
     autoretry_for = TRANSIENT_ERRORS
-    retry_backoff = True
+    retry_backoff = limits.RETRY_BACKOFF_BASE
     retry_backoff_max = limits.RETRY_BACKOFF_MAX
     retry_jitter = True
     max_retries = limits.MAX_RETRIES
@@ -55,8 +55,7 @@ class VezaTask(Task):
                 self.name, task_id, limits.MAX_DELIVERIES,
             )
             return None
-        if task_id and self.request.retries == 0 and not self.request.called_directly:
-            outbox.mark_started(task_id)
+        self._stamp_outbox_start()
         started = time.monotonic()
         outcome = "failed"
         try:
@@ -68,6 +67,22 @@ class VezaTask(Task):
                 "task %s[%s] %s in %.3fs",
                 self.name, task_id, outcome, time.monotonic() - started,
             )
+
+    def _stamp_outbox_start(self) -> None:
+        """Record when an outbox task first started (commit-to-start latency).
+
+        Only tasks the relay published carry an outbox id: they are their own
+        root, while tasks a task started (a chain's links) are not. The stamp
+        is a measurement, so a database blip here must not fail the task:
+        the task's own work has retries for that.
+        """
+        request = self.request
+        if request.called_directly or request.retries or request.root_id not in (None, request.id):
+            return
+        try:
+            outbox.mark_started(request.id)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("could not stamp outbox start of %s: %s", request.id, exc)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

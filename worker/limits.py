@@ -16,7 +16,13 @@ SCAN_TIME_LIMITS = (300, 360)
 MAINTENANCE_TIME_LIMITS = (1800, 1900)
 
 RETRY_BACKOFF_MAX = 600  # the longest countdown any retry may wait
-MAX_RETRIES = 5
+# Retries of transient errors use "full jitter": each countdown is drawn
+# from [0, RETRY_BACKOFF_BASE * 2**n]. With a 1 s base and 5 retries, all
+# five can land inside the few seconds of a PostgreSQL restart (seen in
+# tests/chaos/test_postgres_restart.py); a 2 s base and 8 retries cover an
+# outage of minutes while still spreading a burst of failing tasks.
+RETRY_BACKOFF_BASE = 2
+MAX_RETRIES = 8
 # A message delivered this many times without finishing (a worker killed by
 # the OOM killer on every try, say) is dropped and recorded as poison.
 MAX_DELIVERIES = 5
