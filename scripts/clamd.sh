@@ -26,11 +26,18 @@ ensure_clamd() {
             "using a test database that only knows EICAR"
         printf '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n' > "$database/eicar.hdb"
     fi
+    # Limits above the largest upload (100 MB): past MaxFileSize clamd skips
+    # a file and answers OK, a false "clean"; AlertExceedsMax makes any
+    # such skip a finding instead.
     cat > "$dir/clamd.conf" <<CONF
 LocalSocket $CLAMD_SOCKET
 DatabaseDirectory $database
 LogFile $dir/clamd.log
 PidFile $dir/clamd.pid
+MaxFileSize 110M
+MaxScanSize 110M
+StreamMaxLength 110M
+AlertExceedsMax yes
 CONF
     say "starting clamd on $CLAMD_SOCKET"
     clamd --config-file="$dir/clamd.conf"
