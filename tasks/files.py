@@ -57,6 +57,12 @@ def scan(self: VezaTask, file_id: int) -> None:
         file_steps.scan_unavailable(file_id, str(exc) or "scan timed out", final, self.request.id)
         if not final:
             raise self.retry(exc=exc, countdown=scan_retry_countdown(self.request.retries))
+        return
+    if not self.request.chain:
+        # Run on its own (the maintenance job retrying a failed scan, or
+        # rescanning under new signatures): what follows a scan still has
+        # to happen. It skips whatever is already done.
+        thumbnail.delay(file_id)
 
 
 def scan_retry_countdown(retries: int) -> float:

@@ -340,3 +340,24 @@ def test_a_verdict_is_reused_for_the_same_content_only_under_the_same_signatures
     assert "reusing the verdict" not in caplog.text
     assert row(db, third)["virus_scan_status"] == "clean"
     assert row(db, third)["metadata"]["clamd_version"].startswith("ClamAV 1.")
+
+
+def test_a_clean_verdict_from_older_signatures_is_scanned_again(db, user):
+    """What the maintenance job's rescan relies on: new signatures may
+    catch what the old ones missed."""
+    from worker import file_steps
+
+    file_id = upload(db, user, EICAR, "missed.txt", "text/plain")
+    file_steps.hash_upload(file_id)
+    db.execute(
+        "UPDATE files SET virus_scan_status = 'clean', processing_status = 'completed',"
+        " is_processed = true,"
+        " metadata = metadata || '{\"clamd_version\": \"ClamAV 0.1/1/old\"}' WHERE id = %s",
+        (file_id,),
+    )
+    process(file_id)
+
+    file = row(db, file_id)
+    assert file["virus_scan_status"] == "infected"
+    assert file["file_path"].startswith("quarantine/")
+    assert db.execute("SELECT severity FROM audit_logs").fetchall() == [("critical",)]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -74,8 +75,13 @@ def _lock_content(session: Session, sha256: str) -> None:
 
 
 def _start_processing(file: File) -> None:
+    """pending (or a failed scan being retried) -> processing, stamped: the
+    maintenance job counts a file as stuck from this stamp."""
+    if _failed_for_good(file):
+        return  # a concurrent run of a step recorded a final failure
     if file.processing_status in (FileProcessingStatus.pending, FileProcessingStatus.failed):
         file.processing_status = FileProcessingStatus.processing
+        file.meta = {**file.meta, "processing_started_at": datetime.now(UTC).isoformat()}
 
 
 def fail(file_id: int, step: str, reason: str, task_id: str | None = None) -> None:
@@ -152,20 +158,37 @@ def sniff(file_id: int, task_id: str | None = None) -> None:
 def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = None) -> None:
     """Ask clamd for a verdict (or reuse one for the same content under the
     same signature version). Raises ScanUnavailable when there is none: the
-    caller retries, then calls scan_unavailable(final=True)."""
+    caller retries, then calls scan_unavailable(final=True).
+
+    Infected is final. Clean holds for the signature version it was reached
+    under: a clean file is scanned again once clamd's version has changed
+    (the maintenance job's rescan), and stays clean, and downloadable, until
+    a new verdict says otherwise."""
     file = _load(file_id)
     if file is None or _failed_for_good(file) or file.file_hash is None:
         return
     step_log = _log(file, task_id)
-    if file.virus_scan_status in VERDICTS:
-        step_log.info("scan: already %s, skipped", file.virus_scan_status.value)
+    if file.virus_scan_status is VirusScanStatus.infected:
+        step_log.info("scan: already infected, skipped")
         return
-    with _locked(file_id) as row:
-        _start_processing(row)
-        row.virus_scan_status = VirusScanStatus.scanning
-
     scanner = scanner or Scanner()
-    version = scanner.version()
+    if file.virus_scan_status is VirusScanStatus.clean:
+        try:
+            version = scanner.version()
+        except ScanUnavailable as exc:
+            step_log.info("scan: clean, and no newer signatures to check (%s)", exc)
+            return
+        if version == file.meta.get("clamd_version"):
+            step_log.info("scan: already clean under %s, skipped", version)
+            return
+    else:
+        with _locked(file_id) as row:
+            if row.virus_scan_status in VERDICTS or _failed_for_good(row):
+                return  # a concurrent run got a verdict since we looked
+            _start_processing(row)
+            row.virus_scan_status = VirusScanStatus.scanning
+        version = scanner.version()
+
     verdict = _earlier_verdict(file.file_hash, version)
     if verdict is None:
         content = storage.content_path(file.file_hash)
@@ -203,8 +226,11 @@ def _record_verdict(
         # Content lock before row locks, the order hash_upload takes them in.
         _lock_content(session, sha256)
         file = session.get(File, file_id, with_for_update=True)
-        if file.virus_scan_status in VERDICTS:
-            return
+        if file.virus_scan_status is VirusScanStatus.infected or (
+            file.virus_scan_status is VirusScanStatus.clean
+            and file.meta.get("clamd_version") == version
+        ):
+            return  # a concurrent run recorded this verdict already
         if verdict.infected:
             _quarantine(session, sha256, verdict.signature, version, task_id)
             return
