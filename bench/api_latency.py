@@ -1,0 +1,241 @@
+"""Write-API latency under load, and outbox commit-to-task-start latency.
+
+Starts, on 127.0.0.1 and a throwaway database: gunicorn serving the API,
+the outbox relay and a Celery worker. Concurrent clients then post messages
+at a fixed rate (open loop: request i is due at start + i/rate), and the
+script reports
+  - p50/p99 of POST /rooms/{id}/messages, beside a bare psycopg INSERT into
+    messages measured in the same run (ratio = API / INSERT);
+  - p50/p99 from outbox row to task start (outbox.started_at -
+    outbox.created_at, stamped by the task base class), beside the goal
+    (p50 <= 10 ms, p99 <= 100 ms). created_at is taken at the INSERT, a
+    moment before COMMIT, so this slightly over-states commit-to-start.
+Ends with one JSON line of the figures.
+
+    python3 bench/api_latency.py [--rate 200] [--seconds 15] [--clients 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_URL = os.environ.get("VEZA_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("VEZA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+BENCH_DB = f"veza_bench_{os.getpid()}"
+DATABASE_URL = ADMIN_URL.rsplit("/", 1)[0] + "/" + BENCH_DB
+GOAL_P50_MS, GOAL_P99_MS = 10.0, 100.0
+PASSWORD = "bench password"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def admin(sql: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+class Stack:
+    """The API server, relay and worker, as child processes."""
+
+    def __init__(self, port: int) -> None:
+        env = {**os.environ, "DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL,
+               "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "8"}
+        self.log = open(f"/tmp/veza-bench-{os.getpid()}.log", "ab")
+        argvs = [
+            ["gunicorn", "-w", "2", "-k", "gthread", "--threads", "6", "-b", f"127.0.0.1:{port}",
+             "--log-level", "warning", "api:create_app()"],
+            [sys.executable, "-m", "worker.cli", "relay"],
+            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "default", "-c", "2",
+             "-n", f"bench-{os.getpid()}@%h", "--without-mingle", "--without-gossip",
+             "-l", "WARNING"],
+        ]
+        self.procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log,
+                                       stderr=subprocess.STDOUT) for argv in argvs]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.log.close()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if value := predicate():
+                return value
+        except (requests.ConnectionError, psycopg.OperationalError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def setup_room(base: str, clients: int) -> tuple[int, list[str]]:
+    """Register one user per client, a room they all joined; their tokens."""
+    tokens = []
+    for i in range(clients):
+        name = f"bench{i}"
+        requests.post(f"{base}/auth/register", json={
+            "username": name, "email": f"{name}@example.com", "password": PASSWORD})
+        login = requests.post(f"{base}/auth/login", json={"login": name, "password": PASSWORD})
+        tokens.append(login.json()["access_token"])
+    auth = {"Authorization": f"Bearer {tokens[0]}"}
+    room = requests.post(f"{base}/rooms", json={"name": "bench"}, headers=auth).json()["id"]
+    for token in tokens[1:]:
+        requests.post(f"{base}/rooms/{room}/members", json={},
+                      headers={"Authorization": f"Bearer {token}"})
+    return room, tokens
+
+
+def post_load(port: int, room: int, tokens: list[str], rate: float, seconds: float
+              ) -> tuple[list[float], int]:
+    """Post at `rate` per second for `seconds`; each request's latency in ms.
+    http.client with one keep-alive connection per client thread: the
+    client should cost the shared CPUs as little as possible."""
+    local = threading.local()
+    latencies: list[float] = []
+    failures = 0
+    lock = threading.Lock()
+
+    def post(i: int) -> None:
+        nonlocal failures
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection("127.0.0.1", port)
+        body = json.dumps({"content": f"load message {i} @bench1"})
+        headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}",
+                   "Content-Type": "application/json"}
+        started = time.perf_counter()
+        local.conn.request("POST", f"/api/v1/rooms/{room}/messages", body, headers)
+        response = local.conn.getresponse()
+        response.read()
+        elapsed = (time.perf_counter() - started) * 1000
+        with lock:
+            if response.status == 201:
+                latencies.append(elapsed)
+            else:
+                failures += 1
+
+    total = int(rate * seconds)
+    with ThreadPoolExecutor(max_workers=len(tokens)) as pool:
+        start = time.perf_counter()
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(post, i)
+    return latencies, failures
+
+
+def bare_inserts(room: int, author: int, count: int) -> list[float]:
+    """The floor: one autocommitted INSERT into messages per round trip."""
+    latencies = []
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        for i in range(count):
+            started = time.perf_counter()
+            conn.execute("INSERT INTO messages (room_id, author_id, content) VALUES (%s, %s, %s)",
+                         (room, author, f"bare insert {i}"))
+            latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+def outbox_latencies(expected: int) -> dict[str, list[float]]:
+    """Per task, in ms: row to task start (the figure), and its two legs:
+    row to published (the relay) and published to started (broker, worker)."""
+    query = ("SELECT count(*) FILTER (WHERE started_at IS NOT NULL) FROM outbox "
+             "WHERE task_name = 'messages.index'")
+    legs = ("SELECT extract(epoch FROM started_at - created_at) * 1000, "
+            "extract(epoch FROM sent_at - created_at) * 1000, "
+            "extract(epoch FROM started_at - sent_at) * 1000 "
+            "FROM outbox WHERE task_name = 'messages.index'")
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        wait_until(lambda: conn.execute(query).fetchone()[0] >= expected, 120,
+                   "every task to start")
+        rows = conn.execute(legs).fetchall()
+    return {name: [float(r[i]) for r in rows]
+            for i, name in enumerate(("start", "relay", "broker"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--clients", type=int, default=24)
+    args = parser.parse_args()
+
+    admin(f'CREATE DATABASE "{BENCH_DB}"')
+    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
+                   env={**os.environ, "DATABASE_URL": DATABASE_URL}, capture_output=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/api/v1"
+    stack = Stack(port)
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").ok, 60, "the API")
+        room, tokens = setup_room(base, args.clients)
+        api_ms, failures = post_load(port, room, tokens, args.rate, args.seconds)
+        outbox_ms = outbox_latencies(len(api_ms))
+        task_ms = outbox_ms["start"]
+        insert_ms = bare_inserts(room, 1, 500)
+    finally:
+        stack.stop()
+        admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+
+    figures = {
+        "rate_per_s": args.rate, "seconds": args.seconds, "clients": args.clients,
+        "posts_ok": len(api_ms), "posts_failed": failures,
+        "api_post_p50_ms": round(statistics.median(api_ms), 2),
+        "api_post_p99_ms": round(percentile(api_ms, 99), 2),
+        "bare_insert_p50_ms": round(statistics.median(insert_ms), 2),
+        "bare_insert_p99_ms": round(percentile(insert_ms, 99), 2),
+        "commit_to_start_p50_ms": round(statistics.median(task_ms), 2),
+        "commit_to_start_p99_ms": round(percentile(task_ms, 99), 2),
+        "relay_leg_p50_ms": round(statistics.median(outbox_ms["relay"]), 2),
+        "broker_worker_leg_p50_ms": round(statistics.median(outbox_ms["broker"]), 2),
+    }
+    f = figures
+    print(f"POST /rooms/{{id}}/messages at {args.rate:.0f}/s: {f['posts_ok']} ok, "
+          f"{f['posts_failed']} failed")
+    print(f"  p50 {f['api_post_p50_ms']} ms vs bare INSERT {f['bare_insert_p50_ms']} ms "
+          f"(x{f['api_post_p50_ms'] / f['bare_insert_p50_ms']:.1f})")
+    print(f"  p99 {f['api_post_p99_ms']} ms vs bare INSERT {f['bare_insert_p99_ms']} ms "
+          f"(x{f['api_post_p99_ms'] / f['bare_insert_p99_ms']:.1f})")
+    print(f"outbox commit -> task start over {len(task_ms)} tasks:")
+    print(f"  p50 {f['commit_to_start_p50_ms']} ms vs goal {GOAL_P50_MS} ms "
+          f"(x{f['commit_to_start_p50_ms'] / GOAL_P50_MS:.2f})")
+    print(f"  p99 {f['commit_to_start_p99_ms']} ms vs goal {GOAL_P99_MS} ms "
+          f"(x{f['commit_to_start_p99_ms'] / GOAL_P99_MS:.2f})")
+    print(f"  legs (p50): row -> published {f['relay_leg_p50_ms']} ms, "
+          f"published -> started {f['broker_worker_leg_p50_ms']} ms")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
