@@ -80,7 +80,7 @@ def give_up(session: Session, file_id: int, attempts: int) -> None:
         "  THEN 'failed'::file_processing_status ELSE processing_status END,"
         " virus_scan_status = CASE WHEN virus_scan_status = 'scanning'"
         "  THEN 'failed'::virus_scan_status ELSE virus_scan_status END,"
-        " metadata = metadata || jsonb_build_object('error', :reason) WHERE id = :id"
+        " metadata = metadata || jsonb_build_object('error', CAST(:reason AS text)) WHERE id = :id"
     ), {"id": file_id, "reason": f"stuck after {attempts} attempts"})
 
 

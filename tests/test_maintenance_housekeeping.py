@@ -1,0 +1,247 @@
+"""Partitions, sessions, files, stats and file jobs maintenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+from tests.maintenance_helpers import (  # noqa: F401 (mdb is a fixture)
+    make_room,
+    make_user,
+    mdb,
+    post,
+    run_task,
+    runs,
+    scalar,
+)
+
+
+# ------------------------------------------------------------- partitions
+
+def test_partitions_are_made_ahead_across_a_year_end_boundary(mdb):
+    db = mdb
+    db.execute("DROP TABLE IF EXISTS messages_y2031m01, audit_logs_y2031m01")
+
+    result = run_task("maintenance.ensure_partitions", today="2030-12-31", months_ahead=3)
+
+    for month in ("2030m12", "2031m01", "2031m02", "2031m03"):
+        assert scalar(db, "SELECT to_regclass(%s)::text", (f"messages_y{month}",)) == f"messages_y{month}"
+        assert scalar(db, "SELECT to_regclass(%s)::text", (f"audit_logs_y{month}",)) == f"audit_logs_y{month}"
+    # next month was missing: an error, audited
+    assert result["counts"]["missing_next_month"] == 2
+    assert scalar(db, "SELECT count(*) FROM audit_logs WHERE event_type = 'maintenance.partition_missing'"
+                      " AND severity = 'error'") == 2
+    owner = make_user(db, "owner")
+    room = make_room(db, owner)
+    for at, partition in (("2030-12-31 23:59:59.999+00", "messages_y2030m12"),
+                          ("2031-01-01 00:00:00+00", "messages_y2031m01")):
+        message = post(db, owner, room, created_at=at)
+        assert scalar(db, "SELECT tableoid::regclass::text FROM messages WHERE id = %s",
+                      (message[0],)) == partition
+
+    again = run_task("maintenance.ensure_partitions", today="2030-12-31", months_ahead=3)
+    assert again["counts"].get("partitions_created", 0) == 0
+    assert "missing_next_month" not in again["counts"]
+
+
+# --------------------------------------------------------------- sessions
+
+def test_sessions_expire_then_go_and_ended_locks_are_reset(mdb):
+    db = mdb
+    user = make_user(db, "someone")
+    locked = make_user(db, "locked")
+    still_locked = make_user(db, "stilllocked")
+    sessions = {
+        "live": "now() + interval '1 day'",
+        "expired": "now() - interval '1 hour'",
+        "long_expired": "now() - interval '30 days'",
+    }
+    for name, expires in sessions.items():
+        db.execute(
+            "INSERT INTO user_sessions (user_id, token_hash, created_at, expires_at)"
+            f" VALUES (%s, %s, now() - interval '60 days', {expires})", (user, name.ljust(64, "x")))
+    db.execute("UPDATE users SET failed_login_attempts = 5, locked_until = now() - interval '1 minute'"
+               " WHERE id = %s", (locked,))
+    db.execute("UPDATE users SET failed_login_attempts = 5, locked_until = now() + interval '1 hour'"
+               " WHERE id = %s", (still_locked,))
+
+    dry = run_task("maintenance.expire_sessions", dry_run=True)
+    assert dry["counts"]["sessions_deactivated"] == 2
+    assert scalar(db, "SELECT count(*) FROM user_sessions WHERE is_active") == 3
+
+    run_task("maintenance.expire_sessions")
+
+    rows = dict(db.execute("SELECT left(token_hash, 12), is_active FROM user_sessions").fetchall())
+    assert rows == {"livexxxxxxxx": True, "expiredxxxxx": False}
+    assert db.execute("SELECT failed_login_attempts, locked_until FROM users WHERE id = %s",
+                      (locked,)).fetchone() == (0, None)
+    assert scalar(db, "SELECT failed_login_attempts FROM users WHERE id = %s", (still_locked,)) == 5
+
+
+def test_published_outbox_rows_are_pruned_after_the_retention(mdb):
+    db = mdb
+    db.execute("INSERT INTO outbox (task_name, sent_at) VALUES"
+               " ('old', now() - interval '30 days'), ('recent', now()), ('unsent', NULL)")
+    run_task("maintenance.expire_sessions")
+    assert {r[0] for r in db.execute("SELECT task_name FROM outbox")} == {"recent", "unsent"}
+
+
+# ------------------------------------------------------------------ files
+
+def store(relative: str, age_seconds: float = 0) -> Path:
+    from worker.storage import storage
+
+    path = storage.absolute(relative)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"content")
+    stamp = time.time() - age_seconds
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def file_row(db, owner, sha: str | None, path: str, expires: str = "NULL",
+             table: str = "files", status: str = "completed") -> None:
+    db.execute(
+        f"INSERT INTO {table} (id, uuid, filename, original_filename, file_path, file_size, mime_type,"
+        " file_hash, uploaded_by, processing_status, virus_scan_status, metadata, download_count,"
+        f" created_at, expires_at, is_processed) VALUES ("
+        f" nextval('files_id_seq'), gen_random_uuid(), 'f', 'f', %s, 7, 'text/plain', %s, %s,"
+        f" %s, 'clean', '{{}}', 0, now() - interval '1 day', {expires}, true)",
+        (path, sha, owner, status),
+    )
+
+
+def test_expiry_and_orphan_sweep_never_remove_referenced_or_young_content(mdb):
+    from worker.storage import storage
+
+    db = mdb
+    owner = make_user(db, "owner")
+    hour = 3600
+    sha = {name: name[0] * 64 for name in ("kept", "archived", "orphan", "young",
+                                           "shared", "expired")}
+    paths = {name: store(storage.blob_path(h), 2 * hour) for name, h in sha.items()}
+    paths["young"] = store(storage.blob_path(sha["young"]), 60)
+    orphan_thumb = store(storage.thumbnail_path(sha["orphan"]), 2 * hour)
+    kept_thumb = store(storage.thumbnail_path(sha["kept"]), 2 * hour)
+    stale_upload = store("uploads/0b6f8c3e-7f7e-4f5e-9d7f-2c5a3f1b9a10", 2 * hour)
+
+    file_row(db, owner, sha["kept"], storage.blob_path(sha["kept"]))
+    file_row(db, owner, sha["archived"], storage.blob_path(sha["archived"]), table="archived_files")
+    # two rows share the hash; only one expires
+    file_row(db, owner, sha["shared"], storage.blob_path(sha["shared"]), expires="now() - interval '1 hour'")
+    file_row(db, owner, sha["shared"], storage.blob_path(sha["shared"]))
+    file_row(db, owner, sha["expired"], storage.blob_path(sha["expired"]), expires="now() - interval '1 hour'")
+    file_row(db, owner, "9" * 64, storage.blob_path("9" * 64))  # its content is missing
+
+    result = run_task("maintenance.purge_expired_files")
+
+    gone = {name for name, path in paths.items() if not path.exists()}
+    assert gone == {"orphan", "expired"}
+    assert not orphan_thumb.exists() and not stale_upload.exists()
+    assert kept_thumb.exists()
+    assert scalar(db, "SELECT count(*) FROM files WHERE file_hash = %s", (sha["shared"],)) == 1
+    assert scalar(db, "SELECT count(*) FROM files WHERE file_hash = %s", (sha["expired"],)) == 0
+    failed = db.execute("SELECT processing_status, metadata->>'error' FROM files"
+                        " WHERE file_hash = %s", ("9" * 64,)).fetchone()
+    assert failed[0] == "failed" and "missing" in failed[1]
+    assert result["counts"]["blobs_missing"] == 1
+
+
+# ------------------------------------------------------------------ stats
+
+def test_rollup_stats_equal_the_seed_view(mdb):
+    db = mdb
+    users = [make_user(db, f"user{i}") for i in range(4)]
+    rooms = [make_room(db, users[0], f"room{i}") for i in range(4)]
+    db.execute("UPDATE rooms SET is_archived = true WHERE id = %s", (rooms[3],))
+    db.execute("INSERT INTO room_members (room_id, user_id) SELECT %s, id FROM users", (rooms[0],))
+    ages = ["1 hour", "23 hours", "25 hours", "6 days", "8 days", "40 days"]
+    for i, age in enumerate(ages * 3):
+        room, author = rooms[i % 3], users[i % 4]
+        message = db.execute(
+            "INSERT INTO messages (room_id, author_id, content, created_at, is_deleted)"
+            f" VALUES (%s, %s, 'x', now() - interval '{age}', %s) RETURNING id, created_at",
+            (room, author, i % 7 == 0)).fetchone()
+        for reactor in users[: i % 3]:
+            db.execute("INSERT INTO reactions (message_id, message_created_at, user_id, emoji,"
+                       f" created_at) VALUES (%s, %s, %s, 'x', now() - interval '{ages[i % 4]}')",
+                       (message[0], message[1], reactor))
+    run_task("maintenance.refresh_room_stats")  # the task path works, and so on
+    columns = ("room_id, name, member_count, total_messages, messages_24h, messages_7d,"
+               " active_users_24h, last_message_at, reactions_24h")
+    with db.transaction():  # one NOW() for both
+        db.execute("SELECT refresh_room_stats_rollup()")
+        db.execute("REFRESH MATERIALIZED VIEW room_stats")
+        rollup = db.execute(f"SELECT {columns} FROM room_stats_rollup ORDER BY room_id").fetchall()
+        view = db.execute(f"SELECT {columns} FROM room_stats ORDER BY room_id").fetchall()
+    assert len(view) == 3 and any(row[4] for row in view) and any(row[8] for row in view)
+    assert rollup == view
+
+
+# -------------------------------------------------------------- file jobs
+
+def test_stale_files_are_requeued_a_bounded_number_of_times_then_failed(mdb):
+    db = mdb
+    owner = make_user(db, "owner")
+    file_row(db, owner, None, "uploads/a", status="processing")
+    file_row(db, owner, None, "uploads/b", status="pending")
+    db.execute("UPDATE files SET virus_scan_status = 'scanning' WHERE file_path = 'uploads/b'")
+    from worker.maintenance.config import maintenance_settings
+
+    for attempt in range(maintenance_settings.max_file_attempts):
+        run_task("maintenance.requeue_stale_files")
+        # the file stays stuck: pretend the last requeue was long ago
+        db.execute("UPDATE files SET metadata = metadata || '{\"requeued_at\": \"2000-01-01T00:00:00Z\"}'")
+    assert sorted(db.execute("SELECT task_name, count(*) FROM outbox GROUP BY 1").fetchall()) == [
+        ("files.process", maintenance_settings.max_file_attempts),
+        ("files.scan", maintenance_settings.max_file_attempts),
+    ]
+    run_task("maintenance.requeue_stale_files")
+    assert db.execute("SELECT processing_status::text, virus_scan_status::text FROM files"
+                      " ORDER BY file_path").fetchall() == [("failed", "clean"), ("pending", "failed")]
+    assert scalar(db, "SELECT count(*) FROM outbox") == 2 * maintenance_settings.max_file_attempts
+
+
+def test_rescan_retries_failed_scans_and_rescans_recent_files_on_new_signatures(mdb):
+    db = mdb
+    owner = make_user(db, "owner")
+    file_row(db, owner, "a" * 64, "blobs/a")  # clean, recent
+    file_row(db, owner, "b" * 64, "blobs/b")
+    db.execute("UPDATE files SET virus_scan_status = 'failed' WHERE file_hash = %s", ("b" * 64,))
+
+    def scans() -> list[int]:
+        return sorted(r[0][0] for r in db.execute(
+            "SELECT args FROM outbox WHERE task_name = 'files.scan'"))
+
+    run_task("maintenance.rescan_files", signature_version="27000")
+    failed_id = scalar(db, "SELECT id FROM files WHERE file_hash = %s", ("b" * 64,))
+    assert scans() == [failed_id]  # first version seen: nothing to compare with
+    run_task("maintenance.rescan_files", signature_version="27000")
+    assert len(scans()) == 2  # same version: only the failed one again
+    run_task("maintenance.rescan_files", signature_version="27001")
+    clean_id = scalar(db, "SELECT id FROM files WHERE file_hash = %s", ("a" * 64,))
+    assert scans().count(clean_id) == 1
+
+
+# --------------------------------------------------------------- schedule
+
+def test_every_maintenance_task_is_scheduled_with_expiry_and_overridable():
+    code = (
+        "import json; from beat_schedule import BEAT_SCHEDULE as s;"
+        "print(json.dumps({k: [v['task'], str(v['schedule']), v['options']['expires']]"
+        " for k, v in s.items()}))"
+    )
+    env = {**os.environ, "VEZA_SCHEDULE_PURGE_RETENTION": "*/5 * * * *"}
+    out = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                                    capture_output=True, text=True, check=True).stdout)
+    tasks = {v[0] for v in out.values()}
+    assert {f"maintenance.{n}" for n in ("purge_retention", "purge_expired_files", "expire_sessions",
+                                         "ensure_partitions", "refresh_room_stats",
+                                         "requeue_stale_files", "rescan_files")} <= tasks
+    assert "*/5" in out["purge_retention"][1]
+    assert all(v[2] > 0 for v in out.values())
