@@ -19,7 +19,7 @@ from tests.clamav import EICAR, EICAR_SIGNATURE
 from tests.conftest import ROOT
 from tests.uploads import (
     animated_gif, eicar_zip, encoded, gradient, jpeg_rotated_with_gps, make_user,
-    png_header_only, row, upload,
+    SRGB_PROFILE, png_header_only, row, upload,
 )
 
 
@@ -92,6 +92,7 @@ def test_exif_orientation_is_applied_and_gps_does_not_reach_the_thumbnail(db, us
     red, green, blue = thumb.getpixel((100, 50))
     assert red > 200 and blue < 60
     assert not thumb.getexif() and "exif" not in thumb.info and "xmp" not in thumb.info
+    assert thumbnail_of(file).info["icc_profile"] == SRGB_PROFILE  # colours kept right
     # The original keeps its metadata: it is the user's file.
     assert file["metadata"]["image"]["width"] == 800
 

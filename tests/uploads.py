@@ -11,9 +11,12 @@ import uuid
 import zipfile
 import zlib
 
-from PIL import Image
+from PIL import Image, ImageCms
 
 from tests.clamav import EICAR
+
+
+SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
 def make_user(db) -> int:
@@ -63,13 +66,13 @@ def gradient(width: int, height: int) -> Image.Image:
 
 def jpeg_rotated_with_gps() -> bytes:
     """A landscape 800x400 JPEG whose EXIF says "rotate 90° clockwise to
-    view" (orientation 6), with GPS coordinates."""
+    view" (orientation 6), with GPS coordinates and a colour profile."""
     exif = Image.Exif()
     exif[0x0112] = 6
     gps = exif.get_ifd(0x8825)
     gps[1], gps[2] = "N", (48.0, 51.0, 24.0)
     gps[3], gps[4] = "E", (2.0, 21.0, 3.0)
-    return encoded(gradient(800, 400), "JPEG", exif=exif, quality=90)
+    return encoded(gradient(800, 400), "JPEG", exif=exif, quality=90, icc_profile=SRGB_PROFILE)
 
 
 def animated_gif(frames: int = 3) -> bytes:

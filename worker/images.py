@@ -15,6 +15,7 @@ to the pixels instead. The colour profile is kept, so colours stay right.
 
 from __future__ import annotations
 
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +63,25 @@ class ImageInfo:
 def write_thumbnail(source: Path, out: BinaryIO) -> ImageInfo:
     """Write a WebP still of `source` (its first frame) within THUMBNAIL_BOX,
     never upscaled; return what the original is."""
+    info, still = _decoded_still(source)
+    # Encoding is outside _decoded_still's net: a full disk is not the
+    # image's fault. No exif= and no xmp=: only the colour profile is kept.
+    still.save(out, "WEBP", quality=WEBP_QUALITY, icc_profile=still.info.get("icc_profile"))
+    return info
+
+
+# What Pillow's decoders raise on truncated, corrupt or hostile data.
+DECODER_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, ZeroDivisionError,
+    struct.error,
+)
+
+
+def _decoded_still(source: Path) -> tuple[ImageInfo, Image.Image]:
+    """The first frame, upright, within THUMBNAIL_BOX, in RGB or RGBA."""
     try:
         # Pillow warns between its pixel limit and twice it: we refuse
-        # those ourselves, just below, so the warning is noise.
+        # those ourselves, in _checked_info, so the warning is noise.
         with (
             warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
             Image.open(source, formats=ALLOWED_FORMATS) as image,
@@ -77,22 +94,15 @@ def write_thumbnail(source: Path, out: BinaryIO) -> ImageInfo:
                 has_alpha = "A" in image.getbands() or "transparency" in image.info
                 image = image.convert("RGBA" if has_alpha else "RGB")
             image.thumbnail(THUMBNAIL_BOX, reducing_gap=REDUCING_GAP)
-            still = ImageOps.exif_transpose(image)
-            # No exif= and no xmp=: the thumbnail carries no metadata but
-            # its colour profile.
-            still.save(
-                out, "WEBP", quality=WEBP_QUALITY, icc_profile=image.info.get("icc_profile")
-            )
+            return info, ImageOps.exif_transpose(image)
     except UnsupportedImage:
         raise
     except Image.DecompressionBombError as exc:
         raise UnsupportedImage(f"too many pixels: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise UnsupportedImage("not a JPEG, PNG, GIF, WebP or BMP image") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow's decoders report truncated and corrupt data this way.
+    except DECODER_ERRORS as exc:
         raise UnsupportedImage(f"corrupt or truncated image: {exc}") from exc
-    return info
 
 
 def _checked_info(image: Image.Image) -> ImageInfo:
