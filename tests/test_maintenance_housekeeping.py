@@ -245,3 +245,23 @@ def test_every_maintenance_task_is_scheduled_with_expiry_and_overridable():
                                          "requeue_stale_files", "rescan_files")} <= tasks
     assert "*/5" in out["purge_retention"][1]
     assert all(v[2] > 0 for v in out.values())
+
+
+def test_the_command_line_runs_a_task_dry_and_restores(mdb):
+    db = mdb
+    owner = make_user(db, "owner")
+    room = make_room(db, owner)
+    db.execute("INSERT INTO user_sessions (user_id, token_hash, created_at, expires_at)"
+               " VALUES (%s, 'x', now() - interval '2 days', now() - interval '1 day')", (owner,))
+
+    def veza(*args: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    dry = veza("maintenance", "run", "expire_sessions", "--dry-run")
+    assert dry["status"] == "succeeded" and dry["counts"]["sessions_deactivated"] == 1
+    assert scalar(db, "SELECT is_active FROM user_sessions") is True
+    assert runs(db, "maintenance.expire_sessions")[0][:2] == ("succeeded", True)
+    restored = veza("restore", "--room", str(room), "--from", "2020-01-01", "--to", "2030-01-01")
+    assert restored["messages"] == 0
