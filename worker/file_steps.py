@@ -21,9 +21,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from datetime import UTC, datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import magic
 from sqlalchemy import func, select
@@ -74,11 +74,11 @@ def _lock_content(session: Session, sha256: str) -> None:
     session.execute(select(func.pg_advisory_xact_lock(int(sha256[:15], 16))))
 
 
-def _start_processing(file: File) -> None:
+def _start_processing(file: File | None) -> None:
     """pending (or a failed scan being retried) -> processing, stamped: the
     maintenance job counts a file as stuck from this stamp."""
-    if _failed_for_good(file):
-        return  # a concurrent run of a step recorded a final failure
+    if file is None or _failed_for_good(file):
+        return  # deleted, or a concurrent run recorded a final failure
     if file.processing_status in (FileProcessingStatus.pending, FileProcessingStatus.failed):
         file.processing_status = FileProcessingStatus.processing
         file.meta = {**file.meta, "processing_started_at": datetime.now(UTC).isoformat()}
@@ -129,6 +129,8 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
     with session_scope() as session:
         _lock_content(session, sha256)
         row = session.get(File, file_id, with_for_update=True)
+        if row is None:
+            return  # deleted while we hashed: nothing to store it for
         row.file_path = storage.promote_upload(file.file_path, sha256)
         row.file_hash = sha256
     storage.remove(file.file_path)
@@ -150,6 +152,8 @@ def sniff(file_id: int, task_id: str | None = None) -> None:
     claimed = file.meta.get("claimed_mime_type")
     mismatch = claimed is not None and claimed.split(";")[0].strip().lower() != sniffed
     with _locked(file_id) as row:
+        if row is None:
+            return
         row.mime_type = sniffed[:100]
         row.meta = {**row.meta, "mime_mismatch": mismatch}
     _log(file, task_id).info("sniff: %s (claimed %s)", sniffed, claimed)
@@ -183,8 +187,8 @@ def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = Non
             return
     else:
         with _locked(file_id) as row:
-            if row.virus_scan_status in VERDICTS or _failed_for_good(row):
-                return  # a concurrent run got a verdict since we looked
+            if row is None or row.virus_scan_status in VERDICTS or _failed_for_good(row):
+                return  # deleted, or a concurrent run got a verdict since we looked
             _start_processing(row)
             row.virus_scan_status = VirusScanStatus.scanning
         version = scanner.version()
@@ -226,7 +230,7 @@ def _record_verdict(
         # Content lock before row locks, the order hash_upload takes them in.
         _lock_content(session, sha256)
         file = session.get(File, file_id, with_for_update=True)
-        if file.virus_scan_status is VirusScanStatus.infected or (
+        if file is None or file.virus_scan_status is VirusScanStatus.infected or (
             file.virus_scan_status is VirusScanStatus.clean
             and file.meta.get("clamd_version") == version
         ):
@@ -325,6 +329,8 @@ def thumbnail(file_id: int, task_id: str | None = None) -> None:
     except images.UnsupportedImage as exc:
         return fail(file_id, "thumbnail", str(exc), task_id)
     with _locked(file_id) as row:
+        if row is None or row.virus_scan_status is not VirusScanStatus.clean:
+            return  # deleted, or found infected (under new signatures) meanwhile
         row.thumbnail_path = thumb
         row.meta = {**row.meta, "image": info.as_metadata()}
     _log(file, task_id).info("thumbnail: %s from %dx%d %s", thumb, info.width, info.height, info.format)
