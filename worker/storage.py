@@ -6,6 +6,7 @@ Layout under STORAGE_DIR:
   blobs/<aa>/<bb>/<sha256>   content-addressed blobs, one per distinct content
   thumbs/<sha256>.webp       thumbnails, one per distinct content
   quarantine/<sha256>        infected content, outside the served tree
+  tmp/                       files being written, renamed into place when whole
 
 Paths stored in the database are relative to STORAGE_DIR. Blobs and
 thumbnails are named by content, so writing one is idempotent: a second
@@ -135,11 +136,14 @@ class LocalStorage:
     @contextmanager
     def atomic_writer(self, relative: str) -> Iterator[BinaryIO]:
         """A stream whose content appears at `relative` only once the block
-        ends without error (written to a temporary name, then renamed), so
-        readers never see a half-written file and a failure leaves nothing."""
+        ends without error (written under tmp/, then renamed), so readers
+        never see a half-written file, a failure leaves nothing, and a
+        process killed mid-write leaves its debris in tmp/ only."""
         target = self.absolute(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        scratch = self.absolute("tmp")
+        scratch.mkdir(exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=scratch)
         try:
             with os.fdopen(fd, "wb") as out:
                 yield out
