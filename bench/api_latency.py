@@ -13,6 +13,7 @@ script reports
 Ends with one JSON line of the figures.
 
     python3 bench/api_latency.py [--rate 200] [--seconds 15] [--clients 24]
+                                 [--api-workers 2] [--worker-concurrency 4]
 """
 
 from __future__ import annotations
@@ -58,23 +59,62 @@ def admin(sql: str) -> None:
         conn.execute(sql)
 
 
+def cpu_seconds_by_process() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, user+system CPU seconds, command line), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks,
+                                  cmdline)
+    return table
+
+
+def cpu_usage(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each root process with its descendants,
+    and by the PostgreSQL backends serving the bench database."""
+    table = cpu_seconds_by_process()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree(pid: int) -> float:
+        return table.get(pid, (0, 0.0, ""))[1] + sum(tree(c) for c in children.get(pid, []))
+
+    usage = {name: tree(pid) for name, pid in roots.items()}
+    usage["postgres"] = sum(cpu for _, cpu, cmd in table.values() if BENCH_DB in cmd)
+    usage["client (this script)"] = tree(os.getpid()) - sum(usage[n] for n in roots)
+    return usage
+
+
 class Stack:
     """The API server, relay and worker, as child processes."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, api_workers: int, worker_concurrency: int) -> None:
         env = {**os.environ, "DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL,
                "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "8"}
         self.log = open(f"/tmp/veza-bench-{os.getpid()}.log", "ab")
         argvs = [
-            ["gunicorn", "-w", "2", "-k", "gthread", "--threads", "6", "-b", f"127.0.0.1:{port}",
+            ["gunicorn", "-w", str(api_workers), "-k", "gthread", "--threads", "6", "-b", f"127.0.0.1:{port}",
              "--log-level", "warning", "api:create_app()"],
             [sys.executable, "-m", "worker.cli", "relay"],
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "default", "-c", "2",
+            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "default",
+             "-c", str(worker_concurrency),
              "-n", f"bench-{os.getpid()}@%h", "--without-mingle", "--without-gossip",
              "-l", "WARNING"],
         ]
         self.procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log,
                                        stderr=subprocess.STDOUT) for argv in argvs]
+
+    def roots(self) -> dict[str, int]:
+        return dict(zip(("api", "relay", "worker"), (p.pid for p in self.procs)))
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -189,6 +229,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--clients", type=int, default=24)
+    parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes")
+    parser.add_argument("--worker-concurrency", type=int, default=4, help="Celery children")
     args = parser.parse_args()
 
     admin(f'CREATE DATABASE "{BENCH_DB}"')
@@ -196,12 +238,14 @@ def main() -> None:
                    env={**os.environ, "DATABASE_URL": DATABASE_URL}, capture_output=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}/api/v1"
-    stack = Stack(port)
+    stack = Stack(port, args.api_workers, args.worker_concurrency)
     try:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").ok, 60, "the API")
         room, tokens = setup_room(base, args.clients)
+        before = cpu_usage(stack.roots())
         api_ms, failures = post_load(port, room, tokens, args.rate, args.seconds)
         outbox_ms = outbox_latencies(len(api_ms))
+        after = cpu_usage(stack.roots())
         task_ms = outbox_ms["start"]
         insert_ms = bare_inserts(room, 1, 500)
     finally:
@@ -210,6 +254,7 @@ def main() -> None:
 
     figures = {
         "rate_per_s": args.rate, "seconds": args.seconds, "clients": args.clients,
+        "api_workers": args.api_workers, "worker_concurrency": args.worker_concurrency,
         "posts_ok": len(api_ms), "posts_failed": failures,
         "api_post_p50_ms": round(statistics.median(api_ms), 2),
         "api_post_p99_ms": round(percentile(api_ms, 99), 2),
@@ -219,6 +264,8 @@ def main() -> None:
         "commit_to_start_p99_ms": round(percentile(task_ms, 99), 2),
         "relay_leg_p50_ms": round(statistics.median(outbox_ms["relay"]), 2),
         "broker_worker_leg_p50_ms": round(statistics.median(outbox_ms["broker"]), 2),
+        "cpu_ms_per_post": {name: round((after[name] - before[name]) * 1000 / len(api_ms), 2)
+                            for name in after},
     }
     f = figures
     print(f"POST /rooms/{{id}}/messages at {args.rate:.0f}/s: {f['posts_ok']} ok, "
@@ -234,6 +281,8 @@ def main() -> None:
           f"(x{f['commit_to_start_p99_ms'] / GOAL_P99_MS:.2f})")
     print(f"  legs (p50): row -> published {f['relay_leg_p50_ms']} ms, "
           f"published -> started {f['broker_worker_leg_p50_ms']} ms")
+    print("  CPU per post (ms): " + ", ".join(
+        f"{name} {ms}" for name, ms in f["cpu_ms_per_post"].items()))
     print(json.dumps(figures))
 
 
