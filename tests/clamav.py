@@ -3,6 +3,7 @@ on a unix socket in a temporary directory, with a one-line signature
 database that the suite writes (the EICAR test file's MD5, as an .hdb).
 Loading one signature takes a fraction of a second.
 
+It also listens on a free TCP port (TCP_PORT) for the INSTREAM path.
 CLAMD_SOCKET is set when this module is imported (from conftest), before
 any project module reads the settings, so workers started by the tests
 inherit it too.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,11 +28,23 @@ CLAMD_DIR = Path(tempfile.mkdtemp(prefix="veza-clamd-"))
 SOCKET = CLAMD_DIR / "clamd.sock"
 os.environ["CLAMD_SOCKET"] = str(SOCKET)
 
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# The same clamd also listens on TCP, for the INSTREAM path (clamd elsewhere).
+TCP_PORT = _free_port()
+
 # Limits at least as large as the largest upload (100 MB): above MaxFileSize
 # clamd skips a file and answers OK, which would be a false "clean".
 CONFIG = f"""\
 Foreground yes
 LocalSocket {SOCKET}
+TCPSocket {TCP_PORT}
+TCPAddr 127.0.0.1
 DatabaseDirectory {CLAMD_DIR / "db"}
 TemporaryDirectory {CLAMD_DIR}
 LogFile {CLAMD_DIR / "clamd.log"}

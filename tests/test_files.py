@@ -362,3 +362,24 @@ def test_a_clean_verdict_from_older_signatures_is_scanned_again(db, user):
     assert file["virus_scan_status"] == "infected"
     assert file["file_path"].startswith("quarantine/")
     assert db.execute("SELECT severity FROM audit_logs").fetchall() == [("critical",)]
+
+
+def test_streaming_to_a_clamd_elsewhere_finds_a_virus_past_the_first_chunks(clamd_server, tmp_path):
+    """INSTREAM over TCP, in 1 MiB chunks: a 3 MB archive whose infected
+    member comes last arrives whole."""
+    import zipfile
+
+    from tests.clamav import TCP_PORT
+    from worker.clamav import INSTREAM_CHUNK_SIZE, Scanner
+
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
+        out.writestr("noise.bin", os.urandom(3 * INSTREAM_CHUNK_SIZE))
+        out.writestr("eicar.com", EICAR)
+    clean = tmp_path / "clean.bin"
+    clean.write_bytes(os.urandom(2 * INSTREAM_CHUNK_SIZE + 17))
+
+    scanner = Scanner(socket_path=None, host="127.0.0.1", port=TCP_PORT)
+    verdict = scanner.scan(archive)
+    assert verdict.infected and verdict.signature.startswith(EICAR_SIGNATURE)
+    assert not scanner.scan(clean).infected
