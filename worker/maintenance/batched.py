@@ -3,9 +3,11 @@ transaction, for the maintenance steps that need no per-row logic."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
+from sqlalchemy.orm import Session
 
 from db.engine import session_scope
 from worker.maintenance.run import Run
@@ -34,3 +36,18 @@ def apply_in_batches(run: Run, key: str, table: str, where: str,
         run.add(**{key: done})
         if done < size:
             return
+
+
+def keyset_batches(run: Run, query: str, params: dict[str, Any] | None = None,
+                   initial: int = 500) -> Iterator[tuple[Session, Sequence[Row]]]:
+    """The rows of `query`, a batch per transaction, in `id` order: the query
+    selects `id`, filters on `id > :after` and ends `ORDER BY id LIMIT :size`.
+    The caller's work on a batch commits with it."""
+    after = 0
+    for size in run.batches(initial):
+        with session_scope() as session:
+            rows = session.execute(text(query), {**(params or {}), "after": after, "size": size}).all()
+            if not rows:
+                return
+            after = rows[-1].id
+            yield session, rows

@@ -25,6 +25,7 @@ from db.engine import session_scope
 from db.models import MaintenanceRun
 from worker import outbox
 from worker.config import settings
+from worker.maintenance.batched import keyset_batches
 from worker.maintenance.config import maintenance_settings
 from worker.maintenance.run import Run
 
@@ -39,29 +40,23 @@ STUCK = (
 
 
 def requeue_stale(run: Run) -> None:
-    after = 0
-    for size in run.batches(initial=200):
-        with session_scope() as session:
-            rows = session.execute(text(
-                "SELECT id, processing_status::text AS processing, virus_scan_status::text AS scan,"
-                " COALESCE((metadata->>'requeue_attempts')::int, 0) AS attempts"
-                f" FROM files WHERE {STUCK} AND id > :after ORDER BY id LIMIT :size"
-                " FOR UPDATE SKIP LOCKED"
-            ), {"minutes": maintenance_settings.stale_file_minutes, "after": after,
-                "size": size}).all()
-            if not rows:
-                return
-            after = rows[-1].id
-            for row in rows:
-                if row.attempts >= maintenance_settings.max_file_attempts:
-                    run.add(stale_failed=1)
-                    if not run.dry_run:
-                        give_up(session, row.id, row.attempts)
-                else:
-                    run.add(stale_requeued=1)
-                    if not run.dry_run:
-                        requeue(session, row.id, "files.process" if row.processing == "processing"
-                                else "files.scan")
+    batches = keyset_batches(run, (
+        "SELECT id, processing_status::text AS processing,"
+        " COALESCE((metadata->>'requeue_attempts')::int, 0) AS attempts"
+        f" FROM files WHERE {STUCK} AND id > :after ORDER BY id LIMIT :size"
+        " FOR UPDATE SKIP LOCKED"
+    ), {"minutes": maintenance_settings.stale_file_minutes}, initial=200)
+    for session, rows in batches:
+        for row in rows:
+            if row.attempts >= maintenance_settings.max_file_attempts:
+                run.add(stale_failed=1)
+                if not run.dry_run:
+                    give_up(session, row.id, row.attempts)
+            else:
+                run.add(stale_requeued=1)
+                if not run.dry_run:
+                    requeue(session, row.id, "files.process" if row.processing == "processing"
+                            else "files.scan")
 
 
 def requeue(session: Session, file_id: int, task_name: str) -> None:
@@ -109,25 +104,22 @@ def retry_failed_scans(run: Run) -> None:
 
 
 def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None = None) -> None:
-    after = 0
-    for size in run.batches(initial=200):
-        with session_scope() as session:
-            ids = session.execute(text(
-                f"SELECT id FROM files WHERE {where} AND id > :after ORDER BY id LIMIT :size"
-            ), {**params, "after": after, "size": size}).scalars().all()
-            if not ids:
-                return
-            after = ids[-1]
-            run.add(**{key: len(ids)})
-            if run.dry_run:
-                continue
-            if bump:
-                session.execute(text(
-                    f"UPDATE files SET metadata = metadata || jsonb_build_object({bump})"
-                    " WHERE id = ANY(:ids)"
-                ), {"ids": ids})
-            for file_id in ids:
-                outbox.enqueue(session, "files.scan", file_id)
+    batches = keyset_batches(
+        run, f"SELECT id FROM files WHERE {where} AND id > :after ORDER BY id LIMIT :size",
+        params, initial=200,
+    )
+    for session, rows in batches:
+        ids = [row.id for row in rows]
+        run.add(**{key: len(ids)})
+        if run.dry_run:
+            continue
+        if bump:
+            session.execute(text(
+                f"UPDATE files SET metadata = metadata || jsonb_build_object({bump})"
+                " WHERE id = ANY(:ids)"
+            ), {"ids": ids})
+        for file_id in ids:
+            outbox.enqueue(session, "files.scan", file_id)
 
 
 def last_signature_version(task_name: str) -> str | None:

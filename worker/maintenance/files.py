@@ -24,6 +24,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from db.engine import session_scope
+from worker.maintenance.batched import keyset_batches
 from worker.maintenance.config import maintenance_settings
 from worker.maintenance.run import Run
 from worker.storage import storage
@@ -146,26 +147,20 @@ def fail_rows_with_missing_blobs(run: Run, grace_seconds: int | None = None) -> 
     failed with the reason, and report it (counts, and a warning per row).
     Rows younger than the grace period may still be moving their content."""
     grace = maintenance_settings.orphan_grace_seconds if grace_seconds is None else grace_seconds
-    after = 0
-    for size in run.batches(initial=1000):
-        with session_scope() as session:
-            rows = session.execute(text(
-                "SELECT id, file_path FROM files"
-                " WHERE id > :after AND processing_status <> 'failed'"
-                " AND created_at < now() - make_interval(secs => :grace)"
-                " ORDER BY id LIMIT :size"
-            ), {"after": after, "grace": grace, "size": size}).all()
-            if not rows:
-                return
-            after = rows[-1].id
-            missing = [row for row in rows if not storage.absolute(row.file_path).exists()]
-            run.add(blobs_missing=len(missing))
-            for row in missing:
-                log.warning("file %d: stored content %s is missing; marked failed",
-                            row.id, row.file_path)
-            if missing and not run.dry_run:
-                session.execute(text(
-                    "UPDATE files SET processing_status = 'failed',"
-                    " metadata = metadata || jsonb_build_object('error', 'stored content missing: ' || file_path)"
-                    " WHERE id = :id AND file_path = :path"
-                ), [{"id": row.id, "path": row.file_path} for row in missing])
+    batches = keyset_batches(run, (
+        "SELECT id, file_path FROM files"
+        " WHERE id > :after AND processing_status <> 'failed'"
+        " AND created_at < now() - make_interval(secs => :grace)"
+        " ORDER BY id LIMIT :size"
+    ), {"grace": grace}, initial=1000)
+    for session, rows in batches:
+        missing = [row for row in rows if not storage.absolute(row.file_path).exists()]
+        run.add(blobs_missing=len(missing))
+        for row in missing:
+            log.warning("file %d: stored content %s is missing; marked failed", row.id, row.file_path)
+        if missing and not run.dry_run:
+            session.execute(text(
+                "UPDATE files SET processing_status = 'failed',"
+                " metadata = metadata || jsonb_build_object('error', 'stored content missing: ' || file_path)"
+                " WHERE id = :id AND file_path = :path"
+            ), [{"id": row.id, "path": row.file_path} for row in missing])
