@@ -34,6 +34,9 @@ from db.partitions import create_monthly_partitions, missing_partition
 
 API_PREFIX = "/api/v1"
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers: larger ones cannot exist
+# A JSON body is a few KB at most (content <= 4000 characters); only uploads
+# may be large. Werkzeug enforces this while reading and answers 413.
+MAX_JSON_BYTES = 64 * 1024
 
 
 class IdConverter(BaseConverter):
@@ -166,6 +169,7 @@ def validation_fields(err: ValidationError) -> dict[str, str]:
 def parse_body(model: type[BaseModel]) -> BaseModel:
     if not request.is_json:
         raise ApiError(400, "invalid_content_type", "The body must be JSON (application/json).")
+    request.max_content_length = MAX_JSON_BYTES
     try:
         return model.model_validate_json(request.get_data() or b"")
     except ValidationError as err:

@@ -52,6 +52,15 @@ def test_content_is_validated(api, db):
     assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
 
 
+def test_a_json_body_over_its_limit_is_413(api, db):
+    alice = api.register()
+    room = api.room(alice)
+    response = api.post(f"/rooms/{room}/messages", alice, json={"content": "x" * 70_000})
+    assert response.status_code == 413
+    assert set(response.json["error"]) == {"code", "message", "fields"}
+    assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+
+
 def test_a_refused_write_leaves_no_row_and_enqueues_nothing(api, db):
     alice = api.register()
     room = api.room(alice)
