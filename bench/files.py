@@ -124,7 +124,8 @@ def bench_scan(path: Path) -> dict:
     ours_tcp = best_time(lambda: streamed.scan(path), repeats=2)
     package_tcp = best_time(package_instream, repeats=2)
     figures |= {"scan_tcp_s": ours_tcp, "package_instream_s": package_tcp,
-                "scan_tcp_ratio": row("scan-tcp", ours_tcp, package_tcp, "s", "none, for information")}
+                "scan_tcp_ratio": row("scan-tcp", ours_tcp, package_tcp, "s",
+                                      "none, for information")}
     return figures
 
 

@@ -22,8 +22,12 @@ from worker.base import VezaTask
 from worker.clamav import ScanUnavailable
 from worker.config import settings
 
-FILE_LIMITS = {"soft_time_limit": limits.FILE_TIME_LIMITS[0], "time_limit": limits.FILE_TIME_LIMITS[1]}
-SCAN_LIMITS = {"soft_time_limit": limits.SCAN_TIME_LIMITS[0], "time_limit": limits.SCAN_TIME_LIMITS[1]}
+FILE_LIMITS = {
+    "soft_time_limit": limits.FILE_TIME_LIMITS[0], "time_limit": limits.FILE_TIME_LIMITS[1]
+}
+SCAN_LIMITS = {
+    "soft_time_limit": limits.SCAN_TIME_LIMITS[0], "time_limit": limits.SCAN_TIME_LIMITS[1]
+}
 
 
 @shared_task(bind=True, base=VezaTask, name="files.process", **FILE_LIMITS)

@@ -19,7 +19,7 @@ from tests.clamav import EICAR, EICAR_SIGNATURE
 from tests.conftest import ROOT
 from tests.uploads import (
     animated_gif, eicar_zip, encoded, gradient, jpeg_rotated_with_gps, make_user,
-    SRGB_PROFILE, png_header_only, row, upload,
+    SRGB_PROFILE, long_animation, png_header_only, row, upload,
 )
 
 
@@ -144,6 +144,7 @@ def test_a_claimed_type_that_differs_from_the_content_is_flagged(db, user):
         ("cut.jpg", encoded(gradient(1600, 1200), "JPEG")[:6000], "corrupt or truncated"),
         ("bomb.png", png_header_only(30000, 30000), "pixel"),
         ("wide.png", png_header_only(60000, 1000), "pixel limit"),
+        ("long.gif", long_animation(51, 2000), "pixel budget for an animation"),
         ("scan.tiff", encoded(gradient(40, 40), "TIFF"), "unsupported image format image/tiff"),
     ],
 )

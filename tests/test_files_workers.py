@@ -60,5 +60,6 @@ def test_with_clamd_down_no_file_is_clean_and_all_finish_once_it_is_back(
     ]
     assert row(db, picture)["thumbnail_path"] is not None
     assert row(db, virus)["file_path"].startswith("quarantine/")
-    assert db.execute("SELECT count(*) FROM audit_logs WHERE severity = 'critical'").fetchone() == (1,)
+    critical = db.execute("SELECT count(*) FROM audit_logs WHERE severity = 'critical'")
+    assert critical.fetchone() == (1,)  # one, although the virus was processed twice
     assert pipeline_worker.proc.poll() is None  # no crash on the way

@@ -72,7 +72,9 @@ def jpeg_rotated_with_gps() -> bytes:
     gps = exif.get_ifd(0x8825)
     gps[1], gps[2] = "N", (48.0, 51.0, 24.0)
     gps[3], gps[4] = "E", (2.0, 21.0, 3.0)
-    return encoded(gradient(800, 400), "JPEG", exif=exif, quality=90, icc_profile=SRGB_PROFILE)
+    return encoded(
+        gradient(800, 400), "JPEG", exif=exif, quality=90, icc_profile=SRGB_PROFILE
+    )
 
 
 def animated_gif(frames: int = 3) -> bytes:
@@ -81,11 +83,24 @@ def animated_gif(frames: int = 3) -> bytes:
     return encoded(images[0], "GIF", save_all=True, append_images=images[1:], duration=100, loop=0)
 
 
+def long_animation(frames: int, size: int) -> bytes:
+    """A GIF of `frames` full-canvas frames that differ by one pixel each:
+    a few KB on disk, frames × size² pixels to decode."""
+    base = Image.new("P", (size, size), 0)
+    images = []
+    for i in range(frames):
+        frame = base.copy()
+        frame.putpixel((i, 0), 1 + i % 2)
+        images.append(frame)
+    return encoded(images[0], "GIF", save_all=True, append_images=images[1:])
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height pixels of greyscale but holds a
     few hundred bytes: a decompression bomb's header."""
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        checksum = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + checksum
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     rows = zlib.compress(b"\0" * (width + 1) * 4, 9)

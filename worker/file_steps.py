@@ -333,7 +333,9 @@ def thumbnail(file_id: int, task_id: str | None = None) -> None:
             return  # deleted, or found infected (under new signatures) meanwhile
         row.thumbnail_path = thumb
         row.meta = {**row.meta, "image": info.as_metadata()}
-    _log(file, task_id).info("thumbnail: %s from %dx%d %s", thumb, info.width, info.height, info.format)
+    _log(file, task_id).info(
+        "thumbnail: %s from %dx%d %s", thumb, info.width, info.height, info.format
+    )
 
 
 def finish(file_id: int, task_id: str | None = None) -> None:
