@@ -102,7 +102,8 @@ class Stack:
                "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "8"}
         self.log = open(f"/tmp/veza-bench-{os.getpid()}.log", "ab")
         argvs = [
-            ["gunicorn", "-w", str(api_workers), "-k", "gthread", "--threads", "6", "-b", f"127.0.0.1:{port}",
+            ["gunicorn", "-w", str(api_workers), "-k", "gthread", "--threads", "6",
+             "--keep-alive", "60", "-b", f"127.0.0.1:{port}",
              "--log-level", "warning", "api:create_app()"],
             [sys.executable, "-m", "worker.cli", "relay"],
             [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "default",
@@ -174,12 +175,17 @@ def post_load(port: int, room: int, tokens: list[str], rate: float, seconds: flo
         headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}",
                    "Content-Type": "application/json"}
         started = time.perf_counter()
-        local.conn.request("POST", f"/api/v1/rooms/{room}/messages", body, headers)
-        response = local.conn.getresponse()
-        response.read()
+        try:
+            local.conn.request("POST", f"/api/v1/rooms/{room}/messages", body, headers)
+            response = local.conn.getresponse()
+            response.read()
+            ok = response.status == 201
+        except (OSError, http.client.HTTPException):
+            local.conn.close()  # counted as a failure; the next request reconnects
+            ok = False
         elapsed = (time.perf_counter() - started) * 1000
         with lock:
-            if response.status == 201:
+            if ok:
                 latencies.append(elapsed)
             else:
                 failures += 1
