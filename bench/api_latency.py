@@ -12,7 +12,7 @@ script reports
     moment before COMMIT, so this slightly over-states commit-to-start.
 Ends with one JSON line of the figures.
 
-    python3 bench/api_latency.py [--rate 200] [--seconds 15] [--clients 24]
+    python3 bench/api_latency.py [--rate 200] [--seconds 15] [--clients 24] [--rooms 8]
                                  [--api-workers 2] [--worker-concurrency 4]
 """
 
@@ -140,8 +140,9 @@ def wait_until(predicate, timeout: float, what: str):
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def setup_room(base: str, clients: int) -> tuple[int, list[str]]:
-    """Register one user per client, a room they all joined; their tokens."""
+def setup_rooms(base: str, clients: int, rooms: int) -> tuple[list[int], list[str]]:
+    """One user per client, `rooms` rooms; client i is a member of room
+    i % rooms and posts there. Returns the room ids and the users' tokens."""
     tokens = []
     for i in range(clients):
         name = f"bench{i}"
@@ -149,15 +150,16 @@ def setup_room(base: str, clients: int) -> tuple[int, list[str]]:
             "username": name, "email": f"{name}@example.com", "password": PASSWORD})
         login = requests.post(f"{base}/auth/login", json={"login": name, "password": PASSWORD})
         tokens.append(login.json()["access_token"])
-    auth = {"Authorization": f"Bearer {tokens[0]}"}
-    room = requests.post(f"{base}/rooms", json={"name": "bench"}, headers=auth).json()["id"]
-    for token in tokens[1:]:
-        requests.post(f"{base}/rooms/{room}/members", json={},
+    room_ids = [requests.post(f"{base}/rooms", json={"name": f"bench {r}"},
+                              headers={"Authorization": f"Bearer {tokens[r]}"}).json()["id"]
+                for r in range(rooms)]
+    for i, token in enumerate(tokens[rooms:], start=rooms):
+        requests.post(f"{base}/rooms/{room_ids[i % rooms]}/members", json={},
                       headers={"Authorization": f"Bearer {token}"})
-    return room, tokens
+    return room_ids, tokens
 
 
-def post_load(port: int, room: int, tokens: list[str], rate: float, seconds: float
+def post_load(port: int, rooms: list[int], tokens: list[str], rate: float, seconds: float
               ) -> tuple[list[float], int]:
     """Post at `rate` per second for `seconds`; each request's latency in ms.
     http.client with one keep-alive connection per client thread: the
@@ -172,11 +174,13 @@ def post_load(port: int, room: int, tokens: list[str], rate: float, seconds: flo
         if not hasattr(local, "conn"):
             local.conn = http.client.HTTPConnection("127.0.0.1", port)
         body = json.dumps({"content": f"load message {i} @bench1"})
-        headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}",
+        client = i % len(tokens)
+        headers = {"Authorization": f"Bearer {tokens[client]}",
                    "Content-Type": "application/json"}
         started = time.perf_counter()
         try:
-            local.conn.request("POST", f"/api/v1/rooms/{room}/messages", body, headers)
+            local.conn.request("POST", f"/api/v1/rooms/{rooms[client % len(rooms)]}/messages",
+                               body, headers)
             response = local.conn.getresponse()
             response.read()
             ok = response.status == 201
@@ -235,6 +239,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--clients", type=int, default=24)
+    parser.add_argument("--rooms", type=int, default=8,
+                        help="rooms the clients post into (1 = every post updates one hot row)")
     parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes")
     parser.add_argument("--worker-concurrency", type=int, default=4, help="Celery children")
     args = parser.parse_args()
@@ -247,19 +253,20 @@ def main() -> None:
     stack = Stack(port, args.api_workers, args.worker_concurrency)
     try:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").ok, 60, "the API")
-        room, tokens = setup_room(base, args.clients)
+        rooms, tokens = setup_rooms(base, args.clients, args.rooms)
         before = cpu_usage(stack.roots())
-        api_ms, failures = post_load(port, room, tokens, args.rate, args.seconds)
+        api_ms, failures = post_load(port, rooms, tokens, args.rate, args.seconds)
         outbox_ms = outbox_latencies(len(api_ms))
         after = cpu_usage(stack.roots())
         task_ms = outbox_ms["start"]
-        insert_ms = bare_inserts(room, 1, 500)
+        insert_ms = bare_inserts(rooms[0], 1, 500)
     finally:
         stack.stop()
         admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
 
     figures = {
         "rate_per_s": args.rate, "seconds": args.seconds, "clients": args.clients,
+        "rooms": args.rooms,
         "api_workers": args.api_workers, "worker_concurrency": args.worker_concurrency,
         "posts_ok": len(api_ms), "posts_failed": failures,
         "api_post_p50_ms": round(statistics.median(api_ms), 2),
