@@ -33,7 +33,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.maintenance_data import bench_database, counters_exact, generate  # noqa: E402
+from bench.maintenance_data import bench_database, counters_exact, generate, recount  # noqa: E402
 
 
 def old_month_start(conn: psycopg.Connection) -> str:
@@ -122,6 +122,7 @@ def main() -> None:
         from worker.maintenance import retention
         from worker.maintenance.run import Run
 
+        app.loader.import_default_modules()
         url = libpq_url(url)
         conn = psycopg.connect(url, autocommit=True)
         started = time.perf_counter()
@@ -129,8 +130,6 @@ def main() -> None:
         add_old_month(conn, args.old_month_messages, first_retention_room, args.retention_rooms)
         conn.execute("UPDATE rooms SET message_retention_days = 30 WHERE id >= %s",
                      (first_retention_room,))
-        from bench.maintenance_data import recount
-
         recount(conn)
         conn.execute("VACUUM ANALYZE")
         generated_s = time.perf_counter() - started
@@ -147,7 +146,6 @@ def main() -> None:
             " AND created_at < %s::date + interval '1 month'"), (month, month))
         conn.execute("VACUUM ANALYZE")
 
-        app.loader.import_default_modules()
         run = Run(app.tasks["maintenance.purge_retention"], "bench", 0, False)
         _, baseline_p99, _ = measure_writer(url, args.rooms, lambda: time.sleep(5))
         drop_s, _, _ = measure_writer(url, args.rooms,
