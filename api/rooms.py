@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, g
-from sqlalchemy import func, select
+from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from api import audit

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from psycopg import errors as pg_errors
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
@@ -77,7 +77,7 @@ class Operation:
     auth: bool
     multipart: dict[str, Any] | None = None
     binary: bool = False
-    errors: tuple[int, ...] = field(default=())
+    errors: tuple[int, ...] = ()
 
 
 OPERATIONS: list[Operation] = []
@@ -106,12 +106,7 @@ def operation(
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def endpoint(**path_args: Any) -> Response:
-            kwargs = dict(path_args)
-            if body is not None:
-                kwargs["body"] = parse_body(body)
-            if query is not None:
-                kwargs["query"] = parse_query(query)
-            result = run_once_per_partition(lambda s: _call(view, op, s, kwargs))
+            result = run_once_per_partition(lambda s: _call(view, op, s, path_args))
             return to_response(result, op)
 
         bp.add_url_rule(rule, endpoint=view.__name__, view_func=endpoint, methods=[method])
@@ -120,11 +115,18 @@ def operation(
     return decorator
 
 
-def _call(view: Callable, op: Operation, session: Session, kwargs: dict) -> Any:
+def _call(view: Callable, op: Operation, session: Session, path_args: dict) -> Any:
+    """Authenticate first (no validation detail for anonymous callers), then
+    validate, then run the view."""
     if op.auth:
         from api.auth import authenticate
 
         authenticate(session)
+    kwargs = dict(path_args)
+    if op.body is not None:
+        kwargs["body"] = parse_body(op.body)
+    if op.query is not None:
+        kwargs["query"] = parse_query(op.query)
     return view(session, **kwargs)
 
 

@@ -159,3 +159,9 @@ def test_request_id_is_echoed_when_it_is_a_uuid_and_replaced_otherwise(api):
     replaced = api.post("/auth/login", json={"login": "x", "password": "y"},
                         headers={"X-Request-ID": "'; DROP TABLE users"})
     assert str(uuid.UUID(replaced.headers["X-Request-ID"])) != mine
+
+
+def test_an_anonymous_caller_learns_nothing_about_validation(api):
+    response = api.post("/rooms", json={"name": 5, "bogus": True})
+    assert response.status_code == 401
+    assert response.json["error"]["fields"] == {}
