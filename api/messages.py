@@ -94,10 +94,12 @@ def page(session: Session, where: str, params: dict, query: PageQuery,
     if query.before is not None:
         where += " AND m.id < :before"
         params = params | {"before": query.before}
-    messages = fetch_messages(session, where, params, limit=query.limit,
+    # One row more than asked says whether an older page exists.
+    messages = fetch_messages(session, where, params, limit=query.limit + 1,
                               retention_days=retention_days)
-    next_before = messages[-1].id if len(messages) == query.limit else None
-    return MessagePage(messages=messages, next_before=next_before)
+    more = len(messages) > query.limit
+    messages = messages[:query.limit]
+    return MessagePage(messages=messages, next_before=messages[-1].id if more else None)
 
 
 def mentioned_user_ids(session: Session, content: str) -> list[int]:

@@ -81,8 +81,24 @@ def test_cursor_pagination_newest_first(api):
     assert [m["id"] for m in second["messages"]] == [ids[2], ids[1]]
     last = api.get(f"/rooms/{room}/messages?limit=2&before={second['next_before']}", alice).json
     assert ([m["id"] for m in last["messages"]], last["next_before"]) == ([ids[0]], None)
+    exact = api.get(f"/rooms/{room}/messages?limit=5", alice).json
+    assert (len(exact["messages"]), exact["next_before"]) == (5, None)
     assert api.get(f"/rooms/{room}/messages?limit=0", alice).status_code == 422
     assert api.get(f"/rooms/{room}/messages?before=abc", alice).status_code == 422
+
+
+def test_a_reply_makes_a_thread_within_the_same_room_only(api):
+    alice = api.register()
+    room, other_room = api.room(alice), api.room(alice)
+    parent = api.say(room, alice, "question")
+    reply = api.say(room, alice, "answer", parent_message_id=parent["id"])
+    assert reply["parent_message_id"] == parent["id"]
+    listed = {m["id"]: m for m in api.get(f"/rooms/{room}/messages", alice).json["messages"]}
+    assert (listed[parent["id"]]["thread_count"], listed[parent["id"]]["is_thread_root"]) == (
+        1, True)
+    elsewhere = api.post(f"/rooms/{other_room}/messages", alice,
+                         json={"content": "x", "parent_message_id": parent["id"]})
+    assert elsewhere.status_code == 404
 
 
 def test_reactions_are_aggregated_per_emoji_with_the_viewers_own_flag(api):
