@@ -48,3 +48,22 @@ def test_a_blocked_conversation_refuses_messages(api, db):
     response = api.post(f"/conversations/{conversation}/messages", alice, json={"content": "hi"})
     assert response.status_code == 403
     assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+
+
+def test_racing_clients_get_one_conversation(app, api, db):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.api_helpers import ApiClient
+
+    alice, bob = api.register(), api.register()
+    pairs = [(alice, bob.id), (bob, alice.id)] * 4
+
+    def open_dm(pair):
+        user, other = pair
+        return ApiClient(app.test_client()).post("/conversations", user, json={"user_id": other})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(open_dm, pairs))
+    assert {r.status_code for r in responses} <= {200, 201}
+    assert len({r.json["id"] for r in responses}) == 1
+    assert db.execute("SELECT count(*) FROM direct_conversations").fetchone() == (1,)

@@ -177,3 +177,21 @@ def test_a_plain_member_cannot_mute(api):
     api.join(room, carol)
     assert api.patch(f"/rooms/{room}/members/{carol.id}", bob, json={"is_muted": True}
                      ).status_code == 403
+
+
+def test_max_members_holds_under_concurrent_joins(app, api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.api_helpers import ApiClient
+
+    owner = api.register()
+    room = api.room(owner, max_members=3)
+    joiners = [api.register() for _ in range(6)]
+
+    def join(user):
+        return ApiClient(app.test_client()).post(f"/rooms/{room}/members", user, json={})
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = sorted(r.status_code for r in pool.map(join, joiners))
+    assert statuses == [201, 201, 409, 409, 409, 409]
+    assert api.get(f"/rooms/{room}", owner).json["member_count"] == 3
