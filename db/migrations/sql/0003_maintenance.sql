@@ -73,34 +73,48 @@ RETURNS integer AS $$
 DECLARE
     v_rooms integer;
 BEGIN
+    -- Message ids are unique (a serial; a restore keeps them), so count(*)
+    -- over messages alone equals the view's COUNT(DISTINCT m.id), which is
+    -- there for the fan-out of its join with reactions.
     WITH recent AS (
-        SELECT m.room_id,
-               COUNT(DISTINCT m.id) FILTER (WHERE m.created_at >= NOW() - INTERVAL '24 hours') AS messages_24h,
-               COUNT(DISTINCT m.id) AS messages_7d,
-               COUNT(DISTINCT m.author_id) FILTER (WHERE m.created_at >= NOW() - INTERVAL '24 hours') AS active_users_24h
+        SELECT m.room_id, count(*) AS messages_7d
         FROM messages m
         WHERE m.room_id IS NOT NULL AND m.is_deleted = FALSE
           AND m.created_at >= NOW() - INTERVAL '7 days'
         GROUP BY m.room_id
+    ), today AS (
+        SELECT m.room_id, count(*) AS messages_24h,
+               COUNT(DISTINCT m.author_id) AS active_users_24h
+        FROM messages m
+        WHERE m.room_id IS NOT NULL AND m.is_deleted = FALSE
+          AND m.created_at >= NOW() - INTERVAL '24 hours'
+        GROUP BY m.room_id
     ), reacting AS (
+        -- Each recent reaction looks its message up by primary key (OFFSET 0
+        -- keeps the planner from turning this into a scan of every message).
         SELECT m.room_id, COUNT(DISTINCT react.user_id) AS reactions_24h
         FROM reactions react
-        JOIN messages m ON m.id = react.message_id AND m.created_at = react.message_created_at
+        CROSS JOIN LATERAL (
+            SELECT m.room_id FROM messages m
+            WHERE m.id = react.message_id AND m.created_at = react.message_created_at
+              AND m.room_id IS NOT NULL AND m.is_deleted = FALSE
+            OFFSET 0
+        ) m
         WHERE react.created_at >= NOW() - INTERVAL '24 hours'
-          AND m.room_id IS NOT NULL AND m.is_deleted = FALSE
         GROUP BY m.room_id
     ), fresh AS (
         SELECT r.id AS room_id, r.name, r.member_count,
                r.message_count AS total_messages,
-               COALESCE(recent.messages_24h, 0) AS messages_24h,
+               COALESCE(today.messages_24h, 0) AS messages_24h,
                COALESCE(recent.messages_7d, 0) AS messages_7d,
-               COALESCE(recent.active_users_24h, 0) AS active_users_24h,
+               COALESCE(today.active_users_24h, 0) AS active_users_24h,
                (SELECT m.created_at FROM messages m
                 WHERE m.room_id = r.id AND m.is_deleted = FALSE
                 ORDER BY m.created_at DESC LIMIT 1) AS last_message_at,
                COALESCE(reacting.reactions_24h, 0) AS reactions_24h
         FROM rooms r
         LEFT JOIN recent ON recent.room_id = r.id
+        LEFT JOIN today ON today.room_id = r.id
         LEFT JOIN reacting ON reacting.room_id = r.id
         WHERE r.is_archived = FALSE
     ), written AS (
