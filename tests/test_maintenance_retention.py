@@ -199,3 +199,31 @@ def test_audit_logs_older_than_the_retention_go_by_whole_partitions(mdb):
     assert scalar(db, "SELECT to_regclass(%s)",
                   (f"audit_logs_y{old_month.year:04d}m{old_month.month:02d}",)) is None
     assert scalar(db, "SELECT count(*) FROM audit_logs WHERE event_type = 'x'") == 1
+
+
+def test_a_partition_drop_killed_after_the_detach_is_finished_by_the_next_run(mdb):
+    from worker import app
+    from worker.maintenance import partitions, retention
+    from worker.maintenance.run import Run
+
+    db = mdb
+    alice = make_user(db, "alice")
+    room = make_room(db, alice, "short", message_retention_days=30)
+    old_month = month_start(5)
+    name = f"messages_y{old_month.year:04d}m{old_month.month:02d}"
+    old = post(db, alice, room, created_at=f"{old_month.isoformat()} 12:00:00+00")
+    react(db, old, alice)
+    young = post_aged(db, alice, room, 1)
+    # The run that "dies": references dealt with, partition detached, no drop.
+    app.loader.import_default_modules()
+    run = Run(app.tasks[PURGE], PURGE, 0, False)
+    retention.unlink_partition(run, partitions.Partition(name, old_month))
+    partitions.detach_concurrently("messages", partitions.Partition(name, old_month))
+    assert scalar(db, "SELECT message_count FROM rooms WHERE id = %s", (room,)) == 2
+
+    run_task(PURGE)
+
+    assert scalar(db, "SELECT to_regclass(%s)", (name,)) is None
+    assert live_ids(db) == {young[0]}
+    assert archived_ids(db) == {old[0]}
+    assert counter_mismatches(db) == []
