@@ -69,9 +69,12 @@ def purge(run: Run) -> None:
     """The whole purge_retention task: whole partitions where every room's
     retention covers them, then per-room batches, then the archive's and
     the audit log's own retention."""
-    drop_covered_message_partitions(run)
+    dropping = drop_covered_message_partitions(run)
+    # A dry run deleted nothing: the rows of the months it would drop whole
+    # are still there, and were counted already.
+    already_counted = [p.name for p in dropping] if run.dry_run else []
     for room_id, cutoff in rooms_with_retention():
-        purge_room(run, room_id, cutoff)
+        purge_room(run, room_id, cutoff, already_counted)
     purge_archive(run)
     partitions.drop_old_audit_partitions(run)
 
@@ -84,14 +87,15 @@ def rooms_with_retention() -> list[tuple[int, datetime]]:
         ))]
 
 
-def purge_room(run: Run, room_id: int, cutoff: datetime) -> None:
+def purge_room(run: Run, room_id: int, cutoff: datetime,
+               skip_partitions: list[str] | tuple[str, ...] = ()) -> None:
     """Archive and delete the room's messages older than `cutoff`, oldest
     first, one batch per transaction. The cut-off is fixed for the run, so
     the end state does not depend on how long the run took."""
     after: tuple[datetime, int] | None = None
     for size in run.batches():
         with session_scope() as session:
-            batch = next_room_batch(session, room_id, cutoff, after, size)
+            batch = next_room_batch(session, room_id, cutoff, after, size, skip_partitions)
             if not batch:
                 return
             after = (batch[-1][1], batch[-1][0])
@@ -102,14 +106,16 @@ def purge_room(run: Run, room_id: int, cutoff: datetime) -> None:
 
 
 def next_room_batch(session: Session, room_id: int, cutoff: datetime,
-                    after: tuple[datetime, int] | None, size: int) -> Batch:
+                    after: tuple[datetime, int] | None, size: int,
+                    skip_partitions: list[str]) -> Batch:
     return [tuple(row) for row in session.execute(text(
         "SELECT id, created_at FROM messages"
         " WHERE room_id = :room AND created_at < :cutoff"
         " AND (CAST(:after_ts AS timestamptz) IS NULL OR (created_at, id) > (:after_ts, :after_id))"
+        " AND NOT (tableoid::regclass::text = ANY(CAST(:skip AS text[])))"
         " ORDER BY created_at, id LIMIT :size"
     ), {"room": room_id, "cutoff": cutoff, "after_ts": after and after[0],
-        "after_id": after and after[1], "size": size})]
+        "after_id": after and after[1], "size": size, "skip": list(skip_partitions)})]
 
 
 def with_old_replies(session: Session, batch: Batch, cutoff: datetime) -> Batch:
@@ -129,8 +135,10 @@ def with_old_replies(session: Session, batch: Batch, cutoff: datetime) -> Batch:
 def count_batch(run: Run, session: Session, batch: Batch, cutoff: datetime) -> None:
     counts = session.execute(text(
         f"WITH {BATCH} SELECT"
-        " (SELECT count(*) FROM reactions r JOIN d ON r.message_id = d.id AND r.message_created_at = d.created_at),"
-        " (SELECT count(*) FROM files f JOIN d ON f.message_id = d.id AND f.message_created_at = d.created_at),"
+        " (SELECT count(*) FROM reactions r"
+        "  JOIN d ON r.message_id = d.id AND r.message_created_at = d.created_at),"
+        " (SELECT count(*) FROM files f"
+        "  JOIN d ON f.message_id = d.id AND f.message_created_at = d.created_at),"
         " (SELECT count(*) FROM messages c JOIN d ON c.parent_message_id = d.id"
         "  AND c.parent_created_at = d.created_at WHERE c.created_at >= :cutoff)"
     ), {**batch_params(batch), "cutoff": cutoff}).one()
@@ -190,7 +198,7 @@ def archive_rows(session: Session, params: dict[str, Any]) -> dict[str, int]:
 
 # ------------------------------------------------------ whole partitions
 
-def drop_covered_message_partitions(run: Run) -> None:
+def drop_covered_message_partitions(run: Run) -> list[partitions.Partition]:
     """Drop past monthly partitions of messages in which no message would
     survive retention (every room it holds has a retention that covers the
     month, and it holds no direct messages, which are kept forever).
@@ -200,19 +208,20 @@ def drop_covered_message_partitions(run: Run) -> None:
     archived, reactions, mentions and file rows deleted, replies detached
     (their links kept for a restore). Then the partition is detached
     concurrently and dropped, with the counters fixed in the DROP's
-    transaction because triggers do not fire on DROP."""
+    transaction because triggers do not fire on DROP. Returns the
+    partitions dropped (or, in a dry run, that would be)."""
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
         for partition in partitions.leftovers(conn, "messages"):
             finish_message_partition_drop(run, partition)
         candidates = [p for p in partitions.attached(conn, "messages")
                       if p.end <= partitions.this_month()]
-    for partition in candidates:
-        if not covered_by_retention(partition.name):
-            continue
+    dropping = [p for p in candidates if covered_by_retention(p.name)]
+    for partition in dropping:
         run.add(message_partitions_dropped=1)
         unlink_partition(run, partition)
         if not run.dry_run:
             finish_message_partition_drop(run, partition)
+    return dropping
 
 
 def covered_by_retention(name: str) -> bool:
@@ -351,8 +360,10 @@ def restore_batch(session: Session, batch: Batch) -> dict[str, int]:
         f"WITH {BATCH} INSERT INTO messages ({columns(MESSAGE_COLUMNS)})"
         f" SELECT {select} FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
         " CROSS JOIN LATERAL (SELECT a.parent_message_id IS NOT NULL AND ("
-        "  EXISTS (SELECT 1 FROM messages x WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
-        "  OR EXISTS (SELECT 1 FROM d y WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
+        "  EXISTS (SELECT 1 FROM messages x"
+        "   WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
+        "  OR EXISTS (SELECT 1 FROM d y"
+        "   WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
         " ) AS ok) p"
         " ORDER BY a.created_at, a.id ON CONFLICT DO NOTHING"
     ), params).rowcount
