@@ -229,3 +229,24 @@ def test_a_partition_drop_killed_after_the_detach_is_finished_by_the_next_run(md
     assert live_ids(db) == {young[0]}
     assert archived_ids(db) == {old[0]}
     assert counter_mismatches(db) == []
+
+
+def test_a_reply_restored_before_its_parent_is_re_attached_when_the_parent_comes_back(mdb):
+    from worker.maintenance.retention import restore
+
+    db = mdb
+    alice = make_user(db, "alice")
+    room = make_room(db, alice, "short", message_retention_days=10)
+    root = post_aged(db, alice, room, 20)
+    reply = post_aged(db, alice, room, 15, parent=root)
+    run_task(PURGE)
+    db.execute("UPDATE rooms SET message_retention_days = 0 WHERE id = %s", (room,))
+
+    restore(room, reply[1], reply[1] + timedelta(seconds=1))
+    assert scalar(db, "SELECT parent_message_id FROM messages WHERE id = %s", (reply[0],)) is None
+    restore(room, root[1], root[1] + timedelta(seconds=1))
+
+    assert scalar(db, "SELECT parent_message_id FROM messages WHERE id = %s", (reply[0],)) == root[0]
+    assert scalar(db, "SELECT thread_count FROM messages WHERE id = %s", (root[0],)) == 1
+    assert scalar(db, "SELECT count(*) FROM archived_reply_links") == 0
+    assert counter_mismatches(db) == []

@@ -356,6 +356,20 @@ def restore_batch(session: Session, batch: Batch) -> dict[str, int]:
         "parent_created_at": "CASE WHEN p.ok THEN a.parent_created_at END",
     }
     select = ", ".join(restored_columns.get(name, f"a.{name}") for name in MESSAGE_COLUMNS)
+    # A reply whose parent is still archived comes back top-level; its link
+    # is kept so that restoring the parent later re-attaches it.
+    session.execute(text(
+        f"WITH {BATCH} INSERT INTO archived_reply_links"
+        " (message_id, message_created_at, parent_message_id, parent_created_at)"
+        " SELECT a.id, a.created_at, a.parent_message_id, a.parent_created_at"
+        " FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
+        " WHERE a.parent_message_id IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM messages x"
+        "  WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
+        " AND NOT EXISTS (SELECT 1 FROM d y"
+        "  WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
+        " ON CONFLICT DO NOTHING"
+    ), params)
     messages = session.execute(text(
         f"WITH {BATCH} INSERT INTO messages ({columns(MESSAGE_COLUMNS)})"
         f" SELECT {select} FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
