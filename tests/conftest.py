@@ -160,13 +160,18 @@ def start_relay() -> ManagedProcess:
 
 @pytest.fixture(scope="session")
 def celery_worker(database_url, redis_client):
-    proc = start_worker()
+    """A worker on the `default` queue only (heartbeat, message tasks).
+    Tests of files and maintenance start their own workers, with their own
+    settings, so that this one never takes their tasks."""
+    proc = start_worker(queues="default")
     yield proc
     proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def relay(database_url, redis_client):
+    """Per test: a session-long relay would publish what later tests put in
+    the outbox without wanting it run."""
     proc = start_relay()
     yield proc
     proc.stop()

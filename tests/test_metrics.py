@@ -56,15 +56,17 @@ def test_exporter_reports_queues_outbox_heartbeat_and_task_outcomes(db, celery_w
     ).start()
     try:
         wait_for(lambda: _answers(port), what="exporter to listen")
-        with session_scope() as session:
-            for _ in range(3):
+
+        def heartbeat_counted() -> bool:
+            # The exporter joins the event stream a moment after it listens:
+            # keep sending heartbeats until three are counted.
+            with session_scope() as session:
                 enqueue(session, "system.heartbeat")
-        done = wait_for(
-            lambda: (sample(scrape(port), "veza_task_runs_total",
-                            task="system.heartbeat", outcome="succeeded") or 0) >= 3,
-            timeout=60, what="three heartbeats counted",
-        )
-        assert done
+            runs = sample(scrape(port), "veza_task_runs_total",
+                          task="system.heartbeat", outcome="succeeded")
+            return (runs or 0) >= 3
+
+        wait_for(heartbeat_counted, timeout=60, interval=0.5, what="three heartbeats counted")
         text = scrape(port)
         for queue in ("default", "files", "scan", "maintenance"):
             assert sample(text, "veza_queue_depth", queue=queue) is not None

@@ -48,6 +48,7 @@ def test_outbox_work_runs_on_a_real_worker(db, redis_client, celery_worker, rela
     from tasks.system import HEARTBEAT_KEY
     from worker.outbox import enqueue
 
+    redis_client.delete(HEARTBEAT_KEY)
     before = time.time()
     with session_scope() as session:
         task_id = enqueue(session, "system.heartbeat")
