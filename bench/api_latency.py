@@ -14,6 +14,7 @@ Ends with one JSON line of the figures.
 
     python3 bench/api_latency.py [--rate 200] [--seconds 15] [--clients 24] [--rooms 8]
                                  [--api-workers 2] [--worker-concurrency 4]
+                                 [--worker-pool prefork|threads]
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def cpu_usage(roots: dict[str, int]) -> dict[str, float]:
 class Stack:
     """The API server, relay and worker, as child processes."""
 
-    def __init__(self, port: int, api_workers: int, worker_concurrency: int) -> None:
+    def __init__(self, port: int, api_workers: int, worker_concurrency: int,
+                 worker_pool: str) -> None:
         env = {**os.environ, "DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL,
                "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "8"}
         self.log = open(f"/tmp/veza-bench-{os.getpid()}.log", "ab")
@@ -107,7 +109,7 @@ class Stack:
              "--log-level", "warning", "api:create_app()"],
             [sys.executable, "-m", "worker.cli", "relay"],
             [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "default",
-             "-c", str(worker_concurrency),
+             "-c", str(worker_concurrency), "-P", worker_pool,
              "-n", f"bench-{os.getpid()}@%h", "--without-mingle", "--without-gossip",
              "-l", "WARNING"],
         ]
@@ -243,6 +245,8 @@ def main() -> None:
                         help="rooms the clients post into (1 = every post updates one hot row)")
     parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes")
     parser.add_argument("--worker-concurrency", type=int, default=4, help="Celery children")
+    parser.add_argument("--worker-pool", default="prefork", choices=("prefork", "threads"),
+                        help="Celery pool of the default-queue worker")
     args = parser.parse_args()
 
     admin(f'CREATE DATABASE "{BENCH_DB}"')
@@ -250,7 +254,7 @@ def main() -> None:
                    env={**os.environ, "DATABASE_URL": DATABASE_URL}, capture_output=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}/api/v1"
-    stack = Stack(port, args.api_workers, args.worker_concurrency)
+    stack = Stack(port, args.api_workers, args.worker_concurrency, args.worker_pool)
     try:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").ok, 60, "the API")
         rooms, tokens = setup_rooms(base, args.clients, args.rooms)
@@ -268,6 +272,7 @@ def main() -> None:
         "rate_per_s": args.rate, "seconds": args.seconds, "clients": args.clients,
         "rooms": args.rooms,
         "api_workers": args.api_workers, "worker_concurrency": args.worker_concurrency,
+        "worker_pool": args.worker_pool,
         "posts_ok": len(api_ms), "posts_failed": failures,
         "api_post_p50_ms": round(statistics.median(api_ms), 2),
         "api_post_p99_ms": round(percentile(api_ms, 99), 2),

@@ -9,7 +9,6 @@ commit.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -48,25 +47,16 @@ class VezaTask(Task):
     soft_time_limit, time_limit = limits.DEFAULT_TIME_LIMITS
 
     def __call__(self, *args, **kwargs):
-        task_id = self.request.id
+        # Outcome and run time are logged by Celery's tracer and counted from
+        # its events (worker/metrics.py); this adds only what Celery lacks.
         if self._delivered_too_often():
             log.error(
-                "task %s[%s] dropped: delivered more than %d times without finishing",
-                self.name, task_id, limits.MAX_DELIVERIES,
+                "task %s[%s] dropped: delivered %d times without finishing",
+                self.name, self.request.id, limits.MAX_DELIVERIES,
             )
             return None
         self._stamp_outbox_start()
-        started = time.monotonic()
-        outcome = "failed"
-        try:
-            result = super().__call__(*args, **kwargs)
-            outcome = "succeeded"
-            return result
-        finally:
-            log.info(
-                "task %s[%s] %s in %.3fs",
-                self.name, task_id, outcome, time.monotonic() - started,
-            )
+        return super().__call__(*args, **kwargs)
 
     def _stamp_outbox_start(self) -> None:
         """Record when an outbox task first started (commit-to-start latency).
@@ -95,20 +85,22 @@ class VezaTask(Task):
         return redis.Redis.from_url(settings.redis_url)
 
     def _delivered_too_often(self) -> bool:
-        """Count deliveries of this message (same task id and retry number).
+        """Count redeliveries of this message (same task id and retry number).
 
-        acks_late redelivers a task whose worker died; a task that kills its
-        worker every time would loop forever. Retries have their own bound
-        (max_retries), so each retry starts a fresh count.
+        acks_late hands back the task of a worker that died; a task that
+        kills its worker every time would loop forever. Kombu marks a message
+        it hands back as `redelivered`, so first deliveries cost nothing here.
+        Retries have their own bound (max_retries): each starts a fresh count.
         """
-        if self.request.called_directly or not self.request.id:
+        request = self.request
+        if request.called_directly or not (request.delivery_info or {}).get("redelivered"):
             return False
-        key = f"veza:deliveries:{self.request.id}:{self.request.retries}"
+        key = f"veza:redeliveries:{request.id}:{request.retries}"
         try:
             pipe = self._redis.pipeline()
             pipe.incr(key)
             pipe.expire(key, limits.VISIBILITY_TIMEOUT * 2)
-            count, _ = pipe.execute()
+            redeliveries, _ = pipe.execute()
         except redis.RedisError:
             return False  # the broker just delivered this; if Redis blinked, run it
-        return count > limits.MAX_DELIVERIES
+        return redeliveries + 1 >= limits.MAX_DELIVERIES

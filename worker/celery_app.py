@@ -58,9 +58,11 @@ app.conf.update(
         "system.*": {"queue": "default"},
         "messages.*": {"queue": "default"},
     },
-    # Flower builds its view from events.
+    # Flower and the exporter build their view from worker events. No
+    # "task-sent" event: it would double the relay's publishes, and Flower
+    # shows a task from the moment a worker receives it.
     worker_send_task_events=True,
-    task_send_sent_event=True,
+    task_send_sent_event=False,
     # A child that grew past this (a pathological image, say) is replaced
     # after its task instead of carrying the memory on.
     worker_max_memory_per_child=settings.worker_max_memory_kib,

@@ -21,8 +21,9 @@ def heartbeat_runs(worker_log: str, since: float) -> int:
         if not line.startswith("{"):
             continue
         record = json.loads(line)
-        if record.get("logger") == "worker.base" and "system.heartbeat" in record["message"] \
-                and "succeeded" in record["message"] and _epoch(record["time"]) >= since:
+        if record.get("logger") == "celery.app.trace" \
+                and record["message"].startswith("Task system.heartbeat[") \
+                and " succeeded in " in record["message"] and _epoch(record["time"]) >= since:
             runs += 1
     return runs
 
