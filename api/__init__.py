@@ -6,6 +6,7 @@ from flask import Flask
 
 from api.errors import register_error_handlers
 from worker.config import settings
+from worker.logs import configure_logging
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -18,6 +19,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.json.sort_keys = False
     if config:
         app.config.update(config)
+    if not app.testing:
+        configure_logging(settings.log_level)
 
     register_error_handlers(app)
 

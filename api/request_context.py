@@ -10,6 +10,8 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from worker.logs import request_id_var
+
 HEADER = "X-Request-ID"
 
 
@@ -37,6 +39,13 @@ def install(app: Flask) -> None:
             g.request_id = uuid.UUID(request.headers.get(HEADER, ""))
         except ValueError:
             g.request_id = uuid.uuid4()
+        # Every log line of this request carries the id (worker/logs.py).
+        g.log_token = request_id_var.set(str(g.request_id))
+
+    @app.teardown_request
+    def _unbind_request_id(_: BaseException | None) -> None:
+        if "log_token" in g:
+            request_id_var.reset(g.log_token)
 
     @app.after_request
     def _echo_request_id(response: Response) -> Response:

@@ -27,3 +27,27 @@ def test_the_request_id_travels_from_the_outbox_into_the_tasks_logs(db, celery_w
     lines = wait_for(task_lines, timeout=30, what="the task's log lines")
     assert all(r["request_id"] == str(request_id) for r in lines)
     assert {"time", "level", "logger", "message"} <= set(lines[0])
+
+
+def test_api_log_lines_carry_the_request_id(database_url, caplog):
+    import logging
+
+    from flask import current_app
+
+    from api import create_app
+    from worker.logs import ContextFilter
+
+    app = create_app({"TESTING": True})
+
+    @app.get("/_probe/log")
+    def log_something():
+        current_app.logger.info("handling the probe")
+        return {}
+
+    request_id = str(uuid.uuid4())
+    caplog.handler.addFilter(ContextFilter())
+    with caplog.at_level(logging.INFO):
+        response = app.test_client().get("/_probe/log", headers={"X-Request-ID": request_id})
+    assert response.headers["X-Request-ID"] == request_id
+    records = [r for r in caplog.records if r.getMessage() == "handling the probe"]
+    assert records and records[0].request_id == request_id
