@@ -57,6 +57,13 @@ def requeue_stale_files(run: Run) -> None:
     file_jobs.requeue_stale(run)
 
 
+@maintenance_task("maintenance.requeue_failed_files")
+def requeue_failed_files(run: Run) -> None:
+    """Failed files (not infected ones) through the pipeline again; run by
+    operators (`veza maintenance run requeue_failed_files`), not scheduled."""
+    file_jobs.requeue_failed(run)
+
+
 @maintenance_task("maintenance.rescan_files")
 def rescan_files(run: Run, signature_version: str | None = None) -> None:
     """Failed scans retried; recent files rescanned on new signatures."""

@@ -79,6 +79,34 @@ def give_up(session: Session, file_id: int, attempts: int) -> None:
     ), {"id": file_id, "reason": f"stuck after {attempts} attempts"})
 
 
+def requeue_failed(run: Run) -> None:
+    """Put every failed file through the pipeline again, infected ones
+    excepted: for after an outage or a fixed bug. The recorded failure is
+    cleared and the file goes back to pending, in the same transaction as its
+    outbox row, so the pipeline (which skips files that failed for good)
+    runs it from the start."""
+    batches = keyset_batches(run, (
+        "SELECT id FROM files"
+        " WHERE (processing_status = 'failed' OR virus_scan_status = 'failed')"
+        " AND virus_scan_status <> 'infected' AND id > :after ORDER BY id LIMIT :size"
+        " FOR UPDATE SKIP LOCKED"
+    ), initial=200)
+    for session, rows in batches:
+        ids = [row.id for row in rows]
+        run.add(failed_requeued=len(ids))
+        if run.dry_run:
+            continue
+        session.execute(text(
+            "UPDATE files SET processing_status = 'pending', is_processed = false,"
+            " virus_scan_status = CASE WHEN virus_scan_status = 'failed'"
+            "  THEN 'pending'::virus_scan_status ELSE virus_scan_status END,"
+            " metadata = metadata - 'failure_reason' - 'failed_step' - 'error'"
+            " WHERE id = ANY(:ids)"
+        ), {"ids": ids})
+        for file_id in ids:
+            outbox.enqueue(session, "files.process", file_id)
+
+
 def rescan(run: Run, signature_version: str | None = None) -> None:
     """Retry failed scans (bounded), and when clamd's signature version has
     changed since the last run, rescan the clean files of the last

@@ -96,6 +96,8 @@ class Run:
         if not force and now - self._last_progress < PROGRESS_INTERVAL_SECONDS:
             return
         self._last_progress = now
+        # Logged too: `veza maintenance run` shows progress on the terminal.
+        log.info("%s progress: %s", self.name, dict(self.counts))
         request = self.task.request
         if request.called_directly or not request.id:
             return

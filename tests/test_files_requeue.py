@@ -1,0 +1,37 @@
+"""The operator's re-queue of failed files (maintenance.requeue_failed_files)."""
+
+from __future__ import annotations
+
+from tests.clamav import EICAR
+from tests.maintenance_helpers import run_task
+from tests.uploads import encoded, gradient, make_user, row, upload
+
+
+def test_failed_files_go_through_again_and_infected_ones_stay_put(db, clamd_server):
+    from worker import file_steps
+
+    user = make_user(db)
+    picture = upload(db, user, encoded(gradient(64, 48), "PNG"), "p.png", "image/png")
+    virus = upload(db, user, EICAR, "virus.txt", "text/plain")
+    for file_id in (picture, virus):
+        file_steps.hash_upload(file_id)
+        file_steps.sniff(file_id)
+    # clamd was down through every retry of the picture's scan.
+    file_steps.scan_unavailable(picture, "clamd unreachable", final=True)
+    file_steps.run_all(virus)
+    assert (row(db, picture)["processing_status"], row(db, picture)["virus_scan_status"]) == ("failed", "failed")
+    assert row(db, virus)["virus_scan_status"] == "infected"
+
+    dry = run_task("maintenance.requeue_failed_files", dry_run=True)
+    assert dry["counts"] == {"failed_requeued": 1}
+    assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+
+    run_task("maintenance.requeue_failed_files")
+    owed = db.execute("SELECT task_name, args FROM outbox").fetchall()
+    assert owed == [("files.process", [picture])]
+    assert row(db, picture)["virus_scan_status"] == "pending"
+
+    file_steps.run_all(picture)  # what the owed task does, with clamd back
+    done = row(db, picture)
+    assert (done["processing_status"], done["virus_scan_status"]) == ("completed", "clean")
+    assert row(db, virus)["virus_scan_status"] == "infected"
