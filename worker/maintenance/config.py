@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+from worker.config import env_int
 
 
 @dataclass(frozen=True)
 class MaintenanceSettings:
     # Archived messages stay restorable this long after they were archived.
-    archive_retention_days: int = field(default_factory=lambda: _int("ARCHIVE_RETENTION_DAYS", 30))
-    audit_retention_months: int = field(default_factory=lambda: _int("AUDIT_RETENTION_MONTHS", 12))
-    partition_months_ahead: int = field(default_factory=lambda: _int("PARTITION_MONTHS_AHEAD", 3))
+    archive_retention_days: int = field(default_factory=lambda: env_int("ARCHIVE_RETENTION_DAYS", 30))
+    audit_retention_months: int = field(default_factory=lambda: env_int("AUDIT_RETENTION_MONTHS", 12))
+    partition_months_ahead: int = field(default_factory=lambda: env_int("PARTITION_MONTHS_AHEAD", 3))
     # A blob or upload on disk with no row is removed only once this old:
     # the row of an upload in flight may not be committed yet.
-    orphan_grace_seconds: int = field(default_factory=lambda: _int("ORPHAN_GRACE_SECONDS", 3600))
+    orphan_grace_seconds: int = field(default_factory=lambda: env_int("ORPHAN_GRACE_SECONDS", 3600))
     session_delete_grace_days: int = field(
-        default_factory=lambda: _int("SESSION_DELETE_GRACE_DAYS", 7)
+        default_factory=lambda: env_int("SESSION_DELETE_GRACE_DAYS", 7)
     )
-    stale_file_minutes: int = field(default_factory=lambda: _int("STALE_FILE_MINUTES", 30))
-    max_file_attempts: int = field(default_factory=lambda: _int("MAX_FILE_ATTEMPTS", 3))
-    max_scan_retries: int = field(default_factory=lambda: _int("MAX_SCAN_RETRIES", 3))
-    rescan_days: int = field(default_factory=lambda: _int("RESCAN_DAYS", 7))
-    outbox_retention_days: int = field(default_factory=lambda: _int("OUTBOX_RETENTION_DAYS", 7))
+    stale_file_minutes: int = field(default_factory=lambda: env_int("STALE_FILE_MINUTES", 30))
+    max_file_attempts: int = field(default_factory=lambda: env_int("MAX_FILE_ATTEMPTS", 3))
+    max_scan_retries: int = field(default_factory=lambda: env_int("MAX_SCAN_RETRIES", 3))
+    rescan_days: int = field(default_factory=lambda: env_int("RESCAN_DAYS", 7))
+    outbox_retention_days: int = field(default_factory=lambda: env_int("OUTBOX_RETENTION_DAYS", 7))
 
 
 maintenance_settings = MaintenanceSettings()
