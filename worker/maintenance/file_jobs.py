@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 
-import clamd
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
 from db.models import MaintenanceRun
 from worker import outbox
-from worker.config import settings
+from worker.clamav import Scanner, ScanUnavailable
 from worker.maintenance.batched import keyset_batches
 from worker.maintenance.config import maintenance_settings
 from worker.maintenance.run import Run
@@ -167,10 +166,8 @@ def clamd_signature_version() -> str | None:
     ("ClamAV 1.0.7/27463/Mon Nov 25 ..."); None if clamd is unreachable
     (the failed-scan retries still ran)."""
     try:
-        client = (clamd.ClamdUnixSocket(settings.clamd_socket, timeout=10) if settings.clamd_socket
-                  else clamd.ClamdNetworkSocket(settings.clamd_host, settings.clamd_port, timeout=10))
-        reply = client.version()
-    except (clamd.ConnectionError, OSError) as exc:
+        reply = Scanner(timeout=10).version()
+    except ScanUnavailable as exc:
         log.warning("clamd unreachable (%s): signature version unknown", exc)
         return None
     parts = reply.split("/")
