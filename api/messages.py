@@ -338,13 +338,18 @@ def unread_count(session: Session, room_id: int):
 
 
 @operation(bp, "GET", "/rooms/<id:room_id>/stats",
-           summary="Statistics from room_stats (refreshed by maintenance)",
+           summary="Room statistics, as refreshed by maintenance.refresh_room_stats",
            responses={200: RoomStatsOut})
 def room_stats(session: Session, room_id: int):
+    # The rollup, not the seed's materialized view: the maintenance task keeps
+    # the rollup fresh (same numbers, cheaper refresh; docs/maintenance.md).
     room, _ = visible_room(session, room_id, g.user)
-    row = session.execute(text("SELECT * FROM room_stats WHERE room_id = :id"),
-                          {"id": room.id}).mappings().first()
-    if row is None:  # created or unarchived since the view's last refresh
+    row = session.execute(text(
+        "SELECT room_id, member_count, total_messages, messages_24h, messages_7d,"
+        " active_users_24h, last_message_at, reactions_24h"
+        " FROM room_stats_rollup WHERE room_id = :id"
+    ), {"id": room.id}).mappings().first()
+    if row is None:  # created or unarchived since the last refresh
         return RoomStatsOut(room_id=room.id, member_count=room.member_count, total_messages=0,
                             messages_24h=0, messages_7d=0, active_users_24h=0,
                             last_message_at=None, reactions_24h=0)
