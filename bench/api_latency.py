@@ -20,191 +20,38 @@ Ends with one JSON line of the figures.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-ADMIN_URL = os.environ.get("VEZA_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("VEZA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
-BENCH_DB = f"veza_bench_{os.getpid()}"
-DATABASE_URL = ADMIN_URL.rsplit("/", 1)[0] + "/" + BENCH_DB
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.stack import (  # noqa: E402
+    DATABASE_URL, Stack, celery_worker, cpu_usage, free_port, open_loop, percentile,
+    setup_rooms, throwaway_database, wait_until,
+)
+
 GOAL_P50_MS, GOAL_P99_MS = 10.0, 100.0
-PASSWORD = "bench password"
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def admin(sql: str) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def cpu_seconds_by_process() -> dict[int, tuple[int, float, str]]:
-    """pid -> (parent pid, user+system CPU seconds, command line), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks,
-                                  cmdline)
-    return table
-
-
-def cpu_usage(roots: dict[str, int]) -> dict[str, float]:
-    """CPU seconds used so far by each root process with its descendants,
-    and by the PostgreSQL backends serving the bench database."""
-    table = cpu_seconds_by_process()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-
-    def tree(pid: int) -> float:
-        return table.get(pid, (0, 0.0, ""))[1] + sum(tree(c) for c in children.get(pid, []))
-
-    usage = {name: tree(pid) for name, pid in roots.items()}
-    usage["postgres"] = sum(cpu for _, cpu, cmd in table.values() if BENCH_DB in cmd)
-    usage["client (this script)"] = tree(os.getpid()) - sum(usage[n] for n in roots)
-    return usage
-
-
-class Stack:
-    """The API server, relay and worker, as child processes."""
-
-    def __init__(self, port: int, api_workers: int, worker_concurrency: int,
-                 worker_pool: str) -> None:
-        env = {**os.environ, "DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL,
-               "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "8"}
-        self.log = open(f"/tmp/veza-bench-{os.getpid()}.log", "ab")
-        argvs = [
-            ["gunicorn", "-w", str(api_workers), "-k", "gthread", "--threads", "6",
-             "--keep-alive", "60", "-b", f"127.0.0.1:{port}",
-             "--log-level", "warning", "api:create_app()"],
-            [sys.executable, "-m", "worker.cli", "relay"],
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "default",
-             "-c", str(worker_concurrency), "-P", worker_pool,
-             "-n", f"bench-{os.getpid()}@%h", "--without-mingle", "--without-gossip",
-             "-l", "WARNING"],
-        ]
-        self.procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log,
-                                       stderr=subprocess.STDOUT) for argv in argvs]
-
-    def roots(self) -> dict[str, int]:
-        return dict(zip(("api", "relay", "worker"), (p.pid for p in self.procs)))
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.log.close()
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if value := predicate():
-                return value
-        except (requests.ConnectionError, psycopg.OperationalError):
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-def setup_rooms(base: str, clients: int, rooms: int) -> tuple[list[int], list[str]]:
-    """One user per client, `rooms` rooms; client i is a member of room
-    i % rooms and posts there. Returns the room ids and the users' tokens."""
-    tokens = []
-    for i in range(clients):
-        name = f"bench{i}"
-        requests.post(f"{base}/auth/register", json={
-            "username": name, "email": f"{name}@example.com", "password": PASSWORD})
-        login = requests.post(f"{base}/auth/login", json={"login": name, "password": PASSWORD})
-        tokens.append(login.json()["access_token"])
-    room_ids = [requests.post(f"{base}/rooms", json={"name": f"bench {r}"},
-                              headers={"Authorization": f"Bearer {tokens[r]}"}).json()["id"]
-                for r in range(rooms)]
-    for i, token in enumerate(tokens[rooms:], start=rooms):
-        requests.post(f"{base}/rooms/{room_ids[i % rooms]}/members", json={},
-                      headers={"Authorization": f"Bearer {token}"})
-    return room_ids, tokens
 
 
 def post_load(port: int, rooms: list[int], tokens: list[str], rate: float, seconds: float
               ) -> tuple[list[float], int]:
-    """Post at `rate` per second for `seconds`; each request's latency in ms.
-    http.client with one keep-alive connection per client thread: the
-    client should cost the shared CPUs as little as possible."""
-    local = threading.local()
-    latencies: list[float] = []
-    failures = 0
-    lock = threading.Lock()
-
-    def post(i: int) -> None:
-        nonlocal failures
-        if not hasattr(local, "conn"):
-            local.conn = http.client.HTTPConnection("127.0.0.1", port)
-        body = json.dumps({"content": f"load message {i} @bench1"})
+    """Post at `rate` per second for `seconds`, one client thread per user;
+    the latency in ms of each request that succeeded, and the failures."""
+    def post(conn, i: int) -> None:
         client = i % len(tokens)
-        headers = {"Authorization": f"Bearer {tokens[client]}",
-                   "Content-Type": "application/json"}
-        started = time.perf_counter()
-        try:
-            local.conn.request("POST", f"/api/v1/rooms/{rooms[client % len(rooms)]}/messages",
-                               body, headers)
-            response = local.conn.getresponse()
-            response.read()
-            ok = response.status == 201
-        except (OSError, http.client.HTTPException):
-            local.conn.close()  # counted as a failure; the next request reconnects
-            ok = False
-        elapsed = (time.perf_counter() - started) * 1000
-        with lock:
-            if ok:
-                latencies.append(elapsed)
-            else:
-                failures += 1
+        conn.request("POST", f"/api/v1/rooms/{rooms[client % len(rooms)]}/messages",
+                     json.dumps({"content": f"load message {i} @bench1"}),
+                     {"Authorization": f"Bearer {tokens[client]}",
+                      "Content-Type": "application/json"})
 
-    total = int(rate * seconds)
-    with ThreadPoolExecutor(max_workers=len(tokens)) as pool:
-        start = time.perf_counter()
-        for i in range(total):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            pool.submit(post, i)
-    return latencies, failures
+    replies = open_loop(port, rate, seconds, len(tokens), post)
+    latencies = [reply.ms for reply in replies if reply.status == 201]
+    return latencies, len(replies) - len(latencies)
 
 
 def bare_inserts(room: int, author: int, count: int) -> list[float]:
@@ -249,24 +96,23 @@ def main() -> None:
                         help="Celery pool of the default-queue worker")
     args = parser.parse_args()
 
-    admin(f'CREATE DATABASE "{BENCH_DB}"')
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
-                   env={**os.environ, "DATABASE_URL": DATABASE_URL}, capture_output=True)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/api/v1"
-    stack = Stack(port, args.api_workers, args.worker_concurrency, args.worker_pool)
-    try:
-        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").ok, 60, "the API")
-        rooms, tokens = setup_rooms(base, args.clients, args.rooms)
-        before = cpu_usage(stack.roots())
-        api_ms, failures = post_load(port, rooms, tokens, args.rate, args.seconds)
-        outbox_ms = outbox_latencies(len(api_ms))
-        after = cpu_usage(stack.roots())
-        task_ms = outbox_ms["start"]
-        insert_ms = bare_inserts(rooms[0], 1, 500)
-    finally:
-        stack.stop()
-        admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+    with throwaway_database():
+        port = free_port()
+        base = f"http://127.0.0.1:{port}/api/v1"
+        stack = Stack(port, args.api_workers, {"worker": celery_worker(
+            "default", "default", args.worker_concurrency, args.worker_pool)})
+        try:
+            wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").ok, 60,
+                       "the API")
+            rooms, tokens = setup_rooms(base, args.clients, args.rooms)
+            before = cpu_usage(stack.roots())
+            api_ms, failures = post_load(port, rooms, tokens, args.rate, args.seconds)
+            outbox_ms = outbox_latencies(len(api_ms))
+            after = cpu_usage(stack.roots())
+            task_ms = outbox_ms["start"]
+            insert_ms = bare_inserts(rooms[0], 1, 500)
+        finally:
+            stack.stop()
 
     figures = {
         "rate_per_s": args.rate, "seconds": args.seconds, "clients": args.clients,
