@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -122,8 +123,8 @@ def test_expiry_and_orphan_sweep_never_remove_referenced_or_young_content(mdb):
     db = mdb
     owner = make_user(db, "owner")
     hour = 3600
-    sha = {name: name[0] * 64 for name in ("kept", "archived", "orphan", "young",
-                                           "shared", "expired")}
+    sha = {name: hashlib.sha256(name.encode()).hexdigest()
+           for name in ("kept", "archived", "orphan", "young", "shared", "expired")}
     paths = {name: store(storage.blob_path(h), 2 * hour) for name, h in sha.items()}
     paths["young"] = store(storage.blob_path(sha["young"]), 60)
     orphan_thumb = store(storage.thumbnail_path(sha["orphan"]), 2 * hour)

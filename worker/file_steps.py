@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import magic
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
@@ -68,7 +68,7 @@ def _locked(file_id: int) -> Iterator[File | None]:
         yield session.get(File, file_id, with_for_update=True)
 
 
-def _lock_content(session: Session, sha256: str) -> None:
+def lock_content(session: Session, sha256: str) -> None:
     """Serialise everyone who creates, quarantines or deletes this content,
     until the transaction ends."""
     session.execute(select(func.pg_advisory_xact_lock(int(sha256[:15], 16))))
@@ -127,7 +127,7 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
         sha256 = hashlib.file_digest(content, "sha256").hexdigest()  # 256 KiB reads
 
     with session_scope() as session:
-        _lock_content(session, sha256)
+        lock_content(session, sha256)
         row = session.get(File, file_id, with_for_update=True)
         if row is None:
             return  # deleted while we hashed: nothing to store it for
@@ -228,7 +228,7 @@ def _record_verdict(
 ) -> None:
     with session_scope() as session:
         # Content lock before row locks, the order hash_upload takes them in.
-        _lock_content(session, sha256)
+        lock_content(session, sha256)
         file = session.get(File, file_id, with_for_update=True)
         if file is None or file.virus_scan_status is VirusScanStatus.infected or (
             file.virus_scan_status is VirusScanStatus.clean
@@ -363,13 +363,23 @@ def run_all(file_id: int, scanner: Scanner | None = None) -> None:
     finish(file_id)
 
 
+def content_referenced(session: Session, sha256: str) -> bool:
+    """A file row, live or archived (restorable), still holds this content."""
+    return bool(session.scalar(text(
+        "SELECT EXISTS (SELECT 1 FROM files WHERE file_hash = :h)"
+        " OR EXISTS (SELECT 1 FROM archived_files WHERE file_hash = :h)"
+    ), {"h": sha256}))
+
+
 def delete_content_if_unreferenced(sha256: str) -> bool:
     """Remove a hash's blob, quarantined copy and thumbnail, but only when no
-    row references the hash any more. Returns whether it removed them."""
+    row references the hash any more. Checked under the content lock that
+    hashing takes before it points a row at the blob, so a new upload of the
+    same bytes cannot lose its content to a concurrent delete.
+    Returns whether it removed them."""
     with session_scope() as session:
-        _lock_content(session, sha256)
-        referenced = session.scalar(select(func.count()).where(File.file_hash == sha256))
-        if referenced:
+        lock_content(session, sha256)
+        if content_referenced(session, sha256):
             return False
         storage.remove_content(sha256)
         return True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from db.engine import session_scope
+from worker.file_steps import delete_content_if_unreferenced
 from worker.maintenance.batched import keyset_batches
 from worker.maintenance.config import maintenance_settings
 from worker.maintenance.run import Run
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_CHUNK = 500
 SWEPT_DIRECTORIES = ("blobs", "thumbs", "uploads")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def purge_expired(run: Run) -> None:
@@ -104,9 +107,9 @@ def reference_key(relative: str) -> tuple[str, str] | None:
     ("uuid", uuid); None for a name we do not recognise (left alone)."""
     name = Path(relative).name
     top = relative.split("/", 1)[0]
-    if top == "blobs" and len(name) == 64:
+    if top == "blobs" and SHA256.fullmatch(name):
         return "hash", name
-    if top == "thumbs" and name.endswith(".webp") and len(name) == 69:
+    if top == "thumbs" and name.endswith(".webp") and SHA256.fullmatch(name[:-5]):
         return "hash", name[:-5]
     if top == "uploads":
         try:
@@ -134,9 +137,15 @@ def unreferenced(paths: list[str]) -> list[str]:
 
 
 def remove_unreferenced(paths: list[str]) -> int:
-    removed = 0
-    for path in unreferenced(paths):
-        if storage.absolute(path).exists():
+    """Remove what `unreferenced` finds; a hash's content goes through
+    file_steps.delete_content_if_unreferenced, which checks again under the
+    content lock (a new upload of the same bytes may have just claimed it).
+    Returns how many contents and uploads were removed."""
+    doomed = [(path, reference_key(path)) for path in unreferenced(paths)]
+    hashes = sorted({key[1] for _, key in doomed if key[0] == "hash"})
+    removed = sum(delete_content_if_unreferenced(sha256) for sha256 in hashes)
+    for path, key in doomed:
+        if key[0] == "uuid" and storage.absolute(path).exists():
             storage.remove(path)
             removed += 1
     return removed
