@@ -253,7 +253,8 @@ def test_without_clamd_the_scan_retries_then_fails_and_never_passes(
     finally:
         clamd_server.start()
 
-    attempts = [r for r in caplog.records if "clamd VERSION failed" in r.getMessage()]
+    attempts = [r for r in caplog.records
+                if r.name == "worker.file_steps" and "clamd VERSION failed" in r.getMessage()]
     assert len(attempts) == scan.max_retries + 1
     file = row(db, file_id)
     assert file["virus_scan_status"] == "failed" and file["processing_status"] == "failed"
