@@ -22,7 +22,7 @@ def test_health_names_the_dependency_that_is_down(database_url):
     from api import create_app
 
     # A real Redis URL where nothing listens: the probe really fails.
-    app = create_app({"REDIS_URL": "redis://127.0.0.1:1/0"})
+    app = create_app({"REDIS_URL": "redis://127.0.0.1:1/0", "TESTING": True})
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.json["down"] == ["redis"]
@@ -47,7 +47,7 @@ def probe_app(database_url):
 
     from api import create_app
 
-    app = create_app({"MAX_CONTENT_LENGTH": 1024})
+    app = create_app({"MAX_CONTENT_LENGTH": 1024, "TESTING": True})
 
     @app.post("/_probe/json")
     def read_json():
