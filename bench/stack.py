@@ -176,6 +176,9 @@ def setup_rooms(base: str, clients: int, rooms: int) -> tuple[list[int], list[st
     return room_ids, tokens
 
 
+NOT_SENT = 0  # Reply.status of a request still waiting for a client thread at the cutoff
+
+
 class Reply(NamedTuple):
     index: int
     ms: float
@@ -183,16 +186,24 @@ class Reply(NamedTuple):
 
 
 def open_loop(port: int, rate: float, seconds: float, threads: int,
-              send: Callable[[http.client.HTTPConnection, int], None]) -> list[Reply]:
+              send: Callable[[http.client.HTTPConnection, int], None],
+              cutoff: float | None = None) -> list[Reply]:
     """Request i is due at start + i/rate whatever the earlier ones did.
     `send(conn, i)` issues request i on a keep-alive connection owned by
     the calling thread (http.client: the client should cost the shared CPUs
-    as little as possible); the reply is read and timed here."""
+    as little as possible); the reply is read and timed here. With a
+    cutoff, requests that no thread could start within `cutoff` seconds of
+    the start are not sent (status NOT_SENT): when the server serves fewer
+    than `rate`, the run still ends on time."""
     local = threading.local()
     replies: list[Reply] = []
     lock = threading.Lock()
 
     def request(i: int) -> None:
+        if cutoff is not None and time.perf_counter() - start > cutoff:
+            with lock:
+                replies.append(Reply(i, 0.0, NOT_SENT))
+            return
         if not hasattr(local, "conn"):
             local.conn = http.client.HTTPConnection("127.0.0.1", port)
         started = time.perf_counter()
