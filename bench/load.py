@@ -55,6 +55,7 @@ import statistics
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -286,10 +287,8 @@ def run(args) -> dict:
     upload_set = set(uploads)
     served = [r for r in replies if r.status in (201, 202)]
     not_sent = sum(reply.status == NOT_SENT for reply in replies)
-    errors: dict[str, int] = {}
-    for reply in replies:
-        if reply.status not in (201, 202, NOT_SENT):
-            errors[str(reply.status)] = errors.get(str(reply.status), 0) + 1
+    errors = Counter(str(reply.status) for reply in replies
+                     if reply.status not in (201, 202, NOT_SENT))
     at_load_end = next((d for t, d in reversed(sampler.samples) if t <= load_end),
                        sampler.samples[0][1])
     print_series(sampler.samples, load_end)
@@ -301,7 +300,7 @@ def run(args) -> dict:
         "file_concurrency": args.file_concurrency, "cpus": os.cpu_count(),
         "writes_offered": writes, "uploads_offered": len(uploads),
         "served": len(served), "not_sent_by_cutoff": not_sent,
-        "errors": sum(errors.values()), "errors_by_status": errors,
+        "errors": sum(errors.values()), "errors_by_status": dict(errors),
         "load_wall_seconds": round(load_end, 1),
         "served_rate_per_s": round(len(served) / load_end, 1),
         "api_message_ms": spread([r.ms for r in served if r.index not in upload_set]),
