@@ -98,3 +98,4 @@ def clamd_server() -> Clamd:
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(CLAMD_DIR, ignore_errors=True)

@@ -10,6 +10,7 @@ tasks. The environment is set here, before any project module reads it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,7 @@ def database_url() -> str:
 
     get_engine().dispose()
     _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+    shutil.rmtree(os.environ["STORAGE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture
