@@ -1,0 +1,46 @@
+"""Chaos: a task that takes its worker down on every delivery. acks_late
+hands it back each time; the base class drops it after MAX_DELIVERIES
+deliveries instead of letting it kill workers forever."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+from PIL import Image
+
+from tests.chaos.test_worker_kill import pool_children
+from tests.conftest import start_worker, wait_for
+from tests.uploads import encoded, make_user, upload
+
+
+def received(worker, task_id: str) -> int:
+    return len(re.findall(rf"files\.thumbnail\[{task_id}\] received", worker.output()))
+
+
+def test_a_task_that_kills_its_worker_every_time_is_dropped_after_the_bound(db, clamd_server):
+    from worker import app, file_steps, limits
+
+    user = make_user(db)
+    # A 48 MP PNG: its thumbnail takes about half a second, time to kill it.
+    file_id = upload(db, user, encoded(Image.new("RGB", (7000, 6800), (10, 200, 30)), "PNG"),
+                     "huge.png", "image/png")
+    for step in (file_steps.hash_upload, file_steps.sniff, file_steps.scan):
+        step(file_id)
+    worker = start_worker("poison", queues="files", concurrency=1)
+    try:
+        task_id = app.send_task("files.thumbnail", args=[file_id]).id
+        for delivery in range(1, limits.MAX_DELIVERIES):
+            wait_for(lambda: received(worker, task_id) >= delivery, timeout=30,
+                     what=f"delivery {delivery}")
+            time.sleep(0.15)  # inside the thumbnail
+            for child in pool_children(worker):
+                os.kill(child, signal.SIGKILL)
+        wait_for(lambda: "dropped: delivered" in worker.output(), timeout=60,
+                 what="the poison message to be dropped")
+        assert received(worker, task_id) == limits.MAX_DELIVERIES
+        assert worker.proc.poll() is None  # the worker itself lives on
+    finally:
+        worker.stop()
