@@ -297,7 +297,7 @@ def remove_reaction(session: Session, message_id: int, emoji: str):
     message, _ = reactable_message(session, message_id)
     reaction = session.scalar(select(Reaction).where(
         Reaction.message_id == message.id, Reaction.message_created_at == message.created_at,
-        Reaction.user_id == g.user.id, Reaction.emoji == emoji[:20],
+        Reaction.user_id == g.user.id, Reaction.emoji == emoji,
     ))
     if reaction is None:
         raise not_found("reaction")

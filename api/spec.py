@@ -106,6 +106,12 @@ def operation(
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def endpoint(**path_args: Any) -> Response:
+            if op.multipart:
+                # Receive the upload before any transaction opens: a slow
+                # client must not hold a pooled connection idle in a
+                # transaction (Werkzeug spools the body; the 413 for a
+                # declared length over the limit comes before any read).
+                request.files  # noqa: B018  (parsing is the side effect wanted)
             result = run_once_per_partition(lambda s: _call(view, op, s, path_args))
             return to_response(result, op)
 
