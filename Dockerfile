@@ -14,6 +14,10 @@ COPY tasks ./tasks
 COPY worker ./worker
 RUN pip install --no-cache-dir .
 
+# The storage volume mounts here; creating it owned by veza makes a fresh named
+# volume inherit that ownership, so uploads can write to it.
+RUN install -d -o veza -g veza /data/storage
+
 USER veza
 ENV STORAGE_DIR=/data/storage
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "api:create_app()"]

@@ -44,3 +44,11 @@ def test_workers_consume_the_queues_the_app_routes_to():
         command = services[name]["command"]
         consumed |= set(command[command.index("-Q") + 1].split(","))
     assert consumed == set(QUEUES)
+
+
+def test_image_creates_the_storage_directory_owned_by_the_app_user():
+    """A fresh named volume copies the ownership of the image's directory:
+    without it /data/storage is root-owned and every upload fails."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    creates = next(i for i, line in enumerate(lines) if "install -d -o veza -g veza /data/storage" in line)
+    assert creates < lines.index("USER veza")
