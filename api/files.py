@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
-from api.access import forbidden, member_of, not_found, visible_room
+from api.access import forbidden, member_of, not_found, visible_message, visible_room
 from api.errors import ApiError
 from api.messages import check_not_silenced
 from api.request_context import request_id
@@ -51,7 +51,8 @@ def original_filename(upload: FileStorage) -> str:
 def attached_message(session: Session, room: Room, raw_id: str | None) -> Message | None:
     if raw_id is None:
         return None
-    if not raw_id.isdigit() or not 1 <= int(raw_id) <= 2**31 - 1:
+    # isdigit() alone accepts digits such as '²' that int() refuses.
+    if not (raw_id.isascii() and raw_id.isdigit()) or not 1 <= int(raw_id) <= 2**31 - 1:
         raise ApiError(422, "validation_failed", "The form is not valid.",
                        {"message_id": "must be a message id"})
     message = session.scalar(select(Message).where(
@@ -117,7 +118,12 @@ def visible_file(session: Session, file_uuid: uuid.UUID, *, lock: bool = False) 
     row = session.scalar(query.with_for_update() if lock else query)
     if row is None:
         raise not_found("file")
-    if row.uploaded_by != g.user.id:
+    if row.message_id is not None:
+        # An attachment lives and dies with its message, for everyone:
+        # a message deleted by a moderator, past retention or in a room the
+        # caller may not see hides its files too (404).
+        visible_message(session, row.message_id, g.user)
+    elif row.uploaded_by != g.user.id:
         if row.room_id is None:
             raise not_found("file")
         visible_room(session, row.room_id, g.user)  # 404 when the room is hidden

@@ -154,3 +154,27 @@ def test_a_clean_files_thumbnail_is_served(api, db):
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "image/webp"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_an_attachment_is_hidden_with_its_message(api, db):
+    alice, bob = api.register(), api.register()
+    room = api.room(alice)
+    api.join(room, bob)
+    message = api.say(room, bob, "abusive")
+    file_uuid = upload(api, bob, room, b"abusive bytes", message_id=str(message["id"])).json["uuid"]
+    db.execute("UPDATE files SET virus_scan_status = 'clean', mime_type = 'text/plain'")
+    assert api.get(f"/files/{file_uuid}/content", alice).status_code == 200
+    assert api.delete(f"/messages/{message['id']}", alice).status_code == 204  # the owner moderates
+    for user in (alice, bob):
+        for part in ("", "/content"):
+            response = api.get(f"/files/{file_uuid}{part}", user)
+            assert response.status_code == 404
+            assert error_code(response) == "not_found"
+
+
+def test_a_non_ascii_digit_message_id_is_422(api):
+    alice = api.register()
+    room = api.room(alice)
+    response = upload(api, alice, room, b"x", message_id="²")
+    assert response.status_code == 422
+    assert response.json["error"]["fields"] == {"message_id": "must be a message id"}
