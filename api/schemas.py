@@ -9,10 +9,10 @@ models document the seed's JSON shapes; both feed GET /api/v1/openapi.json.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 USERNAME_PATTERN = r"^[a-zA-Z0-9_-]{3,50}$"
 # The database's own valid_email check, so that what passes here is stored.
@@ -33,6 +33,17 @@ def storable(value: str) -> str:
 def has_visible_text(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
+    return value
+
+
+# A mute lasts at most this long: any bound keeps muted_until readable
+# (a year-10000 instant is storable in PostgreSQL but not in Python).
+MAX_MUTE = timedelta(days=3653)
+
+
+def within_max_mute(value: datetime) -> datetime:
+    if value > datetime.now(timezone.utc) + MAX_MUTE:
+        raise ValueError("must be at most 10 years ahead")
     return value
 
 
@@ -108,7 +119,7 @@ class MemberPatch(Input):
     can_manage_members: bool | None = None
     is_muted: bool | None = None
     # With is_muted: the mute ends then; without, it lasts until lifted.
-    muted_until: datetime | None = None
+    muted_until: Annotated[AwareDatetime, AfterValidator(within_max_mute)] | None = None
 
 
 class MessageIn(Input):

@@ -3,7 +3,13 @@ invitations, max_members, kicks, roles, mutes, and their audit trail."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 from tests.api_helpers import api, app, error_code  # noqa: F401  (fixtures)
+
+
+def in_a_year() -> str:
+    return (datetime.now(timezone.utc) + timedelta(days=365)).isoformat()
 
 
 def audit_events(db, event_type: str) -> list[tuple]:
@@ -161,7 +167,7 @@ def test_a_muted_member_cannot_post_until_muted_until(api, db):
     api.join(room, bob)
     api.patch(f"/rooms/{room}/members/{mod.id}", owner, json={"role": "moderator"})
     response = api.patch(f"/rooms/{room}/members/{bob.id}", mod,
-                         json={"is_muted": True, "muted_until": "2999-01-01T00:00:00Z"})
+                         json={"is_muted": True, "muted_until": in_a_year()})
     assert response.status_code == 200 and response.json["is_muted"]
     assert api.post(f"/rooms/{room}/messages", bob, json={"content": "hi"}).status_code == 403
     assert len(audit_events(db, "member_muted")) == 1
@@ -195,3 +201,16 @@ def test_max_members_holds_under_concurrent_joins(app, api):
         statuses = sorted(r.status_code for r in pool.map(join, joiners))
     assert statuses == [201, 201, 409, 409, 409, 409]
     assert api.get(f"/rooms/{room}", owner).json["member_count"] == 3
+
+
+def test_muted_until_must_be_aware_and_at_most_ten_years_ahead(api):
+    owner, bob = api.register(), api.register()
+    room = api.room(owner)
+    api.join(room, bob)
+    for until in ("9999-12-31T23:59:59-01:00", in_a_year()[:19]):  # the latter without zone
+        response = api.patch(f"/rooms/{room}/members/{bob.id}", owner,
+                             json={"is_muted": True, "muted_until": until})
+        assert response.status_code == 422
+        assert "muted_until" in response.json["error"]["fields"]
+    # Nothing was stored that would break the member's later requests.
+    assert api.post(f"/rooms/{room}/messages", bob, json={"content": "hi"}).status_code == 201
