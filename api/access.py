@@ -38,6 +38,14 @@ def rank(room: Room, member: RoomMember | None) -> int:
     return RANK[member.role]
 
 
+def managing_rank(room: Room, member: RoomMember | None) -> int:
+    """The rank a member acts with when muting or kicking: can_manage_members
+    lets a plain member do so as a moderator would (so on plain members only)."""
+    if member is not None and member.can_manage_members:
+        return max(rank(room, member), MODERATOR_RANK)
+    return rank(room, member)
+
+
 def membership(session: Session, room_id: int, user_id: int, *, lock: bool = False
                ) -> RoomMember | None:
     query = select(RoomMember).where(RoomMember.room_id == room_id, RoomMember.user_id == user_id)

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from api import audit
 from api.access import (
-    ADMIN_RANK, MODERATOR_RANK, RANK, forbidden, member_of, membership, not_found, rank,
-    visible_room,
+    ADMIN_RANK, MODERATOR_RANK, RANK, forbidden, managing_rank, member_of, membership, not_found,
+    rank, visible_room,
 )
 from api.errors import ApiError
 from api.schemas import MemberAdd, MemberOut, MemberPatch, RoomCreate, RoomOut, RoomPatch, UserRef
@@ -142,8 +142,8 @@ def remove_member(session: Session, room_id: int, user_id: int):
     if user_id == room.owner_id:
         raise ApiError(409, "owner_cannot_leave", "The owner cannot leave or be removed.")
     if user_id != g.user.id:
-        may_kick = rank(room, me) >= MODERATOR_RANK or me.can_manage_members
-        if not may_kick or rank(room, me) <= rank(room, target):
+        acting_rank = managing_rank(room, me)
+        if acting_rank < MODERATOR_RANK or acting_rank <= rank(room, target):
             raise forbidden("You may not remove this member.")
         audit.record(session, "member_kicked", {"user_id": user_id}, user_id=g.user.id,
                      room_id=room.id, resource=("user", user_id), severity=AuditSeverity.warning)
@@ -177,19 +177,19 @@ def update_member(session: Session, room_id: int, user_id: int, body: MemberPatc
 def check_member_change(room: Room, me: RoomMember, target: RoomMember,
                         changes: dict[str, Any]) -> None:
     """Roles and permissions are for the owner and admins, mutes also for
-    moderators; nobody acts on an equal or higher rank, or grants a rank
-    equal to their own."""
-    my_rank = rank(room, me)
-    if my_rank <= rank(room, target):
+    moderators and can_manage_members; nobody acts on an equal or higher
+    rank, or grants a rank equal to their own."""
+    acting_rank = managing_rank(room, me)
+    if acting_rank <= rank(room, target):
         raise forbidden("You may not change a member of equal or higher rank.")
     if {"role", "can_invite", "can_manage_messages", "can_manage_members"} & changes.keys():
+        my_rank = rank(room, me)
         if my_rank < ADMIN_RANK:
             raise forbidden("Only the owner or an admin may change roles and permissions.")
         role = changes.get("role")
         if role is not None and RANK[RoomMemberRole(role)] >= my_rank:
             raise forbidden("You may only grant a role below your own.")
-    if {"is_muted", "muted_until"} & changes.keys() and my_rank < MODERATOR_RANK \
-            and not me.can_manage_members:
+    if {"is_muted", "muted_until"} & changes.keys() and acting_rank < MODERATOR_RANK:
         raise forbidden("You may not mute members.")
 
 

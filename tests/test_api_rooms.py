@@ -214,3 +214,22 @@ def test_muted_until_must_be_aware_and_at_most_ten_years_ahead(api):
         assert "muted_until" in response.json["error"]["fields"]
     # Nothing was stored that would break the member's later requests.
     assert api.post(f"/rooms/{room}/messages", bob, json={"content": "hi"}).status_code == 201
+
+
+def test_can_manage_members_mutes_and_kicks_plain_members_only(api):
+    owner, manager, mod, bob, carol = (api.register() for _ in range(5))
+    room = api.room(owner)
+    for user in (manager, mod, bob, carol):
+        api.join(room, user)
+    api.patch(f"/rooms/{room}/members/{mod.id}", owner, json={"role": "moderator"})
+    assert api.patch(f"/rooms/{room}/members/{manager.id}", owner,
+                     json={"can_manage_members": True}).status_code == 200
+    muted = api.patch(f"/rooms/{room}/members/{bob.id}", manager, json={"is_muted": True})
+    assert muted.status_code == 200 and muted.json["is_muted"]
+    assert api.delete(f"/rooms/{room}/members/{carol.id}", manager).status_code == 204
+    # Never on an equal or higher rank, nor roles and permissions.
+    assert api.patch(f"/rooms/{room}/members/{mod.id}", manager, json={"is_muted": True}
+                     ).status_code == 403
+    assert api.delete(f"/rooms/{room}/members/{mod.id}", manager).status_code == 403
+    assert api.patch(f"/rooms/{room}/members/{bob.id}", manager, json={"can_invite": True}
+                     ).status_code == 403
