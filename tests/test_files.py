@@ -366,6 +366,48 @@ def test_a_clean_verdict_from_older_signatures_is_scanned_again(db, user):
     assert db.execute("SELECT severity FROM audit_logs").fetchall() == [("critical",)]
 
 
+def test_a_rescan_that_cannot_reach_clamd_is_retried_keeps_the_file_clean_and_is_asked_again(
+    db, user, clamd_server, caplog
+):
+    """The file was clean under older signatures; the rescan meets clamd
+    down. It retries like a first scan, the file stays clean (downloadable)
+    meanwhile, and the next maintenance rescan asks again, finding it."""
+    from tasks.files import scan
+    from tests.maintenance_helpers import run_task
+    from worker import file_steps
+
+    file_id = upload(db, user, EICAR, "missed.txt", "text/plain")
+    file_steps.hash_upload(file_id)
+    db.execute(
+        "UPDATE files SET virus_scan_status = 'clean', processing_status = 'completed',"
+        " is_processed = true,"
+        " metadata = metadata || '{\"clamd_version\": \"ClamAV 0.1/1/old\"}' WHERE id = %s",
+        (file_id,),
+    )
+
+    def owed_scans() -> int:
+        return db.execute("SELECT count(*) FROM outbox WHERE task_name = 'files.scan'"
+                          " AND args = %s::jsonb", (f"[{file_id}]",)).fetchone()[0]
+
+    run_task("maintenance.rescan_files")
+    assert owed_scans() == 1
+    clamd_server.stop()
+    try:
+        scan.apply(args=[file_id])  # what the owed task does, retries run at once
+    finally:
+        clamd_server.start()
+    attempts = [r for r in caplog.records
+                if r.name == "worker.file_steps" and "clamd VERSION failed" in r.getMessage()]
+    assert len(attempts) == scan.max_retries + 1
+    file = row(db, file_id)
+    assert (file["virus_scan_status"], file["processing_status"]) == ("clean", "completed")
+
+    run_task("maintenance.rescan_files")  # same clamd version as the last run
+    assert owed_scans() == 2
+    scan.apply(args=[file_id])
+    assert row(db, file_id)["virus_scan_status"] == "infected"
+
+
 def test_streaming_to_a_clamd_elsewhere_finds_a_virus_past_the_first_chunks(clamd_server, tmp_path):
     """INSTREAM over TCP, in 1 MiB chunks: a 3 MB archive whose infected
     member comes last arrives whole."""

@@ -208,25 +208,29 @@ def test_stale_files_are_requeued_a_bounded_number_of_times_then_failed(mdb):
     assert scalar(db, "SELECT count(*) FROM outbox") == 2 * maintenance_settings.max_file_attempts
 
 
-def test_rescan_retries_failed_scans_and_rescans_recent_files_on_new_signatures(mdb):
+def test_rescan_retries_failed_scans_and_rescans_files_not_scanned_under_the_current_signatures(mdb):
     db = mdb
     owner = make_user(db, "owner")
     file_row(db, owner, "a" * 64, "blobs/a")  # clean, recent
     file_row(db, owner, "b" * 64, "blobs/b")
+    db.execute("UPDATE files SET metadata = '{\"clamd_version\": \"27000\"}'"
+               " WHERE file_hash = %s", ("a" * 64,))
     db.execute("UPDATE files SET virus_scan_status = 'failed' WHERE file_hash = %s", ("b" * 64,))
+    clean_id = scalar(db, "SELECT id FROM files WHERE file_hash = %s", ("a" * 64,))
+    failed_id = scalar(db, "SELECT id FROM files WHERE file_hash = %s", ("b" * 64,))
 
     def scans() -> list[int]:
         return sorted(r[0][0] for r in db.execute(
             "SELECT args FROM outbox WHERE task_name = 'files.scan'"))
 
     run_task("maintenance.rescan_files", signature_version="27000")
-    failed_id = scalar(db, "SELECT id FROM files WHERE file_hash = %s", ("b" * 64,))
-    assert scans() == [failed_id]  # first version seen: nothing to compare with
-    run_task("maintenance.rescan_files", signature_version="27000")
-    assert len(scans()) == 2  # same version: only the failed one again
+    assert scans() == [failed_id]  # the clean one was scanned under 27000 already
     run_task("maintenance.rescan_files", signature_version="27001")
-    clean_id = scalar(db, "SELECT id FROM files WHERE file_hash = %s", ("a" * 64,))
-    assert scans().count(clean_id) == 1
+    assert scans() == sorted([failed_id, failed_id, clean_id])
+    # Its rescan did not happen (clamd was down through every retry): the
+    # row still says 27000, so the next run asks again.
+    run_task("maintenance.rescan_files", signature_version="27001")
+    assert scans().count(clean_id) == 2
 
 
 # --------------------------------------------------------------- schedule

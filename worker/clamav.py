@@ -88,8 +88,11 @@ class Scanner:
             self._clamd = _TcpClamd(host, port, timeout)
 
     def version(self) -> str:
-        """clamd's VERSION line: engine/signature-database version/date.
-        A verdict is valid for as long as this does not change."""
+        """The signature version: clamd's whole VERSION line, engine/
+        signature-database version/date. The one notion of it everywhere: a
+        verdict stores it (metadata.clamd_version), is reused and holds
+        while it is unchanged, and the rescan picks files whose stored one
+        differs from this."""
         try:
             return self._clamd.version()
         except (clamd.ClamdError, OSError) as exc:

@@ -165,9 +165,10 @@ def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = Non
     caller retries, then calls scan_unavailable(final=True).
 
     Infected is final. Clean holds for the signature version it was reached
-    under: a clean file is scanned again once clamd's version has changed
-    (the maintenance job's rescan), and stays clean, and downloadable, until
-    a new verdict says otherwise."""
+    under (clamd's whole VERSION line, Scanner.version): a clean file is
+    scanned again once clamd's version differs from its own (the
+    maintenance job's rescan), and stays clean, and downloadable, until a
+    new verdict says otherwise."""
     file = _load(file_id)
     if file is None or _failed_for_good(file) or file.file_hash is None:
         return
@@ -176,22 +177,18 @@ def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = Non
         step_log.info("scan: already infected, skipped")
         return
     scanner = scanner or Scanner()
-    if file.virus_scan_status is VirusScanStatus.clean:
-        try:
-            version = scanner.version()
-        except ScanUnavailable as exc:
-            step_log.info("scan: clean, and no newer signatures to check (%s)", exc)
-            return
-        if version == file.meta.get("clamd_version"):
-            step_log.info("scan: already clean under %s, skipped", version)
-            return
-    else:
+    if file.virus_scan_status is not VirusScanStatus.clean:
         with _locked(file_id) as row:
             if row is None or row.virus_scan_status in VERDICTS or _failed_for_good(row):
                 return  # deleted, or a concurrent run got a verdict since we looked
             _start_processing(row)
             row.virus_scan_status = VirusScanStatus.scanning
-        version = scanner.version()
+    # Raises ScanUnavailable for a rescan of a clean file too: the rescan is
+    # retried like any scan (the file stays clean meanwhile), never dropped.
+    version = scanner.version()
+    if file.virus_scan_status is VirusScanStatus.clean and version == file.meta.get("clamd_version"):
+        step_log.info("scan: already clean under %s, skipped", version)
+        return
 
     verdict = _earlier_verdict(file.file_hash, version)
     if verdict is None:
@@ -294,9 +291,17 @@ def _quarantine(
 def scan_unavailable(file_id: int, error: str, final: bool, task_id: str | None = None) -> None:
     """Record a scan attempt that got no verdict. Until the last attempt the
     status stays `scanning` with the error visible; after it, `failed`.
-    Never `clean`."""
+    Never `clean`. A rescan of a clean file leaves it clean: clamd being down
+    is no reason to withdraw a verdict, and the row still holds its older
+    clamd_version, so the maintenance job's next rescan asks again."""
     with _locked(file_id) as file:
-        if file is None or file.virus_scan_status in VERDICTS:
+        if file is None or file.virus_scan_status is VirusScanStatus.infected:
+            return
+        if file.virus_scan_status is VirusScanStatus.clean:
+            _log(file, task_id).warning(
+                "rescan: %s; stays clean under %s%s", error, file.meta.get("clamd_version"),
+                " (giving up until the next rescan)" if final else "",
+            )
             return
         file.virus_scan_result = error[:1000]
         if final:

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.engine import session_scope
-from db.models import MaintenanceRun
 from worker import outbox
 from worker.clamav import Scanner, ScanUnavailable
 from worker.maintenance.batched import keyset_batches
@@ -107,20 +105,20 @@ def requeue_failed(run: Run) -> None:
 
 
 def rescan(run: Run, signature_version: str | None = None) -> None:
-    """Retry failed scans (bounded), and when clamd's signature version has
-    changed since the last run, rescan the clean files of the last
-    RESCAN_DAYS days: new signatures may catch what the old ones missed."""
+    """Retry failed scans (bounded), and rescan the clean files of the last
+    RESCAN_DAYS days whose verdict was reached under another signature
+    version than clamd's current one: new signatures may catch what the old
+    ones missed. Chosen per row, so a file whose rescan did not happen
+    (clamd down through every retry) is picked again by the next run."""
     retry_failed_scans(run)
-    current = signature_version or clamd_signature_version()
+    current = signature_version or current_signature_version()
     if current is None:
         return
     run.counts["signature_version"] = current
-    previous = last_signature_version(run.name)
-    if previous is not None and previous != current:
-        log.info("clamd signatures changed %s -> %s: rescanning recent files", previous, current)
-        enqueue_scans(run, "rescanned",
-                      "virus_scan_status = 'clean' AND created_at >= now() - make_interval(days => :days)",
-                      {"days": maintenance_settings.rescan_days})
+    enqueue_scans(run, "rescanned",
+                  "virus_scan_status = 'clean' AND created_at >= now() - make_interval(days => :days)"
+                  " AND metadata->>'clamd_version' IS DISTINCT FROM :current",
+                  {"days": maintenance_settings.rescan_days, "current": current})
 
 
 def retry_failed_scans(run: Run) -> None:
@@ -149,26 +147,11 @@ def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None
             outbox.enqueue(session, "files.scan", file_id)
 
 
-def last_signature_version(task_name: str) -> str | None:
-    with session_scope() as session:
-        return session.scalars(
-            select(MaintenanceRun.counts["signature_version"].astext)
-            .where(MaintenanceRun.task_name == task_name, MaintenanceRun.status == "succeeded",
-                   MaintenanceRun.dry_run.is_(False),
-                   MaintenanceRun.counts.has_key("signature_version"))
-            .order_by(MaintenanceRun.started_at.desc())
-            .limit(1)
-        ).first()
-
-
-def clamd_signature_version() -> str | None:
-    """The signature database version from clamd's VERSION reply
-    ("ClamAV 1.0.7/27463/Mon Nov 25 ..."); None if clamd is unreachable
-    (the failed-scan retries still ran)."""
+def current_signature_version() -> str | None:
+    """clamd's signature version (Scanner.version); None if clamd is
+    unreachable (the failed-scan retries still ran)."""
     try:
-        reply = Scanner(timeout=10).version()
+        return Scanner(timeout=10).version()
     except ScanUnavailable as exc:
         log.warning("clamd unreachable (%s): signature version unknown", exc)
         return None
-    parts = reply.split("/")
-    return parts[1] if len(parts) > 1 else None
