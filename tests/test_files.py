@@ -345,9 +345,8 @@ def test_a_verdict_is_reused_for_the_same_content_only_under_the_same_signatures
     assert row(db, third)["metadata"]["clamd_version"].startswith("ClamAV 1.")
 
 
-def test_a_clean_verdict_from_older_signatures_is_scanned_again(db, user):
-    """What the maintenance job's rescan relies on: new signatures may
-    catch what the old ones missed."""
+def virus_missed_by_old_signatures(db, user) -> int:
+    """EICAR, completed as clean under a signature version clamd no longer has."""
     from worker import file_steps
 
     file_id = upload(db, user, EICAR, "missed.txt", "text/plain")
@@ -358,6 +357,13 @@ def test_a_clean_verdict_from_older_signatures_is_scanned_again(db, user):
         " metadata = metadata || '{\"clamd_version\": \"ClamAV 0.1/1/old\"}' WHERE id = %s",
         (file_id,),
     )
+    return file_id
+
+
+def test_a_clean_verdict_from_older_signatures_is_scanned_again(db, user):
+    """What the maintenance job's rescan relies on: new signatures may
+    catch what the old ones missed."""
+    file_id = virus_missed_by_old_signatures(db, user)
     process(file_id)
 
     file = row(db, file_id)
@@ -374,16 +380,8 @@ def test_a_rescan_that_cannot_reach_clamd_is_retried_keeps_the_file_clean_and_is
     meanwhile, and the next maintenance rescan asks again, finding it."""
     from tasks.files import scan
     from tests.maintenance_helpers import run_task
-    from worker import file_steps
 
-    file_id = upload(db, user, EICAR, "missed.txt", "text/plain")
-    file_steps.hash_upload(file_id)
-    db.execute(
-        "UPDATE files SET virus_scan_status = 'clean', processing_status = 'completed',"
-        " is_processed = true,"
-        " metadata = metadata || '{\"clamd_version\": \"ClamAV 0.1/1/old\"}' WHERE id = %s",
-        (file_id,),
-    )
+    file_id = virus_missed_by_old_signatures(db, user)
 
     def owed_scans() -> int:
         return db.execute("SELECT count(*) FROM outbox WHERE task_name = 'files.scan'"
