@@ -192,20 +192,29 @@ def test_stale_files_are_requeued_a_bounded_number_of_times_then_failed(mdb):
     file_row(db, owner, None, "uploads/a", status="processing")
     file_row(db, owner, None, "uploads/b", status="pending")
     db.execute("UPDATE files SET virus_scan_status = 'scanning' WHERE file_path = 'uploads/b'")
+    # Never picked up (its files.process was lost): pending since yesterday.
+    file_row(db, owner, None, "uploads/c", status="pending")
+    # Uploaded just now: not stuck yet.
+    file_row(db, owner, None, "uploads/d", status="pending")
+    db.execute("UPDATE files SET virus_scan_status = 'pending' WHERE file_path IN ('uploads/c', 'uploads/d')")
+    db.execute("UPDATE files SET created_at = now() WHERE file_path = 'uploads/d'")
     from worker.maintenance.config import maintenance_settings
 
     for attempt in range(maintenance_settings.max_file_attempts):
         run_task("maintenance.requeue_stale_files")
         # the file stays stuck: pretend the last requeue was long ago
-        db.execute("UPDATE files SET metadata = metadata || '{\"requeued_at\": \"2000-01-01T00:00:00Z\"}'")
+        db.execute("UPDATE files SET metadata = metadata || '{\"requeued_at\": \"2000-01-01T00:00:00Z\"}'"
+                   " WHERE file_path <> 'uploads/d'")
     assert sorted(db.execute("SELECT task_name, count(*) FROM outbox GROUP BY 1").fetchall()) == [
-        ("files.process", maintenance_settings.max_file_attempts),
+        ("files.process", 2 * maintenance_settings.max_file_attempts),
         ("files.scan", maintenance_settings.max_file_attempts),
     ]
     run_task("maintenance.requeue_stale_files")
     assert db.execute("SELECT processing_status::text, virus_scan_status::text FROM files"
-                      " ORDER BY file_path").fetchall() == [("failed", "clean"), ("pending", "failed")]
-    assert scalar(db, "SELECT count(*) FROM outbox") == 2 * maintenance_settings.max_file_attempts
+                      " ORDER BY file_path").fetchall() == [
+        ("failed", "clean"), ("failed", "failed"), ("failed", "pending"), ("pending", "pending"),
+    ]
+    assert scalar(db, "SELECT count(*) FROM outbox") == 3 * maintenance_settings.max_file_attempts
 
 
 def test_rescan_retries_failed_scans_and_rescans_files_not_scanned_under_the_current_signatures(mdb):

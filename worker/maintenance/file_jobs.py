@@ -8,9 +8,11 @@ Bookkeeping lives in the file row's metadata:
 - `requeue_attempts`, `requeued_at`: how often, and when last, a stuck
   file was enqueued again; after MAX_FILE_ATTEMPTS it is marked failed;
 - `scan_retries`: how often a failed scan was retried (MAX_SCAN_RETRIES).
-A file is "stuck" when it has been processing or scanning for longer than
-STALE_FILE_MINUTES since the latest of created_at, requeued_at and the
-pipeline's own `processing_started_at` stamp if it sets one.
+A file is "stuck" when it has been pending (its files.process never ran or
+was lost), processing or scanning for longer than STALE_FILE_MINUTES since
+the latest of created_at, requeued_at and the pipeline's own
+`processing_started_at` stamp if it sets one. A scanning file is owed
+files.scan again, any other files.process.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from worker.maintenance.run import Run
 log = logging.getLogger(__name__)
 
 STUCK = (
-    "(processing_status = 'processing' OR virus_scan_status = 'scanning')"
+    "(processing_status IN ('pending', 'processing') OR virus_scan_status = 'scanning')"
     " AND GREATEST(created_at, (metadata->>'requeued_at')::timestamptz,"
     "  (metadata->>'processing_started_at')::timestamptz)"
     " < now() - make_interval(mins => :minutes)"
@@ -38,7 +40,7 @@ STUCK = (
 
 def requeue_stale(run: Run) -> None:
     batches = keyset_batches(run, (
-        "SELECT id, processing_status::text AS processing,"
+        "SELECT id, virus_scan_status = 'scanning' AS scanning,"
         " COALESCE((metadata->>'requeue_attempts')::int, 0) AS attempts"
         f" FROM files WHERE {STUCK} AND id > :after ORDER BY id LIMIT :size"
         " FOR UPDATE SKIP LOCKED"
@@ -52,8 +54,7 @@ def requeue_stale(run: Run) -> None:
             else:
                 run.add(stale_requeued=1)
                 if not run.dry_run:
-                    requeue(session, row.id, "files.process" if row.processing == "processing"
-                            else "files.scan")
+                    requeue(session, row.id, "files.scan" if row.scanning else "files.process")
 
 
 def requeue(session: Session, file_id: int, task_name: str) -> None:
@@ -68,7 +69,7 @@ def requeue(session: Session, file_id: int, task_name: str) -> None:
 def give_up(session: Session, file_id: int, attempts: int) -> None:
     session.execute(text(
         "UPDATE files SET"
-        " processing_status = CASE WHEN processing_status = 'processing'"
+        " processing_status = CASE WHEN processing_status IN ('pending', 'processing')"
         "  THEN 'failed'::file_processing_status ELSE processing_status END,"
         " virus_scan_status = CASE WHEN virus_scan_status = 'scanning'"
         "  THEN 'failed'::virus_scan_status ELSE virus_scan_status END,"
@@ -97,7 +98,10 @@ def requeue_failed(run: Run) -> None:
             "UPDATE files SET processing_status = 'pending', is_processed = false,"
             " virus_scan_status = CASE WHEN virus_scan_status = 'failed'"
             "  THEN 'pending'::virus_scan_status ELSE virus_scan_status END,"
-            " metadata = metadata - 'failure_reason' - 'failed_step' - 'error'"
+            # requeued_at restarts the stuck-file clock (the file is pending
+            # again), and the stuck-file attempts start over.
+            " metadata = (metadata - 'failure_reason' - 'failed_step' - 'error' - 'requeue_attempts')"
+            "  || jsonb_build_object('requeued_at', now())"
             " WHERE id = ANY(:ids)"
         ), {"ids": ids})
         for file_id in ids:
