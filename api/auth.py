@@ -88,6 +88,9 @@ def find_session(session: Session, token: str, *, refresh: bool
     if found is None:
         return None
     row, user = found
+    # The lookup above is by the SHA-256 of a 256-bit random token, so its
+    # timing tells an attacker nothing usable; compare_digest is belt and
+    # braces should the lookup ever change (e.g. to a prefix match).
     if not hmac.compare_digest(row.token_hash, digest):
         return None
     is_refresh_row = row.access_token_jti is not None

@@ -158,6 +158,10 @@ def run_once_per_partition(work: Callable[[Session], Any]) -> Any:
     raise AssertionError("unreachable")
 
 
+# Unique constraints on users (idx_users_email_lower: emails in any case).
+ACCOUNT_CONSTRAINTS = {"users_username_key", "users_email_key", "idx_users_email_lower"}
+
+
 def raise_constraint_error(exc: sa_exc.IntegrityError) -> None:
     """The database is the last line of validation: a constraint the schema
     checks missed still answers 4xx, never 500 (the transaction is already
@@ -165,6 +169,9 @@ def raise_constraint_error(exc: sa_exc.IntegrityError) -> None:
     orig = exc.orig
     constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
     if isinstance(orig, pg_errors.UniqueViolation):
+        if constraint in ACCOUNT_CONSTRAINTS:  # a register that lost a race
+            raise ApiError(409, "account_exists",
+                           "That username or email is already registered.") from exc
         raise ApiError(409, "conflict", "This already exists.", {"constraint": constraint}) from exc
     raise ApiError(422, "constraint_violated", "A value breaks a rule of the data model.",
                    {"constraint": constraint}) from exc

@@ -126,6 +126,8 @@ class User(Base):
         Index("idx_users_active", "is_active", postgresql_where=text("is_active = true")),
         Index("idx_users_last_seen", "last_seen_at"),
         Index("idx_users_created_at", "created_at"),
+        # 0004: emails are unique whatever their case.
+        Index("idx_users_email_lower", text("lower(email)"), unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -196,6 +198,23 @@ class Room(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+class RoomMute(Base):
+    """A mute in force when its member left or was kicked (0004), applied
+    again when they rejoin the room."""
+
+    __tablename__ = "room_mutes"
+    __table_args__ = (Index("idx_room_mutes_user", "user_id"),)
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    muted_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
 
 
 class RoomMember(Base):
@@ -570,6 +589,12 @@ class UserSession(Base):
         ),
         Index("idx_user_sessions_expires_at", "expires_at"),
         Index("idx_user_sessions_last_activity", "last_activity_at"),
+        # 0004: refresh and logout close a session by its access token's jti.
+        Index(
+            "idx_user_sessions_access_token_jti",
+            "access_token_jti",
+            postgresql_where=text("access_token_jti IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))

@@ -165,3 +165,22 @@ def test_an_anonymous_caller_learns_nothing_about_validation(api):
     response = api.post("/rooms", json={"name": 5, "bogus": True})
     assert response.status_code == 401
     assert response.json["error"]["fields"] == {}
+
+
+def test_concurrent_registrations_of_one_email_in_different_cases_make_one_account(app, db):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.api_helpers import ApiClient
+
+    emails = ["dup@example.com", "Dup@example.com", "DUP@example.com", "dUp@EXAMPLE.com"]
+
+    def register(numbered):
+        number, email = numbered
+        return ApiClient(app.test_client()).post("/auth/register", json={
+            "username": f"racer{number}", "email": email, "password": PASSWORD})
+
+    with ThreadPoolExecutor(max_workers=len(emails)) as pool:
+        responses = list(pool.map(register, enumerate(emails)))
+    assert sorted(r.status_code for r in responses) == [201, 409, 409, 409]
+    assert {r.json["error"]["code"] for r in responses if r.status_code == 409} == {"account_exists"}
+    assert db.execute("SELECT count(*) FROM users").fetchone() == (1,)
