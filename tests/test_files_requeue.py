@@ -35,3 +35,27 @@ def test_failed_files_go_through_again_and_infected_ones_stay_put(db, clamd_serv
     done = row(db, picture)
     assert (done["processing_status"], done["virus_scan_status"]) == ("completed", "clean")
     assert row(db, virus)["virus_scan_status"] == "infected"
+
+
+def test_a_file_whose_content_was_lost_fails_again_when_requeued_never_completes(db, clamd_server):
+    from worker import file_steps
+    from worker.storage import storage
+
+    user = make_user(db)
+    file_id = upload(db, user, b"minutes of the meeting", "minutes.txt", "text/plain")
+    file_steps.run_all(file_id)
+    assert row(db, file_id)["processing_status"] == "completed"
+    storage.remove(row(db, file_id)["file_path"])  # the disk lost it
+    db.execute("UPDATE files SET created_at = now() - interval '1 day' WHERE id = %s", (file_id,))
+
+    run_task("maintenance.purge_expired_files")
+    lost = row(db, file_id)
+    assert lost["processing_status"] == "failed"
+    assert lost["metadata"]["failed_step"] == "storage"
+    assert "missing" in lost["metadata"]["failure_reason"]
+
+    run_task("maintenance.requeue_failed_files")
+    file_steps.run_all(file_id)  # what the owed files.process does
+    again = row(db, file_id)
+    assert again["processing_status"] == "failed"
+    assert "missing" in again["metadata"]["failure_reason"]

@@ -147,7 +147,7 @@ def test_expiry_and_orphan_sweep_never_remove_referenced_or_young_content(mdb):
     assert kept_thumb.exists()
     assert scalar(db, "SELECT count(*) FROM files WHERE file_hash = %s", (sha["shared"],)) == 1
     assert scalar(db, "SELECT count(*) FROM files WHERE file_hash = %s", (sha["expired"],)) == 0
-    failed = db.execute("SELECT processing_status, metadata->>'error' FROM files"
+    failed = db.execute("SELECT processing_status, metadata->>'failure_reason' FROM files"
                         " WHERE file_hash = %s", ("9" * 64,)).fetchone()
     assert failed[0] == "failed" and "missing" in failed[1]
     assert result["counts"]["blobs_missing"] == 1
@@ -214,6 +214,9 @@ def test_stale_files_are_requeued_a_bounded_number_of_times_then_failed(mdb):
                       " ORDER BY file_path").fetchall() == [
         ("failed", "clean"), ("failed", "failed"), ("failed", "pending"), ("pending", "pending"),
     ]
+    reasons = db.execute("SELECT metadata->>'failed_step', metadata->>'failure_reason' FROM files"
+                         " WHERE processing_status = 'failed'").fetchall()
+    assert set(reasons) == {("stuck", f"stuck after {maintenance_settings.max_file_attempts} attempts")}
     assert scalar(db, "SELECT count(*) FROM outbox") == 3 * maintenance_settings.max_file_attempts
 
 

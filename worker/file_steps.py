@@ -87,12 +87,23 @@ def _start_processing(file: File | None) -> None:
 def fail(file_id: int, step: str, reason: str, task_id: str | None = None) -> None:
     """Record a permanent failure: the input is bad, retrying cannot help."""
     with _locked(file_id) as file:
-        if file is None or _failed_for_good(file):
-            return
-        file.processing_status = FileProcessingStatus.failed
-        file.is_processed = True
-        file.meta = {**file.meta, "failed_step": step, "failure_reason": reason}
-        _log(file, task_id).warning("%s failed: %s", step, reason)
+        if file is not None:
+            record_failure(file, step, reason, task_id)
+
+
+def record_failure(file: File, step: str, reason: str, task_id: str | None = None) -> None:
+    """fail() on a row the caller has locked, in the caller's transaction
+    (the maintenance jobs mark rows of a batch they hold). The one way a
+    failure is recorded: failed_step and failure_reason, and a scan left
+    `scanning` is `failed` (it will get no verdict this way)."""
+    if _failed_for_good(file):
+        return
+    file.processing_status = FileProcessingStatus.failed
+    file.is_processed = True
+    if file.virus_scan_status is VirusScanStatus.scanning:
+        file.virus_scan_status = VirusScanStatus.failed
+    file.meta = {**file.meta, "failed_step": step, "failure_reason": reason}
+    _log(file, task_id).warning("%s failed: %s", step, reason)
 
 
 def hash_upload(file_id: int, task_id: str | None = None) -> None:
@@ -105,6 +116,12 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
     upload = storage.upload_path(file.uuid)
     if file.file_hash is not None:
         storage.remove(upload)  # left behind if we died right after committing
+        if storage.content_path(file.file_hash) is None:
+            # Lost since (a requeued file): the later steps would skip, and
+            # finish would complete a file with nothing to serve.
+            return fail(file_id, "hash", "the content is missing from storage", task_id)
+        with _locked(file_id) as row:
+            _start_processing(row)  # a requeued file goes through again
         step_log.info("hash: already %s, skipped", file.file_hash)
         return
     with _locked(file_id) as row:
@@ -345,13 +362,15 @@ def thumbnail(file_id: int, task_id: str | None = None) -> None:
 
 def finish(file_id: int, task_id: str | None = None) -> None:
     """The end of the pipeline: a clean file whose steps all ran is
-    completed. Failures were recorded by the step that met them."""
+    completed. Failures were recorded by the step that met them. Only a row
+    in `processing` is promoted: one still `pending` has not been through
+    the steps (a requeued file), one `failed` failed."""
     with _locked(file_id) as file:
         if (
             file is None
             or _failed_for_good(file)
             or file.virus_scan_status is not VirusScanStatus.clean
-            or file.processing_status is FileProcessingStatus.completed
+            or file.processing_status is not FileProcessingStatus.processing
         ):
             return
         file.processing_status = FileProcessingStatus.completed

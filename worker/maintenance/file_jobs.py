@@ -22,7 +22,8 @@ import logging
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from worker import outbox
+from db.models import File
+from worker import file_steps, outbox
 from worker.clamav import Scanner, ScanUnavailable
 from worker.maintenance.batched import keyset_batches
 from worker.maintenance.config import maintenance_settings
@@ -67,14 +68,9 @@ def requeue(session: Session, file_id: int, task_name: str) -> None:
 
 
 def give_up(session: Session, file_id: int, attempts: int) -> None:
-    session.execute(text(
-        "UPDATE files SET"
-        " processing_status = CASE WHEN processing_status IN ('pending', 'processing')"
-        "  THEN 'failed'::file_processing_status ELSE processing_status END,"
-        " virus_scan_status = CASE WHEN virus_scan_status = 'scanning'"
-        "  THEN 'failed'::virus_scan_status ELSE virus_scan_status END,"
-        " metadata = metadata || jsonb_build_object('error', CAST(:reason AS text)) WHERE id = :id"
-    ), {"id": file_id, "reason": f"stuck after {attempts} attempts"})
+    file = session.get(File, file_id)  # locked by the batch's FOR UPDATE
+    if file is not None:
+        file_steps.record_failure(file, "stuck", f"stuck after {attempts} attempts")
 
 
 def requeue_failed(run: Run) -> None:

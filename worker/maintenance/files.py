@@ -25,7 +25,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from db.engine import session_scope
-from worker.file_steps import delete_content_if_unreferenced
+from db.models import File
+from worker.file_steps import delete_content_if_unreferenced, record_failure
 from worker.maintenance.batched import keyset_batches
 from worker.maintenance.config import maintenance_settings
 from worker.maintenance.run import Run
@@ -167,9 +168,9 @@ def fail_rows_with_missing_blobs(run: Run, grace_seconds: int | None = None) -> 
         run.add(blobs_missing=len(missing))
         for row in missing:
             log.warning("file %d: stored content %s is missing; marked failed", row.id, row.file_path)
-        if missing and not run.dry_run:
-            session.execute(text(
-                "UPDATE files SET processing_status = 'failed',"
-                " metadata = metadata || jsonb_build_object('error', 'stored content missing: ' || file_path)"
-                " WHERE id = :id AND file_path = :path"
-            ), [{"id": row.id, "path": row.file_path} for row in missing])
+        if run.dry_run:
+            continue
+        for row in missing:
+            file = session.get(File, row.id, with_for_update=True)
+            if file is not None and file.file_path == row.file_path:  # not moved meanwhile
+                record_failure(file, "storage", f"stored content missing: {row.file_path}")
