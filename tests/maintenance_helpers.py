@@ -38,6 +38,18 @@ def run_task(name: str, **kwargs) -> dict:
     return result.result
 
 
+def index_members(db) -> None:
+    """Make every author a member of the rooms they posted in, with the
+    message_count that messages.index would have left (tests insert
+    messages directly, without the task)."""
+    db.execute(
+        "INSERT INTO room_members (room_id, user_id, message_count)"
+        " SELECT room_id, author_id, count(*) FILTER (WHERE NOT is_deleted) FROM messages"
+        " WHERE room_id IS NOT NULL GROUP BY room_id, author_id"
+        " ON CONFLICT (room_id, user_id) DO UPDATE SET message_count = EXCLUDED.message_count"
+    )
+
+
 def counter_mismatches(db) -> list[tuple]:
     """Every counter the triggers keep, beside a recount; empty when exact."""
     rooms = db.execute(
@@ -57,7 +69,19 @@ def counter_mismatches(db) -> list[tuple]:
         " LEFT JOIN message_mentions mm ON mm.message_id = m.id AND mm.message_created_at = m.created_at"
         " GROUP BY m.id, m.created_at, m.mentions HAVING cardinality(m.mentions) <> count(mm.user_id)"
     ).fetchall()
-    return rooms + threads + mentions
+    members = db.execute(
+        "SELECT 'member', rm.room_id, rm.user_id, rm.message_count, count(m.id) FROM room_members rm"
+        " LEFT JOIN messages m ON m.room_id = rm.room_id AND m.author_id = rm.user_id AND NOT m.is_deleted"
+        " GROUP BY rm.room_id, rm.user_id, rm.message_count HAVING rm.message_count <> count(m.id)"
+    ).fetchall()
+    unread = db.execute(
+        "SELECT 'unread', p.conversation_id, p.user_id, p.unread_count, count(m.id)"
+        " FROM direct_conversation_participants p"
+        " LEFT JOIN messages m ON m.conversation_id = p.conversation_id AND m.author_id <> p.user_id"
+        "  AND NOT m.is_deleted AND m.id > COALESCE(p.last_read_message_id, 0)"
+        " GROUP BY p.conversation_id, p.user_id, p.unread_count HAVING p.unread_count <> count(m.id)"
+    ).fetchall()
+    return rooms + threads + mentions + members + unread
 
 
 def runs(db, task: str) -> list[tuple]:

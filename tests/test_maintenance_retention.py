@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tests.maintenance_helpers import (  # noqa: F401 (mdb is a fixture)
     counter_mismatches,
+    index_members,
     make_room,
     make_past_partitions,
     make_user,
@@ -87,6 +88,7 @@ def test_retention_removes_exactly_the_messages_beyond_retention(mdb, rooms):
                 react(db, message, fan, emoji)
             beyond = retention > 0 and age + 0.5 > retention
             (expected_gone if beyond else expected_kept).add(message[0])
+    index_members(db)
 
     run_task(PURGE)
 
@@ -115,6 +117,7 @@ def test_purge_archives_references_keeps_young_replies_and_restore_brings_all_ba
         (alice, room, root[0], root[1]),
     )
     untouched = post_aged(db, alice, keep, 20)
+    index_members(db)
     before = db.execute(
         "SELECT id, thread_count, reaction_count FROM messages ORDER BY id").fetchall()
 
@@ -164,6 +167,7 @@ def test_a_month_covered_by_every_retention_is_dropped_whole_and_restorable(mdb)
     react(db, old, alice)
     old_child = post(db, alice, room, created_at=f"{old_month.isoformat()} 13:00:00+00", parent=old)
     young_reply = post_aged(db, alice, room, 1, parent=old)
+    index_members(db)
     assert scalar(db, "SELECT message_count FROM rooms WHERE id = %s", (room,)) == 3
     dry = run_task(PURGE, dry_run=True)
     assert dry["counts"]["messages"] == 2  # counted once, though in a month dropped whole
@@ -216,6 +220,7 @@ def test_a_partition_drop_killed_after_the_detach_is_finished_by_the_next_run(md
     old = post(db, alice, room, created_at=f"{old_month.isoformat()} 12:00:00+00")
     react(db, old, alice)
     young = post_aged(db, alice, room, 1)
+    index_members(db)
     # The run that "dies": references dealt with, partition detached, no drop.
     app.loader.import_default_modules()
     run = Run(app.tasks[PURGE], PURGE, 0, False)
@@ -239,6 +244,7 @@ def test_a_reply_restored_before_its_parent_is_re_attached_when_the_parent_comes
     room = make_room(db, alice, "short", message_retention_days=10)
     root = post_aged(db, alice, room, 20)
     reply = post_aged(db, alice, room, 15, parent=root)
+    index_members(db)
     run_task(PURGE)
     db.execute("UPDATE rooms SET message_retention_days = 0 WHERE id = %s", (room,))
 

@@ -11,6 +11,7 @@ from celery.result import AsyncResult
 from tests.conftest import start_worker, wait_for
 from tests.maintenance_helpers import (  # noqa: F401 (mdb is a fixture)
     counter_mismatches,
+    index_members,
     make_room,
     make_user,
     mdb,
@@ -46,6 +47,7 @@ def fill_rooms(db) -> list[int]:
         "INSERT INTO reactions (message_id, message_created_at, user_id, emoji)"
         " SELECT id, created_at, author_id, '+1' FROM messages"
     )
+    index_members(db)
     return rooms
 
 

@@ -20,7 +20,10 @@ What goes with a message:
 Counters (rooms.message_count, parents' thread_count) are kept by the
 message triggers on row deletes; when a whole monthly partition is dropped
 instead, the triggers do not fire and the counters are fixed in the DROP's
-transaction.
+transaction. room_members.message_count and DM unread_count have no trigger:
+messages.index keeps them by recount, so each batch (purge, drop, restore)
+runs the same recounts for the (room or conversation, author) pairs it
+touched, in its own transaction.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from sqlalchemy.orm import Session
 from db.engine import libpq_url, session_scope
 from db.models import File, Message, Reaction
 from db.partitions import create_monthly_partitions
+from tasks.messages import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
 from worker.maintenance import partitions
 from worker.maintenance.batched import apply_in_batches
 from worker.maintenance.config import maintenance_settings
@@ -53,6 +57,35 @@ BATCH = (
     " AS d(id, created_at))"
 )
 Batch = list[tuple[int, datetime]]
+
+
+AUTHOR_PAIRS = "SELECT DISTINCT m.room_id, m.conversation_id, m.author_id"
+
+
+def batch_authors(session: Session, params: dict[str, Any]) -> list[dict]:
+    """The distinct (room or conversation, author) pairs of a batch."""
+    return [dict(row) for row in session.execute(text(
+        f"WITH {BATCH} {AUTHOR_PAIRS} FROM messages m JOIN d ON m.id = d.id AND m.created_at = d.created_at"
+    ), params).mappings()]
+
+
+def partition_authors(session: Session, name: str) -> list[dict]:
+    """The distinct (room or conversation, author) pairs of a partition."""
+    return [dict(row) for row in session.execute(text(f'{AUTHOR_PAIRS} FROM "{name}" m')).mappings()]
+
+
+def recount_member_counters(session: Session, authors: list[dict]) -> None:
+    """messages.index's recounts, for every pair a batch touched: a room
+    member's message_count, and in a DM the others' unread_count (only
+    messages from others count as unread, so the author's pair suffices)."""
+    in_rooms = [{"room_id": a["room_id"], "author_id": a["author_id"]}
+                for a in authors if a["room_id"] is not None]
+    in_conversations = [{"conversation_id": a["conversation_id"], "author_id": a["author_id"]}
+                        for a in authors if a["conversation_id"] is not None]
+    if in_rooms:
+        session.execute(text(RECOUNT_ROOM_MEMBER), in_rooms)
+    if in_conversations:
+        session.execute(text(RECOUNT_DM_UNREAD), in_conversations)
 
 
 def columns(names: list[str], prefix: str = "") -> str:
@@ -151,10 +184,12 @@ def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetim
     params = {**batch_params(doomed), "cutoff": cutoff}
     detached = detach_replies(session, params, "c.created_at >= :cutoff")
     archived = archive_rows(session, params)
+    authors = batch_authors(session, params)
     deleted = session.execute(text(
         f"WITH {BATCH} DELETE FROM messages m USING d"
         " WHERE m.id = d.id AND m.created_at = d.created_at"
     ), params).rowcount
+    recount_member_counters(session, authors)
     run.add(messages=deleted, replies_detached=detached, **archived)
 
 
@@ -289,6 +324,8 @@ def subtract_counters(session: Session, name: str) -> None:
         "  GROUP BY parent_message_id, parent_created_at) d"
         " WHERE p.id = d.parent_message_id AND p.created_at = d.parent_created_at"
     ))
+    # Detached already: its rows no longer count in `messages`.
+    recount_member_counters(session, partition_authors(session, name))
 
 
 # ---------------------------------------------------------------- archive
@@ -395,6 +432,7 @@ def restore_batch(session: Session, batch: Batch) -> dict[str, int]:
             " WHERE a.message_id = d.id AND a.message_created_at = d.created_at"
         ), params)
     counts["replies_reattached"] = reattach_replies(session, params)
+    recount_member_counters(session, batch_authors(session, params))
     session.execute(text(
         f"WITH {BATCH} DELETE FROM archived_messages a USING d"
         " WHERE a.id = d.id AND a.created_at = d.created_at"
