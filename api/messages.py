@@ -286,8 +286,7 @@ def add_reaction(session: Session, message_id: int, body: ReactionIn):
     ).first()
     if inserted is None:
         raise ApiError(409, "already_reacted", "You already reacted with this emoji.")
-    message.reaction_count += 1
-    session.flush()
+    # messages.reaction_count is kept by a trigger (migration 0004).
     return message_out(session, message.id, room), 201
 
 
@@ -302,7 +301,6 @@ def remove_reaction(session: Session, message_id: int, emoji: str):
     if reaction is None:
         raise not_found("reaction")
     session.delete(reaction)
-    message.reaction_count = max(0, message.reaction_count - 1)
     return None, 204
 
 

@@ -256,3 +256,22 @@ def test_huge_or_malformed_ids_are_404(api):
     for path in ("/rooms/99999999999/messages", "/rooms/0/messages", "/rooms/-1/messages",
                  "/rooms/2147483648", "/files/not-a-uuid"):
         assert api.get(path, alice).status_code == 404, path
+
+
+def test_reaction_count_stays_exact_when_a_user_who_reacted_is_deleted(api, db):
+    alice, bob, carol = api.register(), api.register(), api.register()
+    room = api.room(alice)
+    api.join(room, bob)
+    api.join(room, carol)
+    message = api.say(room, alice)
+    for user, emoji in ((bob, "👍"), (bob, "🚀"), (carol, "👍")):
+        assert api.post(f"/messages/{message['id']}/reactions", user, json={"emoji": emoji}
+                        ).status_code == 201
+    assert api.delete(f"/messages/{message['id']}/reactions/🚀", bob).status_code == 204
+    db.execute("DELETE FROM users WHERE id = %s", (bob.id,))  # the account is erased
+    seen = api.get(f"/rooms/{room}/messages", alice).json["messages"][0]
+    recount = db.execute("SELECT count(*) FROM reactions WHERE message_id = %s",
+                         (message["id"],)).fetchone()[0]
+    assert seen["reaction_count"] == recount == 1
+    assert seen["reactions"] == {"👍": {"count": 1, "has_user_reacted": False, "users": [
+        {"user_id": carol.id, "username": carol.username}]}}
