@@ -19,7 +19,7 @@ from tests.clamav import EICAR, EICAR_SIGNATURE
 from tests.conftest import ROOT
 from tests.uploads import (
     animated_gif, eicar_zip, encoded, gradient, jpeg_rotated_with_gps, make_user,
-    SRGB_PROFILE, long_animation, png_header_only, row, upload,
+    SRGB_PROFILE, long_animation, png_header_only, row, upload, zip_of_zeros,
 )
 
 
@@ -124,6 +124,21 @@ def test_infected_content_is_quarantined_refused_and_audited(db, user, name, con
         " FROM audit_logs"
     ).fetchall()
     assert audit == [("critical", "file.infected", file_id, user, file["virus_scan_result"])]
+
+
+def test_an_archive_too_large_to_scan_fails_the_scan_and_is_neither_clean_nor_infected(db, user):
+    """With AlertExceedsMax, clamd answers Heuristics.Limits.Exceeded.MaxScanSize
+    FOUND for a harmless archive that expands past its MaxScanSize (110M here)."""
+    content = zip_of_zeros(120)
+    file_id = upload(db, user, content, "backup.zip", "application/zip")
+    process(file_id)
+
+    file = row(db, file_id)
+    assert (file["virus_scan_status"], file["processing_status"]) == ("failed", "failed")
+    assert file["metadata"]["failed_step"] == "scan"
+    assert file["metadata"]["failure_reason"] == "too large to scan"
+    assert file["file_path"].startswith("blobs/")  # not quarantined
+    assert db.execute("SELECT count(*) FROM audit_logs").fetchone() == (0,)
 
 
 def test_a_claimed_type_that_differs_from_the_content_is_flagged(db, user):

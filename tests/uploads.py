@@ -107,6 +107,17 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
+def zip_of_zeros(mib: int) -> bytes:
+    """A harmless archive of a few hundred KiB that expands to `mib` MiB."""
+    out = io.BytesIO()
+    block = bytes(1024 * 1024)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("zeros.bin", "w") as member:
+            for _ in range(mib):
+                member.write(block)
+    return out.getvalue()
+
+
 def eicar_zip() -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -11,7 +11,9 @@ two ways of handing clamd a file that are fast:
   times slower.
 
 Whatever goes wrong on the way (clamd down, a timeout, an ERROR reply) is
-ScanUnavailable: the caller retries and never takes it for "clean".
+ScanUnavailable: the caller retries and never takes it for "clean". A file
+clamd could not scan whole (Heuristics.Limits.Exceeded.*) is TooLargeToScan:
+not infected, not clean, and final.
 """
 
 from __future__ import annotations
@@ -29,8 +31,19 @@ from worker.config import settings
 INSTREAM_CHUNK_SIZE = 1024 * 1024
 
 
+# With AlertExceedsMax, clamd reports a file it could not scan whole (past
+# MaxScanSize, MaxFiles, MaxRecursion, ...) as FOUND under this prefix.
+LIMITS_EXCEEDED = "Heuristics.Limits.Exceeded"
+
+
 class ScanUnavailable(Exception):
     """No verdict: clamd could not be reached, timed out, or answered ERROR."""
+
+
+class TooLargeToScan(Exception):
+    """No verdict, and none will come by retrying: clamd stopped at one of
+    its limits (the signature it reported is the message). Neither clean
+    nor infected."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,8 @@ class Scanner:
             _, signature, status = self._clamd._parse_response(reply)
         except (clamd.ClamdError, OSError) as exc:
             raise ScanUnavailable(f"clamd scan failed: {exc}") from exc
+        if status == "FOUND" and signature.startswith(LIMITS_EXCEEDED):
+            raise TooLargeToScan(signature)
         if status == "FOUND":
             return Verdict(infected=True, signature=signature)
         if status == "OK":

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from db.engine import session_scope
 from db.models import AuditLog, AuditSeverity, File, FileProcessingStatus, VirusScanStatus
 from worker import images
-from worker.clamav import Scanner, ScanUnavailable, Verdict
+from worker.clamav import Scanner, TooLargeToScan, Verdict
 from worker.storage import storage
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,11 @@ def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = Non
         content = storage.content_path(file.file_hash)
         if content is None:
             return fail(file_id, "scan", "the content is missing from storage", task_id)
-        verdict = scanner.scan(storage.absolute(content))
+        try:
+            verdict = scanner.scan(storage.absolute(content))
+        except TooLargeToScan as exc:
+            step_log.warning("scan: clamd stopped at its limits (%s)", exc)
+            return fail(file_id, "scan", "too large to scan", task_id)
     else:
         step_log.info("scan: reusing the verdict for %s under %s", file.file_hash, version)
     _record_verdict(file_id, file.file_hash, verdict, version, task_id)
