@@ -84,6 +84,12 @@ def participant_conversation(session: Session, conversation_id: int, user: User
     return conversation
 
 
+def check_conversation_open(conversation: DirectConversation) -> None:
+    """A blocked conversation stays readable but takes no new writes."""
+    if conversation.is_blocked:
+        raise forbidden("This conversation is blocked.")
+
+
 def visible_message(session: Session, message_id: int, user: User, *, lock: bool = False
                     ) -> tuple[Message, Room | None, RoomMember | None]:
     """A live message the user may see, with its room and the user's

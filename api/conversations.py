@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from api.access import forbidden, not_found, participant_conversation
+from api.access import check_conversation_open, not_found, participant_conversation
 from api.errors import ApiError
 from api.messages import create_message, page
 from api.rooms import user_ref
@@ -60,8 +60,7 @@ def open_conversation(session: Session, body: ConversationIn):
            errors=(403,))
 def post_direct_message(session: Session, conversation_id: int, body: MessageIn):
     conversation = participant_conversation(session, conversation_id, g.user)
-    if conversation.is_blocked:
-        raise forbidden("This conversation is blocked.")
+    check_conversation_open(conversation)
     return create_message(session, body, conversation=conversation), 201
 
 

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from api import audit
 from api.access import (
-    MODERATOR_RANK, can_moderate_messages, forbidden, member_of, membership, not_found, rank,
-    visible_message, visible_room,
+    MODERATOR_RANK, can_moderate_messages, check_conversation_open, forbidden, member_of,
+    membership, not_found, rank, visible_message, visible_room,
 )
 from api.errors import ApiError
 from api.request_context import client_ip, request_id, user_agent
@@ -215,8 +215,7 @@ def edit_message(session: Session, message_id: int, body: MessageEdit):
     message, room, _ = visible_message(session, message_id, g.user, lock=True)
     if message.author_id != g.user.id:
         raise forbidden("Only the author may edit a message.")
-    if room is not None and room.is_archived:
-        raise ApiError(409, "room_archived", "The room is archived.")
+    check_still_writable(session, message, room)
     message.content = message.raw_content = body.content
     message.mentions = mentioned_user_ids(session, body.content)
     message.is_edited = True
@@ -267,10 +266,21 @@ def unpin_message(session: Session, message_id: int):
     return set_pinned(session, message_id, False)
 
 
+def check_still_writable(session: Session, message: Message, room: Room | None) -> None:
+    """Edits and reactions are writes too: an archived room or a blocked
+    conversation takes none."""
+    if room is not None and room.is_archived:
+        raise ApiError(409, "room_archived", "The room is archived.")
+    if message.conversation_id is not None:
+        # Loaded by visible_message already: get() answers from the session.
+        check_conversation_open(session.get(DirectConversation, message.conversation_id))
+
+
 def reactable_message(session: Session, message_id: int) -> tuple[Message, Room | None]:
     message, room, member = visible_message(session, message_id, g.user, lock=True)
     if room is not None and member is None:
         raise forbidden("Join the room first.")
+    check_still_writable(session, message, room)
     return message, room
 
 

@@ -114,7 +114,8 @@ def add_member(session: Session, room_id: int, body: MemberAdd):
             raise forbidden("Join the room first.")
         if not (me.can_invite or rank(room, me) >= MODERATOR_RANK):
             raise forbidden("You may not invite to this room.")
-        if session.get(User, target_id) is None:
+        invitee = session.get(User, target_id)
+        if invitee is None or invitee.deleted_at is not None or not invitee.is_active:
             raise not_found("user")
         if membership(session, room.id, target_id) is not None:
             raise ApiError(409, "already_member", "That user is already a member.")

@@ -67,3 +67,17 @@ def test_racing_clients_get_one_conversation(app, api, db):
     assert {r.status_code for r in responses} <= {200, 201}
     assert len({r.json["id"] for r in responses}) == 1
     assert db.execute("SELECT count(*) FROM direct_conversations").fetchone() == (1,)
+
+
+def test_a_blocked_conversation_refuses_edits_and_reactions(api, db):
+    alice, bob = api.register(), api.register()
+    conversation = api.post("/conversations", alice, json={"user_id": bob.id}).json["id"]
+    message = api.post(f"/conversations/{conversation}/messages", alice,
+                       json={"content": "before"}).json
+    db.execute("UPDATE direct_conversations SET is_blocked = true, blocked_by = %s", (bob.id,))
+    assert api.patch(f"/messages/{message['id']}", alice, json={"content": "after"}
+                     ).status_code == 403
+    assert api.post(f"/messages/{message['id']}/reactions", alice, json={"emoji": "👍"}
+                    ).status_code == 403
+    assert db.execute("SELECT content, is_edited, reaction_count FROM messages").fetchone() == (
+        "before", False, 0)

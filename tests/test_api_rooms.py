@@ -233,3 +233,26 @@ def test_can_manage_members_mutes_and_kicks_plain_members_only(api):
     assert api.delete(f"/rooms/{room}/members/{mod.id}", manager).status_code == 403
     assert api.patch(f"/rooms/{room}/members/{bob.id}", manager, json={"can_invite": True}
                      ).status_code == 403
+
+
+def test_an_archived_room_takes_no_reactions(api, db):
+    owner = api.register()
+    room = api.room(owner)
+    message = api.say(room, owner)
+    assert api.patch(f"/rooms/{room}", owner, json={"is_archived": True}).status_code == 200
+    response = api.post(f"/messages/{message['id']}/reactions", owner, json={"emoji": "👍"})
+    assert response.status_code == 409
+    assert error_code(response) == "room_archived"
+    assert db.execute("SELECT count(*) FROM reactions").fetchone() == (0,)
+
+
+def test_a_deleted_or_inactive_user_cannot_be_invited(api, db):
+    owner, gone, idle = api.register(), api.register(), api.register()
+    room = api.room(owner, is_public=False)
+    db.execute("UPDATE users SET deleted_at = now() WHERE id = %s", (gone.id,))
+    db.execute("UPDATE users SET is_active = false WHERE id = %s", (idle.id,))
+    for user in (gone, idle):
+        response = api.post(f"/rooms/{room}/members", owner, json={"user_id": user.id})
+        assert response.status_code == 404
+        assert error_code(response) == "not_found"
+    assert db.execute("SELECT count(*) FROM room_members").fetchone() == (1,)
