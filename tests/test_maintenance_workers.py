@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 from celery.result import AsyncResult
 
 from tests.conftest import start_worker, wait_for
@@ -102,3 +103,30 @@ def test_a_purge_killed_mid_way_is_finished_by_the_next_run(mdb, redis_client):
     assert_purged(mdb)
     statuses = runs(mdb, PURGE)
     assert [s[0] for s in statuses] == ["failed", "succeeded"]
+
+
+def test_a_run_that_loses_its_lock_connection_stops_and_is_recorded_failed(mdb):
+    """The lock lives on its own idle connection: if PostgreSQL drops it,
+    the lock is gone and another run may start, so this one must stop."""
+    from worker import app
+    from worker.maintenance.run import LockLost, run_exclusively
+
+    batches_after_the_loss = []
+
+    def body(run):
+        mdb.execute(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l"
+            " JOIN pg_database d ON d.oid = l.database"
+            " WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+        )
+        run.progress(force=True)
+        batches_after_the_loss.append(1)
+
+    app.loader.import_default_modules()
+    with pytest.raises(LockLost):
+        run_exclusively(app.tasks[PURGE], PURGE, body, False, {})
+
+    assert batches_after_the_loss == []
+    [(status, error)] = mdb.execute(
+        "SELECT status, error FROM maintenance_runs WHERE task_name = %s", (PURGE,)).fetchall()
+    assert status == "failed" and error.startswith("LockLost")

@@ -9,6 +9,8 @@ a Celery task that:
   lock taken is recorded as `skipped` and does nothing;
 - records itself: one `maintenance_runs` row (running, then succeeded /
   failed / skipped, with counts) and one `audit_logs` row when it ends;
+- stops (recorded failed) if the lock's connection is lost, which would
+  have released the lock: it checks the connection with each progress;
 - publishes progress as task state PROGRESS with its counts (and a
   `task-progress` event), so Flower and `AsyncResult` show it;
 - hands the body a `dry_run` flag and a batch sizer that aims at about
@@ -82,6 +84,7 @@ class Run:
     run_id: int
     dry_run: bool
     counts: Counter[str] = field(default_factory=Counter)
+    lock: AdvisoryLock | None = None
     _last_progress: float = 0.0
 
     def add(self, **counts: int) -> None:
@@ -96,6 +99,9 @@ class Run:
         if not force and now - self._last_progress < PROGRESS_INTERVAL_SECONDS:
             return
         self._last_progress = now
+        # At most once per interval: a run must not outlive its lock.
+        if self.lock:
+            self.lock.check()
         # Logged too: `veza maintenance run` shows progress on the terminal.
         log.info("%s progress: %s", self.name, dict(self.counts))
         request = self.task.request
@@ -131,12 +137,12 @@ def maintenance_task(name: str) -> Callable[[Callable[..., None]], Task]:
 
 def run_exclusively(task: Task, name: str, body: Callable[..., None], dry_run: bool,
                     options: dict[str, Any]) -> dict[str, Any]:
-    with advisory_lock(f"veza:maintenance:{name}") as acquired:
-        if not acquired:
+    with advisory_lock(f"veza:maintenance:{name}") as lock:
+        if lock is None:
             run_id = record_skipped(task, name, dry_run)
             log.info("%s: another run holds the lock; skipped (run %d)", name, run_id)
             return {"status": "skipped", "run_id": run_id}
-        run = Run(task, name, start_run(task, name, dry_run), dry_run)
+        run = Run(task, name, start_run(task, name, dry_run), dry_run, lock=lock)
         try:
             body(run, **options)
         except BaseException as exc:  # a time limit or a kill signal too: record, re-raise
@@ -147,20 +153,57 @@ def run_exclusively(task: Task, name: str, body: Callable[..., None], dry_run: b
         return {"status": "succeeded", "run_id": run.run_id, "counts": dict(run.counts)}
 
 
+class LockLost(RuntimeError):
+    """The connection holding the run's advisory lock is gone, and the lock
+    with it: another run may start, so this one must stop."""
+
+
+# Without keepalives a connection dropped by a firewall or a failover goes
+# unnoticed on an idle socket; the lock would be gone while we carry on.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 3}
+
+
+@dataclass
+class AdvisoryLock:
+    """A session-level advisory lock held on `conn`, which does nothing
+    else: the lock lasts exactly as long as that connection."""
+
+    conn: psycopg.Connection
+    key: str
+
+    def check(self) -> None:
+        """Raise LockLost unless the lock's connection still answers."""
+        try:
+            self.conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise LockLost(f"the connection holding the lock {self.key} was lost: {exc}") from exc
+
+    def release(self) -> None:
+        """Unlock; a dead connection released the lock already, and must
+        not mask whatever ended the run."""
+        try:
+            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self.key,))
+        except psycopg.Error as exc:
+            log.warning("could not release the lock %s (its connection is gone): %s", self.key, exc)
+
+
 @contextmanager
-def advisory_lock(key: str) -> Iterator[bool]:
+def advisory_lock(key: str) -> Iterator[AdvisoryLock | None]:
     """A session-level advisory lock on a connection of its own, held for
-    the block (the work itself runs in many short transactions elsewhere).
-    If the process dies, PostgreSQL drops the connection and the lock."""
-    with psycopg.connect(libpq_url(), autocommit=True) as conn:
+    the block (the work itself runs in many short transactions elsewhere);
+    None when another run holds it. If the process dies, PostgreSQL drops
+    the connection and the lock."""
+    with psycopg.connect(libpq_url(), autocommit=True, **KEEPALIVES) as conn:
         acquired = conn.execute(
             "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
         ).fetchone()[0]
+        lock = AdvisoryLock(conn, key) if acquired else None
         try:
-            yield acquired
+            yield lock
         finally:
-            if acquired:
-                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+            if lock:
+                lock.release()
 
 
 def start_run(task: Task, name: str, dry_run: bool) -> int:
