@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import uuid
 
-from tests.conftest import wait_for
+from tests.conftest import start_worker, wait_for
+from tests.uploads import encoded, gradient, make_user, upload
 
 
 def json_lines(text: str) -> list[dict]:
@@ -27,6 +28,33 @@ def test_the_request_id_travels_from_the_outbox_into_the_tasks_logs(db, celery_w
     lines = wait_for(task_lines, timeout=30, what="the task's log lines")
     assert all(r["request_id"] == str(request_id) for r in lines)
     assert {"time", "level", "logger", "message"} <= set(lines[0])
+
+
+def test_the_request_id_reaches_the_chained_scan_and_thumbnail_tasks(db, clamd_server, relay):
+    """files.process chains files.scan and files.thumbnail itself: the id
+    must travel with those messages too."""
+    from db.engine import session_scope
+    from worker.outbox import enqueue
+
+    worker = start_worker("files", queues="files,scan")
+    try:
+        file_id = upload(db, make_user(db), encoded(gradient(64, 64), "PNG"), "p.png", "image/png")
+        request_id = str(uuid.uuid4())
+        with session_scope() as session:
+            enqueue(session, "files.process", file_id, request_id=request_id)
+
+        def step_lines() -> dict[str, list[dict]]:
+            lines = [r for r in json_lines(worker.output()) if r.get("logger") == "worker.file_steps"]
+            steps = {step: [r for r in lines if f": {step}:" in r["message"]]
+                     for step in ("scan", "thumbnail")}
+            return steps if all(steps.values()) else {}
+
+        steps = wait_for(step_lines, timeout=60, what="the scan and thumbnail log lines")
+    finally:
+        worker.stop()
+    for step, lines in steps.items():
+        assert [r["request_id"] for r in lines] == [request_id] * len(lines), step
+        assert all(r["task_id"] for r in lines), step
 
 
 def test_api_log_lines_carry_the_request_id(database_url, caplog):

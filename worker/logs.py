@@ -4,7 +4,8 @@ Each record carries `request_id` and `task_id` when there is one: the API
 binds the request's id, the outbox stores it beside the work, the relay
 publishes it as a message header, and the worker binds it again around the
 task, so one id follows a write from the HTTP request into every task it
-caused.
+caused. Tasks a task publishes itself (a chain's next link, a `.delay`)
+carry the bound id in their headers too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import sys
 
 from celery import current_task
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
 from pythonjsonlogger.json import JsonFormatter
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -64,3 +65,12 @@ def _unbind_request_id(task=None, **_: object) -> None:
     token = getattr(task.request, "veza_log_token", None)
     if token is not None:
         request_id_var.reset(token)
+
+
+@before_task_publish.connect
+def _pass_request_id_on(headers=None, **_: object) -> None:
+    """A message sent while a request id is bound (from inside a task, or a
+    request) carries it, unless its sender set one: the relay's header wins."""
+    request_id = request_id_var.get()
+    if request_id is not None and headers is not None and headers.get("request_id") is None:
+        headers["request_id"] = request_id
