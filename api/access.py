@@ -115,5 +115,11 @@ def past_retention(room: Room, message: Message) -> bool:
     return message.created_at < cutoff
 
 
+def muted_now(member: RoomMember) -> bool:
+    """Muted until muted_until, or until lifted when it is null."""
+    return member.is_muted and (member.muted_until is None
+                                or member.muted_until > datetime.now(timezone.utc))
+
+
 def can_moderate_messages(room: Room, member: RoomMember | None) -> bool:
     return rank(room, member) >= MODERATOR_RANK or bool(member and member.can_manage_messages)

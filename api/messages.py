@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 
 from flask import Blueprint, g
 from sqlalchemy import func, insert, select, text, update
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from api import audit
 from api.access import (
     MODERATOR_RANK, can_moderate_messages, check_conversation_open, forbidden, member_of,
-    membership, not_found, rank, visible_message, visible_room,
+    membership, muted_now, not_found, rank, visible_message, visible_room,
 )
 from api.errors import ApiError
 from api.request_context import client_ip, request_id, user_agent
@@ -163,8 +163,7 @@ def check_not_silenced(room: Room, member: RoomMember) -> None:
     """Archived rooms and muted members (until muted_until) post nothing."""
     if room.is_archived:
         raise ApiError(409, "room_archived", "The room is archived.")
-    now = datetime.now(timezone.utc)
-    if member.is_muted and (member.muted_until is None or member.muted_until > now):
+    if muted_now(member):
         raise forbidden("You are muted in this room.")
 
 

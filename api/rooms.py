@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session
 
 from api import audit
 from api.access import (
-    ADMIN_RANK, MODERATOR_RANK, RANK, forbidden, managing_rank, member_of, membership, not_found,
-    rank, visible_room,
+    ADMIN_RANK, MODERATOR_RANK, RANK, forbidden, managing_rank, member_of, membership, muted_now,
+    not_found, rank, visible_room,
 )
 from api.errors import ApiError
 from api.schemas import MemberAdd, MemberOut, MemberPatch, RoomCreate, RoomOut, RoomPatch, UserRef
 from api.spec import operation
-from db.models import AuditSeverity, Room, RoomMember, RoomMemberRole, User
+from db.models import AuditSeverity, Room, RoomMember, RoomMemberRole, RoomMute, User
 
 bp = Blueprint("rooms", __name__)
 
@@ -126,6 +126,7 @@ def add_member(session: Session, room_id: int, body: MemberAdd):
         raise ApiError(409, "room_full", "The room has reached its maximum number of members.",
                        {"max_members": room.max_members})
     member = RoomMember(room_id=room.id, user_id=target_id, invited_by=invited_by)
+    restore_mute(session, member)
     session.add(member)
     session.flush()
     session.refresh(member)
@@ -148,8 +149,27 @@ def remove_member(session: Session, room_id: int, user_id: int):
             raise forbidden("You may not remove this member.")
         audit.record(session, "member_kicked", {"user_id": user_id}, user_id=g.user.id,
                      room_id=room.id, resource=("user", user_id), severity=AuditSeverity.warning)
+    remember_mute(session, target)
     session.delete(target)
     return None, 204
+
+
+def remember_mute(session: Session, member: RoomMember) -> None:
+    """Keep a mute in force past the membership, so that leaving and
+    rejoining (or being kicked and invited back) does not lift it."""
+    if muted_now(member):
+        session.merge(RoomMute(room_id=member.room_id, user_id=member.user_id,
+                               muted_until=member.muted_until))
+
+
+def restore_mute(session: Session, member: RoomMember) -> None:
+    mute = session.get(RoomMute, (member.room_id, member.user_id))
+    if mute is None:
+        return
+    member.is_muted, member.muted_until = True, mute.muted_until
+    session.delete(mute)
+    if not muted_now(member):  # it ran out while they were away
+        member.is_muted, member.muted_until = False, None
 
 
 @operation(bp, "PATCH", "/rooms/<id:room_id>/members/<id:user_id>",

@@ -256,3 +256,27 @@ def test_a_deleted_or_inactive_user_cannot_be_invited(api, db):
         assert response.status_code == 404
         assert error_code(response) == "not_found"
     assert db.execute("SELECT count(*) FROM room_members").fetchone() == (1,)
+
+
+def test_a_mute_survives_leaving_and_rejoining_or_a_kick_and_an_invitation(api, db):
+    owner, bob, carol = api.register(), api.register(), api.register()
+    room = api.room(owner)
+    api.join(room, bob)
+    api.join(room, carol)
+    api.patch(f"/rooms/{room}/members/{bob.id}", owner, json={"is_muted": True})
+    api.patch(f"/rooms/{room}/members/{carol.id}", owner,
+              json={"is_muted": True, "muted_until": in_a_year()})
+    assert api.delete(f"/rooms/{room}/members/{bob.id}", bob).status_code == 204
+    assert api.delete(f"/rooms/{room}/members/{carol.id}", owner).status_code == 204
+    api.join(room, bob)
+    assert api.post(f"/rooms/{room}/members", owner, json={"user_id": carol.id}).status_code == 201
+    for user in (bob, carol):
+        response = api.post(f"/rooms/{room}/messages", user, json={"content": "I'm back"})
+        assert response.status_code == 403
+    # A mute that ran out while they were away is not carried over.
+    api.patch(f"/rooms/{room}/members/{carol.id}", owner,
+              json={"is_muted": True, "muted_until": in_a_year()})
+    assert api.delete(f"/rooms/{room}/members/{carol.id}", carol).status_code == 204
+    db.execute("UPDATE room_mutes SET muted_until = now() - interval '1 second'")
+    api.join(room, carol)
+    assert api.post(f"/rooms/{room}/messages", carol, json={"content": "hi"}).status_code == 201
