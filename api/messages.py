@@ -357,7 +357,10 @@ def room_stats(session: Session, room_id: int):
         " FROM room_stats_rollup WHERE room_id = :id"
     ), {"id": room.id}).mappings().first()
     if row is None:  # created or unarchived since the last refresh
-        return RoomStatsOut(room_id=room.id, member_count=room.member_count, total_messages=0,
+        # The exact counters the triggers keep are at hand; the windowed
+        # figures wait for the first refresh.
+        return RoomStatsOut(room_id=room.id, member_count=room.member_count,
+                            total_messages=room.message_count,
                             messages_24h=0, messages_7d=0, active_users_24h=0,
                             last_message_at=None, reactions_24h=0)
     return RoomStatsOut.model_validate(dict(row))
