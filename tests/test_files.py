@@ -17,6 +17,7 @@ from PIL import Image
 
 from tests.clamav import EICAR, EICAR_SIGNATURE
 from tests.conftest import ROOT
+from tests.maintenance_helpers import mdb  # noqa: F401 (a fixture)
 from tests.uploads import (
     animated_gif, eicar_zip, encoded, gradient, jpeg_rotated_with_gps, make_user,
     SRGB_PROFILE, long_animation, png_header_only, row, upload, zip_of_zeros,
@@ -385,6 +386,23 @@ def test_a_clean_verdict_from_older_signatures_is_scanned_again(db, user):
     assert file["virus_scan_status"] == "infected"
     assert file["file_path"].startswith("quarantine/")
     assert db.execute("SELECT severity FROM audit_logs").fetchall() == [("critical",)]
+
+
+def test_an_infected_verdict_reaches_the_archived_copies_of_the_content(mdb, user):
+    """An archived attachment (restorable) with the same bytes must not come
+    back from a restore as a clean row whose content is quarantined."""
+    db = mdb
+    file_id = virus_missed_by_old_signatures(db, user)
+    db.execute("INSERT INTO archived_files SELECT * FROM files WHERE id = %s", (file_id,))
+    process(file_id)  # the rescan finds it
+
+    archived = db.execute(
+        "SELECT virus_scan_status::text, processing_status::text, file_path,"
+        " metadata->>'failure_reason' FROM archived_files"
+    ).fetchall()
+    live = row(db, file_id)
+    assert live["file_path"].startswith("quarantine/")
+    assert archived == [("infected", "failed", live["file_path"], live["metadata"]["failure_reason"])]
 
 
 def test_a_rescan_that_cannot_reach_clamd_is_retried_keeps_the_file_clean_and_is_asked_again(

@@ -19,6 +19,7 @@ or deletes it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -268,9 +269,22 @@ def _quarantine(
     """Infected content is infected for every row that holds it: all of them
     get the verdict, the content leaves the served tree, any thumbnail made
     under an older signature database goes, and each newly infected row gets
-    a critical audit entry. The rows themselves are kept."""
+    a critical audit entry. The rows themselves are kept. Archived rows
+    (attachments of archived messages) with the content get the verdict too:
+    a restore must not bring back a clean row whose bytes are quarantined."""
     quarantined = storage.quarantine(sha256)
     storage.remove(storage.thumbnail_path(sha256))
+    failure = {"clamd_version": version, "failed_step": "scan", "failure_reason": f"infected: {signature}"}
+    archived = session.execute(text(
+        "UPDATE archived_files SET file_path = :path, thumbnail_path = NULL,"
+        " virus_scan_status = 'infected', virus_scan_result = :signature,"
+        " processing_status = 'failed', is_processed = true,"
+        " metadata = metadata || CAST(:failure AS jsonb)"
+        " WHERE file_hash = :sha256 AND virus_scan_status <> 'infected'"
+    ), {"path": quarantined, "signature": signature, "failure": json.dumps(failure),
+        "sha256": sha256}).rowcount
+    if archived:
+        log.critical("scan: %s INFECTED with %s: %d archived rows marked", sha256, signature, archived)
     rows = session.scalars(
         select(File).where(File.file_hash == sha256).with_for_update()
     ).all()
@@ -283,12 +297,7 @@ def _quarantine(
         row.virus_scan_result = signature
         row.processing_status = FileProcessingStatus.failed
         row.is_processed = True
-        row.meta = {
-            **row.meta,
-            "clamd_version": version,
-            "failed_step": "scan",
-            "failure_reason": f"infected: {signature}",
-        }
+        row.meta = {**row.meta, **failure}
         session.add(
             AuditLog(
                 event_type="file.infected",
