@@ -24,7 +24,6 @@ bp = Blueprint("conversations", __name__)
 
 
 def conversation_out(session: Session, conversation: DirectConversation) -> ConversationOut:
-    session.refresh(conversation)
     users = session.scalars(select(User).where(User.id.in_(conversation.participant_ids))
                             .order_by(User.id)).all()
     fields = {name: getattr(conversation, name) for name in ConversationOut.model_fields

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 
-import magic
 from flask import Blueprint, current_app, g, request, send_file
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
@@ -31,6 +30,7 @@ from worker.storage import EmptyUpload, UploadTooLarge, storage
 bp = Blueprint("files", __name__)
 
 PROCESS_TASK = "files.process"
+THUMBNAIL_MIME_TYPE = "image/webp"
 UPLOAD_FORM = {
     "type": "object",
     "required": ["file"],
@@ -100,11 +100,11 @@ def upload_file(session: Session, room_id: int):
     session.add(row)
     session.flush()
     outbox.enqueue(session, PROCESS_TASK, row.id, request_id=request_id())
-    return file_out(session, row), 202
+    session.refresh(row)  # the statuses and times the database filled in
+    return file_out(row), 202
 
 
-def file_out(session: Session, row: File) -> FileOut:
-    session.refresh(row)
+def file_out(row: File) -> FileOut:
     fields = {name: getattr(row, name) for name in FileOut.model_fields
               if name not in ("processing_status", "virus_scan_status", "has_thumbnail",
                               "metadata")}
@@ -156,7 +156,7 @@ def attachment(path, mime_type: str, download_name: str):
 @operation(bp, "GET", "/files/<uuid:file_uuid>", summary="A file's metadata and statuses",
            responses={200: FileOut})
 def get_file(session: Session, file_uuid: uuid.UUID):
-    return file_out(session, visible_file(session, file_uuid))
+    return file_out(visible_file(session, file_uuid))
 
 
 @operation(bp, "GET", "/files/<uuid:file_uuid>/content",
@@ -180,4 +180,5 @@ def get_file_thumbnail(session: Session, file_uuid: uuid.UUID):
     if not path.is_file():
         raise not_found("thumbnail")
     stem = row.original_filename.rsplit(".", 1)[0]
-    return attachment(path, magic.from_file(str(path), mime=True), f"{stem}-thumbnail.webp")
+    # The worker writes every thumbnail as WebP (worker/storage.py): no sniffing.
+    return attachment(path, THUMBNAIL_MIME_TYPE, f"{stem}-thumbnail.webp")

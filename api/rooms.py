@@ -33,7 +33,6 @@ def user_ref(user: User) -> UserRef:
 
 
 def room_out(session: Session, room: Room) -> RoomOut:
-    session.refresh(room)  # triggers keep member_count/message_count: read them back
     owner = session.get(User, room.owner_id)
     fields = {name: getattr(room, name) for name in RoomOut.model_fields
               if name not in ("owner", "metadata")}
@@ -67,6 +66,7 @@ def create_room(session: Session, body: RoomCreate):
     session.add(RoomMember(room_id=room.id, user_id=g.user.id, role=RoomMemberRole.admin,
                            can_invite=True, can_manage_messages=True, can_manage_members=True))
     session.flush()
+    session.refresh(room)  # server defaults, and member_count as the trigger left it
     return room_out(session, room), 201
 
 
