@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.clamav import EICAR, EICAR_SIGNATURE
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.maintenance_helpers import mdb  # noqa: F401 (a fixture)
 from tests.uploads import (
     animated_gif, eicar_zip, encoded, gradient, jpeg_rotated_with_gps, make_user,
@@ -188,6 +188,42 @@ def test_a_size_mismatch_fails_the_upload_without_storing_it(db, user):
         "size mismatch: the upload said 4096 bytes, 12 arrived"
     )
     assert file["virus_scan_status"] == "pending"  # never scanned, so never clean
+
+
+def test_a_row_deleted_while_its_upload_is_being_hashed_is_left_alone(db, user, database_url):
+    """Deleted (say, its message removed) after hash_upload read it: nothing
+    to do and nothing to raise. The delete is made to land in that window by
+    holding the row's lock until hash_upload waits on it."""
+    import threading
+
+    import psycopg
+
+    from db.engine import libpq_url
+    from worker import file_steps
+    from worker.storage import storage
+
+    file_id = upload(db, user, b"a note")
+    storage.remove(row(db, file_id)["file_path"])  # and its upload is gone too
+    errors: list[BaseException] = []
+
+    def hash_it() -> None:
+        try:
+            file_steps.hash_upload(file_id)
+        except BaseException as exc:  # noqa: BLE001 (reported by the assert below)
+            errors.append(exc)
+
+    with psycopg.connect(libpq_url()) as holder:
+        holder.execute("SELECT 1 FROM files WHERE id = %s FOR UPDATE", (file_id,))
+        worker = threading.Thread(target=hash_it)
+        worker.start()
+        wait_for(lambda: db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE 'SELECT files.%%FOR UPDATE'").fetchone()[0], what="hash_upload to wait")
+        holder.execute("DELETE FROM files WHERE id = %s", (file_id,))
+        holder.commit()
+    worker.join(30)
+    assert errors == []
+    assert db.execute("SELECT count(*) FROM files").fetchone() == (0,)
 
 
 def test_identical_uploads_share_one_blob_and_each_keeps_its_row(db, user):

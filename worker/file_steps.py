@@ -131,8 +131,9 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
     try:
         content = open(storage.absolute(file.file_path), "rb")
     except FileNotFoundError:
-        if _load(file_id).file_hash is not None:
-            return  # a concurrent run of this step finished first and moved it
+        current = _load(file_id)
+        if current is None or current.file_hash is not None:
+            return  # deleted meanwhile, or a concurrent run of this step moved it first
         return fail(file_id, "hash", "the uploaded content is missing", task_id)
     with content:  # an open file stays readable even if a concurrent run unlinks it
         size_on_disk = os.fstat(content.fileno()).st_size
