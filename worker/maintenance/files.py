@@ -9,7 +9,10 @@ What counts as a reference: a blob `blobs/../<sha256>` or a thumbnail
 `thumbs/<sha256>.webp` is referenced while any row of `files` or
 `archived_files` (restorable attachments of archived messages) has that
 hash; an upload `uploads/<uuid>` while a row has that uuid. Quarantined
-content is left alone (it is evidence, handled by the scan pipeline).
+content follows the same rule: it is kept (as evidence) while a live or
+archived row holds its hash, and removed with the rest of that hash's
+content (file_steps.delete_content_if_unreferenced) once an expiry purge
+drops the last such row. The orphan sweep does not walk `quarantine/`.
 """
 
 from __future__ import annotations
