@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 
 
 def test_production_settings():
@@ -78,3 +81,37 @@ def test_a_rolled_back_write_enqueues_nothing(db):
     except Abort:
         pass
     assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_the_relay_lives_on_after_an_unexpected_error(db, redis_client, celery_worker, relay):
+    """Not only outages: any error (here a missing table, a ProgrammingError)
+    is logged and retried; the relay must not exit and strand the outbox."""
+    from db.engine import session_scope
+    from worker.outbox import enqueue
+
+    wait_for(lambda: "listening" in relay.output(), what="the relay to start")
+    db.execute("ALTER TABLE outbox RENAME TO outbox_away")
+    try:
+        wait_for(lambda: "UndefinedTable" in relay.output(), what="the relay to hit the error")
+    finally:
+        db.execute("ALTER TABLE outbox_away RENAME TO outbox")
+    assert relay.proc.poll() is None, relay.output()
+    with session_scope() as session:
+        task_id = enqueue(session, "system.heartbeat")
+    wait_for(lambda: db.execute("SELECT sent_at FROM outbox WHERE id = %s", (task_id,)).fetchone()[0],
+             what="the relay to publish after the error")
+
+
+def veza_outbox(**env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "worker.cli", "outbox"], cwd=ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_veza_outbox_fails_the_healthcheck_when_the_oldest_unsent_row_is_stale(db):
+    db.execute("INSERT INTO outbox (id, task_name, args, kwargs, created_at)"
+               " VALUES (gen_random_uuid(), 'system.heartbeat', '[]', '{}', now() - interval '5 minutes')")
+
+    stale = veza_outbox()
+    assert stale.returncode == 1 and "unsent: 1" in stale.stdout
+    assert "stale" in stale.stderr
+    assert veza_outbox(OUTBOX_STALE_SECONDS="600").returncode == 0

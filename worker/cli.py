@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from datetime import datetime, timezone
 
 from worker.config import settings
@@ -26,11 +27,14 @@ def _relay(args: argparse.Namespace) -> None:
 
 
 def _outbox(args: argparse.Namespace) -> None:
-    from worker.outbox import backlog
+    """Print the backlog; exit 1 when it is stale (the relay's healthcheck)."""
+    from worker.outbox import backlog, is_stale, stale_after_seconds
 
     count, oldest = backlog()
     age = f"{oldest:.1f}s" if oldest is not None else "-"
     print(f"unsent: {count}  oldest: {age}")
+    if is_stale(oldest):
+        sys.exit(f"stale: the oldest unsent row is older than {stale_after_seconds()}s")
 
 
 def _exporter(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import libpq_url, session_scope
 from db.models import Outbox
+from worker.config import env_int
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,9 @@ def run_relay(app: Celery, should_stop=lambda: False) -> None:
 
     Wakes on NOTIFY (sent by a trigger at commit) for low latency, and polls
     every IDLE_POLL_SECONDS anyway, so a lost notification costs at most that.
-    Survives PostgreSQL and Redis outages with capped exponential backoff.
+    Survives PostgreSQL and Redis outages with capped exponential backoff,
+    and any other error too (logged with its traceback): a relay that dies
+    stops every piece of deferred work, so it backs off and carries on.
     """
     backoff = 0.0
     while not should_stop():
@@ -134,6 +137,10 @@ def run_relay(app: Celery, should_stop=lambda: False) -> None:
             backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_SECONDS)
             log.warning("database unavailable (%s); relay retrying in %.2fs", exc, backoff)
             time.sleep(backoff)
+        except Exception:
+            backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_SECONDS)
+            log.exception("outbox relay error; retrying in %.2fs", backoff)
+            time.sleep(backoff)
 
 
 def backlog() -> tuple[int, float | None]:
@@ -146,6 +153,16 @@ def backlog() -> tuple[int, float | None]:
             ).where(Outbox.sent_at.is_(None))
         ).one()
     return count, float(oldest) if oldest is not None else None
+
+
+def stale_after_seconds() -> int:
+    """OUTBOX_STALE_SECONDS: how old the oldest unsent row may get before
+    the outbox counts as stalled (relay down, or the broker unreachable)."""
+    return env_int("OUTBOX_STALE_SECONDS", 120)
+
+
+def is_stale(oldest_age: float | None) -> bool:
+    return oldest_age is not None and oldest_age > stale_after_seconds()
 
 
 def mark_started(task_id: str) -> None:
