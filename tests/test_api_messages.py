@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from tests.api_helpers import api, app, error_code  # noqa: F401  (fixtures)
 
 
@@ -69,6 +71,37 @@ def test_a_refused_write_leaves_no_row_and_enqueues_nothing(api, db):
     assert response.status_code == 404
     assert db.execute("SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM outbox)"
                       ).fetchone() == (0, 0)
+
+
+@pytest.fixture
+def refused_at_commit(db):
+    """A deferred constraint that fails at COMMIT for messages saying
+    'refused at commit': the request fails after its message and outbox rows
+    were both written."""
+    db.execute("""
+        CREATE FUNCTION refuse_at_commit() RETURNS trigger AS $$
+        BEGIN
+            IF NEW.content = 'refused at commit' THEN
+                RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'check_violation';
+            END IF;
+            RETURN NULL;
+        END $$ LANGUAGE plpgsql;
+        CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON messages
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit();
+    """)
+    yield
+    db.execute("DROP TRIGGER refuse_at_commit ON messages; DROP FUNCTION refuse_at_commit()")
+
+
+def test_a_write_that_fails_at_commit_leaves_neither_message_nor_outbox_row(
+        api, db, refused_at_commit):
+    alice = api.register()
+    room = api.room(alice)
+    response = api.post(f"/rooms/{room}/messages", alice, json={"content": "refused at commit"})
+    assert response.status_code == 422
+    assert db.execute("SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM outbox)"
+                      ).fetchone() == (0, 0)
+    assert api.post(f"/rooms/{room}/messages", alice, json={"content": "fine"}).status_code == 201
 
 
 def test_cursor_pagination_newest_first(api):
