@@ -17,7 +17,7 @@ def load() -> dict:
 def test_compose_defines_every_part_of_the_system_with_healthchecks():
     services = load()["services"]
     expected = {"postgres", "redis", "clamav", "api", "relay", "worker-files",
-                "worker-maintenance", "beat", "flower", "exporter"}
+                "worker-maintenance", "worker-default", "beat", "flower", "exporter"}
     assert expected <= set(services)
     for name in expected:
         assert "healthcheck" in services[name], name
@@ -27,7 +27,8 @@ def test_compose_defines_every_part_of_the_system_with_healthchecks():
 def test_app_services_share_the_readme_environment():
     services = load()["services"]
     readme = (ROOT / "README.md").read_text()
-    for name in ("api", "relay", "worker-files", "worker-maintenance", "beat", "flower", "migrate"):
+    for name in ("api", "relay", "worker-files", "worker-maintenance", "worker-default", "beat",
+                 "flower", "migrate"):
         env = services[name]["environment"]
         for variable in ("DATABASE_URL", "REDIS_URL", "STORAGE_DIR"):
             assert variable in env, (name, variable)
@@ -35,15 +36,29 @@ def test_app_services_share_the_readme_environment():
             assert f"`{variable}`" in readme, f"{variable} is not documented in README.md"
 
 
+def consumed_queues(command: list[str]) -> set[str]:
+    return set(command[command.index("-Q") + 1].split(","))
+
+
 def test_workers_consume_the_queues_the_app_routes_to():
     from worker.celery_app import QUEUES
 
     services = load()["services"]
     consumed = set()
-    for name in ("worker-files", "worker-maintenance"):
-        command = services[name]["command"]
-        consumed |= set(command[command.index("-Q") + 1].split(","))
+    for name in ("worker-files", "worker-maintenance", "worker-default"):
+        consumed |= consumed_queues(services[name]["command"])
     assert consumed == set(QUEUES)
+
+
+def test_the_default_queue_never_waits_behind_maintenance():
+    """messages.index and the heartbeat go to `default`: on the single
+    maintenance process a long purge would hold them (and page on-call)."""
+    services = load()["services"]
+    assert consumed_queues(services["worker-maintenance"]["command"]) == {"maintenance"}
+    assert consumed_queues(services["worker-default"]["command"]) == {"default"}
+    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line)
+    assert consumed_queues(procfile["worker-maintenance"].split()) == {"maintenance"}
+    assert consumed_queues(procfile["worker-default"].split()) == {"default"}
 
 
 def test_image_creates_the_storage_directory_owned_by_the_app_user():
