@@ -73,8 +73,31 @@ def test_exporter_reports_queues_outbox_heartbeat_and_task_outcomes(db, celery_w
         assert sample(text, "veza_outbox_backlog") == 0
         assert 0 <= sample(text, "veza_worker_heartbeat_age_seconds") < 60
         assert sample(text, "veza_task_duration_seconds_count", task="system.heartbeat") >= 3
+        assert sample(text, "veza_exporter_up", source="redis") == 1
+        assert sample(text, "veza_exporter_up", source="postgres") == 1
     finally:
         exporter.stop()
+
+
+def test_exporter_serves_queue_depth_while_the_database_is_down(redis_client):
+    """A PostgreSQL outage is exactly when queue depth matters: the scrape
+    must not fail as a whole, and must say which source is down."""
+    port = free_port()
+    unreachable = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/veza"
+    exporter = ManagedProcess(
+        "exporter-nodb", [sys.executable, "-m", "worker.cli", "exporter", "--port", str(port)],
+        env={"DATABASE_URL": unreachable},
+    ).start()
+    try:
+        wait_for(lambda: _answers(port), what="exporter to listen")
+        text = scrape(port)
+    finally:
+        exporter.stop()
+    assert sample(text, "veza_queue_depth", queue="default") is not None
+    assert sample(text, "veza_worker_heartbeat_age_seconds") is not None
+    assert sample(text, "veza_outbox_backlog") is None
+    assert sample(text, "veza_exporter_up", source="postgres") == 0
+    assert sample(text, "veza_exporter_up", source="redis") == 1
 
 
 def _answers(port: int) -> bool:

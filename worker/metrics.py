@@ -6,7 +6,8 @@
   event stream (the same events Flower shows);
 - the outbox backlog and the age of its oldest unsent row;
 - the age of the last worker heartbeat: a stall alarm when workers stop
-  consuming (celery#10205: workers can go silent after a Redis reconnect).
+  consuming (celery#10205: workers can go silent after a Redis reconnect);
+- whether each source (Redis, PostgreSQL) could be read: `veza_exporter_up`.
 
 Run it with `veza exporter` (port from METRICS_PORT, default 9808).
 """
@@ -51,12 +52,30 @@ def queue_depth(client: redis.Redis, queue: str) -> int:
 
 
 class BacklogCollector(Collector):
-    """Read on every scrape: queue depths, unacked, outbox, heartbeat."""
+    """Read on every scrape: queue depths, unacked and heartbeat from Redis,
+    the outbox from PostgreSQL. Each source is read on its own: an outage
+    of one drops its metrics and sets veza_exporter_up{source} to 0, while
+    the other's (queue depth above all, during a database outage) still
+    reach Prometheus."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
     def collect(self):
+        up = GaugeMetricFamily("veza_exporter_up", "1 when this scrape could read the source",
+                               labels=["source"])
+        for source, read in (("redis", self.from_redis), ("postgres", self.from_postgres)):
+            try:
+                metrics = list(read())
+            except Exception as exc:  # any failure of the source: report it, serve the rest
+                log.warning("metrics: %s unavailable (%s: %s)", source, type(exc).__name__, exc)
+                up.add_metric([source], 0)
+                continue
+            up.add_metric([source], 1)
+            yield from metrics
+        yield up
+
+    def from_redis(self):
         depth = GaugeMetricFamily("veza_queue_depth", "Messages waiting per queue", labels=["queue"])
         for queue in QUEUES:
             depth.add_metric([queue], queue_depth(self.client, queue))
@@ -66,18 +85,20 @@ class BacklogCollector(Collector):
             "Messages delivered to workers and not yet acknowledged",
             value=self.client.hlen(Channel.unacked_key),
         )
+        stamp = self.client.get(HEARTBEAT_KEY)
+        yield GaugeMetricFamily(
+            "veza_worker_heartbeat_age_seconds",
+            "Seconds since a worker last ran the heartbeat task (-1: never)",
+            value=time.time() - float(stamp) if stamp else -1.0,
+        )
+
+    def from_postgres(self):
         count, oldest = outbox.backlog()
         yield GaugeMetricFamily("veza_outbox_backlog", "Outbox rows not yet published", value=count)
         yield GaugeMetricFamily(
             "veza_outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row (0 when none)",
             value=oldest or 0.0,
-        )
-        stamp = self.client.get(HEARTBEAT_KEY)
-        yield GaugeMetricFamily(
-            "veza_worker_heartbeat_age_seconds",
-            "Seconds since a worker last ran the heartbeat task (-1: never)",
-            value=time.time() - float(stamp) if stamp else -1.0,
         )
 
 
