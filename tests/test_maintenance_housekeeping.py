@@ -228,6 +228,10 @@ def test_rescan_retries_failed_scans_and_rescans_files_not_scanned_under_the_cur
     db.execute("UPDATE files SET metadata = '{\"clamd_version\": \"27000\"}'"
                " WHERE file_hash = %s", ("a" * 64,))
     db.execute("UPDATE files SET virus_scan_status = 'failed' WHERE file_hash = %s", ("b" * 64,))
+    # Failed for good (clamd could not scan it whole): scanning again cannot help.
+    file_row(db, owner, "c" * 64, "blobs/c", status="failed")
+    db.execute("UPDATE files SET virus_scan_status = 'failed', metadata = '{\"failed_step\": \"scan\","
+               " \"failure_reason\": \"too large to scan\"}' WHERE file_hash = %s", ("c" * 64,))
     clean_id = scalar(db, "SELECT id FROM files WHERE file_hash = %s", ("a" * 64,))
     failed_id = scalar(db, "SELECT id FROM files WHERE file_hash = %s", ("b" * 64,))
 

@@ -122,8 +122,12 @@ def rescan(run: Run, signature_version: str | None = None) -> None:
 
 
 def retry_failed_scans(run: Run) -> None:
+    """Scans that got no verdict (clamd unavailable), a bounded number of
+    times; not files failed for good (failure_reason: too large to scan,
+    stuck), which the pipeline would skip: requeue_failed is for those."""
     enqueue_scans(run, "scans_retried",
-                  "virus_scan_status = 'failed' AND COALESCE((metadata->>'scan_retries')::int, 0) < :max",
+                  "virus_scan_status = 'failed' AND NOT metadata ? 'failure_reason'"
+                  " AND COALESCE((metadata->>'scan_retries')::int, 0) < :max",
                   {"max": maintenance_settings.max_scan_retries},
                   bump="'scan_retries', COALESCE((metadata->>'scan_retries')::int, 0) + 1")
 
