@@ -16,6 +16,7 @@ from functools import cached_property
 import psycopg
 import redis
 from celery import Task
+from celery.exceptions import Reject
 from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.orm import Session
 
@@ -50,11 +51,11 @@ class VezaTask(Task):
         # Outcome and run time are logged by Celery's tracer and counted from
         # its events (worker/metrics.py); this adds only what Celery lacks.
         if self._delivered_too_often():
-            log.error(
-                "task %s[%s] dropped: delivered %d times without finishing",
-                self.name, self.request.id, limits.MAX_DELIVERIES,
-            )
-            return None
+            reason = f"dropped: delivered {limits.MAX_DELIVERIES} times without finishing"
+            log.error("task %s[%s] %s", self.name, self.request.id, reason)
+            # Rejected, not succeeded: Flower and the task-rejected event show
+            # it for what it is; requeue=False takes it off the broker for good.
+            raise Reject(reason, requeue=False)
         self._stamp_outbox_start()
         return super().__call__(*args, **kwargs)
 

@@ -118,6 +118,8 @@ def record_task_events(app: Celery) -> None:
             TASK_DURATION.labels(name).observe(event.get("runtime") or 0.0)
         elif kind == "task-failed":
             TASK_RUNS.labels(name, "failed").inc()
+        elif kind == "task-rejected":  # a poison message dropped (worker/base.py)
+            TASK_RUNS.labels(name, "rejected").inc()
         elif kind == "task-retried":
             TASK_RETRIES.labels(name).inc()
 

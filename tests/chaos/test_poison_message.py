@@ -20,7 +20,7 @@ def received(worker, task_id: str) -> int:
     return len(re.findall(rf"files\.thumbnail\[{task_id}\] received", worker.output()))
 
 
-def test_a_task_that_kills_its_worker_every_time_is_dropped_after_the_bound(db, clamd_server):
+def test_a_task_that_kills_its_worker_every_time_is_dropped_after_the_bound(db, clamd_server, redis_client):
     from worker import app, file_steps, limits
 
     user = make_user(db)
@@ -42,5 +42,13 @@ def test_a_task_that_kills_its_worker_every_time_is_dropped_after_the_bound(db, 
                  what="the poison message to be dropped")
         assert received(worker, task_id) == limits.MAX_DELIVERIES
         assert worker.proc.poll() is None  # the worker itself lives on
+        # Rejected without requeue: off the broker for good, so never delivered again.
+        wait_for(lambda: not any(task_id in entry.decode(errors="replace")
+                                 for entry in redis_client.hvals("unacked")),
+                 what="the message to leave the broker")
+        assert redis_client.llen("files") == 0
+        # Reported as rejected (Flower, metrics), not as a success.
+        assert "reject requeue=False" in worker.output()
+        assert f"files.thumbnail[{task_id}] succeeded" not in worker.output()
     finally:
         worker.stop()
