@@ -46,7 +46,6 @@ app.conf.update(
     task_time_limit=limits.DEFAULT_TIME_LIMITS[1],
     broker_connection_retry_on_startup=True,
     broker_transport_options={"visibility_timeout": limits.VISIBILITY_TIMEOUT},
-    result_backend_transport_options={"visibility_timeout": limits.VISIBILITY_TIMEOUT},
     task_queues=[Queue(name) for name in QUEUES],
     task_default_queue="default",
     # Queues are chosen here, by task name, not on the tasks (Celery 5.5+
