@@ -291,6 +291,20 @@ def test_filenames_never_decide_where_content_is_stored(db, user, name):
     assert file["thumbnail_path"] == f"thumbs/{sha256}.webp"
 
 
+def scan_with_clamd_down(clamd_server, caplog, file_id: int) -> int:
+    """Run files.scan eagerly (every retry at once, countdowns skipped) with
+    clamd stopped; return how many attempts the pipeline logged."""
+    from tasks.files import scan
+
+    clamd_server.stop()
+    try:
+        scan.apply(args=[file_id])
+    finally:
+        clamd_server.start()
+    return len([r for r in caplog.records
+                if r.name == "worker.file_steps" and "clamd VERSION failed" in r.getMessage()])
+
+
 def test_without_clamd_the_scan_retries_then_fails_and_never_passes(
     db, user, clamd_server, caplog
 ):
@@ -299,15 +313,7 @@ def test_without_clamd_the_scan_retries_then_fails_and_never_passes(
 
     file_id = upload(db, user, b"harmless text", "note.txt", "text/plain")
     file_steps.hash_upload(file_id)
-    clamd_server.stop()
-    try:
-        scan.apply(args=[file_id])  # eagerly: every retry at once, countdowns skipped
-    finally:
-        clamd_server.start()
-
-    attempts = [r for r in caplog.records
-                if r.name == "worker.file_steps" and "clamd VERSION failed" in r.getMessage()]
-    assert len(attempts) == scan.max_retries + 1
+    assert scan_with_clamd_down(clamd_server, caplog, file_id) == scan.max_retries + 1
     file = row(db, file_id)
     assert file["virus_scan_status"] == "failed" and file["processing_status"] == "failed"
     assert not file["is_processed"] and "clamd" in file["virus_scan_result"]
@@ -458,14 +464,7 @@ def test_a_rescan_that_cannot_reach_clamd_is_retried_keeps_the_file_clean_and_is
 
     run_task("maintenance.rescan_files")
     assert owed_scans() == 1
-    clamd_server.stop()
-    try:
-        scan.apply(args=[file_id])  # what the owed task does, retries run at once
-    finally:
-        clamd_server.start()
-    attempts = [r for r in caplog.records
-                if r.name == "worker.file_steps" and "clamd VERSION failed" in r.getMessage()]
-    assert len(attempts) == scan.max_retries + 1
+    assert scan_with_clamd_down(clamd_server, caplog, file_id) == scan.max_retries + 1
     file = row(db, file_id)
     assert (file["virus_scan_status"], file["processing_status"]) == ("clean", "completed")
 
