@@ -132,9 +132,18 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = 
 
 
 def start_worker(name: str = "worker", queues: str = "default,files,scan,maintenance",
-                 concurrency: int = 2, env: dict[str, str] | None = None) -> ManagedProcess:
-    """Start a real Celery worker and wait until it answers a ping."""
+                 concurrency: int = 2, env: dict[str, str] | None = None,
+                 purge: bool = True) -> ManagedProcess:
+    """Start a real Celery worker and wait until it answers a ping. Unless
+    told to take over what is queued, its queues are emptied first: a message
+    an earlier test left behind (the rest of a chain whose worker it stopped)
+    must not run in this one."""
     from worker import app
+
+    if purge:
+        with app.connection_for_write() as connection:
+            for queue in queues.split(","):
+                connection.default_channel.queue_purge(queue)
 
     hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h"
     proc = ManagedProcess(

@@ -116,7 +116,7 @@ def test_sigterm_finishes_or_hands_back_the_task_in_flight(db, clamd_server):
     assert exit_code == 0
 
     # Whatever the stopped worker did not finish is still owed: a new worker does it.
-    successor = start_worker("successor", queues="files,scan", concurrency=1)
+    successor = start_worker("successor", queues="files,scan", concurrency=1, purge=False)
     try:
         wait_for(lambda: all(s[0] == "completed" for s in file_states(db, ids)),
                  timeout=180, interval=0.5, what="the remaining files to finish")
