@@ -27,6 +27,8 @@ from worker.maintenance.run import Run
 
 log = logging.getLogger(__name__)
 
+DROP_LOCK_TIMEOUT = "5s"
+
 
 @dataclass(frozen=True)
 class Partition:
@@ -133,6 +135,11 @@ def drop_old_audit_partitions(run: Run) -> None:
             drop("audit_logs", partition)
 
 
+def to_regclass(session: Session, name: str) -> bool:
+    return session.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
+                           {"name": f'"{name}"'}).scalar_one()
+
+
 def drop(parent: str, partition: Partition,
          before_drop: Callable[[Session, str], None] = lambda session, name: None) -> None:
     """Detach (unless already detached) and drop; `before_drop` runs in the
@@ -140,6 +147,17 @@ def drop(parent: str, partition: Partition,
     if partition.attached:
         detach_concurrently(parent, partition)
     with session_scope() as session:
+        # Take the locks the DROP needs (it removes the detached table's
+        # foreign-key triggers from the parent) before `before_drop` locks
+        # any counter row: otherwise a chat insert holding the parent and
+        # waiting on that counter row deadlocks with us (seen in
+        # bench/retention.py). The lock is held for this short transaction
+        # only; past lock_timeout the run fails and the next run finishes
+        # the drop (`leftovers`), rather than queueing chat traffic behind us.
+        session.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+        if to_regclass(session, partition.name):
+            session.execute(text(
+                f'LOCK TABLE {parent}, "{partition.name}" IN ACCESS EXCLUSIVE MODE'))
         before_drop(session, partition.name)
         session.execute(text(f'DROP TABLE IF EXISTS "{partition.name}"'))
     log.info("dropped partition %s", partition.name)
