@@ -29,8 +29,8 @@ from werkzeug.exceptions import NotFound
 from werkzeug.routing import BaseConverter
 
 from api.errors import ApiError
-from db.engine import get_engine, session_scope
-from db.partitions import create_monthly_partitions, missing_partition
+from db.engine import session_scope
+from db.partitions import creating_missing_partitions
 
 API_PREFIX = "/api/v1"
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers: larger ones cannot exist
@@ -139,23 +139,20 @@ def _call(view: Callable, op: Operation, session: Session, path_args: dict) -> A
 def run_once_per_partition(work: Callable[[Session], Any]) -> Any:
     """Run `work` in one transaction. If an insert found no monthly
     partition for its row (there is deliberately no DEFAULT partition),
-    create that month's partition in its own transaction and run `work`
-    again, once."""
-    for attempt in (1, 2):
-        try:
-            with session_scope() as session:
-                return work(session)
-        except sa_exc.IntegrityError as exc:
-            missing = missing_partition(exc.orig)
-            if missing is None or attempt == 2:
-                raise_constraint_error(exc)
-            table, month = missing
-            with get_engine().begin() as conn:
-                create_monthly_partitions(conn, table, month, 1)
-        except sa_exc.DataError as exc:
-            raise ApiError(422, "invalid_value", "A value is not acceptable.",
-                           {"detail": str(exc.orig).splitlines()[0]}) from exc
-    raise AssertionError("unreachable")
+    create that month's partition and run `work` again (db/partitions.py).
+    Database refusals become 4xx, never 500."""
+
+    def transaction() -> Any:
+        with session_scope() as session:
+            return work(session)
+
+    try:
+        return creating_missing_partitions(transaction)
+    except sa_exc.IntegrityError as exc:
+        raise_constraint_error(exc)
+    except sa_exc.DataError as exc:
+        raise ApiError(422, "invalid_value", "A value is not acceptable.",
+                       {"detail": str(exc.orig).splitlines()[0]}) from exc
 
 
 # Unique constraints on users (idx_users_email_lower: emails in any case).

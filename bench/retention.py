@@ -150,14 +150,14 @@ def main() -> None:
         _, baseline_p99, _ = measure_writer(url, args.rooms, lambda: time.sleep(5))
         drop_s, _, _ = measure_writer(url, args.rooms,
                                       lambda: retention.drop_covered_message_partitions(run))
-        dropped_rows = run.counts["messages"]
+        dropped_rows = run.counts["messages_deleted"]
 
         def purge_rooms() -> None:
             for room_id, cutoff in retention.rooms_with_retention():
                 retention.purge_room(run, room_id, cutoff)
 
         purge_s, purge_p99, inserts = measure_writer(url, args.rooms, purge_rooms)
-        purged_rows = run.counts["messages"] - dropped_rows
+        purged_rows = run.counts["messages_deleted"] - dropped_rows
         exact = counters_exact(conn)
 
     figures = {

@@ -39,10 +39,13 @@ def expire_sessions(run: Run) -> None:
 
 
 @maintenance_task("maintenance.ensure_partitions")
-def ensure_partitions(run: Run, months_ahead: int | None = None, today: str | None = None) -> None:
-    """Monthly partitions of messages and audit_logs, N months ahead of
-    this month (or of the ISO date `today`, to prepare ahead by hand)."""
-    partitions.ensure(run, months_ahead, date.fromisoformat(today) if today else None)
+def ensure_partitions(run: Run, months_ahead: int | None = None, today: str | None = None,
+                      months_behind: int | None = None) -> None:
+    """Monthly partitions of messages and audit_logs, from N months behind
+    to M months ahead of this month (or of the ISO date `today`, to prepare
+    ahead by hand)."""
+    partitions.ensure(run, months_ahead, date.fromisoformat(today) if today else None,
+                      months_behind)
 
 
 @maintenance_task("maintenance.refresh_room_stats")

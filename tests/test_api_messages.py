@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.api_helpers import api, app, error_code  # noqa: F401  (fixtures)
+from tests.factories import partitions_since
 
 
 def test_posting_needs_membership(api):
@@ -267,6 +268,7 @@ def test_messages_older_than_retention_are_hidden(api, db):
     room = api.room(alice, message_retention_days=7)
     fresh = api.say(room, alice, "fresh")
     old = api.say(room, alice, "old")
+    partitions_since(db, "8 days")
     db.execute("UPDATE messages SET created_at = now() - interval '8 days' WHERE id = %s",
                (old["id"],))
     shown = api.get(f"/rooms/{room}/messages", alice).json["messages"]

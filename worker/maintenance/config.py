@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from worker import limits
 from worker.config import env_int
+
+# A run must end well inside its soft time limit: what its phases leave
+# undone the next run resumes, while a run killed at the limit is recorded
+# failed and wastes its last batch.
+DEFAULT_RUN_BUDGET_SECONDS = limits.MAINTENANCE_TIME_LIMITS[0] - 300
 
 
 @dataclass(frozen=True)
@@ -12,7 +18,6 @@ class MaintenanceSettings:
     # Archived messages stay restorable this long after they were archived.
     archive_retention_days: int = field(default_factory=lambda: env_int("ARCHIVE_RETENTION_DAYS", 30))
     audit_retention_months: int = field(default_factory=lambda: env_int("AUDIT_RETENTION_MONTHS", 12))
-    partition_months_ahead: int = field(default_factory=lambda: env_int("PARTITION_MONTHS_AHEAD", 3))
     # A blob or upload on disk with no row is removed only once this old:
     # the row of an upload in flight may not be committed yet.
     orphan_grace_seconds: int = field(default_factory=lambda: env_int("ORPHAN_GRACE_SECONDS", 3600))
@@ -23,6 +28,10 @@ class MaintenanceSettings:
     max_file_attempts: int = field(default_factory=lambda: env_int("MAX_FILE_ATTEMPTS", 3))
     max_scan_retries: int = field(default_factory=lambda: env_int("MAX_SCAN_RETRIES", 3))
     rescan_days: int = field(default_factory=lambda: env_int("RESCAN_DAYS", 7))
+    # The time a phased run (purge_retention) shares among its phases.
+    run_budget_seconds: int = field(
+        default_factory=lambda: env_int("MAINTENANCE_RUN_BUDGET_SECONDS", DEFAULT_RUN_BUDGET_SECONDS)
+    )
     outbox_retention_days: int = field(default_factory=lambda: env_int("OUTBOX_RETENTION_DAYS", 7))
 
 

@@ -1,5 +1,6 @@
-"""Monthly partitions of messages and audit_logs: keep them made ahead,
-list them, and drop old ones without blocking writers.
+"""Monthly partitions of messages and audit_logs: keep the window made
+(db/partitions.py: months behind and ahead of this one), list them, and
+drop old ones without blocking writers.
 
 Dropping goes DETACH ... CONCURRENTLY (which does not take an exclusive
 lock on the parent, so chat inserts carry on), then DROP. A run killed in
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date
 
 import psycopg
 from sqlalchemy import text
@@ -21,7 +22,15 @@ from sqlalchemy.orm import Session
 
 from db.engine import libpq_url, session_scope
 from db.models import AuditLog, AuditSeverity
-from db.partitions import PARTITIONED_TABLES, PARTITION_NAME, create_monthly_partitions, partition_name
+from db.partitions import (
+    PARTITION_NAME,
+    PARTITIONED_TABLES,
+    add_months,
+    ensure_monthly_partitions,
+    month_of,
+    partition_name,
+    this_month,
+)
 from worker.maintenance.config import maintenance_settings
 from worker.maintenance.run import Run
 
@@ -42,15 +51,6 @@ class Partition:
         return add_months(self.month, 1)
 
 
-def add_months(month: date, months: int) -> date:
-    index = month.year * 12 + month.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def this_month() -> date:
-    return datetime.now(timezone.utc).date().replace(day=1)
-
-
 def attached(conn: psycopg.Connection, parent: str) -> list[Partition]:
     """The partitions of `parent`, oldest first."""
     rows = conn.execute(
@@ -59,7 +59,7 @@ def attached(conn: psycopg.Connection, parent: str) -> list[Partition]:
         (parent,),
     ).fetchall()
     return sorted(
-        (Partition(name, month_of(name), pending) for name, pending in rows if month_of(name)),
+        (Partition(name, partition_month(name), pending) for name, pending in rows if partition_month(name)),
         key=lambda p: p.month,
     )
 
@@ -73,11 +73,11 @@ def leftovers(conn: psycopg.Connection, parent: str) -> list[Partition]:
         " AND NOT c.relispartition",
         (f"{parent}\\_y%",),
     ).fetchall()
-    detached = [Partition(name, month_of(name), attached=False) for (name,) in rows if month_of(name)]
+    detached = [Partition(name, partition_month(name), attached=False) for (name,) in rows if partition_month(name)]
     return pending + detached
 
 
-def month_of(name: str) -> date | None:
+def partition_month(name: str) -> date | None:
     match = PARTITION_NAME.match(name)
     return date(int(match[2]), int(match[3]), 1) if match else None
 
@@ -91,13 +91,16 @@ def detach_concurrently(parent: str, partition: Partition) -> None:
             conn.execute(f'ALTER TABLE {parent} DETACH PARTITION "{partition.name}" CONCURRENTLY')
 
 
-def ensure(run: Run, months_ahead: int | None = None, today: date | None = None) -> None:
-    """Create this month's partitions and `months_ahead` more, for every
-    partitioned table. A missing partition for next month is an incident
-    (inserts dated then would fail): logged as an error and audited."""
-    months_ahead = maintenance_settings.partition_months_ahead if months_ahead is None else months_ahead
-    first = (today or this_month()).replace(day=1)
-    next_month = add_months(first, 1)
+def ensure(run: Run, months_ahead: int | None = None, today: date | None = None,
+           months_behind: int | None = None) -> None:
+    """Create the window's missing partitions (db/partitions.py: from
+    PARTITION_MONTHS_BEHIND months back to PARTITION_MONTHS_AHEAD ahead of
+    this month, or of `today`'s), for every partitioned table. A missing
+    partition for next month is an incident (inserts dated then would have
+    failed but for the create-on-demand path): logged as an error and
+    audited."""
+    current = month_of(today or this_month())
+    next_month = add_months(current, 1)
     with session_scope() as session:
         conn = session.connection()
         for table in PARTITIONED_TABLES:
@@ -115,9 +118,9 @@ def ensure(run: Run, months_ahead: int | None = None, today: date | None = None)
                         resource_type="partition",
                         severity=AuditSeverity.error,
                     ))
-            if run.dry_run:
-                continue
-            created = create_monthly_partitions(conn, table, first, months_ahead + 1)
+        if not run.dry_run:
+            created = ensure_monthly_partitions(conn, current, behind=months_behind,
+                                                ahead=months_ahead)
             run.add(partitions_created=len(created))
 
 
@@ -141,9 +144,10 @@ def to_regclass(session: Session, name: str) -> bool:
 
 
 def drop(parent: str, partition: Partition,
-         before_drop: Callable[[Session, str], None] = lambda session, name: None) -> None:
+         before_drop: Callable[[Session, str], int] = lambda session, name: 0) -> int:
     """Detach (unless already detached) and drop; `before_drop` runs in the
-    DROP's transaction, so what it fixes and the drop commit together."""
+    DROP's transaction, so what it fixes and the drop commit together.
+    Returns what `before_drop` returned (0 when the table was gone)."""
     if partition.attached:
         detach_concurrently(parent, partition)
     with session_scope() as session:
@@ -155,9 +159,11 @@ def drop(parent: str, partition: Partition,
         # only; past lock_timeout the run fails and the next run finishes
         # the drop (`leftovers`), rather than queueing chat traffic behind us.
         session.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
-        if to_regclass(session, partition.name):
-            session.execute(text(
-                f'LOCK TABLE {parent}, "{partition.name}" IN ACCESS EXCLUSIVE MODE'))
-        before_drop(session, partition.name)
-        session.execute(text(f'DROP TABLE IF EXISTS "{partition.name}"'))
+        if not to_regclass(session, partition.name):
+            return 0
+        session.execute(text(
+            f'LOCK TABLE {parent}, "{partition.name}" IN ACCESS EXCLUSIVE MODE'))
+        result = before_drop(session, partition.name)
+        session.execute(text(f'DROP TABLE "{partition.name}"'))
     log.info("dropped partition %s", partition.name)
+    return result

@@ -29,7 +29,7 @@ touched, in its own transaction.
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -38,7 +38,14 @@ from sqlalchemy.orm import Session
 
 from db.engine import libpq_url, session_scope
 from db.models import File, Message, Reaction
-from db.partitions import create_monthly_partitions
+from db.partitions import (
+    add_months,
+    create_monthly_partitions,
+    creating_missing_partitions,
+    month_of,
+    months_behind,
+    months_between,
+)
 from tasks.messages import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
 from worker.maintenance import partitions
 from worker.maintenance.batched import apply_in_batches
@@ -99,17 +106,26 @@ def batch_params(batch: Batch) -> dict[str, Any]:
 # ---------------------------------------------------------------- purge
 
 def purge(run: Run) -> None:
-    """The whole purge_retention task: whole partitions where every room's
-    retention covers them, then per-room batches, then the archive's and
-    the audit log's own retention."""
-    dropping = drop_covered_message_partitions(run)
+    """The whole purge_retention task, in four phases, each with its own
+    share of the run's time (worker/maintenance/run.py), so that a huge
+    month cannot starve the per-room purges or the archive's: whole
+    partitions where every room's retention covers them, then per-room
+    batches, then the archive's and the audit log's own retention. Every
+    phase resumes where an earlier run stopped: deleted rows are gone, and
+    a partition's unlinking skips the rows it already dealt with."""
+    with run.phase("partition_drop", left=4):
+        dropping = drop_covered_message_partitions(run)
     # A dry run deleted nothing: the rows of the months it would drop whole
     # are still there, and were counted already.
     already_counted = [p.name for p in dropping] if run.dry_run else []
-    for room_id, cutoff in rooms_with_retention():
-        purge_room(run, room_id, cutoff, already_counted)
-    purge_archive(run)
-    partitions.drop_old_audit_partitions(run)
+    with run.phase("room_batches", left=3):
+        for room_id, cutoff in rooms_with_retention():
+            if not purge_room(run, room_id, cutoff, already_counted):
+                break
+    with run.phase("archive_purge", left=2):
+        purge_archive(run)
+    with run.phase("audit_partitions", left=1):
+        partitions.drop_old_audit_partitions(run)
 
 
 def rooms_with_retention() -> list[tuple[int, datetime]]:
@@ -121,21 +137,23 @@ def rooms_with_retention() -> list[tuple[int, datetime]]:
 
 
 def purge_room(run: Run, room_id: int, cutoff: datetime,
-               skip_partitions: list[str] | tuple[str, ...] = ()) -> None:
+               skip_partitions: list[str] | tuple[str, ...] = ()) -> bool:
     """Archive and delete the room's messages older than `cutoff`, oldest
-    first, one batch per transaction. The cut-off is fixed for the run, so
+    first, one batch per transaction; True when none are left, False when
+    the phase ran out of time first. The cut-off is fixed for the run, so
     the end state does not depend on how long the run took."""
     after: tuple[datetime, int] | None = None
     for size in run.batches():
         with session_scope() as session:
             batch = next_room_batch(session, room_id, cutoff, after, size, skip_partitions)
             if not batch:
-                return
+                return True
             after = (batch[-1][1], batch[-1][0])
             if run.dry_run:
                 count_batch(run, session, batch, cutoff)
             else:
                 archive_and_delete(run, session, batch, cutoff)
+    return False
 
 
 def next_room_batch(session: Session, room_id: int, cutoff: datetime,
@@ -175,8 +193,8 @@ def count_batch(run: Run, session: Session, batch: Batch, cutoff: datetime) -> N
         " (SELECT count(*) FROM messages c JOIN d ON c.parent_message_id = d.id"
         "  AND c.parent_created_at = d.created_at WHERE c.created_at >= :cutoff)"
     ), {**batch_params(batch), "cutoff": cutoff}).one()
-    run.add(messages=len(batch), archived_messages=len(batch), archived_reactions=counts[0],
-            archived_files=counts[1], replies_detached=counts[2])
+    run.add(messages_deleted=len(batch), archived_messages=len(batch),
+            archived_reactions=counts[0], archived_files=counts[1], replies_detached=counts[2])
 
 
 def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetime) -> None:
@@ -190,7 +208,7 @@ def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetim
         " WHERE m.id = d.id AND m.created_at = d.created_at"
     ), params).rowcount
     recount_member_counters(session, authors)
-    run.add(messages=deleted, replies_detached=detached, **archived)
+    run.add(messages_deleted=deleted, replies_detached=detached, **archived)
 
 
 def detach_replies(session: Session, params: dict[str, Any], which: str) -> int:
@@ -236,27 +254,46 @@ def archive_rows(session: Session, params: dict[str, Any]) -> dict[str, int]:
 def drop_covered_message_partitions(run: Run) -> list[partitions.Partition]:
     """Drop past monthly partitions of messages in which no message would
     survive retention (every room it holds has a retention that covers the
-    month, and it holds no direct messages, which are kept forever).
+    month, and it holds no direct messages, which are kept forever). An
+    empty month inside the partition window (db/partitions.py) stays: it is
+    where a backfill lands, and ensure_partitions would only make it again.
 
     References are dealt with first, in batches (the detach refuses while
     any row references the partition): messages, reactions and file rows are
     archived, reactions, mentions and file rows deleted, replies detached
     (their links kept for a restore). Then the partition is detached
     concurrently and dropped, with the counters fixed in the DROP's
-    transaction because triggers do not fire on DROP. Returns the
-    partitions dropped (or, in a dry run, that would be)."""
+    transaction because triggers do not fire on DROP. A partition whose
+    unlinking ran out of time is left for the next run, which resumes it.
+    Returns the partitions dropped (or, in a dry run, that would be)."""
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
         for partition in partitions.leftovers(conn, "messages"):
             finish_message_partition_drop(run, partition)
         candidates = [p for p in partitions.attached(conn, "messages")
                       if p.end <= partitions.this_month()]
-    dropping = [p for p in candidates if covered_by_retention(p.name)]
-    for partition in dropping:
+    window_start = add_months(partitions.this_month(), -partition_months_behind())
+    dropping = []
+    for partition in candidates:
+        if not covered_by_retention(partition.name) or (
+                partition.month >= window_start and is_empty(partition.name)):
+            continue
         run.add(message_partitions_dropped=1)
-        unlink_partition(run, partition)
+        dropping.append(partition)
+        if not unlink_partition(run, partition):
+            break
         if not run.dry_run:
             finish_message_partition_drop(run, partition)
     return dropping
+
+
+def partition_months_behind() -> int:
+    with session_scope() as session:
+        return months_behind(session.connection())
+
+
+def is_empty(name: str) -> bool:
+    with session_scope() as session:
+        return session.execute(text(f'SELECT NOT EXISTS (SELECT 1 FROM "{name}")')).scalar_one()
 
 
 def covered_by_retention(name: str) -> bool:
@@ -268,20 +305,40 @@ def covered_by_retention(name: str) -> bool:
         )).scalar_one()
 
 
-def unlink_partition(run: Run, partition: partitions.Partition) -> None:
+# A row of the partition still to unlink: not archived yet, or referenced
+# (by a reaction, file, mention or reply) since. Rows an earlier, stopped
+# run unlinked fail this test, so a run resumes where the last one stopped;
+# a reaction added to an unlinked row meanwhile is caught all the same.
+STILL_LINKED = (
+    "NOT EXISTS (SELECT 1 FROM archived_messages a WHERE a.id = m.id AND a.created_at = m.created_at)"
+    " OR EXISTS (SELECT 1 FROM reactions x WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+    " OR EXISTS (SELECT 1 FROM files x WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+    " OR EXISTS (SELECT 1 FROM message_mentions x"
+    "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+    " OR EXISTS (SELECT 1 FROM messages x"
+    "  WHERE x.parent_message_id = m.id AND x.parent_created_at = m.created_at)"
+)
+
+
+def unlink_partition(run: Run, partition: partitions.Partition) -> bool:
+    """Archive the partition's rows and remove every reference to them, a
+    batch per transaction; True when nothing is left to unlink, False when
+    the phase ran out of time first."""
     after: tuple[datetime, int] | None = None
     for size in run.batches():
         with session_scope() as session:
             batch = [tuple(row) for row in session.execute(text(
-                f'SELECT id, created_at FROM "{partition.name}"'
-                " WHERE CAST(:after_ts AS timestamptz) IS NULL OR (created_at, id) > (:after_ts, :after_id)"
+                f'SELECT id, created_at FROM "{partition.name}" m'
+                " WHERE (CAST(:after_ts AS timestamptz) IS NULL OR (created_at, id) > (:after_ts, :after_id))"
+                f" AND ({STILL_LINKED} OR CAST(:dry_run AS boolean))"
                 " ORDER BY created_at, id LIMIT :size"
-            ), {"after_ts": after and after[0], "after_id": after and after[1], "size": size})]
+            ), {"after_ts": after and after[0], "after_id": after and after[1], "size": size,
+                "dry_run": run.dry_run})]
             if not batch:
-                return
+                return True
             after = (batch[-1][1], batch[-1][0])
             if run.dry_run:
-                run.add(messages=len(batch))
+                run.add(messages_deleted=len(batch))
                 continue
             params = batch_params(batch)
             # Every reply goes, even one inside the partition: the detach
@@ -294,16 +351,18 @@ def unlink_partition(run: Run, partition: partitions.Partition) -> None:
                     f"WITH {BATCH} DELETE FROM {referencing} x USING d"
                     " WHERE x.message_id = d.id AND x.message_created_at = d.created_at"
                 ), params)
-            run.add(messages=len(batch), replies_detached=detached, **archived)
+            run.add(replies_detached=detached, **archived)
+    return False
 
 
 def finish_message_partition_drop(run: Run, partition: partitions.Partition) -> None:
-    partitions.drop("messages", partition, before_drop=subtract_counters)
+    run.add(messages_deleted=partitions.drop("messages", partition, before_drop=subtract_counters))
 
 
-def subtract_counters(session: Session, name: str) -> None:
+def subtract_counters(session: Session, name: str) -> int:
     """The detached partition's live messages leave their room's (or
-    conversation's) message_count and their parent's thread_count."""
+    conversation's) message_count and their parent's thread_count; returns
+    how many rows the DROP deletes."""
     session.execute(text(
         "UPDATE rooms r SET message_count = r.message_count - d.n"
         f' FROM (SELECT room_id, count(*) AS n FROM "{name}"'
@@ -326,6 +385,7 @@ def subtract_counters(session: Session, name: str) -> None:
     ))
     # Detached already: its rows no longer count in `messages`.
     recount_member_counters(session, partition_authors(session, name))
+    return session.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one()
 
 
 # ---------------------------------------------------------------- archive
@@ -355,16 +415,27 @@ def restore(room_id: int, start: datetime, end: datetime) -> dict[str, int]:
     ensure_partitions_for(room_id, start, end)
     counts = {"messages": 0, "reactions": 0, "files": 0, "replies_reattached": 0}
     for size in timed_batches():
-        with session_scope() as session:
-            batch = [tuple(row) for row in session.execute(text(
-                "SELECT id, created_at FROM archived_messages"
-                " WHERE room_id = :room AND created_at >= :start AND created_at < :end"
-                " ORDER BY created_at, id LIMIT :size"
-            ), {"room": room_id, "start": start, "end": end, "size": size})]
-            if not batch:
-                return counts
-            for key, value in restore_batch(session, batch).items():
-                counts[key] += value
+        # Partitions made above can be dropped meanwhile (a purge of a
+        # covered month): a batch that meets a missing month makes it.
+        restored = creating_missing_partitions(lambda: restore_next_batch(room_id, start, end, size))
+        if restored is None:
+            return counts
+        for key, value in restored.items():
+            counts[key] += value
+    return counts
+
+
+def restore_next_batch(room_id: int, start: datetime, end: datetime,
+                       size: int) -> dict[str, int] | None:
+    """Restore the oldest `size` archived messages of the range, in one
+    transaction; None when none are left."""
+    with session_scope() as session:
+        batch = [tuple(row) for row in session.execute(text(
+            "SELECT id, created_at FROM archived_messages"
+            " WHERE room_id = :room AND created_at >= :start AND created_at < :end"
+            " ORDER BY created_at, id LIMIT :size"
+        ), {"room": room_id, "start": start, "end": end, "size": size})]
+        return restore_batch(session, batch) if batch else None
 
 
 def ensure_partitions_for(room_id: int, start: datetime, end: datetime) -> None:
@@ -375,8 +446,9 @@ def ensure_partitions_for(room_id: int, start: datetime, end: datetime) -> None:
         ), {"room": room_id, "start": start, "end": end}).one()
         if first is None:
             return
-        first_month = date(first.year, first.month, 1)
-        months = (last.year - first.year) * 12 + last.month - first.month + 1
+        # Months are UTC months (db/partitions.py), whatever the session's zone.
+        first_month = month_of(first)
+        months = months_between(first_month, month_of(last)) + 1
         create_monthly_partitions(session.connection(), "messages", first_month, months)
 
 

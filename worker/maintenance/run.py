@@ -14,7 +14,11 @@ a Celery task that:
 - publishes progress as task state PROGRESS with its counts (and a
   `task-progress` event), so Flower and `AsyncResult` show it;
 - hands the body a `dry_run` flag and a batch sizer that aims at about
-  BATCH_TARGET_SECONDS per batch, so that every transaction stays short.
+  BATCH_TARGET_SECONDS per batch, so that every transaction stays short;
+- lets a body split itself into named phases (`run.phase`), reported with
+  the progress, each with a time budget of its own out of the run's
+  (MAINTENANCE_RUN_BUDGET_SECONDS): one huge step cannot starve the others,
+  and what a phase leaves undone the next run resumes.
 
 Kill-safety is the bodies' job (each batch is one transaction that leaves a
 consistent state); the run log marks a run that died mid-way as failed the
@@ -39,6 +43,7 @@ from db.engine import libpq_url, session_scope
 from db.models import AuditLog, AuditSeverity, MaintenanceRun
 from worker import limits
 from worker.base import VezaTask
+from worker.maintenance.config import maintenance_settings
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +67,20 @@ class BatchSizer:
             self.size = min(self.maximum, self.size * 2)
 
 
-def timed_batches(initial: int = 500,
-                  after_each: Callable[[], None] = lambda: None) -> Iterator[int]:
-    """Yield batch sizes forever; the caller does one batch per size and
-    breaks when there is nothing left. The time between two yields is the
-    batch's duration, which sizes the next one."""
+def timed_batches(initial: int = 500, after_each: Callable[[], None] = lambda: None,
+                  keep_going: Callable[[], bool] = lambda: True) -> Iterator[int]:
+    """Yield batch sizes until `keep_going()` says stop (checked after each
+    batch, so at least one batch always runs); the caller does one batch
+    per size and breaks when there is nothing left. The time between two
+    yields is the batch's duration, which sizes the next one."""
     sizer = BatchSizer(initial)
     while True:
         started = time.monotonic()
         yield sizer.size
         sizer.observe(time.monotonic() - started)
         after_each()
+        if not keep_going():
+            return
 
 
 @dataclass
@@ -85,14 +93,50 @@ class Run:
     dry_run: bool
     counts: Counter[str] = field(default_factory=Counter)
     lock: AdvisoryLock | None = None
+    budget_seconds: float = field(default_factory=lambda: maintenance_settings.run_budget_seconds)
+    phase_name: str | None = None
+    _started: float = field(default_factory=time.monotonic)
+    _phase_deadline: float | None = None
+    _phase_cut: bool = False
     _last_progress: float = 0.0
 
     def add(self, **counts: int) -> None:
         self.counts.update(counts)
 
     def batches(self, initial: int = 500) -> Iterator[int]:
-        """Batch sizes for a loop of batches, publishing progress after each."""
-        return timed_batches(initial, after_each=self.progress)
+        """Batch sizes for a loop of batches, publishing progress after
+        each; the loop ends early when the current phase is out of time
+        (`out_of_time` tells the body so)."""
+        return timed_batches(initial, after_each=self.progress, keep_going=self._within_budget)
+
+    @property
+    def out_of_time(self) -> bool:
+        return self._phase_deadline is not None and time.monotonic() >= self._phase_deadline
+
+    def _within_budget(self) -> bool:
+        if self.out_of_time:
+            self._phase_cut = True
+            return False
+        return True
+
+    @contextmanager
+    def phase(self, name: str, left: int) -> Iterator[None]:
+        """A named step of the run. `left` counts this phase and those
+        still to come: its budget is an equal share of what remains of the
+        run's, so time a quick phase leaves over goes to the later ones. A
+        phase whose batches were cut short is counted `<name>_out_of_time`."""
+        remaining = self.budget_seconds - (time.monotonic() - self._started)
+        self.phase_name, self._phase_cut = name, False
+        self._phase_deadline = time.monotonic() + max(0.0, remaining) / left
+        self.progress(force=True)
+        try:
+            yield
+        finally:
+            if self._phase_cut:
+                self.add(**{f"{name}_out_of_time": 1})
+                log.warning("%s: phase %s ran out of time; the next run resumes it",
+                            self.name, name)
+            self._phase_deadline = None
 
     def progress(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -103,11 +147,12 @@ class Run:
         if self.lock:
             self.lock.check()
         # Logged too: `veza maintenance run` shows progress on the terminal.
-        log.info("%s progress: %s", self.name, dict(self.counts))
+        log.info("%s progress (%s): %s", self.name, self.phase_name or "-", dict(self.counts))
         request = self.task.request
         if request.called_directly or not request.id:
             return
-        meta = {"run_id": self.run_id, "dry_run": self.dry_run, "counts": dict(self.counts)}
+        meta = {"run_id": self.run_id, "dry_run": self.dry_run, "phase": self.phase_name,
+                "counts": dict(self.counts)}
         self.task.update_state(state="PROGRESS", meta=meta)
         if not request.is_eager:
             self.task.send_event("task-progress", **meta)
