@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from worker.maintenance import file_jobs, files, outbox, partitions, retention, sessions, stats
+from worker.maintenance import file_jobs, files, outbox, partitions, recount, retention, sessions, stats
 from worker.maintenance.run import Run, maintenance_task
 
 
@@ -68,3 +68,10 @@ def requeue_failed_files(run: Run) -> None:
 def rescan_files(run: Run, signature_version: str | None = None) -> None:
     """Failed scans retried; recent files rescanned on new signatures."""
     file_jobs.rescan(run, signature_version)
+
+
+@maintenance_task("maintenance.recount_counters")
+def recount_counters(run: Run) -> None:
+    """The counters messages.index keeps (members' message counts, DM unread
+    counts, last_seen_at), recounted in full: a safety net for lost work."""
+    recount.recount(run)

@@ -263,7 +263,8 @@ def test_every_maintenance_task_is_scheduled_with_expiry_and_overridable():
     tasks = {v[0] for v in out.values()}
     assert {f"maintenance.{n}" for n in ("purge_retention", "purge_expired_files", "expire_sessions",
                                          "ensure_partitions", "refresh_room_stats",
-                                         "requeue_stale_files", "rescan_files")} <= tasks
+                                         "requeue_stale_files", "rescan_files",
+                                         "recount_counters")} <= tasks
     assert "*/5" in out["purge_retention"][1]
     assert all(v[2] > 0 for v in out.values())
 
