@@ -52,9 +52,10 @@ def refresh_room_stats(run: Run) -> None:
 
 
 @maintenance_task("maintenance.requeue_stale_files")
-def requeue_stale_files(run: Run) -> None:
-    """Files stuck in processing or scanning, enqueued again (bounded)."""
-    file_jobs.requeue_stale(run)
+def requeue_stale_files(run: Run, stale_seconds: float | None = None) -> None:
+    """Files whose work started and stalled, enqueued again (bounded); files
+    whose work has not started yet are waiting, not stuck."""
+    file_jobs.requeue_stale(run, stale_seconds)
 
 
 @maintenance_task("maintenance.requeue_failed_files")
