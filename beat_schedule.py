@@ -48,5 +48,10 @@ BEAT_SCHEDULE: dict[str, dict] = dict(
         scheduled("requeue_stale_files", "maintenance.requeue_stale_files", "*/10 * * * *",
                   expires=500),
         scheduled("rescan_files", "maintenance.rescan_files", "47 */6 * * *", expires=3600),
+        # Daily: the outbox re-drive repairs lost messages.index work within
+        # minutes; this pass, which reads every message once, is the net
+        # under that net (docs/maintenance.md).
+        scheduled("recount_counters", "maintenance.recount_counters", "37 4 * * *",
+                  expires=3600),
     ]
 )

@@ -23,7 +23,7 @@ from api.request_context import request_id
 from api.schemas import FileOut
 from api.spec import operation
 from db.models import File, Message, Room, VirusScanStatus
-from worker import outbox
+from worker import file_outbox
 from worker.config import settings
 from worker.storage import EmptyUpload, UploadTooLarge, storage
 
@@ -99,7 +99,7 @@ def upload_file(session: Session, room_id: int):
     )
     session.add(row)
     session.flush()
-    outbox.enqueue(session, PROCESS_TASK, row.id, request_id=request_id())
+    file_outbox.owe(session, PROCESS_TASK, row.id, request_id=request_id())
     session.refresh(row)  # the statuses and times the database filled in
     return file_out(row), 202
 

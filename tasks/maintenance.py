@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from worker.maintenance import file_jobs, files, outbox, partitions, retention, sessions, stats
+from worker.maintenance import file_jobs, files, outbox, partitions, recount, retention, sessions, stats
 from worker.maintenance.run import Run, maintenance_task
 
 
@@ -55,9 +55,10 @@ def refresh_room_stats(run: Run) -> None:
 
 
 @maintenance_task("maintenance.requeue_stale_files")
-def requeue_stale_files(run: Run) -> None:
-    """Files stuck in processing or scanning, enqueued again (bounded)."""
-    file_jobs.requeue_stale(run)
+def requeue_stale_files(run: Run, stale_seconds: float | None = None) -> None:
+    """Files whose work started and stalled, enqueued again (bounded); files
+    whose work has not started yet are waiting, not stuck."""
+    file_jobs.requeue_stale(run, stale_seconds)
 
 
 @maintenance_task("maintenance.requeue_failed_files")
@@ -71,3 +72,10 @@ def requeue_failed_files(run: Run) -> None:
 def rescan_files(run: Run, signature_version: str | None = None) -> None:
     """Failed scans retried; recent files rescanned on new signatures."""
     file_jobs.rescan(run, signature_version)
+
+
+@maintenance_task("maintenance.recount_counters")
+def recount_counters(run: Run) -> None:
+    """The counters messages.index keeps (members' message counts, DM unread
+    counts, last_seen_at), recounted in full: a safety net for lost work."""
+    recount.recount(run)

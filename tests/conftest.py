@@ -131,6 +131,15 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def purge_queues(queues: str) -> None:
+    """Empty the comma-separated queues (no worker should be on them)."""
+    from worker import app
+
+    with app.connection_for_write() as connection:
+        for queue in queues.split(","):
+            connection.default_channel.queue_purge(queue)
+
+
 def start_worker(name: str = "worker", queues: str = "default,files,scan,maintenance",
                  concurrency: int = 2, env: dict[str, str] | None = None,
                  purge: bool = True) -> ManagedProcess:
@@ -141,9 +150,7 @@ def start_worker(name: str = "worker", queues: str = "default,files,scan,mainten
     from worker import app
 
     if purge:
-        with app.connection_for_write() as connection:
-            for queue in queues.split(","):
-                connection.default_channel.queue_purge(queue)
+        purge_queues(queues)
 
     hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h"
     proc = ManagedProcess(

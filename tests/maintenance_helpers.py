@@ -89,3 +89,12 @@ def runs(db, task: str) -> list[tuple]:
         "SELECT status, dry_run, counts FROM maintenance_runs WHERE task_name = %s ORDER BY id",
         (task,),
     ).fetchall()
+
+
+def last_seen_behind(db) -> list[tuple]:
+    """Users whose last_seen_at is older than their latest message (what
+    messages.index keeps: at least that); empty when none is."""
+    return db.execute(
+        "SELECT u.id, u.last_seen_at, max(m.created_at) FROM users u JOIN messages m ON m.author_id = u.id"
+        " GROUP BY u.id HAVING u.last_seen_at IS NULL OR u.last_seen_at < max(m.created_at)"
+    ).fetchall()

@@ -59,3 +59,44 @@ def test_a_file_whose_content_was_lost_fails_again_when_requeued_never_completes
     again = row(db, file_id)
     assert again["processing_status"] == "failed"
     assert "missing" in again["metadata"]["failure_reason"]
+
+
+def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_final(db, clamd_server):
+    from db.engine import session_scope
+    from worker import file_outbox, file_steps, outbox
+    from worker.maintenance.config import maintenance_settings
+
+    user = make_user(db)
+    file_id = upload(db, user, b"agenda of the meeting", "agenda.txt", "text/plain")
+    with session_scope() as session:
+        file_outbox.owe(session, "files.process", file_id)  # as the upload does
+
+    def requeue_stale() -> dict:
+        # Any quiet time is "too long" here: only whether the work started decides.
+        return run_task("maintenance.requeue_stale_files", stale_seconds=0)["counts"]
+
+    def latest_owed() -> str:
+        return row(db, file_id)["metadata"]["outbox_id"]
+
+    assert requeue_stale() == {"stale_waiting": 1}  # not started yet: waits
+    for attempt in range(1, maintenance_settings.max_file_attempts + 1):
+        stalled = latest_owed()
+        outbox.mark_started(stalled)  # a worker took it...
+        file_steps.hash_upload(file_id)  # ...got this far, and died
+        assert requeue_stale() == {"stale_requeued": 1}
+        assert latest_owed() != stalled
+        assert row(db, file_id)["metadata"]["requeue_attempts"] == attempt
+        assert requeue_stale() == {"stale_waiting": 1}  # the requeue has not started
+    assert db.execute("SELECT count(*) FILTER (WHERE started_at IS NULL), count(*) FROM outbox"
+                      ).fetchone() == (1, 1 + maintenance_settings.max_file_attempts)
+
+    outbox.mark_started(latest_owed())
+    assert requeue_stale() == {"stale_failed": 1}
+    stuck = row(db, file_id)
+    assert stuck["processing_status"] == "failed" and not stuck["is_processed"]
+    assert stuck["metadata"]["failed_step"] == "stuck" and "failure_reason" not in stuck["metadata"]
+
+    file_steps.run_all(file_id)  # a late run of its pipeline (or requeue_failed_files)
+    done = row(db, file_id)
+    assert (done["processing_status"], done["virus_scan_status"]) == ("completed", "clean")
+    assert "failed_step" not in done["metadata"] and "error" not in done["metadata"]

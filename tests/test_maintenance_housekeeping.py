@@ -186,13 +186,13 @@ def test_rollup_stats_equal_the_seed_view(mdb):
 
 # -------------------------------------------------------------- file jobs
 
-def test_stale_files_are_requeued_a_bounded_number_of_times_then_failed(mdb):
+def test_stuck_files_are_requeued_only_once_their_work_started_and_stalled_then_failed_retryably(mdb):
     db = mdb
     owner = make_user(db, "owner")
     file_row(db, owner, None, "uploads/a", status="processing")
     file_row(db, owner, None, "uploads/b", status="pending")
     db.execute("UPDATE files SET virus_scan_status = 'scanning' WHERE file_path = 'uploads/b'")
-    # Never picked up (its files.process was lost): pending since yesterday.
+    # Never picked up, and no owed work on record: pending since yesterday.
     file_row(db, owner, None, "uploads/c", status="pending")
     # Uploaded just now: not stuck yet.
     file_row(db, owner, None, "uploads/d", status="pending")
@@ -200,24 +200,45 @@ def test_stale_files_are_requeued_a_bounded_number_of_times_then_failed(mdb):
     db.execute("UPDATE files SET created_at = now() WHERE file_path = 'uploads/d'")
     from worker.maintenance.config import maintenance_settings
 
-    for attempt in range(maintenance_settings.max_file_attempts):
-        run_task("maintenance.requeue_stale_files")
-        # the file stays stuck: pretend the last requeue was long ago
-        db.execute("UPDATE files SET metadata = metadata || '{\"requeued_at\": \"2000-01-01T00:00:00Z\"}'"
-                   " WHERE file_path <> 'uploads/d'")
+    def an_hour_later() -> None:
+        db.execute("UPDATE files SET metadata = metadata || jsonb_build_object('requeued_at',"
+                   " now() - interval '1 hour') WHERE file_path <> 'uploads/d'")
+
+    def started_and_stalled() -> None:
+        """A worker took each owed task an hour ago, and nothing came of it."""
+        db.execute("UPDATE outbox SET started_at = now() - interval '1 hour' WHERE started_at IS NULL")
+
+    def unstarted_per_file() -> list[int]:
+        return [r[0] for r in db.execute("SELECT count(*) FROM outbox WHERE started_at IS NULL"
+                                         " GROUP BY args")]
+
+    assert run_task("maintenance.requeue_stale_files")["counts"] == {"stale_requeued": 3}
+    for _ in range(1, maintenance_settings.max_file_attempts):
+        an_hour_later()
+        # Sent but never started (a backlog): waiting, not stuck; no duplicate.
+        assert run_task("maintenance.requeue_stale_files")["counts"] == {"stale_waiting": 3}
+        assert unstarted_per_file() == [1, 1, 1]
+        started_and_stalled()
+        assert run_task("maintenance.requeue_stale_files")["counts"] == {"stale_requeued": 3}
+        assert unstarted_per_file() == [1, 1, 1]
     assert sorted(db.execute("SELECT task_name, count(*) FROM outbox GROUP BY 1").fetchall()) == [
         ("files.process", 2 * maintenance_settings.max_file_attempts),
         ("files.scan", maintenance_settings.max_file_attempts),
     ]
-    run_task("maintenance.requeue_stale_files")
+    an_hour_later()
+    started_and_stalled()
+    assert run_task("maintenance.requeue_stale_files")["counts"] == {"stale_failed": 3}
     assert db.execute("SELECT processing_status::text, virus_scan_status::text FROM files"
                       " ORDER BY file_path").fetchall() == [
         ("failed", "clean"), ("failed", "failed"), ("failed", "pending"), ("pending", "pending"),
     ]
-    reasons = db.execute("SELECT metadata->>'failed_step', metadata->>'failure_reason' FROM files"
-                         " WHERE processing_status = 'failed'").fetchall()
-    assert set(reasons) == {("stuck", f"stuck after {maintenance_settings.max_file_attempts} attempts")}
-    assert scalar(db, "SELECT count(*) FROM outbox") == 3 * maintenance_settings.max_file_attempts
+    # Stuck is no final failure_reason: the operator's requeue takes them up.
+    reasons = db.execute("SELECT metadata->>'failed_step', metadata->>'error', metadata ? 'failure_reason'"
+                         " FROM files WHERE processing_status = 'failed'").fetchall()
+    attempts = maintenance_settings.max_file_attempts
+    assert set(reasons) == {("stuck", f"stuck: no progress after {attempts} requeues", False)}
+    assert scalar(db, "SELECT count(*) FROM outbox") == 3 * attempts
+    assert run_task("maintenance.requeue_failed_files")["counts"] == {"failed_requeued": 3}
 
 
 def test_rescan_retries_failed_scans_and_rescans_files_not_scanned_under_the_current_signatures(mdb):
@@ -263,7 +284,8 @@ def test_every_maintenance_task_is_scheduled_with_expiry_and_overridable():
     tasks = {v[0] for v in out.values()}
     assert {f"maintenance.{n}" for n in ("purge_retention", "purge_expired_files", "expire_sessions",
                                          "ensure_partitions", "refresh_room_stats",
-                                         "requeue_stale_files", "rescan_files")} <= tasks
+                                         "requeue_stale_files", "rescan_files",
+                                         "recount_counters")} <= tasks
     assert "*/5" in out["purge_retention"][1]
     assert all(v[2] > 0 for v in out.values())
 

@@ -46,7 +46,7 @@ def _exporter(args: argparse.Namespace) -> None:
 
 MAINTENANCE_TASKS = ("purge_retention", "purge_expired_files", "expire_sessions",
                      "ensure_partitions", "refresh_room_stats", "requeue_stale_files",
-                     "rescan_files", "requeue_failed_files")
+                     "rescan_files", "requeue_failed_files", "recount_counters")
 
 
 def _maintenance(args: argparse.Namespace) -> None:

@@ -76,13 +76,15 @@ def lock_content(session: Session, sha256: str) -> None:
 
 
 def _start_processing(file: File | None) -> None:
-    """pending (or a failed scan being retried) -> processing, stamped: the
-    maintenance job counts a file as stuck from this stamp."""
+    """pending (or a failure that was not final: a failed scan, a stuck
+    file, being retried) -> processing, stamped: the maintenance job counts
+    a file as stuck from this stamp. A retried failure's record goes."""
     if file is None or _failed_for_good(file):
         return  # deleted, or a concurrent run recorded a final failure
     if file.processing_status in (FileProcessingStatus.pending, FileProcessingStatus.failed):
         file.processing_status = FileProcessingStatus.processing
-        file.meta = {**file.meta, "processing_started_at": datetime.now(UTC).isoformat()}
+        kept = {k: v for k, v in file.meta.items() if k not in ("failed_step", "error")}
+        file.meta = {**kept, "processing_started_at": datetime.now(UTC).isoformat()}
 
 
 def fail(file_id: int, step: str, reason: str, task_id: str | None = None) -> None:

@@ -1,18 +1,26 @@
 """Getting stuck or outdated file work done again, through the outbox.
 
 The files.* tasks belong to the file pipeline; maintenance only enqueues
-them by name (worker.outbox.enqueue, in the same transaction as the row's
+them by name (worker.file_outbox.owe, in the same transaction as the row's
 bookkeeping, so an enqueue is never lost nor doubled by a kill).
 
 Bookkeeping lives in the file row's metadata:
+- `outbox_id`: the outbox row of the latest work owed for the file (owe);
 - `requeue_attempts`, `requeued_at`: how often, and when last, a stuck
   file was enqueued again; after MAX_FILE_ATTEMPTS it is marked failed;
 - `scan_retries`: how often a failed scan was retried (MAX_SCAN_RETRIES).
-A file is "stuck" when it has been pending (its files.process never ran or
-was lost), processing or scanning for longer than STALE_FILE_MINUTES since
-the latest of created_at, requeued_at and the pipeline's own
-`processing_started_at` stamp if it sets one. A scanning file is owed
-files.scan again, any other files.process.
+
+A file not done (pending, processing or scanning) is "stuck" only when its
+latest owed work started (the outbox row's started_at) and then nothing
+moved for STALE_FILE_MINUTES: not the start, nor the pipeline's own
+`processing_started_at` stamp. Work still unsent (relay or Redis down), or
+sent and not started (a backlog: workers down or busy), is waiting, not
+stuck: a requeue would only add a duplicate behind it, and would count an
+attempt against a file that never had one. A message Redis lost is the
+outbox re-drive's to send again. A file with no owed work on record (from
+before the link was kept, or its outbox row pruned) is judged by age, from
+the latest of created_at, requeued_at and processing_started_at. A
+scanning file is owed files.scan again, any other files.process.
 """
 
 from __future__ import annotations
@@ -22,8 +30,7 @@ import logging
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.models import File
-from worker import file_steps, outbox
+from worker import file_outbox
 from worker.clamav import Scanner, ScanUnavailable
 from worker.maintenance.batched import keyset_batches
 from worker.maintenance.config import maintenance_settings
@@ -31,24 +38,32 @@ from worker.maintenance.run import Run
 
 log = logging.getLogger(__name__)
 
-STUCK = (
-    "(processing_status IN ('pending', 'processing') OR virus_scan_status = 'scanning')"
-    " AND GREATEST(created_at, (metadata->>'requeued_at')::timestamptz,"
-    "  (metadata->>'processing_started_at')::timestamptz)"
-    " < now() - make_interval(mins => :minutes)"
+# Not done, with nothing moving since `:seconds` ago; `waiting` when its
+# latest owed work was not started yet (the caller leaves those alone).
+STALE = (
+    "SELECT f.id, f.virus_scan_status = 'scanning' AS scanning,"
+    " COALESCE((f.metadata->>'requeue_attempts')::int, 0) AS attempts,"
+    " o.id IS NOT NULL AND o.started_at IS NULL AS waiting"
+    " FROM files f LEFT JOIN outbox o ON o.id = CAST(f.metadata->>'outbox_id' AS uuid)"
+    " WHERE (f.processing_status IN ('pending', 'processing') OR f.virus_scan_status = 'scanning')"
+    " AND GREATEST(f.created_at, (f.metadata->>'requeued_at')::timestamptz,"
+    "  (f.metadata->>'processing_started_at')::timestamptz, o.started_at)"
+    " < now() - make_interval(secs => :seconds)"
+    " AND f.id > :after ORDER BY f.id LIMIT :size FOR UPDATE OF f SKIP LOCKED"
 )
 
 
-def requeue_stale(run: Run) -> None:
-    batches = keyset_batches(run, (
-        "SELECT id, virus_scan_status = 'scanning' AS scanning,"
-        " COALESCE((metadata->>'requeue_attempts')::int, 0) AS attempts"
-        f" FROM files WHERE {STUCK} AND id > :after ORDER BY id LIMIT :size"
-        " FOR UPDATE SKIP LOCKED"
-    ), {"minutes": maintenance_settings.stale_file_minutes}, initial=200)
-    for session, rows in batches:
+def requeue_stale(run: Run, stale_seconds: float | None = None) -> None:
+    """Requeue the stuck files (see the module's docstring), give up on
+    those requeued MAX_FILE_ATTEMPTS times, and count those still waiting
+    for their work to start. `stale_seconds` overrides STALE_FILE_MINUTES."""
+    if stale_seconds is None:
+        stale_seconds = maintenance_settings.stale_file_minutes * 60
+    for session, rows in keyset_batches(run, STALE, {"seconds": stale_seconds}, initial=200):
         for row in rows:
-            if row.attempts >= maintenance_settings.max_file_attempts:
+            if row.waiting:
+                run.add(stale_waiting=1)
+            elif row.attempts >= maintenance_settings.max_file_attempts:
                 run.add(stale_failed=1)
                 if not run.dry_run:
                     give_up(session, row.id, row.attempts)
@@ -64,13 +79,24 @@ def requeue(session: Session, file_id: int, task_name: str) -> None:
         " 'requeue_attempts', COALESCE((metadata->>'requeue_attempts')::int, 0) + 1,"
         " 'requeued_at', now()) WHERE id = :id"
     ), {"id": file_id})
-    outbox.enqueue(session, task_name, file_id)
+    file_outbox.owe(session, task_name, file_id)
 
 
 def give_up(session: Session, file_id: int, attempts: int) -> None:
-    file = session.get(File, file_id)  # locked by the batch's FOR UPDATE
-    if file is not None:
-        file_steps.record_failure(file, "stuck", f"stuck after {attempts} attempts")
+    """Failed, but not for good: being stuck says something about the
+    workers, not about the input, so there is no failure_reason (which every
+    step takes as final). The reason is in metadata.error, a scan left
+    `scanning` is `failed`, and requeue_failed_files (or any later run of
+    the file's pipeline, a failed scan's retry included) takes it up again."""
+    session.execute(text(
+        "UPDATE files SET processing_status = 'failed',"
+        " virus_scan_status = CASE WHEN virus_scan_status = 'scanning'"
+        "  THEN 'failed'::virus_scan_status ELSE virus_scan_status END,"
+        " metadata = metadata || jsonb_build_object('failed_step', 'stuck',"
+        "  'error', CAST(:error AS text))"
+        " WHERE id = :id"
+    ), {"id": file_id, "error": f"stuck: no progress after {attempts} requeues"})
+    log.warning("file %s: stuck through %d requeues; marked failed (retryable)", file_id, attempts)
 
 
 def requeue_failed(run: Run) -> None:
@@ -101,7 +127,7 @@ def requeue_failed(run: Run) -> None:
             " WHERE id = ANY(:ids)"
         ), {"ids": ids})
         for file_id in ids:
-            outbox.enqueue(session, "files.process", file_id)
+            file_outbox.owe(session, "files.process", file_id)
 
 
 def rescan(run: Run, signature_version: str | None = None) -> None:
@@ -148,7 +174,7 @@ def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None
                 " WHERE id = ANY(:ids)"
             ), {"ids": ids})
         for file_id in ids:
-            outbox.enqueue(session, "files.scan", file_id)
+            file_outbox.owe(session, "files.scan", file_id)
 
 
 def current_signature_version() -> str | None:
