@@ -141,13 +141,13 @@ class LocalStorage:
         Content found already there is synced too: a writer that died
         between its link and its fsyncs left a name that may not survive.
         """
-        existing = self.content_path(sha256)
-        if existing is not None:
-            self._sync_file_and_directories(self.absolute(existing))
-            return existing
-        relative = self.blob_path(sha256)
-        target = self.absolute(relative)
         with _full_disk_as_storage_full():
+            existing = self.content_path(sha256)
+            if existing is not None:
+                self._sync_file_and_directories(self.absolute(existing))
+                return existing
+            relative = self.blob_path(sha256)
+            target = self.absolute(relative)
             target.parent.mkdir(parents=True, exist_ok=True)
             source = self.absolute(upload)
             _fsync(source)  # the content, before the blob name can point at it
