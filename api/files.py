@@ -4,10 +4,12 @@ An upload is streamed to storage under a server-made name (the file's
 uuid), counted as it goes; the row and its `files.process` outbox row
 commit together, and the answer is 202: hashing, sniffing, thumbnailing and
 the virus scan happen in workers. Nothing is served before a clean scan.
+A full disk answers 507 and leaves nothing: no bytes, no row, no outbox row.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from flask import Blueprint, current_app, g, request, send_file
@@ -25,8 +27,9 @@ from api.spec import operation
 from db.models import File, Message, Room, VirusScanStatus
 from worker import file_outbox
 from worker.config import settings
-from worker.storage import EmptyUpload, UploadTooLarge, storage
+from worker.storage import EmptyUpload, StorageFull, UploadTooLarge, storage
 
+log = logging.getLogger(__name__)
 bp = Blueprint("files", __name__)
 
 PROCESS_TASK = "files.process"
@@ -74,10 +77,15 @@ def save_to_storage(upload: FileStorage, file_uuid: uuid.UUID) -> tuple[str, int
                        {"file": f"larger than {limit} bytes"}) from err
     except EmptyUpload as err:
         raise ApiError(400, "empty_file", "The file is empty.", {"file": "0 bytes"}) from err
+    except StorageFull as err:
+        # The client can only try again later; the operator must free space.
+        log.error("upload refused: %s (STORAGE_DIR %s)", err, storage.root)
+        raise ApiError(507, "insufficient_storage",
+                       "The server has no room to store the file now; try again later.") from err
 
 
 @operation(bp, "POST", "/rooms/<id:room_id>/files", summary="Upload a file (processed later)",
-           multipart=UPLOAD_FORM, responses={202: FileOut}, errors=(403, 409, 413))
+           multipart=UPLOAD_FORM, responses={202: FileOut}, errors=(403, 409, 413, 507))
 def upload_file(session: Session, room_id: int):
     room, member = member_of(session, room_id, g.user)
     check_not_silenced(room, member)

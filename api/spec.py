@@ -219,7 +219,7 @@ CONVERTER = re.compile(r"<(?:(\w+):)?(\w+)>")
 ERROR_DESCRIPTIONS = {
     400: "Malformed request", 401: "Missing or invalid token", 403: "Not allowed",
     404: "Unknown or hidden", 409: "Conflict", 413: "Too large", 422: "Invalid input",
-    423: "Account locked", 429: "Too many requests",
+    423: "Account locked", 429: "Too many requests", 507: "Insufficient storage",
 }
 
 

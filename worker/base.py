@@ -23,12 +23,15 @@ from sqlalchemy.orm import Session
 from db.engine import session_scope
 from worker import limits, outbox
 from worker.config import settings
+from worker.storage import StorageFull
 
 log = logging.getLogger(__name__)
 
 # Errors that say "a dependency is unavailable right now", never "this input
 # is bad": retried with backoff. Input errors are recorded by the task itself.
+# A full disk is one: it passes once an operator frees space.
 TRANSIENT_ERRORS = (
+    StorageFull,
     sqlalchemy_exc.OperationalError,
     sqlalchemy_exc.InterfaceError,
     psycopg.OperationalError,

@@ -9,7 +9,9 @@ mismatch, corrupt image, infected content) is recorded once, as
 processing_status = failed with metadata.failure_reason and failed_step,
 and every later step skips such a row. A scan that could not get a verdict
 is not permanent: virus_scan_status = failed, and running the scan again
-(the maintenance job, or files.process) picks it up.
+(the maintenance job, or files.process) picks it up. Nor is a full disk:
+the step that met it records metadata.last_storage_error and raises
+StorageFull, which the task retries like any unavailable dependency.
 
 Content shared by several rows (identical uploads) is guarded by a
 PostgreSQL advisory lock on its hash, taken by whoever creates, quarantines
@@ -34,7 +36,7 @@ from db.engine import session_scope
 from db.models import AuditLog, AuditSeverity, File, FileProcessingStatus, VirusScanStatus
 from worker import images
 from worker.clamav import Scanner, TooLargeToScan, Verdict
-from worker.storage import storage
+from worker.storage import StorageFull, storage
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,23 @@ def lock_content(session: Session, sha256: str) -> None:
     """Serialise everyone who creates, quarantines or deletes this content,
     until the transaction ends."""
     session.execute(select(func.pg_advisory_xact_lock(int(sha256[:15], 16))))
+
+
+@contextmanager
+def _storage_full_recorded(file_id: int, step: str, task_id: str | None) -> Iterator[None]:
+    """A full disk is no fault of the file: say so on the row (what step,
+    when: a record for operators, left in place once the step succeeds)
+    and let StorageFull through for the task to retry later. The step's
+    own transaction has rolled back by then: nothing was recorded as done."""
+    try:
+        yield
+    except StorageFull as exc:
+        with _locked(file_id) as row:
+            if row is not None:
+                error = {"step": step, "error": str(exc), "at": datetime.now(UTC).isoformat()}
+                row.meta = {**row.meta, "last_storage_error": error}
+                _log(row, task_id).warning("%s: %s; retried later", step, exc)
+        raise
 
 
 def _start_processing(file: File | None) -> None:
@@ -147,7 +166,7 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
             )
         sha256 = hashlib.file_digest(content, "sha256").hexdigest()  # 256 KiB reads
 
-    with session_scope() as session:
+    with _storage_full_recorded(file_id, "hash", task_id), session_scope() as session:
         lock_content(session, sha256)
         row = session.get(File, file_id, with_for_update=True)
         if row is None:
@@ -223,7 +242,8 @@ def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = Non
             return fail(file_id, "scan", "too large to scan", task_id)
     else:
         step_log.info("scan: reusing the verdict for %s under %s", file.file_hash, version)
-    _record_verdict(file_id, file.file_hash, verdict, version, task_id)
+    with _storage_full_recorded(file_id, "scan", task_id):  # quarantining writes
+        _record_verdict(file_id, file.file_hash, verdict, version, task_id)
 
 
 def _earlier_verdict(sha256: str, version: str) -> Verdict | None:
@@ -362,7 +382,10 @@ def thumbnail(file_id: int, task_id: str | None = None) -> None:
     try:
         # Always decoded, even when an identical upload already made the
         # thumbnail: the metadata is this row's, and the bytes are the same.
-        with storage.atomic_writer(thumb) as out:
+        with (
+            _storage_full_recorded(file_id, "thumbnail", task_id),
+            storage.atomic_writer(thumb) as out,
+        ):
             info = images.write_thumbnail(source, out)
     except images.UnsupportedImage as exc:
         return fail(file_id, "thumbnail", str(exc), task_id)

@@ -13,6 +13,8 @@ content follows the same rule: it is kept (as evidence) while a live or
 archived row holds its hash, and removed with the rest of that hash's
 content (file_steps.delete_content_if_unreferenced) once an expiry purge
 drops the last such row. The orphan sweep does not walk `quarantine/`.
+`tmp/` holds nothing a row can reference, only files being written
+(storage.atomic_writer): one older than the grace is a dead writer's debris.
 """
 
 from __future__ import annotations
@@ -73,16 +75,34 @@ def purge_expired(run: Run) -> None:
 
 def sweep_orphans(run: Run, grace_seconds: int | None = None) -> None:
     """Remove stored content that no row references and that is older than
-    the grace period (an upload's row may not be committed yet)."""
+    the grace period (an upload's row may not be committed yet), then the
+    debris in tmp/ older than the same grace."""
     grace = maintenance_settings.orphan_grace_seconds if grace_seconds is None else grace_seconds
+    older_than = time.time() - grace
     chunk: list[str] = []
-    for relative in old_stored_paths(time.time() - grace):
+    for relative in old_stored_paths(SWEPT_DIRECTORIES, older_than):
         chunk.append(relative)
         if len(chunk) == SWEEP_CHUNK:
             sweep_chunk(run, chunk)
             chunk = []
     if chunk:
         sweep_chunk(run, chunk)
+    sweep_tmp(run, older_than)
+
+
+def sweep_tmp(run: Run, older_than: float) -> None:
+    """A temporary file lives no longer than its writer: an upload's
+    request, or a file task within its hard time limit (FILE_TIME_LIMITS,
+    6 minutes), far inside the default grace. One untouched since
+    `older_than` belongs to a writer that died (a killed worker, an upload
+    cut off with its process). Counted as tmp_removed."""
+    removed = 0
+    for relative in old_stored_paths(("tmp",), older_than):
+        if not run.dry_run:
+            storage.remove(relative)
+        removed += 1
+        run.progress()
+    run.add(tmp_removed=removed)
 
 
 def sweep_chunk(run: Run, paths: list[str]) -> None:
@@ -93,8 +113,8 @@ def sweep_chunk(run: Run, paths: list[str]) -> None:
     run.progress()
 
 
-def old_stored_paths(older_than: float) -> Iterator[str]:
-    for directory in SWEPT_DIRECTORIES:
+def old_stored_paths(directories: tuple[str, ...], older_than: float) -> Iterator[str]:
+    for directory in directories:
         root = storage.absolute(directory)
         for dirpath, _, names in os.walk(root):
             for name in names:
