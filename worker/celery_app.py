@@ -19,6 +19,8 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from beat_schedule import BEAT_SCHEDULE
 from db.engine import dispose_engines
@@ -66,9 +68,18 @@ app.conf.update(
     # after its task instead of carrying the memory on.
     worker_max_memory_per_child=settings.worker_max_memory_kib,
     # One beat at a time across machines: redbeat holds a lock in Redis.
-    beat_scheduler="redbeat.RedBeatScheduler",
+    # worker/beat.py's scheduler survives Redis outages and lost locks.
+    beat_scheduler="worker.beat:Scheduler",
     redbeat_redis_url=settings.redis_url,
     redbeat_lock_timeout=limits.BEAT_LOCK_TIMEOUT,
+    # A call to Redis fails fast, retried once (a pooled connection that
+    # died with a Redis restart): a hung Redis (SIGSTOP, a dead host) must
+    # not hold a tick past the lock's time to live.
+    redbeat_redis_options={
+        "socket_timeout": limits.BEAT_REDIS_TIMEOUT,
+        "socket_connect_timeout": limits.BEAT_REDIS_TIMEOUT,
+        "retry": Retry(NoBackoff(), retries=1),
+    },
     beat_max_loop_interval=limits.BEAT_LOCK_TIMEOUT // 5,
     beat_schedule=BEAT_SCHEDULE,
     include=["tasks.system", "tasks.files", "tasks.messages", "tasks.maintenance"],
@@ -80,3 +91,4 @@ def _forget_parent_connections(**_: object) -> None:
     # A prefork child inherits the parent's pooled sockets; using them from
     # two processes corrupts both sessions.
     dispose_engines()
+
