@@ -17,13 +17,13 @@ Why each setting is what it is:
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_process_init
 from kombu import Queue
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from beat_schedule import BEAT_SCHEDULE
-from db.engine import dispose_engines
+from db.engine import dispose_engines, set_kind
 from worker import limits, logs  # noqa: F401  (logs connects Celery's logging signals)
 from worker.config import settings
 
@@ -92,3 +92,17 @@ def _forget_parent_connections(**_: object) -> None:
     # two processes corrupts both sessions.
     dispose_engines()
 
+
+@task_prerun.connect
+def _database_bounds_of_the_task(task=None, **_: object) -> None:
+    # A maintenance task's statements get maintenance's longer bounds
+    # (db/engine.py), its raw connections included; any other is a worker's.
+    kind = "maintenance" if task.name.startswith("maintenance.") else "worker"
+    task.request.veza_db_kind = set_kind(kind)
+
+
+@task_postrun.connect
+def _restore_database_bounds(task=None, **_: object) -> None:
+    previous = getattr(task.request, "veza_db_kind", None)
+    if previous is not None:
+        set_kind(previous)
