@@ -71,24 +71,22 @@ def set_kind(kind: str) -> str:
     return previous
 
 
-def current_kind() -> str:
-    return _kind
-
-
 def bounds(kind: str | None = None) -> Bounds:
-    """`kind`'s bounds: DB_STATEMENT_TIMEOUT_MS_<KIND>,
-    DB_IDLE_IN_TRANSACTION_TIMEOUT_MS_<KIND> and
-    DB_CONNECT_TIMEOUT_SECONDS_<KIND> from the environment, else the default."""
+    """`kind`'s bounds (the current kind's by default):
+    DB_STATEMENT_TIMEOUT_MS_<KIND>, DB_IDLE_IN_TRANSACTION_TIMEOUT_MS_<KIND>
+    and DB_CONNECT_TIMEOUT_SECONDS_<KIND> from the environment, else the
+    defaults."""
     kind = kind or _kind
-    default, suffix = DEFAULT_BOUNDS[kind], kind.upper()
-    return Bounds(*(
-        int(os.environ.get(f"{name}_{suffix}", getattr(default, field)))
-        for name, field in (
-            ("DB_STATEMENT_TIMEOUT_MS", "statement_timeout_ms"),
-            ("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "idle_in_transaction_timeout_ms"),
-            ("DB_CONNECT_TIMEOUT_SECONDS", "connect_timeout_seconds"),
-        )
-    ))
+    default = DEFAULT_BOUNDS[kind]
+
+    def setting(name: str, value: int) -> int:
+        return int(os.environ.get(f"{name}_{kind.upper()}", value))
+
+    return Bounds(
+        setting("DB_STATEMENT_TIMEOUT_MS", default.statement_timeout_ms),
+        setting("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default.idle_in_transaction_timeout_ms),
+        setting("DB_CONNECT_TIMEOUT_SECONDS", default.connect_timeout_seconds),
+    )
 
 
 def connect_options(url: str | None = None, kind: str | None = None) -> dict[str, str]:
