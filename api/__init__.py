@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from api.errors import register_error_handlers
+from db.engine import set_kind
 from worker.config import settings
 from worker.logs import configure_logging
 
@@ -21,6 +22,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.config.update(config)
     if not app.testing:
         configure_logging(settings.log_level)
+        set_kind("api")  # a request's database bounds (db/engine.py)
 
     register_error_handlers(app)
 

@@ -117,12 +117,13 @@ def main() -> None:
     first_retention_room = args.rooms - args.retention_rooms + 1
 
     with bench_database("veza_bench_retention") as url:
-        from db.engine import libpq_url
+        from db.engine import libpq_url, set_kind
         from worker import app
         from worker.maintenance import retention
         from worker.maintenance.run import Run
 
         app.loader.import_default_modules()
+        set_kind("maintenance")  # runs the purge in this process, as a maintenance task would
         url = libpq_url(url)
         conn = psycopg.connect(url, autocommit=True)
         started = time.perf_counter()

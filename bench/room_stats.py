@@ -46,7 +46,7 @@ def main() -> None:
     with bench_database("veza_bench_room_stats") as url:
         from db.engine import libpq_url
 
-        conn = psycopg.connect(libpq_url(url), autocommit=True)
+        conn = psycopg.connect(libpq_url(url, kind="maintenance"), autocommit=True)  # long statements
         generate(conn, args.messages, args.rooms, args.days)
         conn.execute("REFRESH MATERIALIZED VIEW room_stats")
         conn.execute("SELECT refresh_room_stats_rollup()")

@@ -107,23 +107,40 @@ def create_monthly_partitions(conn: Connection, table: str, first_month: date, m
 
 
 NO_PARTITION = re.compile(r'no partition of relation "(\w+)" found for row')
-PARTITION_KEY_DATE = re.compile(r"\(created_at\)=\((\d{4})-(\d{2})-")
+# The detail shows the key in the session's TimeZone and DateStyle, e.g.
+# "(created_at) = (2025-11-30 19:00:00-05)" for 00:00 UTC on 1 December.
+PARTITION_KEY = re.compile(r"\(created_at\)\s*=\s*\(([^)]*)\)")
 
 
 def missing_partition(error: BaseException | None) -> tuple[str, date] | None:
     """(table, month) when `error` is PostgreSQL refusing a row because its
     month has no partition (there is deliberately no DEFAULT partition, so
     a row never lands where retention and detaching cannot reach it);
-    None for any other error."""
+    None for any other error.
+
+    Partitions are UTC months, so the month is the key's, converted to UTC:
+    the detail's local date is another month near a boundary in any zone
+    but UTC. A key that does not read as an ISO timestamp with its offset
+    (a session with another DateStyle) is None: better the original error
+    than a partition for the wrong month."""
     if not isinstance(error, pg_errors.CheckViolation):
         return None
     table = NO_PARTITION.search(str(error))
     if table is None or table.group(1) not in PARTITIONED_TABLES:
         return None
-    key = PARTITION_KEY_DATE.search((error.diag.message_detail or "").replace(" ", ""))
-    if key is None:
+    key = PARTITION_KEY.search(error.diag.message_detail or "")
+    moment = _aware_timestamp(key.group(1)) if key else None
+    if moment is None:
         return None
-    return table.group(1), date(int(key.group(1)), int(key.group(2)), 1)
+    return table.group(1), month_of(moment)
+
+
+def _aware_timestamp(value: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def creating_missing_partitions(transaction: Callable[[], T], attempts: int = 3) -> T:

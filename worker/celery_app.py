@@ -17,11 +17,13 @@ Why each setting is what it is:
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_process_init
 from kombu import Queue
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from beat_schedule import BEAT_SCHEDULE
-from db.engine import dispose_engines
+from db.engine import dispose_engines, set_kind
 from worker import limits, logs  # noqa: F401  (logs connects Celery's logging signals)
 from worker.config import settings
 
@@ -66,9 +68,18 @@ app.conf.update(
     # after its task instead of carrying the memory on.
     worker_max_memory_per_child=settings.worker_max_memory_kib,
     # One beat at a time across machines: redbeat holds a lock in Redis.
-    beat_scheduler="redbeat.RedBeatScheduler",
+    # worker/beat.py's scheduler survives Redis outages and lost locks.
+    beat_scheduler="worker.beat:Scheduler",
     redbeat_redis_url=settings.redis_url,
     redbeat_lock_timeout=limits.BEAT_LOCK_TIMEOUT,
+    # A call to Redis fails fast, retried once (a pooled connection that
+    # died with a Redis restart): a hung Redis (SIGSTOP, a dead host) must
+    # not hold a tick past the lock's time to live.
+    redbeat_redis_options={
+        "socket_timeout": limits.BEAT_REDIS_TIMEOUT,
+        "socket_connect_timeout": limits.BEAT_REDIS_TIMEOUT,
+        "retry": Retry(NoBackoff(), retries=1),
+    },
     beat_max_loop_interval=limits.BEAT_LOCK_TIMEOUT // 5,
     beat_schedule=BEAT_SCHEDULE,
     include=["tasks.system", "tasks.files", "tasks.messages", "tasks.maintenance"],
@@ -80,3 +91,18 @@ def _forget_parent_connections(**_: object) -> None:
     # A prefork child inherits the parent's pooled sockets; using them from
     # two processes corrupts both sessions.
     dispose_engines()
+
+
+@task_prerun.connect
+def _database_bounds_of_the_task(task=None, **_: object) -> None:
+    # A maintenance task's statements get maintenance's longer bounds
+    # (db/engine.py), its raw connections included; any other is a worker's.
+    kind = "maintenance" if task.name.startswith("maintenance.") else "worker"
+    task.request.veza_db_kind = set_kind(kind)
+
+
+@task_postrun.connect
+def _restore_database_bounds(task=None, **_: object) -> None:
+    previous = getattr(task.request, "veza_db_kind", None)
+    if previous is not None:
+        set_kind(previous)

@@ -12,8 +12,11 @@ from worker.logs import configure_logging
 
 
 def _relay(args: argparse.Namespace) -> None:
+    from db.engine import set_kind
     from worker import app
     from worker.outbox import run_relay
+
+    set_kind("relay")
 
     stopping = False
 
@@ -71,8 +74,10 @@ def _utc(value: str) -> datetime:
 def _restore(args: argparse.Namespace) -> None:
     import json
 
+    from db.engine import set_kind
     from worker.maintenance.retention import restore
 
+    set_kind("maintenance")
     print(json.dumps(restore(args.room, args.start, args.end)))
 
 

@@ -33,5 +33,9 @@ LONGEST_HARD_TIME_LIMIT = max(
 VISIBILITY_TIMEOUT = LONGEST_HARD_TIME_LIMIT + RETRY_BACKOFF_MAX + 300
 
 # How long a beat process's lock in Redis lives without being renewed: a
-# second beat takes over at most this long after the first one died.
+# second beat takes over at most this long, and one tick (a fifth of it,
+# beat_max_loop_interval), after the first one died.
 BEAT_LOCK_TIMEOUT = int(os.environ.get("BEAT_LOCK_TIMEOUT", "60"))
+# A beat's call to Redis gives up after this long: two attempts of it and a
+# tick (BEAT_LOCK_TIMEOUT / 5) still renew the lock before it expires.
+BEAT_REDIS_TIMEOUT = max(BEAT_LOCK_TIMEOUT / 10, 0.5)

@@ -6,11 +6,12 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from db.engine import database_url, get_engine
+from db.engine import database_url, get_engine, set_kind
 from db.models import Base
 from db.partitions import include_object
 
 config = context.config
+set_kind("maintenance")  # a migration's statements may be long (db/engine.py)
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
