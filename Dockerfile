@@ -7,12 +7,17 @@ RUN apt-get update \
 
 RUN useradd --create-home --uid 10001 veza
 WORKDIR /app
+# The runtime lock first (exact versions, hash-checked; its own layer, rebuilt
+# only when the lock changes), then the project on top with nothing resolved,
+# built by the locked setuptools (docs/dependencies.md).
+COPY requirements/lock.txt ./requirements/lock.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements/lock.txt
 COPY pyproject.toml README.md beat_schedule.py flowerconfig.py alembic.ini ./
 COPY api ./api
 COPY db ./db
 COPY tasks ./tasks
 COPY worker ./worker
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . && pip check
 
 # The storage volume mounts here; creating it owned by veza makes a fresh named
 # volume inherit that ownership, so uploads can write to it.

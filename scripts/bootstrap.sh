@@ -27,18 +27,64 @@ install_system_packages() {
     fi
 }
 
+LOCK=requirements/dev.txt
+
+venv_sees_system_packages() {
+    ! grep -qiE '^include-system-site-packages *= *false' "$VENV/pyvenv.cfg" 2>/dev/null
+}
+
+# Packages in the venv that the lock does not name (left by an older lock),
+# to be uninstalled, as pip-sync would.
+unlocked_packages() {
+    "$VENV/bin/python" - "$LOCK" <<'PY'
+import importlib.metadata as md, re, sys
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+with open(sys.argv[1]) as f:
+    locked = {norm(m) for m in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", f.read(), re.M)}
+installed = {norm(d.metadata["Name"]) for d in md.distributions()}
+print(" ".join(sorted(installed - locked - {"pip", "veza-worker"})))
+PY
+}
+
 install_python_packages() {
-    # --system-site-packages: reuse what the machine already has installed;
-    # pip installs into the venv only what is missing or too old.
+    # The venv holds exactly requirements/dev.txt (exact versions, checked
+    # against their hashes) and the project, editable. It does not see the
+    # machine's site-packages, which would otherwise shadow the pins with
+    # whatever the machine has (docs/dependencies.md).
+    if [ -e "$VENV/pyvenv.cfg" ] && venv_sees_system_packages; then
+        say "recreating $VENV without the system site-packages"
+        rm -rf "$VENV"
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating $VENV"
-        python3 -m venv --system-site-packages "$VENV"
+        python3 -m venv "$VENV"
+        "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+            || say "warning: $("$VENV/bin/python" -V) here; the lock is resolved for Python 3.11"
     fi
-    if ! "$VENV/bin/python" -c "import worker, api, db" 2>/dev/null \
-        || [ pyproject.toml -nt "$VENV/.installed" ]; then
-        say "installing the project and its Python dependencies"
-        "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
-        touch "$VENV/.installed"
+    # Reinstall when the lock or pyproject.toml changed since the last install.
+    local want
+    want="$(cat "$LOCK" pyproject.toml | sha256sum | cut -d' ' -f1)"
+    if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$want" ] \
+        || ! "$VENV/bin/python" -c "import worker, api, db" 2>/dev/null; then
+        say "installing $LOCK and the project into $VENV"
+        local pip=("$VENV/bin/pip" --disable-pip-version-check)
+        "${pip[@]}" install -q --require-hashes -r "$LOCK"
+        # setuptools, the build backend, came from the lock: build with it.
+        "${pip[@]}" install -q --no-deps --no-build-isolation -e .
+        local extra
+        extra="$(unlocked_packages)"
+        if [ -n "$extra" ]; then
+            say "removing what the lock no longer names: $extra"
+            # shellcheck disable=SC2086
+            "${pip[@]}" uninstall -q -y $extra
+        fi
+        local broken
+        if ! broken="$("${pip[@]}" check)"; then
+            printf '%s\n' "$broken" >&2
+            say "pyproject.toml asks for what $LOCK lacks: run scripts/lock and commit requirements/"
+            return 1
+        fi
+        echo "$want" > "$VENV/.installed"
     fi
     export PATH="$VENV/bin:$PATH"
 }

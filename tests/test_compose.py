@@ -67,3 +67,11 @@ def test_image_creates_the_storage_directory_owned_by_the_app_user():
     lines = (ROOT / "Dockerfile").read_text().splitlines()
     creates = next(i for i, line in enumerate(lines) if "install -d -o veza -g veza /data/storage" in line)
     assert creates < lines.index("USER veza")
+
+
+def test_image_installs_the_locked_versions():
+    """The image takes its dependencies from the hash-checked runtime lock and
+    installs the project on top without resolving anything (docs/dependencies.md)."""
+    installs = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if "pip install" in line]
+    assert any("--require-hashes -r requirements/lock.txt" in line for line in installs)
+    assert all("--require-hashes" in line or "--no-deps" in line for line in installs), installs
