@@ -48,5 +48,7 @@ BEAT_SCHEDULE: dict[str, dict] = dict(
         scheduled("requeue_stale_files", "maintenance.requeue_stale_files", "*/10 * * * *",
                   expires=500),
         scheduled("rescan_files", "maintenance.rescan_files", "47 */6 * * *", expires=3600),
+        # Owed work that never finished is sent again (docs/operations.md).
+        scheduled("redrive_outbox", "maintenance.redrive_outbox", "* * * * *", expires=50),
     ]
 )
