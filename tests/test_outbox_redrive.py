@@ -161,3 +161,18 @@ def test_a_relays_claim_keeps_other_relays_off_its_batch_until_it_expires(db):
     db.execute("UPDATE outbox SET claimed_until = now() - interval '1 second'")
     assert {row.id for row in claim()} == ids
     assert db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone() == (3,)
+
+
+def test_a_poison_link_of_a_chain_makes_its_outbox_row_dead(db):
+    """The base class records a dropped message on its root's row, so that a
+    replay runs the whole (idempotent) chain again from its root."""
+    from worker.outbox import record_dead
+
+    root = owe("files.process", 7)
+    db.execute("UPDATE outbox SET sent_at = now(), started_at = now() WHERE id = %s", (root,))
+    link = str(uuid.uuid4())
+    record_dead(str(root), link, "files.thumbnail", [7], {}, "poison: files.thumbnail dropped")
+    dead = outbox_row(db, root)
+    assert (dead["task_name"], dead["dead_reason"]) == ("files.process", "poison: files.thumbnail dropped")
+    assert dead["dead_at"] is not None and dead["finished_at"] is None
+    assert outbox_row(db, link) == {}, "no row of its own for a link of an outbox row's work"
