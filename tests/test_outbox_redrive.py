@@ -173,6 +173,7 @@ def test_a_poison_link_of_a_chain_makes_its_outbox_row_dead(db):
     link = str(uuid.uuid4())
     record_dead(str(root), link, "files.thumbnail", [7], {}, "poison: files.thumbnail dropped")
     dead = outbox_row(db, root)
-    assert (dead["task_name"], dead["dead_reason"]) == ("files.process", "poison: files.thumbnail dropped")
+    assert (dead["task_name"], dead["dead_reason"]) == (
+        "files.process", "poison: files.thumbnail dropped")
     assert dead["dead_at"] is not None and dead["finished_at"] is None
     assert outbox_row(db, link) == {}, "no row of its own for a link of an outbox row's work"
