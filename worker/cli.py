@@ -40,7 +40,8 @@ def _outbox(args: argparse.Namespace) -> None:
         shown = dead_rows()
         print("dead rows (veza outbox replay ID... | --all-dead):")
         for row in shown:
-            print(f"  {row.id}  {row.task_name}{row.args}  dead since {row.dead_at:%Y-%m-%d %H:%M:%SZ}"
+            dead_at = row.dead_at.astimezone(timezone.utc)
+            print(f"  {row.id}  {row.task_name} {row.args}  dead since {dead_at:%Y-%m-%d %H:%M:%SZ}"
                   f"  re-drives: {row.redrives}  reason: {row.dead_reason}")
         if owed.dead > len(shown):
             print(f"  ... and {owed.dead - len(shown)} more")
