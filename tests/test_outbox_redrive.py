@@ -151,15 +151,17 @@ def test_replay_all_dead_sends_every_dead_row_again(db):
 
 
 def test_a_relays_claim_keeps_other_relays_off_its_batch_until_it_expires(db):
+    from db.engine import get_engine
     from worker.outbox import claim
 
     ids = {owe("system.heartbeat") for _ in range(3)}
-    assert {row.id for row in claim()} == ids
-    assert claim() == [], "a second relay must not publish a claimed batch"
-    # The first relay died holding its claim: once the claim runs out, the
-    # rows are claimed again.
-    db.execute("UPDATE outbox SET claimed_until = now() - interval '1 second'")
-    assert {row.id for row in claim()} == ids
+    with get_engine().connect() as first, get_engine().connect() as second:
+        assert {row.id for row in claim(first)} == ids
+        assert claim(second) == [], "a second relay must not publish a claimed batch"
+        # The first relay died holding its claim: once the claim runs out,
+        # the rows are claimed again.
+        db.execute("UPDATE outbox SET claimed_until = now() - interval '1 second'")
+        assert {row.id for row in claim(second)} == ids
     assert db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone() == (3,)
 
 

@@ -32,12 +32,12 @@ from typing import Any
 
 import psycopg
 from celery import Celery
-from sqlalchemy import Row, func, or_, select, text, update
+from sqlalchemy import Connection, Row, func, or_, select, text, update
 from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from db.engine import libpq_url, session_scope
+from db.engine import get_engine, libpq_url, session_scope
 from db.models import AuditLog, AuditSeverity, Outbox
 from worker.config import env_int
 
@@ -78,7 +78,7 @@ def enqueue(
     return row.id
 
 
-def claim(batch_size: int = BATCH_SIZE) -> list[Row]:
+def claim(conn: Connection, batch_size: int = BATCH_SIZE) -> list[Row]:
     """Claim up to `batch_size` unsent rows, oldest first, for CLAIM_SECONDS,
     and commit: the rows are not locked while they are published.
     SKIP LOCKED keeps two relays claiming at once from waiting on each
@@ -93,9 +93,9 @@ def claim(batch_size: int = BATCH_SIZE) -> list[Row]:
         .limit(batch_size)
         .with_for_update(skip_locked=True)
     )
-    with session_scope() as session:
-        session.execute(text("SET LOCAL synchronous_commit = off"))
-        rows = session.execute(
+    with conn.begin():
+        conn.execute(text("SET LOCAL synchronous_commit = off"))
+        rows = conn.execute(
             update(Outbox)
             .where(Outbox.id.in_(claimable.scalar_subquery()))
             .values(claimed_until=func.clock_timestamp() + timedelta(seconds=CLAIM_SECONDS))
@@ -113,12 +113,22 @@ def publish_pending(app: Celery, batch_size: int = BATCH_SIZE) -> tuple[int, Exc
     hung: the socket timeouts in worker/celery_app.py bound the wait), or
     when half the claim has gone by; the rows published are marked sent,
     the failing one records the error, and the rest are released for the
-    next attempt. One producer serves the whole batch and one UPDATE marks
-    it: the relay's cost per row is the publish itself.
+    next attempt. One connection, one producer and one UPDATE serve the
+    whole batch: the relay's cost per row is the publish itself. The
+    connection is idle, in no transaction, while the batch is published.
     """
-    rows = claim(batch_size)
-    if not rows:
-        return 0, None
+    with get_engine().connect() as conn:
+        rows = claim(conn, batch_size)
+        if not rows:
+            return 0, None
+        sent, error = publish(app, rows)
+        settle(conn, sent, [row.id for row in rows[len(sent):]], error)
+    return len(sent), error
+
+
+def publish(app: Celery, rows: Sequence[Row]) -> tuple[list[uuid.UUID], Exception | None]:
+    """Publish claimed rows in order until one fails or half the claim has
+    gone by; the ids published, and the error that stopped them."""
     stop_at = time.monotonic() + CLAIM_SECONDS / 2
     sent: list[uuid.UUID] = []
     error: Exception | None = None
@@ -141,24 +151,23 @@ def publish_pending(app: Celery, batch_size: int = BATCH_SIZE) -> tuple[int, Exc
                 error = exc
                 break
             sent.append(row.id)
-    settle(sent, [row.id for row in rows[len(sent):]], error)
-    return len(sent), error
+    return sent, error
 
 
-def settle(sent: Sequence[uuid.UUID], unsent: Sequence[uuid.UUID],
+def settle(conn: Connection, sent: Sequence[uuid.UUID], unsent: Sequence[uuid.UUID],
            error: Exception | None) -> None:
     """Mark a claimed batch: `sent` rows sent, `unsent` ones released (the
     first of them met `error`, when there is one)."""
-    with session_scope() as session:
+    with conn.begin():
         if sent:
-            session.execute(
+            conn.execute(
                 update(Outbox).where(Outbox.id.in_(sent))
                 .values(sent_at=func.clock_timestamp(), claimed_until=None)
             )
         if unsent:
-            session.execute(update(Outbox).where(Outbox.id.in_(unsent)).values(claimed_until=None))
+            conn.execute(update(Outbox).where(Outbox.id.in_(unsent)).values(claimed_until=None))
         if unsent and error is not None:
-            session.execute(
+            conn.execute(
                 update(Outbox)
                 .where(Outbox.id == unsent[0])
                 .values(publish_attempts=Outbox.publish_attempts + 1,
