@@ -53,5 +53,7 @@ BEAT_SCHEDULE: dict[str, dict] = dict(
         # under that net (docs/maintenance.md).
         scheduled("recount_counters", "maintenance.recount_counters", "37 4 * * *",
                   expires=3600),
+        # Owed work that never finished is sent again (docs/operations.md).
+        scheduled("redrive_outbox", "maintenance.redrive_outbox", "* * * * *", expires=50),
     ]
 )

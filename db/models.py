@@ -616,7 +616,9 @@ class Outbox(Base):
     __tablename__ = "outbox"
     __table_args__ = (
         Index("idx_outbox_unsent", "created_at", postgresql_where=text("sent_at IS NULL")),
-        Index("idx_outbox_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+        Index("idx_outbox_unfinished", "sent_at", postgresql_where=text("finished_at IS NULL")),
+        Index("idx_outbox_finished_at", "finished_at",
+              postgresql_where=text("finished_at IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
@@ -630,6 +632,12 @@ class Outbox(Base):
     started_at: Mapped[datetime | None]
     publish_attempts: Mapped[int] = mapped_column(server_default=text("0"))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Migration 0006 (worker/outbox.py has the row's life).
+    finished_at: Mapped[datetime | None]
+    claimed_until: Mapped[datetime | None]
+    redrives: Mapped[int] = mapped_column(server_default=text("0"))
+    dead_at: Mapped[datetime | None]
+    dead_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class MaintenanceRun(Base):

@@ -32,10 +32,17 @@ def purge_expired_files(run: Run, grace_seconds: int | None = None) -> None:
 @maintenance_task("maintenance.expire_sessions")
 def expire_sessions(run: Run) -> None:
     """Expired sessions, ended login locks, and (housekeeping of the same
-    kind) outbox rows published more than OUTBOX_RETENTION_DAYS ago."""
+    kind) outbox rows whose work finished more than OUTBOX_RETENTION_DAYS ago."""
     sessions.expire(run)
     sessions.reset_expired_locks(run)
-    outbox.prune_sent(run)
+    outbox.prune_finished(run)
+
+
+@maintenance_task("maintenance.redrive_outbox")
+def redrive_outbox(run: Run) -> None:
+    """Outbox rows sent long ago whose work never finished, sent again
+    (bounded by OUTBOX_MAX_REDRIVES, then recorded dead)."""
+    outbox.redrive(run)
 
 
 @maintenance_task("maintenance.ensure_partitions")

@@ -84,12 +84,16 @@ def test_sessions_expire_then_go_and_ended_locks_are_reset(mdb):
     assert scalar(db, "SELECT failed_login_attempts FROM users WHERE id = %s", (still_locked,)) == 5
 
 
-def test_published_outbox_rows_are_pruned_after_the_retention(mdb):
+def test_finished_outbox_rows_are_pruned_after_the_retention(mdb):
     db = mdb
-    db.execute("INSERT INTO outbox (task_name, sent_at) VALUES"
-               " ('old', now() - interval '30 days'), ('recent', now()), ('unsent', NULL)")
+    db.execute("INSERT INTO outbox (task_name, sent_at, finished_at, dead_at) VALUES"
+               " ('old', now() - interval '30 days', now() - interval '30 days', NULL),"
+               " ('recent', now(), now(), NULL), ('unsent', NULL, NULL, NULL),"
+               " ('never finished', now() - interval '30 days', NULL, NULL),"
+               " ('dead', now() - interval '30 days', NULL, now() - interval '29 days')")
     run_task("maintenance.expire_sessions")
-    assert {r[0] for r in db.execute("SELECT task_name FROM outbox")} == {"recent", "unsent"}
+    assert {r[0] for r in db.execute("SELECT task_name FROM outbox")} == {
+        "recent", "unsent", "never finished", "dead"}
 
 
 # ------------------------------------------------------------------ files

@@ -67,10 +67,13 @@ def test_exporter_reports_queues_outbox_heartbeat_and_task_outcomes(db, celery_w
             return (runs or 0) >= 3
 
         wait_for(heartbeat_counted, timeout=60, interval=0.5, what="three heartbeats counted")
+        db.execute("INSERT INTO outbox (task_name, sent_at, dead_at, dead_reason)"
+                   " VALUES ('files.process', now(), now(), 'poison: a test')")
         text = scrape(port)
         for queue in ("default", "files", "scan", "maintenance"):
             assert sample(text, "veza_queue_depth", queue=queue) is not None
         assert sample(text, "veza_outbox_backlog") == 0
+        assert sample(text, "veza_outbox_dead") == 1
         assert 0 <= sample(text, "veza_worker_heartbeat_age_seconds") < 60
         assert sample(text, "veza_task_duration_seconds_count", task="system.heartbeat") >= 3
         assert sample(text, "veza_exporter_up", source="redis") == 1

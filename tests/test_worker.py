@@ -25,6 +25,11 @@ def test_production_settings():
     hard_limits = [t.time_limit or conf.task_time_limit for t in app.tasks.values()
                    if not t.name.startswith("celery.")]
     assert conf.broker_transport_options["visibility_timeout"] > max(hard_limits) + limits.RETRY_BACKOFF_MAX
+    # A hung Redis fails a command instead of hanging it (tests/chaos/test_redis_hung.py);
+    # a read must still outwait kombu's 1 s BRPOP.
+    for option in ("socket_timeout", "socket_connect_timeout"):
+        assert conf.broker_transport_options[option] > 1
+    assert conf.redis_socket_timeout and conf.redis_socket_connect_timeout
 
 
 def test_every_task_has_soft_and_hard_time_limits_and_an_explicit_queue():

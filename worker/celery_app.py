@@ -7,6 +7,13 @@ Why each setting is what it is:
   base class bounds how often (worker.limits.MAX_DELIVERIES).
 - visibility_timeout is derived from the longest hard time limit plus the
   longest retry countdown (worker/limits.py).
+- Socket and connect timeouts on every Redis connection (broker and result
+  backend), keepalives and health checks: without them a Redis that hangs
+  (accepts, never answers) hangs a publish forever. For Redis the connect
+  timeout is the `socket_connect_timeout` transport option
+  (broker_connection_timeout is AMQP's). retry_on_timeout stays off: a
+  timed-out write may have happened, and Celery's publish retry policy, not
+  redis-py, decides whether to send again.
 - prefetch multiplier 1: file and maintenance tasks are long and uneven;
   a worker must not sit on messages another idle worker could run.
 - Results expire after an hour: job state lives in our own tables (files'
@@ -47,7 +54,17 @@ app.conf.update(
     task_soft_time_limit=limits.DEFAULT_TIME_LIMITS[0],
     task_time_limit=limits.DEFAULT_TIME_LIMITS[1],
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": limits.VISIBILITY_TIMEOUT},
+    broker_transport_options={
+        "visibility_timeout": limits.VISIBILITY_TIMEOUT,
+        "socket_timeout": limits.BROKER_SOCKET_TIMEOUT,
+        "socket_connect_timeout": limits.BROKER_SOCKET_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": limits.BROKER_HEALTH_CHECK_INTERVAL,
+    },
+    redis_socket_timeout=limits.BROKER_SOCKET_TIMEOUT,
+    redis_socket_connect_timeout=limits.BROKER_SOCKET_TIMEOUT,
+    redis_socket_keepalive=True,
+    redis_backend_health_check_interval=limits.BROKER_HEALTH_CHECK_INTERVAL,
     task_queues=[Queue(name) for name in QUEUES],
     task_default_queue="default",
     # Queues are chosen here, by task name, not on the tasks (Celery 5.5+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import uuid
 from datetime import datetime, timezone
 
 from worker.config import settings
@@ -30,14 +31,37 @@ def _relay(args: argparse.Namespace) -> None:
 
 
 def _outbox(args: argparse.Namespace) -> None:
-    """Print the backlog; exit 1 when it is stale (the relay's healthcheck)."""
-    from worker.outbox import backlog, is_stale, stale_after_seconds
+    """Print what the outbox owes and its dead rows; exit 1 when the oldest
+    unsent row is stale (the relay's healthcheck). Dead rows do not fail the
+    healthcheck: restarting the relay would not bring them back."""
+    from worker.outbox import dead_rows, is_stale, stale_after_seconds, summary
 
-    count, oldest = backlog()
-    age = f"{oldest:.1f}s" if oldest is not None else "-"
-    print(f"unsent: {count}  oldest: {age}")
-    if is_stale(oldest):
+    owed = summary()
+    age = f"{owed.oldest_unsent_age:.1f}s" if owed.oldest_unsent_age is not None else "-"
+    print(f"unsent: {owed.unsent}  oldest: {age}  in flight: {owed.in_flight}  dead: {owed.dead}")
+    if owed.dead:
+        shown = dead_rows()
+        print("dead rows (veza outbox replay ID... | --all-dead):")
+        for row in shown:
+            dead_at = row.dead_at.astimezone(timezone.utc)
+            print(f"  {row.id}  {row.task_name} {row.args}  dead since {dead_at:%Y-%m-%d %H:%M:%SZ}"
+                  f"  re-drives: {row.redrives}  reason: {row.dead_reason}")
+        if owed.dead > len(shown):
+            print(f"  ... and {owed.dead - len(shown)} more")
+    if is_stale(owed.oldest_unsent_age):
         sys.exit(f"stale: the oldest unsent row is older than {stale_after_seconds()}s")
+
+
+def _outbox_replay(args: argparse.Namespace) -> None:
+    """Dead rows back to unsent; exit 1 when a named id is not a dead row."""
+    from worker.outbox import replay
+
+    replayed = replay(None if args.all_dead else args.ids)
+    for row in replayed:
+        print(f"replayed {row.id}  {row.task_name}  (was dead: {row.dead_reason})")
+    missing = set(args.ids) - {row.id for row in replayed}
+    if missing:
+        sys.exit(f"not dead rows: {', '.join(sorted(map(str, missing)))}")
 
 
 def _exporter(args: argparse.Namespace) -> None:
@@ -49,7 +73,8 @@ def _exporter(args: argparse.Namespace) -> None:
 
 MAINTENANCE_TASKS = ("purge_retention", "purge_expired_files", "expire_sessions",
                      "ensure_partitions", "refresh_room_stats", "requeue_stale_files",
-                     "rescan_files", "requeue_failed_files", "recount_counters")
+                     "rescan_files", "requeue_failed_files", "recount_counters",
+                     "redrive_outbox")
 
 
 def _maintenance(args: argparse.Namespace) -> None:
@@ -87,7 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("relay", help="publish the outbox to Celery (runs until stopped)").set_defaults(
         func=_relay
     )
-    sub.add_parser("outbox", help="show the outbox backlog").set_defaults(func=_outbox)
+    outbox = sub.add_parser("outbox", help="show the outbox backlog and its dead rows")
+    outbox.set_defaults(func=_outbox)
+    outbox_sub = outbox.add_subparsers(dest="action")
+    replay = outbox_sub.add_parser("replay", help="send dead rows again (docs/operations.md)")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", default=[], type=uuid.UUID, metavar="ID")
+    which.add_argument("--all-dead", action="store_true", help="every dead row")
+    replay.set_defaults(func=_outbox_replay)
     exporter = sub.add_parser("exporter", help="serve Prometheus metrics (queues, tasks, outbox)")
     exporter.add_argument("--port", type=int, default=settings.metrics_port)
     exporter.set_defaults(func=_exporter)

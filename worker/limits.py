@@ -24,7 +24,8 @@ RETRY_BACKOFF_MAX = 600  # the longest countdown any retry may wait
 RETRY_BACKOFF_BASE = 2
 MAX_RETRIES = 8
 # A message delivered this many times without finishing (a worker killed by
-# the OOM killer on every try, say) is dropped and recorded as poison.
+# the OOM killer on every try, say) is dropped and recorded as poison: a dead
+# outbox row with its reason (worker/base.py), shown by `veza outbox`.
 MAX_DELIVERIES = 5
 
 LONGEST_HARD_TIME_LIMIT = max(
@@ -39,3 +40,14 @@ BEAT_LOCK_TIMEOUT = int(os.environ.get("BEAT_LOCK_TIMEOUT", "60"))
 # A beat's call to Redis gives up after this long: two attempts of it and a
 # tick (BEAT_LOCK_TIMEOUT / 5) still renew the lock before it expires.
 BEAT_REDIS_TIMEOUT = max(BEAT_LOCK_TIMEOUT / 10, 0.5)
+
+# Seconds a Redis connect or command may take before it fails. A Redis that
+# accepts connections and never answers (SIGSTOPped, a half-open connection
+# after a failover) would otherwise hang a publish, a task's Redis call or
+# the relay forever. Redis answers in milliseconds; this is generous, and
+# longer than kombu's 1 s BRPOP, which a read must be allowed to outwait.
+BROKER_SOCKET_TIMEOUT = float(os.environ.get("BROKER_SOCKET_TIMEOUT", "5"))
+# A connection idle this long is checked with a PING before it is used
+# (redis-py), and a worker's BRPOP connection overdue by this long is
+# dropped (kombu): kombu's default, stated here beside the timeout.
+BROKER_HEALTH_CHECK_INTERVAL = 25

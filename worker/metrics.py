@@ -4,7 +4,7 @@
   not yet acknowledged;
 - per task: runs by outcome, retries, and durations, read from Celery's
   event stream (the same events Flower shows);
-- the outbox backlog and the age of its oldest unsent row;
+- the outbox backlog, the age of its oldest unsent row, and its dead rows;
 - the age of the last worker heartbeat: a stall alarm when workers stop
   consuming (celery#10205: workers can go silent after a Redis reconnect);
 - whether each source (Redis, PostgreSQL) could be read: `veza_exporter_up`.
@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from tasks.system import HEARTBEAT_KEY
 from worker import outbox
 from worker.celery_app import QUEUES
-from worker.config import settings
+from worker.config import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,17 @@ class BacklogCollector(Collector):
         )
 
     def from_postgres(self):
-        count, oldest = outbox.backlog()
-        yield GaugeMetricFamily("veza_outbox_backlog", "Outbox rows not yet published", value=count)
+        owed = outbox.summary()
+        yield GaugeMetricFamily("veza_outbox_backlog", "Outbox rows not yet published",
+                                value=owed.unsent)
         yield GaugeMetricFamily(
             "veza_outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row (0 when none)",
-            value=oldest or 0.0,
+            value=owed.oldest_unsent_age or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "veza_outbox_dead", "Outbox rows recorded dead, waiting for `veza outbox replay`",
+            value=owed.dead,
         )
 
 
@@ -134,7 +139,7 @@ def record_task_events(app: Celery) -> None:
 
 
 def serve(app: Celery, port: int) -> None:
-    REGISTRY.register(BacklogCollector(redis.Redis.from_url(settings.redis_url)))
+    REGISTRY.register(BacklogCollector(redis_client()))
     start_http_server(port)
     log.info("metrics on :%d/metrics", port)
     record_task_events(app)

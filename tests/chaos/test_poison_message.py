@@ -1,6 +1,7 @@
 """Chaos: a task that takes its worker down on every delivery. acks_late
 hands it back each time; the base class drops it after MAX_DELIVERIES
-deliveries instead of letting it kill workers forever."""
+deliveries instead of letting it kill workers forever, and records it as a
+dead outbox row with its reason, which `veza outbox replay` sends again."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from tests.chaos.test_worker_kill import pool_children
 from tests.conftest import start_worker, wait_for
+from tests.test_outbox_redrive import outbox_row, veza
 from tests.uploads import encoded, make_user, upload
 
 
@@ -20,7 +22,8 @@ def received(worker, task_id: str) -> int:
     return len(re.findall(rf"files\.thumbnail\[{task_id}\] received", worker.output()))
 
 
-def test_a_task_that_kills_its_worker_every_time_is_dropped_after_the_bound(db, clamd_server, redis_client):
+def test_a_task_that_kills_its_worker_every_time_is_dropped_after_the_bound(db, clamd_server,
+                                                                           redis_client, relay):
     from worker import app, file_steps, limits
 
     user = make_user(db)
@@ -50,5 +53,22 @@ def test_a_task_that_kills_its_worker_every_time_is_dropped_after_the_bound(db, 
         # Reported as rejected (Flower, metrics), not as a success.
         assert "reject requeue=False" in worker.output()
         assert f"files.thumbnail[{task_id}] succeeded" not in worker.output()
+
+        # Recorded, not only logged: a dead row of its own (it came from no
+        # outbox row), with its task, arguments and reason.
+        dead = outbox_row(db, task_id)
+        assert (dead["task_name"], dead["args"]) == ("files.thumbnail", [file_id])
+        assert dead["dead_reason"] == (f"poison: files.thumbnail[{task_id}] dropped: delivered"
+                                       f" {limits.MAX_DELIVERIES} times without finishing")
+        shown = veza("outbox")
+        assert "dead: 1" in shown.stdout and task_id in shown.stdout
+
+        # Whatever killed the worker is fixed (here: nobody kills it now).
+        assert veza("outbox", "replay", task_id).returncode == 0
+        wait_for(lambda: outbox_row(db, task_id)["finished_at"], timeout=60,
+                 what="the replayed message to run to the end")
+        assert received(worker, task_id) == limits.MAX_DELIVERIES + 1
+        assert db.execute("SELECT processing_status::text FROM files WHERE id = %s",
+                          (file_id,)).fetchone() == ("completed",)
     finally:
         worker.stop()

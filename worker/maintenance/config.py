@@ -33,6 +33,12 @@ class MaintenanceSettings:
         default_factory=lambda: env_int("MAINTENANCE_RUN_BUDGET_SECONDS", DEFAULT_RUN_BUDGET_SECONDS)
     )
     outbox_retention_days: int = field(default_factory=lambda: env_int("OUTBOX_RETENTION_DAYS", 7))
+    # A row sent this long ago whose work never finished is sent again; each
+    # later re-drive waits twice as long as the one before (outbox.redrive).
+    outbox_redrive_after_seconds: int = field(
+        default_factory=lambda: env_int("OUTBOX_REDRIVE_AFTER_SECONDS", 600)
+    )
+    outbox_max_redrives: int = field(default_factory=lambda: env_int("OUTBOX_MAX_REDRIVES", 5))
 
 
 maintenance_settings = MaintenanceSettings()
