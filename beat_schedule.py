@@ -13,6 +13,9 @@ import os
 
 from celery.schedules import crontab
 
+from veza import jobs
+from veza.jobs import Job
+
 
 def parse_schedule(expression: str) -> crontab | float:
     """Five cron fields, or a plain number of seconds."""
@@ -22,11 +25,11 @@ def parse_schedule(expression: str) -> crontab | float:
     return crontab(minute, hour, day_of_month, month_of_year, day_of_week)
 
 
-def scheduled(name: str, task: str, cron: str, expires: int, **kwargs) -> tuple[str, dict]:
-    """A beat entry named `name` running `task` on `cron` (overridable by
+def scheduled(name: str, job: Job, cron: str, expires: int, **kwargs) -> tuple[str, dict]:
+    """A beat entry named `name` running `job` on `cron` (overridable by
     VEZA_SCHEDULE_<NAME>), whose message expires after `expires` seconds."""
     return name, {
-        "task": task,
+        "task": job.name,
         "schedule": parse_schedule(os.environ.get(f"VEZA_SCHEDULE_{name.upper()}", cron)),
         "options": {"expires": expires},
         "kwargs": kwargs,
@@ -36,24 +39,24 @@ def scheduled(name: str, task: str, cron: str, expires: int, **kwargs) -> tuple[
 BEAT_SCHEDULE: dict[str, dict] = dict(
     [
         # Liveness: a stale heartbeat means no worker consumes (docs/operations.md).
-        scheduled("heartbeat", "system.heartbeat", "* * * * *", expires=50),
+        scheduled("heartbeat", jobs.HEARTBEAT, "* * * * *", expires=50),
         # Maintenance (docs/maintenance.md): each expires before its next run.
-        scheduled("purge_retention", "maintenance.purge_retention", "17 3 * * *", expires=3600),
-        scheduled("purge_expired_files", "maintenance.purge_expired_files", "27 * * * *",
+        scheduled("purge_retention", jobs.PURGE_RETENTION, "17 3 * * *", expires=3600),
+        scheduled("purge_expired_files", jobs.PURGE_EXPIRED_FILES, "27 * * * *",
                   expires=1800),
-        scheduled("expire_sessions", "maintenance.expire_sessions", "*/15 * * * *", expires=600),
-        scheduled("ensure_partitions", "maintenance.ensure_partitions", "7 1 * * *", expires=3600),
-        scheduled("refresh_room_stats", "maintenance.refresh_room_stats", "*/5 * * * *",
+        scheduled("expire_sessions", jobs.EXPIRE_SESSIONS, "*/15 * * * *", expires=600),
+        scheduled("ensure_partitions", jobs.ENSURE_PARTITIONS, "7 1 * * *", expires=3600),
+        scheduled("refresh_room_stats", jobs.REFRESH_ROOM_STATS, "*/5 * * * *",
                   expires=240),
-        scheduled("requeue_stale_files", "maintenance.requeue_stale_files", "*/10 * * * *",
+        scheduled("requeue_stale_files", jobs.REQUEUE_STALE_FILES, "*/10 * * * *",
                   expires=500),
-        scheduled("rescan_files", "maintenance.rescan_files", "47 */6 * * *", expires=3600),
+        scheduled("rescan_files", jobs.RESCAN_FILES, "47 */6 * * *", expires=3600),
         # Daily: the outbox re-drive repairs lost messages.index work within
         # minutes; this pass, which reads every message once, is the net
         # under that net (docs/maintenance.md).
-        scheduled("recount_counters", "maintenance.recount_counters", "37 4 * * *",
+        scheduled("recount_counters", jobs.RECOUNT_COUNTERS, "37 4 * * *",
                   expires=3600),
         # Owed work that never finished is sent again (docs/operations.md).
-        scheduled("redrive_outbox", "maintenance.redrive_outbox", "* * * * *", expires=50),
+        scheduled("redrive_outbox", jobs.REDRIVE_OUTBOX, "* * * * *", expires=50),
     ]
 )

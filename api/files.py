@@ -25,14 +25,14 @@ from api.request_context import request_id
 from api.schemas import FileOut
 from api.spec import operation
 from db.models import File, Message, Room, VirusScanStatus
-from worker import file_outbox
-from worker.config import settings
-from worker.storage import EmptyUpload, StorageFull, UploadTooLarge, storage
+from veza import jobs
+from veza.files.owed import owe
+from veza.settings import settings
+from veza.storage import EmptyUpload, StorageFull, UploadTooLarge, storage
 
 log = logging.getLogger(__name__)
 bp = Blueprint("files", __name__)
 
-PROCESS_TASK = "files.process"
 THUMBNAIL_MIME_TYPE = "image/webp"
 UPLOAD_FORM = {
     "type": "object",
@@ -107,7 +107,7 @@ def upload_file(session: Session, room_id: int):
     )
     session.add(row)
     session.flush()
-    file_outbox.owe(session, PROCESS_TASK, row.id, request_id=request_id())
+    owe(session, jobs.PROCESS_FILE, row.id, request_id=request_id())
     session.refresh(row)  # the statuses and times the database filled in
     return file_out(row), 202
 
@@ -188,5 +188,5 @@ def get_file_thumbnail(session: Session, file_uuid: uuid.UUID):
     if not path.is_file():
         raise not_found("thumbnail")
     stem = row.original_filename.rsplit(".", 1)[0]
-    # The worker writes every thumbnail as WebP (worker/storage.py): no sniffing.
+    # The worker writes every thumbnail as WebP (veza/storage.py): no sniffing.
     return attachment(path, THUMBNAIL_MIME_TYPE, f"{stem}-thumbnail.webp")

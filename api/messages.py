@@ -32,12 +32,11 @@ from db.models import (
     AuditSeverity, DirectConversation, Message, MessageContentType, Reaction, Room, RoomMember,
     User,
 )
-from worker import outbox
+from veza import jobs, outbox
 
 bp = Blueprint("messages", __name__)
 
 MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_-]{3,50})")
-INDEX_TASK = "messages.index"
 
 # The seed's pagination query, keyed on (id, created_at) because messages is
 # partitioned, with the viewer's own reactions flagged.
@@ -144,7 +143,7 @@ def create_message(session: Session, body: MessageIn, *, room: Room | None = Non
         mentions=mentioned_user_ids(session, body.content),
         ip_address=client_ip(), user_agent=user_agent(),
     )]).one()  # a month without a partition fails here (see api.spec)
-    outbox.enqueue(session, INDEX_TASK, message.id, request_id=request_id())
+    outbox.enqueue(session, jobs.INDEX_MESSAGE, message.id, request_id=request_id())
     return new_message_out(message)
 
 
@@ -240,7 +239,7 @@ def delete_message(session: Session, message_id: int):
                      user_id=g.user.id, room_id=room.id, resource=("message", message.id),
                      severity=AuditSeverity.warning)
     # The author's message count changed: the same idempotent recount.
-    outbox.enqueue(session, INDEX_TASK, message.id, request_id=request_id())
+    outbox.enqueue(session, jobs.INDEX_MESSAGE, message.id, request_id=request_id())
     return None, 204
 
 

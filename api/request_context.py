@@ -10,7 +10,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from worker.logs import request_id_var
+from veza.logs import request_id_var
 
 HEADER = "X-Request-ID"
 
@@ -39,7 +39,7 @@ def install(app: Flask) -> None:
             g.request_id = uuid.UUID(request.headers.get(HEADER, ""))
         except ValueError:
             g.request_id = uuid.uuid4()
-        # Every log line of this request carries the id (worker/logs.py).
+        # Every log line of this request carries the id (veza/logs.py).
         g.log_token = request_id_var.set(str(g.request_id))
 
     @app.teardown_request

@@ -86,7 +86,7 @@ def make_photo() -> "Image.Image":
 
 
 def bench_hash(path: Path) -> dict:
-    from worker import file_steps  # noqa: F401  (the same import cost as a worker)
+    from veza.files import pipeline  # noqa: F401  (the same import cost as a worker)
 
     def ours():
         with open(path, "rb") as content:
@@ -103,8 +103,8 @@ def bench_scan(path: Path) -> dict:
     import clamd
 
     from tests.clamav import TCP_PORT
-    from worker.clamav import Scanner
-    from worker.config import settings
+    from veza.clamav import Scanner
+    from veza.settings import settings
 
     scanner = Scanner()
     ours = best_time(lambda: scanner.scan(path))
@@ -134,7 +134,7 @@ def bench_scan(path: Path) -> dict:
 THUMBNAIL_PEAK_PROBE = """
 import io, sys
 from pathlib import Path
-from worker import images
+from veza import images
 def high_water_kib():
     status = open("/proc/self/status").read()
     return int(status.split("VmHWM:")[1].split()[0])
@@ -145,7 +145,7 @@ print(before, high_water_kib())
 
 
 def bench_thumbnail(name: str, path: Path, goal: str, limit: float) -> dict:
-    from worker import images
+    from veza import images
 
     out_dir = Path(tempfile.mkdtemp(prefix="veza-bench-vips-"))
     vips = ["vipsthumbnail", str(path), "--size", "400x400", "-o", str(out_dir / "%s.webp[Q=80]")]
@@ -195,7 +195,8 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
     each time, and the best round of each counts: the machine is shared, and
     alternating keeps a burst of someone else's load from landing on one
     side only."""
-    from worker import app, file_steps
+    from worker import app
+    from veza.files import pipeline
 
     from tests.uploads import make_user
 
@@ -207,7 +208,7 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
             loop_ids = make_uploads(db, user, count, seed=2 * round_number)
             started = time.perf_counter()
             for file_id in loop_ids:
-                file_steps.run_all(file_id)
+                pipeline.run_all(file_id)
             loop_rates.append(count / (time.perf_counter() - started))
 
             worker_ids = make_uploads(db, user, count, seed=2 * round_number + 1)

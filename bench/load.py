@@ -77,7 +77,7 @@ os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = DATABASE_URL, REDIS_URL
 
 import redis  # noqa: E402
 
-from worker import outbox  # noqa: E402
+from veza import outbox  # noqa: E402
 from worker.celery_app import QUEUES, app  # noqa: E402
 from worker.metrics import queue_depth  # noqa: E402
 
@@ -164,7 +164,7 @@ class DepthSampler(threading.Thread):
 
     def sample(self) -> dict[str, int]:
         depths = {queue: queue_depth(self.client, queue) for queue in QUEUES}
-        return {**depths, "outbox": outbox.backlog()[0]}
+        return {**depths, "outbox": outbox.summary().unsent}
 
     def run(self) -> None:
         while not self.stopping.wait(1.0 - (time.monotonic() - self.started) % 1.0):

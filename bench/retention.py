@@ -119,8 +119,8 @@ def main() -> None:
     with bench_database("veza_bench_retention") as url:
         from db.engine import libpq_url, set_kind
         from worker import app
-        from worker.maintenance import retention
-        from worker.maintenance.run import Run
+        from veza.messages import retention
+        from veza.maintenance.run import Run
 
         app.loader.import_default_modules()
         set_kind("maintenance")  # runs the purge in this process, as a maintenance task would
@@ -147,7 +147,7 @@ def main() -> None:
             " AND created_at < %s::date + interval '1 month'"), (month, month))
         conn.execute("VACUUM ANALYZE")
 
-        run = Run(app.tasks["maintenance.purge_retention"], "bench", 0, False)
+        run = Run("bench", 0, False)
         _, baseline_p99, _ = measure_writer(url, args.rooms, lambda: time.sleep(5))
         drop_s, _, _ = measure_writer(url, args.rooms,
                                       lambda: retention.drop_covered_message_partitions(run))

@@ -48,7 +48,7 @@ DEFAULT_BOUNDS = {
     "api": Bounds(10_000, 10_000, 5),
     # The relay's statements are small; its transactions lock outbox rows.
     "relay": Bounds(10_000, 10_000, 5),
-    # Tasks: half the shortest soft time limit (60 s, worker/limits.py), so a
+    # Tasks: half the shortest soft time limit (60 s, veza/limits.py), so a
     # task meets a database error it retries, never SoftTimeLimitExceeded.
     "worker": Bounds(30_000, 30_000, 5),
     # Maintenance (and migrations): partition detaches wait for every

@@ -632,7 +632,7 @@ class Outbox(Base):
     started_at: Mapped[datetime | None]
     publish_attempts: Mapped[int] = mapped_column(server_default=text("0"))
     last_error: Mapped[str | None] = mapped_column(Text)
-    # Migration 0006 (worker/outbox.py has the row's life).
+    # Migration 0006 (veza/outbox.py has the row's life).
     finished_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
     redrives: Mapped[int] = mapped_column(server_default=text("0"))

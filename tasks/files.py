@@ -1,4 +1,4 @@
-"""The file pipeline as Celery tasks: thin wrappers over worker/file_steps.py.
+"""The file pipeline as Celery tasks: thin wrappers over veza/files/pipeline.py.
 
 `files.process` (enqueued by the API through the outbox) runs the whole
 pipeline: it hashes and sniffs in place, then chains `files.scan` (on the
@@ -17,10 +17,11 @@ import random
 from celery import chain, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from worker import file_steps, limits
+from veza.files import pipeline
+from veza import jobs, limits
 from worker.base import VezaTask
-from worker.clamav import ScanUnavailable
-from worker.config import settings
+from veza.clamav import ScanUnavailable
+from veza.settings import settings
 
 FILE_LIMITS = {
     "soft_time_limit": limits.FILE_TIME_LIMITS[0], "time_limit": limits.FILE_TIME_LIMITS[1]
@@ -30,35 +31,35 @@ SCAN_LIMITS = {
 }
 
 
-@shared_task(bind=True, base=VezaTask, name="files.process", **FILE_LIMITS)
+@shared_task(bind=True, base=VezaTask, name=jobs.PROCESS_FILE.name, **FILE_LIMITS)
 def process(self: VezaTask, file_id: int) -> None:
     """Run the whole pipeline for one upload. Safe to call again (or twice
     at once): every step skips what is already done."""
-    file_steps.hash_upload(file_id, task_id=self.request.id)
-    file_steps.sniff(file_id, task_id=self.request.id)
+    pipeline.hash_upload(file_id, task_id=self.request.id)
+    pipeline.sniff(file_id, task_id=self.request.id)
     chain(scan.si(file_id), thumbnail.si(file_id)).apply_async()
 
 
-@shared_task(bind=True, base=VezaTask, name="files.hash", **FILE_LIMITS)
+@shared_task(bind=True, base=VezaTask, name=jobs.HASH_FILE.name, **FILE_LIMITS)
 def hash_upload(self: VezaTask, file_id: int) -> None:
-    file_steps.hash_upload(file_id, task_id=self.request.id)
+    pipeline.hash_upload(file_id, task_id=self.request.id)
 
 
-@shared_task(bind=True, base=VezaTask, name="files.sniff", **FILE_LIMITS)
+@shared_task(bind=True, base=VezaTask, name=jobs.SNIFF_FILE.name, **FILE_LIMITS)
 def sniff(self: VezaTask, file_id: int) -> None:
-    file_steps.sniff(file_id, task_id=self.request.id)
+    pipeline.sniff(file_id, task_id=self.request.id)
 
 
-@shared_task(bind=True, base=VezaTask, name="files.scan", **SCAN_LIMITS)
+@shared_task(bind=True, base=VezaTask, name=jobs.SCAN_FILE.name, **SCAN_LIMITS)
 def scan(self: VezaTask, file_id: int) -> None:
     """Fail closed: while clamd gives no verdict the file stays `scanning`
     and the task retries with jittered exponential backoff; after the last
     retry the scan is `failed` (the maintenance job scans it again later)."""
     try:
-        file_steps.scan(file_id, task_id=self.request.id)
+        pipeline.scan(file_id, task_id=self.request.id)
     except (ScanUnavailable, SoftTimeLimitExceeded) as exc:
         final = self.request.retries >= self.max_retries
-        file_steps.scan_unavailable(file_id, str(exc) or "scan timed out", final, self.request.id)
+        pipeline.scan_unavailable(file_id, str(exc) or "scan timed out", final, self.request.id)
         if not final:
             raise self.retry(exc=exc, countdown=scan_retry_countdown(self.request.retries))
         return
@@ -75,12 +76,12 @@ def scan_retry_countdown(retries: int) -> float:
     return random.uniform(0, ceiling)
 
 
-@shared_task(bind=True, base=VezaTask, name="files.thumbnail", **FILE_LIMITS)
+@shared_task(bind=True, base=VezaTask, name=jobs.THUMBNAIL_FILE.name, **FILE_LIMITS)
 def thumbnail(self: VezaTask, file_id: int) -> None:
     """The last link: thumbnail (images only), then mark the file completed.
     An image that takes too long to decode is recorded as failed, not retried."""
     try:
-        file_steps.thumbnail(file_id, task_id=self.request.id)
+        pipeline.thumbnail(file_id, task_id=self.request.id)
     except SoftTimeLimitExceeded:
-        file_steps.fail(file_id, "thumbnail", "took longer than the time limit", self.request.id)
-    file_steps.finish(file_id, task_id=self.request.id)
+        pipeline.fail(file_id, "thumbnail", "took longer than the time limit", self.request.id)
+    pipeline.finish(file_id, task_id=self.request.id)

@@ -1,7 +1,8 @@
-"""The maintenance tasks: thin entry points over worker/maintenance/*.
+"""The maintenance tasks: thin entry points over the core's steps
+(veza/maintenance/, veza/files/, veza/messages/).
 
 Every task takes `dry_run=False` and runs under the common rules of
-worker/maintenance/run.py (one at a time, run log, audit row, progress).
+veza/maintenance/run.py (one at a time, run log, audit row, progress).
 Schedules are in beat_schedule.py; docs/maintenance.md describes each task.
 """
 
@@ -9,79 +10,83 @@ from __future__ import annotations
 
 from datetime import date
 
-from worker.maintenance import file_jobs, files, outbox, partitions, recount, retention, sessions, stats
-from worker.maintenance.run import Run, maintenance_task
+from veza import jobs
+from veza.files import requeue, sweeps
+from veza.maintenance import outbox_redrive, partition_upkeep, room_stats, session_expiry
+from veza.maintenance.run import Run
+from veza.messages import recount, retention
+from worker.maintenance_task import maintenance_task
 
 
-@maintenance_task("maintenance.purge_retention")
+@maintenance_task(jobs.PURGE_RETENTION)
 def purge_retention(run: Run) -> None:
     """Archive and delete messages past their room's retention; drop whole
     covered partitions; purge the archive and old audit partitions."""
     retention.purge(run)
 
 
-@maintenance_task("maintenance.purge_expired_files")
+@maintenance_task(jobs.PURGE_EXPIRED_FILES)
 def purge_expired_files(run: Run, grace_seconds: int | None = None) -> None:
     """Expired files, then the orphan sweep of storage and of rows whose
     stored content is missing."""
-    files.purge_expired(run)
-    files.sweep_orphans(run, grace_seconds)
-    files.fail_rows_with_missing_blobs(run, grace_seconds)
+    sweeps.purge_expired(run)
+    sweeps.sweep_orphans(run, grace_seconds)
+    sweeps.fail_rows_with_missing_blobs(run, grace_seconds)
 
 
-@maintenance_task("maintenance.expire_sessions")
+@maintenance_task(jobs.EXPIRE_SESSIONS)
 def expire_sessions(run: Run) -> None:
     """Expired sessions, ended login locks, and (housekeeping of the same
     kind) outbox rows whose work finished more than OUTBOX_RETENTION_DAYS ago."""
-    sessions.expire(run)
-    sessions.reset_expired_locks(run)
-    outbox.prune_finished(run)
+    session_expiry.expire(run)
+    session_expiry.reset_expired_locks(run)
+    outbox_redrive.prune_finished(run)
 
 
-@maintenance_task("maintenance.redrive_outbox")
+@maintenance_task(jobs.REDRIVE_OUTBOX)
 def redrive_outbox(run: Run) -> None:
     """Outbox rows sent long ago whose work never finished, sent again
     (bounded by OUTBOX_MAX_REDRIVES, then recorded dead)."""
-    outbox.redrive(run)
+    outbox_redrive.redrive(run)
 
 
-@maintenance_task("maintenance.ensure_partitions")
+@maintenance_task(jobs.ENSURE_PARTITIONS)
 def ensure_partitions(run: Run, months_ahead: int | None = None, today: str | None = None,
                       months_behind: int | None = None) -> None:
     """Monthly partitions of messages and audit_logs, from N months behind
     to M months ahead of this month (or of the ISO date `today`, to prepare
     ahead by hand)."""
-    partitions.ensure(run, months_ahead, date.fromisoformat(today) if today else None,
+    partition_upkeep.ensure(run, months_ahead, date.fromisoformat(today) if today else None,
                       months_behind)
 
 
-@maintenance_task("maintenance.refresh_room_stats")
+@maintenance_task(jobs.REFRESH_ROOM_STATS)
 def refresh_room_stats(run: Run) -> None:
     """room_stats from the incremental rollup."""
-    stats.refresh(run)
+    room_stats.refresh(run)
 
 
-@maintenance_task("maintenance.requeue_stale_files")
+@maintenance_task(jobs.REQUEUE_STALE_FILES)
 def requeue_stale_files(run: Run, stale_seconds: float | None = None) -> None:
     """Files whose work started and stalled, enqueued again (bounded); files
     whose work has not started yet are waiting, not stuck."""
-    file_jobs.requeue_stale(run, stale_seconds)
+    requeue.requeue_stale(run, stale_seconds)
 
 
-@maintenance_task("maintenance.requeue_failed_files")
+@maintenance_task(jobs.REQUEUE_FAILED_FILES)
 def requeue_failed_files(run: Run) -> None:
     """Failed files (not infected ones) through the pipeline again; run by
     operators (`veza maintenance run requeue_failed_files`), not scheduled."""
-    file_jobs.requeue_failed(run)
+    requeue.requeue_failed(run)
 
 
-@maintenance_task("maintenance.rescan_files")
+@maintenance_task(jobs.RESCAN_FILES)
 def rescan_files(run: Run, signature_version: str | None = None) -> None:
     """Failed scans retried; recent files rescanned on new signatures."""
-    file_jobs.rescan(run, signature_version)
+    requeue.rescan(run, signature_version)
 
 
-@maintenance_task("maintenance.recount_counters")
+@maintenance_task(jobs.RECOUNT_COUNTERS)
 def recount_counters(run: Run) -> None:
     """The counters messages.index keeps (members' message counts, DM unread
     counts, last_seen_at), recounted in full: a safety net for lost work."""

@@ -87,7 +87,7 @@ def test_the_default_bounds_end_before_the_time_limits_they_serve():
     """A task must meet a database error it retries (a timeout), never its
     soft time limit, which is not retried."""
     from db.engine import DEFAULT_BOUNDS
-    from worker import limits
+    from veza import limits
 
     worker, maintenance = DEFAULT_BOUNDS["worker"], DEFAULT_BOUNDS["maintenance"]
     shortest_soft = min(limits.DEFAULT_TIME_LIMITS[0], limits.FILE_TIME_LIMITS[0],

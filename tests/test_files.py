@@ -30,13 +30,13 @@ def user(db, clamd_server) -> int:
 
 
 def process(file_id: int) -> None:
-    from worker import file_steps
+    from veza.files import pipeline
 
-    file_steps.run_all(file_id)
+    pipeline.run_all(file_id)
 
 
 def storage_root() -> Path:
-    from worker.storage import storage
+    from veza.storage import storage
 
     return storage.root
 
@@ -199,8 +199,8 @@ def test_a_row_deleted_while_its_upload_is_being_hashed_is_left_alone(db, user, 
     import psycopg
 
     from db.engine import libpq_url
-    from worker import file_steps
-    from worker.storage import storage
+    from veza.files import pipeline
+    from veza.storage import storage
 
     file_id = upload(db, user, b"a note")
     storage.remove(row(db, file_id)["file_path"])  # and its upload is gone too
@@ -208,7 +208,7 @@ def test_a_row_deleted_while_its_upload_is_being_hashed_is_left_alone(db, user, 
 
     def hash_it() -> None:
         try:
-            file_steps.hash_upload(file_id)
+            pipeline.hash_upload(file_id)
         except BaseException as exc:  # noqa: BLE001 (reported by the assert below)
             errors.append(exc)
 
@@ -242,7 +242,7 @@ def test_identical_uploads_share_one_blob_and_each_keeps_its_row(db, user):
 
 
 def test_a_blob_is_deleted_only_when_no_row_references_it(db, user):
-    from worker import file_steps
+    from veza.files import pipeline
 
     content = encoded(gradient(64, 64), "PNG")
     first, second = upload(db, user, content), upload(db, user, content)
@@ -252,10 +252,10 @@ def test_a_blob_is_deleted_only_when_no_row_references_it(db, user):
     blob, thumb = storage_root() / file["file_path"], storage_root() / file["thumbnail_path"]
 
     db.execute("DELETE FROM files WHERE id = %s", (first,))
-    assert not file_steps.delete_content_if_unreferenced(file["file_hash"])
+    assert not pipeline.delete_content_if_unreferenced(file["file_hash"])
     assert blob.exists() and thumb.exists()
     db.execute("DELETE FROM files WHERE id = %s", (second,))
-    assert file_steps.delete_content_if_unreferenced(file["file_hash"])
+    assert pipeline.delete_content_if_unreferenced(file["file_hash"])
     assert not blob.exists() and not thumb.exists()
 
 
@@ -302,17 +302,17 @@ def scan_with_clamd_down(clamd_server, caplog, file_id: int) -> int:
     finally:
         clamd_server.start()
     return len([r for r in caplog.records
-                if r.name == "worker.file_steps" and "clamd VERSION failed" in r.getMessage()])
+                if r.name == "veza.files.pipeline" and "clamd VERSION failed" in r.getMessage()])
 
 
 def test_without_clamd_the_scan_retries_then_fails_and_never_passes(
     db, user, clamd_server, caplog
 ):
     from tasks.files import scan
-    from worker import file_steps
+    from veza.files import pipeline
 
     file_id = upload(db, user, b"harmless text", "note.txt", "text/plain")
-    file_steps.hash_upload(file_id)
+    pipeline.hash_upload(file_id)
     assert scan_with_clamd_down(clamd_server, caplog, file_id) == scan.max_retries + 1
     file = row(db, file_id)
     assert file["virus_scan_status"] == "failed" and file["processing_status"] == "failed"
@@ -329,22 +329,22 @@ def test_without_clamd_the_scan_retries_then_fails_and_never_passes(
 # ru_maxrss would carry pytest's own peak over into the child).
 MEMORY_PROBE = textwrap.dedent("""
     import sys
-    from worker import file_steps
-    from worker.clamav import Scanner
+    from veza.files import pipeline
+    from veza.clamav import Scanner
     def high_water_kib():
         return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
     scanner = Scanner()
     scanner.version()                      # imports and connections warmed up
-    file_steps._load(int(sys.argv[1]))
+    pipeline._load(int(sys.argv[1]))
     before = high_water_kib()
-    file_steps.hash_upload(int(sys.argv[1]))
-    file_steps.scan(int(sys.argv[1]), scanner)
+    pipeline.hash_upload(int(sys.argv[1]))
+    pipeline.scan(int(sys.argv[1]), scanner)
     print(high_water_kib() - before)
 """)
 
 
 def test_a_100_mb_upload_is_hashed_and_scanned_in_constant_memory(db, user):
-    from worker.storage import storage
+    from veza.storage import storage
 
     block = os.urandom(1024 * 1024)
     size = 100 * 1000 * 1000
@@ -385,7 +385,7 @@ def test_each_step_task_can_be_run_on_its_own_in_order(db, user):
 def test_a_verdict_is_reused_for_the_same_content_only_under_the_same_signatures(
     db, user, caplog
 ):
-    caplog.set_level(logging.INFO, logger="worker.file_steps")
+    caplog.set_level(logging.INFO, logger="veza.files.pipeline")
     content = b"the same attachment, sent three times"
     first, second, third = (upload(db, user, content) for _ in range(3))
     process(first)
@@ -405,10 +405,10 @@ def test_a_verdict_is_reused_for_the_same_content_only_under_the_same_signatures
 
 def virus_missed_by_old_signatures(db, user) -> int:
     """EICAR, completed as clean under a signature version clamd no longer has."""
-    from worker import file_steps
+    from veza.files import pipeline
 
     file_id = upload(db, user, EICAR, "missed.txt", "text/plain")
-    file_steps.hash_upload(file_id)
+    pipeline.hash_upload(file_id)
     db.execute(
         "UPDATE files SET virus_scan_status = 'clean', processing_status = 'completed',"
         " is_processed = true,"
@@ -480,7 +480,7 @@ def test_streaming_to_a_clamd_elsewhere_finds_a_virus_past_the_first_chunks(clam
     import zipfile
 
     from tests.clamav import TCP_PORT
-    from worker.clamav import INSTREAM_CHUNK_SIZE, Scanner
+    from veza.clamav import INSTREAM_CHUNK_SIZE, Scanner
 
     archive = tmp_path / "big.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:

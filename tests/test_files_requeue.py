@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from veza import jobs
 from tests.clamav import EICAR
 from tests.maintenance_helpers import run_task
 from tests.uploads import encoded, gradient, make_user, row, upload
 
 
 def test_failed_files_go_through_again_and_infected_ones_stay_put(db, clamd_server):
-    from worker import file_steps
+    from veza.files import pipeline
 
     user = make_user(db)
     picture = upload(db, user, encoded(gradient(64, 48), "PNG"), "p.png", "image/png")
     virus = upload(db, user, EICAR, "virus.txt", "text/plain")
     for file_id in (picture, virus):
-        file_steps.hash_upload(file_id)
-        file_steps.sniff(file_id)
+        pipeline.hash_upload(file_id)
+        pipeline.sniff(file_id)
     # clamd was down through every retry of the picture's scan.
-    file_steps.scan_unavailable(picture, "clamd unreachable", final=True)
-    file_steps.run_all(virus)
+    pipeline.scan_unavailable(picture, "clamd unreachable", final=True)
+    pipeline.run_all(virus)
     assert (row(db, picture)["processing_status"], row(db, picture)["virus_scan_status"]) == ("failed", "failed")
     assert row(db, virus)["virus_scan_status"] == "infected"
 
@@ -31,19 +32,19 @@ def test_failed_files_go_through_again_and_infected_ones_stay_put(db, clamd_serv
     assert owed == [("files.process", [picture])]
     assert row(db, picture)["virus_scan_status"] == "pending"
 
-    file_steps.run_all(picture)  # what the owed task does, with clamd back
+    pipeline.run_all(picture)  # what the owed task does, with clamd back
     done = row(db, picture)
     assert (done["processing_status"], done["virus_scan_status"]) == ("completed", "clean")
     assert row(db, virus)["virus_scan_status"] == "infected"
 
 
 def test_a_file_whose_content_was_lost_fails_again_when_requeued_never_completes(db, clamd_server):
-    from worker import file_steps
-    from worker.storage import storage
+    from veza.files import pipeline
+    from veza.storage import storage
 
     user = make_user(db)
     file_id = upload(db, user, b"minutes of the meeting", "minutes.txt", "text/plain")
-    file_steps.run_all(file_id)
+    pipeline.run_all(file_id)
     assert row(db, file_id)["processing_status"] == "completed"
     storage.remove(row(db, file_id)["file_path"])  # the disk lost it
     db.execute("UPDATE files SET created_at = now() - interval '1 day' WHERE id = %s", (file_id,))
@@ -55,7 +56,7 @@ def test_a_file_whose_content_was_lost_fails_again_when_requeued_never_completes
     assert "missing" in lost["metadata"]["failure_reason"]
 
     run_task("maintenance.requeue_failed_files")
-    file_steps.run_all(file_id)  # what the owed files.process does
+    pipeline.run_all(file_id)  # what the owed files.process does
     again = row(db, file_id)
     assert again["processing_status"] == "failed"
     assert "missing" in again["metadata"]["failure_reason"]
@@ -63,13 +64,15 @@ def test_a_file_whose_content_was_lost_fails_again_when_requeued_never_completes
 
 def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_final(db, clamd_server):
     from db.engine import session_scope
-    from worker import file_outbox, file_steps, outbox
-    from worker.maintenance.config import maintenance_settings
+    from veza.files.owed import owe
+    from veza.files import pipeline
+    from veza import outbox
+    from veza.maintenance.settings import maintenance_settings
 
     user = make_user(db)
     file_id = upload(db, user, b"agenda of the meeting", "agenda.txt", "text/plain")
     with session_scope() as session:
-        file_outbox.owe(session, "files.process", file_id)  # as the upload does
+        owe(session, jobs.PROCESS_FILE, file_id)  # as the upload does
 
     def requeue_stale() -> dict:
         # Any quiet time is "too long" here: only whether the work started decides.
@@ -82,7 +85,7 @@ def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_fina
     for attempt in range(1, maintenance_settings.max_file_attempts + 1):
         stalled = latest_owed()
         outbox.mark_started(stalled)  # a worker took it...
-        file_steps.hash_upload(file_id)  # ...got this far, and died
+        pipeline.hash_upload(file_id)  # ...got this far, and died
         assert requeue_stale() == {"stale_requeued": 1}
         assert latest_owed() != stalled
         assert row(db, file_id)["metadata"]["requeue_attempts"] == attempt
@@ -96,7 +99,7 @@ def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_fina
     assert stuck["processing_status"] == "failed" and not stuck["is_processed"]
     assert stuck["metadata"]["failed_step"] == "stuck" and "failure_reason" not in stuck["metadata"]
 
-    file_steps.run_all(file_id)  # a late run of its pipeline (or requeue_failed_files)
+    pipeline.run_all(file_id)  # a late run of its pipeline (or requeue_failed_files)
     done = row(db, file_id)
     assert (done["processing_status"], done["virus_scan_status"]) == ("completed", "clean")
     assert "failed_step" not in done["metadata"] and "error" not in done["metadata"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
+from veza import jobs
 from tests.conftest import start_worker, wait_for
 from tests.uploads import encoded, gradient, make_user, upload
 
@@ -16,11 +17,11 @@ def json_lines(text: str) -> list[dict]:
 
 def test_the_request_id_travels_from_the_outbox_into_the_tasks_logs(db, celery_worker, relay):
     from db.engine import session_scope
-    from worker.outbox import enqueue
+    from veza.outbox import enqueue
 
     request_id = uuid.uuid4()
     with session_scope() as session:
-        task_id = enqueue(session, "system.heartbeat", request_id=request_id)
+        task_id = enqueue(session, jobs.HEARTBEAT, request_id=request_id)
 
     def task_lines() -> list[dict]:
         return [r for r in json_lines(celery_worker.output()) if r.get("task_id") == str(task_id)]
@@ -34,17 +35,17 @@ def test_the_request_id_reaches_the_chained_scan_and_thumbnail_tasks(db, clamd_s
     """files.process chains files.scan and files.thumbnail itself: the id
     must travel with those messages too."""
     from db.engine import session_scope
-    from worker.outbox import enqueue
+    from veza.outbox import enqueue
 
     worker = start_worker("files", queues="files,scan")
     try:
         file_id = upload(db, make_user(db), encoded(gradient(64, 64), "PNG"), "p.png", "image/png")
         request_id = str(uuid.uuid4())
         with session_scope() as session:
-            enqueue(session, "files.process", file_id, request_id=request_id)
+            enqueue(session, jobs.PROCESS_FILE, file_id, request_id=request_id)
 
         def step_lines() -> dict[str, list[dict]]:
-            lines = [r for r in json_lines(worker.output()) if r.get("logger") == "worker.file_steps"]
+            lines = [r for r in json_lines(worker.output()) if r.get("logger") == "veza.files.pipeline"]
             steps = {step: [r for r in lines if f": {step}:" in r["message"]]
                      for step in ("scan", "thumbnail")}
             return steps if all(steps.values()) else {}
@@ -63,7 +64,7 @@ def test_api_log_lines_carry_the_request_id(database_url, caplog):
     from flask import current_app
 
     from api import create_app
-    from worker.logs import ContextFilter
+    from veza.logs import ContextFilter
 
     app = create_app({"TESTING": True})
 

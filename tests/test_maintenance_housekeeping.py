@@ -99,7 +99,7 @@ def test_finished_outbox_rows_are_pruned_after_the_retention(mdb):
 # ------------------------------------------------------------------ files
 
 def store(relative: str, age_seconds: float = 0) -> Path:
-    from worker.storage import storage
+    from veza.storage import storage
 
     path = storage.absolute(relative)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def file_row(db, owner, sha: str | None, path: str, expires: str = "NULL",
 
 
 def test_expiry_and_orphan_sweep_never_remove_referenced_or_young_content(mdb):
-    from worker.storage import storage
+    from veza.storage import storage
 
     db = mdb
     owner = make_user(db, "owner")
@@ -202,7 +202,7 @@ def test_stuck_files_are_requeued_only_once_their_work_started_and_stalled_then_
     file_row(db, owner, None, "uploads/d", status="pending")
     db.execute("UPDATE files SET virus_scan_status = 'pending' WHERE file_path IN ('uploads/c', 'uploads/d')")
     db.execute("UPDATE files SET created_at = now() WHERE file_path = 'uploads/d'")
-    from worker.maintenance.config import maintenance_settings
+    from veza.maintenance.settings import maintenance_settings
 
     def an_hour_later() -> None:
         db.execute("UPDATE files SET metadata = metadata || jsonb_build_object('requeued_at',"

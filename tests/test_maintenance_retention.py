@@ -139,7 +139,7 @@ def test_purge_archives_references_keeps_young_replies_and_restore_brings_all_ba
     assert [r[0] for r in runs(db, PURGE)] == ["succeeded", "succeeded"]
     assert scalar(db, "SELECT count(*) FROM audit_logs WHERE event_type = %s", (PURGE,)) == 2
 
-    from worker.maintenance.retention import restore
+    from veza.messages.retention import restore
 
     restored = restore(room, root[1] - timedelta(days=1), young_reply[1])
     assert restored["messages"] == 2 and restored["replies_reattached"] == 1
@@ -181,7 +181,7 @@ def test_a_month_covered_by_every_retention_is_dropped_whole_and_restorable(mdb)
     assert archived_ids(db) == {old[0], old_child[0]}
     assert counter_mismatches(db) == []
 
-    from worker.maintenance.retention import restore
+    from veza.messages.retention import restore
 
     db.execute("UPDATE rooms SET message_retention_days = 0 WHERE id = %s", (room,))
     restore(room, f"{old_month.isoformat()} 00:00:00+00", f"{old_month.isoformat()} 23:00:00+00")
@@ -210,8 +210,9 @@ def test_audit_logs_older_than_the_retention_go_by_whole_partitions(mdb):
 
 def test_a_partition_drop_killed_after_the_detach_is_finished_by_the_next_run(mdb):
     from worker import app
-    from worker.maintenance import partitions, retention
-    from worker.maintenance.run import Run
+    from veza.maintenance import partition_upkeep
+    from veza.messages import retention
+    from veza.maintenance.run import Run
 
     db = mdb
     alice = make_user(db, "alice")
@@ -224,9 +225,9 @@ def test_a_partition_drop_killed_after_the_detach_is_finished_by_the_next_run(md
     index_members(db)
     # The run that "dies": references dealt with, partition detached, no drop.
     app.loader.import_default_modules()
-    run = Run(app.tasks[PURGE], PURGE, 0, False)
-    retention.unlink_partition(run, partitions.Partition(name, old_month))
-    partitions.detach_concurrently("messages", partitions.Partition(name, old_month))
+    run = Run(PURGE, 0, False)
+    retention.unlink_partition(run, partition_upkeep.Partition(name, old_month))
+    partition_upkeep.detach_concurrently("messages", partition_upkeep.Partition(name, old_month))
     assert scalar(db, "SELECT message_count FROM rooms WHERE id = %s", (room,)) == 2
 
     run_task(PURGE)
@@ -238,7 +239,7 @@ def test_a_partition_drop_killed_after_the_detach_is_finished_by_the_next_run(md
 
 
 def test_a_reply_restored_before_its_parent_is_re_attached_when_the_parent_comes_back(mdb):
-    from worker.maintenance.retention import restore
+    from veza.messages.retention import restore
 
     db = mdb
     alice = make_user(db, "alice")

@@ -204,15 +204,15 @@ def test_each_phase_gets_its_share_and_runs_resume_where_the_last_stopped(mdb):
     huge month cannot starve the room purges, and each run goes on from
     where the last stopped instead of starting over."""
     from worker import app
-    from worker.maintenance import retention
-    from worker.maintenance.run import Run
+    from veza.messages import retention
+    from veza.maintenance.run import Run
 
     app.loader.import_default_modules()
     rooms = fill_rooms(mdb)
     name, _ = fill_old_month(mdb, months_ago=4, count=1200)
 
     def one_run() -> Run:
-        run = Run(app.tasks[PURGE], PURGE, 0, False, budget_seconds=0)
+        run = Run(PURGE, 0, False, budget_seconds=0)
         retention.purge(run)
         return run
 
@@ -240,7 +240,7 @@ def test_a_run_that_loses_its_lock_connection_stops_and_is_recorded_failed(mdb):
     """The lock lives on its own idle connection: if PostgreSQL drops it,
     the lock is gone and another run may start, so this one must stop."""
     from worker import app
-    from worker.maintenance.run import LockLost, run_exclusively
+    from veza.maintenance.run import LockLost, run_exclusively
 
     batches_after_the_loss = []
 
@@ -255,7 +255,7 @@ def test_a_run_that_loses_its_lock_connection_stops_and_is_recorded_failed(mdb):
 
     app.loader.import_default_modules()
     with pytest.raises(LockLost):
-        run_exclusively(app.tasks[PURGE], PURGE, body, False, {})
+        run_exclusively(PURGE, body, False, {})
 
     assert batches_after_the_loss == []
     [(status, error)] = mdb.execute(

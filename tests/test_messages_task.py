@@ -8,7 +8,7 @@ from tests.api_helpers import api, app  # noqa: F401  (fixtures)
 
 def index(message_id: int) -> bool:
     from db.engine import session_scope
-    from tasks.messages import index_message
+    from veza.messages.counters import index_message
 
     with session_scope() as session:
         return index_message(session, message_id)

@@ -9,6 +9,7 @@ import urllib.request
 from kombu import Connection, Exchange, Queue
 from prometheus_client.parser import text_string_to_metric_families
 
+from veza import jobs
 from tests.conftest import ManagedProcess, wait_for
 
 
@@ -48,7 +49,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 def test_exporter_reports_queues_outbox_heartbeat_and_task_outcomes(db, celery_worker, relay):
     from db.engine import session_scope
-    from worker.outbox import enqueue
+    from veza.outbox import enqueue
 
     port = free_port()
     exporter = ManagedProcess(
@@ -61,7 +62,7 @@ def test_exporter_reports_queues_outbox_heartbeat_and_task_outcomes(db, celery_w
             # The exporter joins the event stream a moment after it listens:
             # keep sending heartbeats until three are counted.
             with session_scope() as session:
-                enqueue(session, "system.heartbeat")
+                enqueue(session, jobs.HEARTBEAT)
             runs = sample(scrape(port), "veza_task_runs_total",
                           task="system.heartbeat", outcome="succeeded")
             return (runs or 0) >= 3

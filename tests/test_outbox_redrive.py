@@ -12,6 +12,8 @@ import subprocess
 import sys
 import uuid
 
+from veza import jobs
+from veza.jobs import Job
 from tests.api_helpers import api, app  # noqa: F401  (fixtures)
 from tests.clamav import EICAR
 from tests.conftest import ROOT, start_worker, wait_for
@@ -30,12 +32,12 @@ def outbox_row(db, row_id) -> dict:
     return dict(zip(names, found)) if found else {}
 
 
-def owe(task_name: str, *args) -> uuid.UUID:
+def owe(job: Job, *args) -> uuid.UUID:
     from db.engine import session_scope
-    from worker.outbox import enqueue
+    from veza.outbox import enqueue
 
     with session_scope() as session:
-        return enqueue(session, task_name, *args)
+        return enqueue(session, job, *args)
 
 
 def test_a_file_pipelines_row_is_finished_by_its_last_link_not_by_its_root(db, clamd_server,
@@ -43,7 +45,7 @@ def test_a_file_pipelines_row_is_finished_by_its_last_link_not_by_its_root(db, c
     user = make_user(db)
     clean = upload(db, user, encoded(gradient(64, 48), "PNG"), "a.png", "image/png")
     infected = upload(db, user, EICAR, "eicar.com", "application/octet-stream")
-    rows = {file_id: owe("files.process", file_id) for file_id in (clean, infected)}
+    rows = {file_id: owe(jobs.PROCESS_FILE, file_id) for file_id in (clean, infected)}
     # No worker takes `scan` yet: each root runs, hands its chain on, and returns.
     files_only = start_worker("files-only", queues="files", concurrency=1)
     try:
@@ -133,14 +135,14 @@ def test_a_row_that_never_finishes_is_redriven_then_dead_and_a_replay_runs_it(
 
 
 def test_replay_refuses_a_row_that_is_not_dead(db):
-    alive = owe("system.heartbeat")
+    alive = owe(jobs.HEARTBEAT)
     refused = veza("outbox", "replay", str(alive), str(uuid.uuid4()))
     assert refused.returncode == 1 and str(alive) in refused.stderr
     assert outbox_row(db, alive)["sent_at"] is None and outbox_row(db, alive)["redrives"] == 0
 
 
 def test_replay_all_dead_sends_every_dead_row_again(db):
-    ids = [owe("system.heartbeat") for _ in range(3)]
+    ids = [owe(jobs.HEARTBEAT) for _ in range(3)]
     db.execute("UPDATE outbox SET sent_at = now(), dead_at = now(), dead_reason = 'test',"
                " redrives = 5 WHERE id = ANY(%s)", (ids[:2],))
     replayed = veza("outbox", "replay", "--all-dead")
@@ -152,9 +154,9 @@ def test_replay_all_dead_sends_every_dead_row_again(db):
 
 def test_a_relays_claim_keeps_other_relays_off_its_batch_until_it_expires(db):
     from db.engine import get_engine
-    from worker.outbox import claim
+    from worker.relay import claim
 
-    ids = {owe("system.heartbeat") for _ in range(3)}
+    ids = {owe(jobs.HEARTBEAT) for _ in range(3)}
     with get_engine().connect() as first, get_engine().connect() as second:
         assert {row.id for row in claim(first)} == ids
         assert claim(second) == [], "a second relay must not publish a claimed batch"
@@ -168,9 +170,9 @@ def test_a_relays_claim_keeps_other_relays_off_its_batch_until_it_expires(db):
 def test_a_poison_link_of_a_chain_makes_its_outbox_row_dead(db):
     """The base class records a dropped message on its root's row, so that a
     replay runs the whole (idempotent) chain again from its root."""
-    from worker.outbox import record_dead
+    from veza.outbox import record_dead
 
-    root = owe("files.process", 7)
+    root = owe(jobs.PROCESS_FILE, 7)
     db.execute("UPDATE outbox SET sent_at = now(), started_at = now() WHERE id = %s", (root,))
     link = str(uuid.uuid4())
     record_dead(str(root), link, "files.thumbnail", [7], {}, "poison: files.thumbnail dropped")

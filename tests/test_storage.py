@@ -7,7 +7,7 @@ A full disk is real where the machine allows it: a 1 MiB tmpfs mounted over
 this run's STORAGE_DIR for the length of one test (the files of other tests
 are hidden meanwhile and back after the unmount). Failures of fsync itself
 (EIO, or ENOSPC from delayed allocation) cannot be had from a tmpfs, so they
-are injected at the one place storage calls fsync, `worker.storage._fsync`.
+are injected at the one place storage calls fsync, `veza.storage._fsync`.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def small_disk():
 def failing_fsync(monkeypatch):
     """failing_fsync(predicate, error): every fsync of a path (relative to
     STORAGE_DIR, "." for the root) the predicate accepts raises `error`."""
-    from worker import storage as storage_module
+    from veza import storage as storage_module
 
     real = storage_module._fsync
 
@@ -229,19 +229,19 @@ def test_content_is_recorded_only_once_its_file_and_directories_are_fsynced(
     """An fsync that fails means the write is not recorded, so the step
     must fsync before it commits; once fsync works the step records it,
     with the whole content in place."""
-    from worker import file_steps
-    from worker.storage import storage
+    from veza.files import pipeline
+    from veza.storage import storage
 
     content = infected_zip() if step == "quarantine" else unique_png()
     file_id = upload(db, make_user(db), content, "f.png", "image/png")
     upload_path = row(db, file_id)["file_path"]
     blob = storage.blob_path(hashlib.sha256(content).hexdigest())
-    before = {"hash": [], "thumbnail": [file_steps.hash_upload, file_steps.sniff, file_steps.scan],
-              "quarantine": [file_steps.hash_upload, file_steps.sniff]}[step]
+    before = {"hash": [], "thumbnail": [pipeline.hash_upload, pipeline.sniff, pipeline.scan],
+              "quarantine": [pipeline.hash_upload, pipeline.sniff]}[step]
     for earlier in before:
         earlier(file_id)
-    write = {"hash": file_steps.hash_upload, "thumbnail": file_steps.thumbnail,
-             "quarantine": file_steps.scan}[step]
+    write = {"hash": pipeline.hash_upload, "thumbnail": pipeline.thumbnail,
+             "quarantine": pipeline.scan}[step]
 
     failing_fsync(lambda p: FSYNCS[failing](p, upload_path, blob))
     with pytest.raises(OSError):
@@ -265,7 +265,7 @@ def test_content_is_recorded_only_once_its_file_and_directories_are_fsynced(
 
 DYING_WRITER = textwrap.dedent("""
     import os
-    from worker.storage import storage
+    from veza.storage import storage
     with storage.atomic_writer("thumbs/never.webp") as out:
         out.write(b"half a thumbnail")
         out.flush()

@@ -7,11 +7,13 @@ import subprocess
 import sys
 import time
 
+from veza import jobs
 from tests.conftest import ROOT, wait_for
 
 
 def test_production_settings():
-    from worker import app, limits
+    from worker import app
+    from veza import limits
 
     app.loader.import_default_modules()
     conf = app.conf
@@ -53,13 +55,13 @@ def test_every_task_has_soft_and_hard_time_limits_and_an_explicit_queue():
 
 def test_outbox_work_runs_on_a_real_worker(db, redis_client, celery_worker, relay):
     from db.engine import session_scope
-    from tasks.system import HEARTBEAT_KEY
-    from worker.outbox import enqueue
+    from veza.redis_store import HEARTBEAT_KEY
+    from veza.outbox import enqueue
 
     redis_client.delete(HEARTBEAT_KEY)
     before = time.time()
     with session_scope() as session:
-        task_id = enqueue(session, "system.heartbeat")
+        task_id = enqueue(session, jobs.HEARTBEAT)
 
     stamp = wait_for(lambda: redis_client.get(HEARTBEAT_KEY), timeout=30, what="heartbeat")
     assert float(stamp) >= before
@@ -74,14 +76,14 @@ def test_outbox_work_runs_on_a_real_worker(db, redis_client, celery_worker, rela
 
 def test_a_rolled_back_write_enqueues_nothing(db):
     from db.engine import session_scope
-    from worker.outbox import enqueue
+    from veza.outbox import enqueue
 
     class Abort(Exception):
         pass
 
     try:
         with session_scope() as session:
-            enqueue(session, "system.heartbeat")
+            enqueue(session, jobs.HEARTBEAT)
             raise Abort
     except Abort:
         pass
@@ -92,7 +94,7 @@ def test_the_relay_lives_on_after_an_unexpected_error(db, redis_client, celery_w
     """Not only outages: any error (here a missing table, a ProgrammingError)
     is logged and retried; the relay must not exit and strand the outbox."""
     from db.engine import session_scope
-    from worker.outbox import enqueue
+    from veza.outbox import enqueue
 
     wait_for(lambda: "listening" in relay.output(), what="the relay to start")
     db.execute("ALTER TABLE outbox RENAME TO outbox_away")
@@ -102,7 +104,7 @@ def test_the_relay_lives_on_after_an_unexpected_error(db, redis_client, celery_w
         db.execute("ALTER TABLE outbox_away RENAME TO outbox")
     assert relay.proc.poll() is None, relay.output()
     with session_scope() as session:
-        task_id = enqueue(session, "system.heartbeat")
+        task_id = enqueue(session, jobs.HEARTBEAT)
     wait_for(lambda: db.execute("SELECT sent_at FROM outbox WHERE id = %s", (task_id,)).fetchone()[0],
              what="the relay to publish after the error")
 

@@ -30,7 +30,7 @@ def make_user(db) -> int:
 def upload(db, user_id: int, content: bytes, filename: str = "file.bin",
            claimed_mime_type: str = "application/octet-stream") -> int:
     """Write the content and its row exactly as the upload API does."""
-    from worker.storage import storage
+    from veza.storage import storage
 
     file_uuid = uuid.uuid4()
     relative = storage.upload_path(file_uuid)

@@ -29,9 +29,10 @@ from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
-from worker import limits, outbox
-from worker.config import redis_client
-from worker.storage import StorageFull
+from veza import limits
+from veza import outbox
+from veza.redis_store import redis_client
+from veza.storage import StorageFull
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ Why each setting is what it is:
 - JSON only: no pickle from a shared broker.
 - acks_late + reject_on_worker_lost: a message is acknowledged only after
   its task finished, so a killed worker's task is delivered again; the task
-  base class bounds how often (worker.limits.MAX_DELIVERIES).
+  base class bounds how often (veza.limits.MAX_DELIVERIES).
 - visibility_timeout is derived from the longest hard time limit plus the
-  longest retry countdown (worker/limits.py).
+  longest retry countdown (veza/limits.py).
 - Socket and connect timeouts on every Redis connection (broker and result
   backend), keepalives and health checks: without them a Redis that hangs
   (accepts, never answers) hangs a publish forever. For Redis the connect
@@ -31,8 +31,9 @@ from redis.retry import Retry
 
 from beat_schedule import BEAT_SCHEDULE
 from db.engine import dispose_engines, set_kind
-from worker import limits, logs  # noqa: F401  (logs connects Celery's logging signals)
-from worker.config import settings
+from veza import limits
+from veza.settings import settings
+from worker import task_logs  # noqa: F401  (connects Celery's logging signals)
 
 QUEUES = ("default", "files", "scan", "maintenance")
 

@@ -8,14 +8,14 @@ import sys
 import uuid
 from datetime import datetime, timezone
 
-from worker.config import settings
-from worker.logs import configure_logging
+from veza.logs import configure_logging
+from veza.settings import settings
 
 
 def _relay(args: argparse.Namespace) -> None:
     from db.engine import set_kind
     from worker import app
-    from worker.outbox import run_relay
+    from worker.relay import run_relay
 
     set_kind("relay")
 
@@ -34,7 +34,7 @@ def _outbox(args: argparse.Namespace) -> None:
     """Print what the outbox owes and its dead rows; exit 1 when the oldest
     unsent row is stale (the relay's healthcheck). Dead rows do not fail the
     healthcheck: restarting the relay would not bring them back."""
-    from worker.outbox import dead_rows, is_stale, stale_after_seconds, summary
+    from veza.outbox import dead_rows, is_stale, stale_after_seconds, summary
 
     owed = summary()
     age = f"{owed.oldest_unsent_age:.1f}s" if owed.oldest_unsent_age is not None else "-"
@@ -54,7 +54,7 @@ def _outbox(args: argparse.Namespace) -> None:
 
 def _outbox_replay(args: argparse.Namespace) -> None:
     """Dead rows back to unsent; exit 1 when a named id is not a dead row."""
-    from worker.outbox import replay
+    from veza.outbox import replay
 
     replayed = replay(None if args.all_dead else args.ids)
     for row in replayed:
@@ -71,10 +71,14 @@ def _exporter(args: argparse.Namespace) -> None:
     serve(app, args.port)
 
 
-MAINTENANCE_TASKS = ("purge_retention", "purge_expired_files", "expire_sessions",
-                     "ensure_partitions", "refresh_room_stats", "requeue_stale_files",
-                     "rescan_files", "requeue_failed_files", "recount_counters",
-                     "redrive_outbox")
+def maintenance_tasks() -> list[str]:
+    """The maintenance tasks the worker app registers (tasks/maintenance.py),
+    without their `maintenance.` prefix."""
+    from worker import app
+
+    app.loader.import_default_modules()
+    return sorted(name.removeprefix("maintenance.") for name in app.tasks
+                  if name.startswith("maintenance."))
 
 
 def _maintenance(args: argparse.Namespace) -> None:
@@ -100,7 +104,7 @@ def _restore(args: argparse.Namespace) -> None:
     import json
 
     from db.engine import set_kind
-    from worker.maintenance.retention import restore
+    from veza.messages.retention import restore
 
     set_kind("maintenance")
     print(json.dumps(restore(args.room, args.start, args.end)))
@@ -126,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance = sub.add_parser("maintenance", help="maintenance tasks (docs/maintenance.md)")
     maintenance_sub = maintenance.add_subparsers(dest="action", required=True)
     run = maintenance_sub.add_parser("run", help="run one maintenance task now, in this process")
-    run.add_argument("task", choices=MAINTENANCE_TASKS)
+    run.add_argument("task", choices=maintenance_tasks())
     run.add_argument("--dry-run", action="store_true", help="count what it would do, change nothing")
     run.set_defaults(func=_maintenance)
     restore = sub.add_parser("restore", help="restore a room's archived messages from [--from, --to)")

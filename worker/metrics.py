@@ -24,10 +24,10 @@ from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tasks.system import HEARTBEAT_KEY
-from worker import outbox
+from veza.redis_store import HEARTBEAT_KEY
+from veza import outbox
 from worker.celery_app import QUEUES
-from worker.config import redis_client
+from veza.redis_store import redis_client
 
 log = logging.getLogger(__name__)
 

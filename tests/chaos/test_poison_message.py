@@ -24,13 +24,15 @@ def received(worker, task_id: str) -> int:
 
 def test_a_task_that_kills_its_worker_every_time_is_dropped_after_the_bound(db, clamd_server,
                                                                            redis_client, relay):
-    from worker import app, file_steps, limits
+    from worker import app
+    from veza.files import pipeline
+    from veza import limits
 
     user = make_user(db)
     # A 48 MP PNG: its thumbnail takes about half a second, time to kill it.
     file_id = upload(db, user, encoded(Image.new("RGB", (7000, 6800), (10, 200, 30)), "PNG"),
                      "huge.png", "image/png")
-    for step in (file_steps.hash_upload, file_steps.sniff, file_steps.scan):
+    for step in (pipeline.hash_upload, pipeline.sniff, pipeline.scan):
         step(file_id)
     worker = start_worker("poison", queues="files", concurrency=1)
     try:

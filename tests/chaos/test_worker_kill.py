@@ -30,7 +30,7 @@ def file_states(db, ids: list[int]) -> list[tuple]:
 
 
 def stored(kind: str) -> list[str]:
-    from worker.storage import storage
+    from veza.storage import storage
 
     root = storage.absolute(kind)
     return [p.name for p in root.rglob("*") if p.is_file()] if root.exists() else []
@@ -51,7 +51,7 @@ def hundred_uploads(db) -> list[int]:
 
 def empty_storage() -> None:
     """Blob counts below are of this test's files alone."""
-    from worker.storage import storage
+    from veza.storage import storage
 
     for child in storage.root.iterdir():
         shutil.rmtree(child) if child.is_dir() else child.unlink()

@@ -1,7 +1,8 @@
 """The rules every maintenance task shares, in one place.
 
-`maintenance_task(name)` turns a plain function `body(run, **options)` into
-a Celery task that:
+`run_exclusively(name, body, ...)` runs a plain function `body(run,
+**options)` so that it (worker/maintenance_task.py makes a Celery task of
+it, `veza maintenance run` calls it through that task):
 
 - runs at most once at a time across all workers: it holds a PostgreSQL
   session advisory lock on a connection of its own for the whole run, so a
@@ -11,8 +12,9 @@ a Celery task that:
   failed / skipped, with counts) and one `audit_logs` row when it ends;
 - stops (recorded failed) if the lock's connection is lost, which would
   have released the lock: it checks the connection with each progress;
-- publishes progress as task state PROGRESS with its counts (and a
-  `task-progress` event), so Flower and `AsyncResult` show it;
+- reports progress (phase and counts) to the log and to `report`, which a
+  Celery task turns into task state PROGRESS and a `task-progress` event,
+  so Flower and `AsyncResult` show it;
 - hands the body a `dry_run` flag and a batch sizer that aims at about
   BATCH_TARGET_SECONDS per batch, so that every transaction stays short;
 - lets a body split itself into named phases (`run.phase`), reported with
@@ -36,18 +38,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from celery import Task, shared_task
 from sqlalchemy import func, update
 
 from db.engine import libpq_url, session_scope
 from db.models import AuditLog, AuditSeverity, MaintenanceRun
-from worker import limits
-from worker.base import VezaTask
-from worker.maintenance.config import maintenance_settings
+from veza.maintenance.settings import maintenance_settings
 
 log = logging.getLogger(__name__)
 
 BATCH_TARGET_SECONDS = 0.1
+
+ProgressReport = Callable[[dict[str, Any]], None]
 PROGRESS_INTERVAL_SECONDS = 1.0
 
 
@@ -87,10 +88,12 @@ def timed_batches(initial: int = 500, after_each: Callable[[], None] = lambda: N
 class Run:
     """What a task body sees of its run."""
 
-    task: Task
     name: str
     run_id: int
     dry_run: bool
+    task_id: str | None = None
+    # Where progress goes besides the log (a Celery task's state).
+    report: ProgressReport = field(default=lambda meta: None)
     counts: Counter[str] = field(default_factory=Counter)
     lock: AdvisoryLock | None = None
     budget_seconds: float = field(default_factory=lambda: maintenance_settings.run_budget_seconds)
@@ -148,46 +151,21 @@ class Run:
             self.lock.check()
         # Logged too: `veza maintenance run` shows progress on the terminal.
         log.info("%s progress (%s): %s", self.name, self.phase_name or "-", dict(self.counts))
-        request = self.task.request
-        if request.called_directly or not request.id:
-            return
-        meta = {"run_id": self.run_id, "dry_run": self.dry_run, "phase": self.phase_name,
-                "counts": dict(self.counts)}
-        self.task.update_state(state="PROGRESS", meta=meta)
-        if not request.is_eager:
-            self.task.send_event("task-progress", **meta)
+        self.report({"run_id": self.run_id, "dry_run": self.dry_run, "phase": self.phase_name,
+                     "counts": dict(self.counts)})
 
 
-def maintenance_task(name: str) -> Callable[[Callable[..., None]], Task]:
-    """Register `body(run, **options)` as the maintenance task `name`."""
-
-    def register(body: Callable[..., None]) -> Task:
-        def task(self: VezaTask, dry_run: bool = False, **options: Any) -> dict[str, Any]:
-            return run_exclusively(self, name, body, dry_run, options)
-
-        task.__doc__ = body.__doc__
-        task.__name__ = body.__name__
-        return shared_task(
-            bind=True,
-            base=VezaTask,
-            name=name,
-            # The run's state must reach the result backend for Flower.
-            ignore_result=False,
-            soft_time_limit=limits.MAINTENANCE_TIME_LIMITS[0],
-            time_limit=limits.MAINTENANCE_TIME_LIMITS[1],
-        )(task)
-
-    return register
-
-
-def run_exclusively(task: Task, name: str, body: Callable[..., None], dry_run: bool,
-                    options: dict[str, Any]) -> dict[str, Any]:
+def run_exclusively(name: str, body: Callable[..., None], dry_run: bool, options: dict[str, Any],
+                    task_id: str | None = None,
+                    report: ProgressReport = lambda meta: None) -> dict[str, Any]:
+    """Run `body(run, **options)` as the maintenance run `name`, under the
+    rules above; its outcome as the task's result."""
     with advisory_lock(f"veza:maintenance:{name}") as lock:
         if lock is None:
-            run_id = record_skipped(task, name, dry_run)
+            run_id = record_skipped(name, dry_run, task_id)
             log.info("%s: another run holds the lock; skipped (run %d)", name, run_id)
             return {"status": "skipped", "run_id": run_id}
-        run = Run(task, name, start_run(task, name, dry_run), dry_run, lock=lock)
+        run = Run(name, start_run(name, dry_run, task_id), dry_run, task_id, report, lock=lock)
         try:
             body(run, **options)
         except BaseException as exc:  # a time limit or a kill signal too: record, re-raise
@@ -251,7 +229,7 @@ def advisory_lock(key: str) -> Iterator[AdvisoryLock | None]:
                 lock.release()
 
 
-def start_run(task: Task, name: str, dry_run: bool) -> int:
+def start_run(name: str, dry_run: bool, task_id: str | None) -> int:
     with session_scope() as session:
         # We hold the lock, so a row still `running` is a run that died.
         session.execute(
@@ -260,7 +238,7 @@ def start_run(task: Task, name: str, dry_run: bool) -> int:
             .values(status="failed", error="abandoned: the run died before finishing",
                     finished_at=func.clock_timestamp())
         )
-        row = MaintenanceRun(task_name=name, task_id=task.request.id, dry_run=dry_run)
+        row = MaintenanceRun(task_name=name, task_id=task_id, dry_run=dry_run)
         session.add(row)
         session.flush()
         return row.id
@@ -274,19 +252,19 @@ def finish_run(run: Run, status: str, error: str | None = None) -> None:
             .values(status=status, counts=dict(run.counts), error=error,
                     finished_at=func.clock_timestamp())
         )
-        session.add(audit_row(run.name, run.run_id, run.task.request.id, run.dry_run, status,
+        session.add(audit_row(run.name, run.run_id, run.task_id, run.dry_run, status,
                               dict(run.counts), error))
     log.log(logging.ERROR if error else logging.INFO, "%s run %d %s: %s%s", run.name,
             run.run_id, status, dict(run.counts), f" ({error})" if error else "")
 
 
-def record_skipped(task: Task, name: str, dry_run: bool) -> int:
+def record_skipped(name: str, dry_run: bool, task_id: str | None) -> int:
     with session_scope() as session:
-        row = MaintenanceRun(task_name=name, task_id=task.request.id, dry_run=dry_run,
+        row = MaintenanceRun(task_name=name, task_id=task_id, dry_run=dry_run,
                              status="skipped", finished_at=func.clock_timestamp())
         session.add(row)
         session.flush()
-        session.add(audit_row(name, row.id, task.request.id, dry_run, "skipped", {}, None))
+        session.add(audit_row(name, row.id, task_id, dry_run, "skipped", {}, None))
         return row.id
 
 

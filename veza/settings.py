@@ -6,10 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
-
 from db.engine import database_url
-from worker import limits
 
 
 def env_int(name: str, default: int) -> int:
@@ -44,15 +41,3 @@ class Settings:
 
 
 settings = Settings()
-
-
-def redis_client() -> redis.Redis:
-    """Redis for our own keys (heartbeat, redelivery counts, metrics), with
-    the broker's time bounds: a hung Redis fails a command, never hangs it."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=limits.BROKER_SOCKET_TIMEOUT,
-        socket_connect_timeout=limits.BROKER_SOCKET_TIMEOUT,
-        socket_keepalive=True,
-        health_check_interval=limits.BROKER_HEALTH_CHECK_INTERVAL,
-    )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker import limits
-from worker.config import env_int
+from veza import limits
+from veza.settings import env_int
 
 # A run must end well inside its soft time limit: what its phases leave
 # undone the next run resumes, while a run killed at the limit is recorded

@@ -12,7 +12,7 @@ Paths stored in the database are relative to STORAGE_DIR. Blobs and
 thumbnails are named by content, so writing one is idempotent: a second
 writer of the same content finds it present and keeps the first. Deleting
 content that rows may still reference is the caller's decision
-(worker/file_steps.py checks the rows first).
+(veza/files/pipeline.py checks the rows first).
 
 Durability: every method that returns a path for the caller to record has
 made it survive a power loss first (`_fsync`, `_sync_directories`): the
@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from worker.config import settings
+from veza.settings import settings
 
 CHUNK_SIZE = 1024 * 1024
 

@@ -10,7 +10,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
-from worker.maintenance.run import Run
+from veza.maintenance.run import Run
 
 
 def apply_in_batches(run: Run, key: str, table: str, where: str,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import clamd
 
-from worker.config import settings
+from veza.settings import settings
 
 INSTREAM_CHUNK_SIZE = 1024 * 1024
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from db.engine import session_scope
-from worker.maintenance.batched import apply_in_batches
-from worker.maintenance.config import maintenance_settings
-from worker.maintenance.run import Run
-from worker.outbox import NOTIFY_CHANNEL
+from veza.maintenance.batched import apply_in_batches
+from veza.maintenance.settings import maintenance_settings
+from veza.maintenance.run import Run
+from veza.outbox import NOTIFY_CHANNEL
 
 # Sent, unfinished, alive, and due: the plain bound lets the partial index
 # idx_outbox_unfinished find the candidates, the doubling one decides.

@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session
 
 from db.engine import session_scope
 from db.models import AuditLog, AuditSeverity, File, FileProcessingStatus, VirusScanStatus
-from worker import images
-from worker.clamav import Scanner, TooLargeToScan, Verdict
-from worker.storage import StorageFull, storage
+from veza import images
+from veza.clamav import Scanner, TooLargeToScan, Verdict
+from veza.storage import StorageFull, storage
 
 log = logging.getLogger(__name__)
 

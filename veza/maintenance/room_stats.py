@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from db.engine import session_scope
-from worker.maintenance.run import Run
+from veza.maintenance.run import Run
 
 
 def refresh(run: Run) -> None:

@@ -6,7 +6,7 @@ Redis. Work Redis lost (a restart without persistence, an eviction, a poison
 drop), or an outbox row given up on, leaves a counter wrong until the author
 posts again. This pass needs none of that: it walks each table in the order
 of its natural key, a batch per transaction, and writes the value
-tasks/messages.py defines (the definition the per-message task uses) where
+veza/messages/counters.py defines (the definition the per-message task uses) where
 the row holds another. Counts: rows fixed per counter; a dry run counts the
 rows it would fix.
 
@@ -28,8 +28,8 @@ from psycopg import sql
 from sqlalchemy import text
 
 from db.engine import session_scope
-from tasks.messages import DM_UNREAD, MEMBER_MESSAGES, Counter, last_seen
-from worker.maintenance.run import Run
+from veza.messages.counters import DM_UNREAD, MEMBER_MESSAGES, Counter, last_seen
+from veza.maintenance.run import Run
 
 
 @dataclass(frozen=True)

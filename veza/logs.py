@@ -14,13 +14,13 @@ import contextvars
 import logging
 import sys
 
-from celery import current_task
-from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
 from pythonjsonlogger.json import JsonFormatter
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+# Bound by the worker around each task (worker/task_logs.py).
+task_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
 
 
 class ContextFilter(logging.Filter):
@@ -28,8 +28,7 @@ class ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
-        task = current_task
-        record.task_id = task.request.id if task and task.request.id else None
+        record.task_id = task_id_var.get()
         return True
 
 
@@ -45,32 +44,3 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-
-
-@setup_logging.connect
-def _celery_uses_our_logging(loglevel=None, **_: object) -> None:
-    # Connecting this signal stops Celery from installing its own handlers.
-    from worker.config import settings
-
-    configure_logging(loglevel or settings.log_level)
-
-
-@task_prerun.connect
-def _bind_request_id(task=None, **_: object) -> None:
-    task.request.veza_log_token = request_id_var.set(getattr(task.request, "request_id", None))
-
-
-@task_postrun.connect
-def _unbind_request_id(task=None, **_: object) -> None:
-    token = getattr(task.request, "veza_log_token", None)
-    if token is not None:
-        request_id_var.reset(token)
-
-
-@before_task_publish.connect
-def _pass_request_id_on(headers=None, **_: object) -> None:
-    """A message sent while a request id is bound (from inside a task, or a
-    request) carries it, unless its sender set one: the relay's header wins."""
-    request_id = request_id_var.get()
-    if request_id is not None and headers is not None and headers.get("request_id") is None:
-        headers["request_id"] = request_id

@@ -11,7 +11,7 @@ What counts as a reference: a blob `blobs/../<sha256>` or a thumbnail
 hash; an upload `uploads/<uuid>` while a row has that uuid. Quarantined
 content follows the same rule: it is kept (as evidence) while a live or
 archived row holds its hash, and removed with the rest of that hash's
-content (file_steps.delete_content_if_unreferenced) once an expiry purge
+content (pipeline.delete_content_if_unreferenced) once an expiry purge
 drops the last such row. The orphan sweep does not walk `quarantine/`.
 `tmp/` holds nothing a row can reference, only files being written
 (storage.atomic_writer): one older than the grace is a dead writer's debris.
@@ -31,11 +31,11 @@ from sqlalchemy import text
 
 from db.engine import session_scope
 from db.models import File
-from worker.file_steps import delete_content_if_unreferenced, record_failure
-from worker.maintenance.batched import keyset_batches
-from worker.maintenance.config import maintenance_settings
-from worker.maintenance.run import Run
-from worker.storage import storage
+from veza.files.pipeline import delete_content_if_unreferenced, record_failure
+from veza.maintenance.batched import keyset_batches
+from veza.maintenance.settings import maintenance_settings
+from veza.maintenance.run import Run
+from veza.storage import storage
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def unreferenced(paths: list[str]) -> list[str]:
 
 def remove_unreferenced(paths: list[str]) -> int:
     """Remove what `unreferenced` finds; a hash's content goes through
-    file_steps.delete_content_if_unreferenced, which checks again under the
+    pipeline.delete_content_if_unreferenced, which checks again under the
     content lock (a new upload of the same bytes may have just claimed it).
     Returns how many contents and uploads were removed."""
     doomed = [(path, reference_key(path)) for path in unreferenced(paths)]

@@ -46,11 +46,11 @@ from db.partitions import (
     months_behind,
     months_between,
 )
-from tasks.messages import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
-from worker.maintenance import partitions
-from worker.maintenance.batched import apply_in_batches
-from worker.maintenance.config import maintenance_settings
-from worker.maintenance.run import Run, timed_batches
+from veza.messages.counters import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
+from veza.maintenance import partition_upkeep
+from veza.maintenance.batched import apply_in_batches
+from veza.maintenance.settings import maintenance_settings
+from veza.maintenance.run import Run, timed_batches
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def batch_params(batch: Batch) -> dict[str, Any]:
 
 def purge(run: Run) -> None:
     """The whole purge_retention task, in four phases, each with its own
-    share of the run's time (worker/maintenance/run.py), so that a huge
+    share of the run's time (veza/maintenance/run.py), so that a huge
     month cannot starve the per-room purges or the archive's: whole
     partitions where every room's retention covers them, then per-room
     batches, then the archive's and the audit log's own retention. Every
@@ -125,7 +125,7 @@ def purge(run: Run) -> None:
     with run.phase("archive_purge", left=2):
         purge_archive(run)
     with run.phase("audit_partitions", left=1):
-        partitions.drop_old_audit_partitions(run)
+        partition_upkeep.drop_old_audit_partitions(run)
 
 
 def rooms_with_retention() -> list[tuple[int, datetime]]:
@@ -251,7 +251,7 @@ def archive_rows(session: Session, params: dict[str, Any]) -> dict[str, int]:
 
 # ------------------------------------------------------ whole partitions
 
-def drop_covered_message_partitions(run: Run) -> list[partitions.Partition]:
+def drop_covered_message_partitions(run: Run) -> list[partition_upkeep.Partition]:
     """Drop past monthly partitions of messages in which no message would
     survive retention (every room it holds has a retention that covers the
     month, and it holds no direct messages, which are kept forever). An
@@ -267,11 +267,11 @@ def drop_covered_message_partitions(run: Run) -> list[partitions.Partition]:
     unlinking ran out of time is left for the next run, which resumes it.
     Returns the partitions dropped (or, in a dry run, that would be)."""
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
-        for partition in partitions.leftovers(conn, "messages"):
+        for partition in partition_upkeep.leftovers(conn, "messages"):
             finish_message_partition_drop(run, partition)
-        candidates = [p for p in partitions.attached(conn, "messages")
-                      if p.end <= partitions.this_month()]
-    window_start = add_months(partitions.this_month(), -partition_months_behind())
+        candidates = [p for p in partition_upkeep.attached(conn, "messages")
+                      if p.end <= partition_upkeep.this_month()]
+    window_start = add_months(partition_upkeep.this_month(), -partition_months_behind())
     dropping = []
     for partition in candidates:
         if not covered_by_retention(partition.name) or (
@@ -320,7 +320,7 @@ STILL_LINKED = (
 )
 
 
-def unlink_partition(run: Run, partition: partitions.Partition) -> bool:
+def unlink_partition(run: Run, partition: partition_upkeep.Partition) -> bool:
     """Archive the partition's rows and remove every reference to them, a
     batch per transaction; True when nothing is left to unlink, False when
     the phase ran out of time first."""
@@ -355,8 +355,8 @@ def unlink_partition(run: Run, partition: partitions.Partition) -> bool:
     return False
 
 
-def finish_message_partition_drop(run: Run, partition: partitions.Partition) -> None:
-    run.add(messages_deleted=partitions.drop("messages", partition, before_drop=subtract_counters))
+def finish_message_partition_drop(run: Run, partition: partition_upkeep.Partition) -> None:
+    run.add(messages_deleted=partition_upkeep.drop("messages", partition, before_drop=subtract_counters))
 
 
 def subtract_counters(session: Session, name: str) -> int:

@@ -31,8 +31,8 @@ from db.partitions import (
     partition_name,
     this_month,
 )
-from worker.maintenance.config import maintenance_settings
-from worker.maintenance.run import Run
+from veza.maintenance.settings import maintenance_settings
+from veza.maintenance.run import Run
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from worker.maintenance.batched import apply_in_batches
-from worker.maintenance.config import maintenance_settings
-from worker.maintenance.run import Run
+from veza.maintenance.batched import apply_in_batches
+from veza.maintenance.settings import maintenance_settings
+from veza.maintenance.run import Run
 
 
 def expire(run: Run) -> None:

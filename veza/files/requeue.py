@@ -1,7 +1,7 @@
 """Getting stuck or outdated file work done again, through the outbox.
 
 The files.* tasks belong to the file pipeline; maintenance only enqueues
-them by name (worker.file_outbox.owe, in the same transaction as the row's
+them by name (veza.files.owed.owe, in the same transaction as the row's
 bookkeeping, so an enqueue is never lost nor doubled by a kill).
 
 Bookkeeping lives in the file row's metadata:
@@ -30,11 +30,13 @@ import logging
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from worker import file_outbox
-from worker.clamav import Scanner, ScanUnavailable
-from worker.maintenance.batched import keyset_batches
-from worker.maintenance.config import maintenance_settings
-from worker.maintenance.run import Run
+from veza import jobs
+from veza.files.owed import owe
+from veza.jobs import Job
+from veza.clamav import Scanner, ScanUnavailable
+from veza.maintenance.batched import keyset_batches
+from veza.maintenance.settings import maintenance_settings
+from veza.maintenance.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +72,16 @@ def requeue_stale(run: Run, stale_seconds: float | None = None) -> None:
             else:
                 run.add(stale_requeued=1)
                 if not run.dry_run:
-                    requeue(session, row.id, "files.scan" if row.scanning else "files.process")
+                    requeue(session, row.id, jobs.SCAN_FILE if row.scanning else jobs.PROCESS_FILE)
 
 
-def requeue(session: Session, file_id: int, task_name: str) -> None:
+def requeue(session: Session, file_id: int, job: Job) -> None:
     session.execute(text(
         "UPDATE files SET metadata = metadata || jsonb_build_object("
         " 'requeue_attempts', COALESCE((metadata->>'requeue_attempts')::int, 0) + 1,"
         " 'requeued_at', now()) WHERE id = :id"
     ), {"id": file_id})
-    file_outbox.owe(session, task_name, file_id)
+    owe(session, job, file_id)
 
 
 def give_up(session: Session, file_id: int, attempts: int) -> None:
@@ -127,7 +129,7 @@ def requeue_failed(run: Run) -> None:
             " WHERE id = ANY(:ids)"
         ), {"ids": ids})
         for file_id in ids:
-            file_outbox.owe(session, "files.process", file_id)
+            owe(session, jobs.PROCESS_FILE, file_id)
 
 
 def rescan(run: Run, signature_version: str | None = None) -> None:
@@ -174,7 +176,7 @@ def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None
                 " WHERE id = ANY(:ids)"
             ), {"ids": ids})
         for file_id in ids:
-            file_outbox.owe(session, "files.scan", file_id)
+            owe(session, jobs.SCAN_FILE, file_id)
 
 
 def current_signature_version() -> str | None:

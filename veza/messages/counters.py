@@ -1,0 +1,94 @@
+"""The bookkeeping a message post (or delete) owes, done after commit
+through the outbox by messages.index (tasks/messages.py).
+
+Everything it writes is a recount or a GREATEST, never an increment, so
+running it twice (at-least-once delivery) or late (after a Redis outage)
+leaves the same result:
+  - the author's room_members.message_count = their live messages in the room;
+  - in a DM, each other participant's unread_count = live messages from
+    others after their last read marker;
+  - the author's users.last_seen_at moves up to the message's time.
+A message that no longer exists is simply nothing to do. If the message
+is lost on its way (Redis restarted without persistence), the daily
+maintenance.recount_counters sets the same counters from the same
+definitions (`Counter` below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A counter messages.index keeps: `column` of `table` (aliased `alias`),
+    and `value`, the SQL of its correct value over that alias. One definition
+    serves both the per-message statements below and the full recount of
+    whole batches (veza/messages/recount.py). Either writes only the rows
+    whose counter is wrong: a correct row costs no write, and the rowcount is
+    what was fixed."""
+
+    table: str
+    alias: str
+    column: str
+    value: str
+
+    def fix(self, rows: str) -> str:
+        """UPDATE the rows the condition `rows` selects, where wrong."""
+        return self._compose("UPDATE {table} AS {alias} SET {column} = {value}"
+                             " WHERE ({rows}) AND {wrong}", rows)
+
+    def count_wrong(self, rows: str) -> str:
+        """How many of the rows `rows` selects fix() would change."""
+        return self._compose("SELECT count(*) FROM {table} AS {alias} WHERE ({rows}) AND {wrong}",
+                             rows)
+
+    def _compose(self, template: str, rows: str) -> str:
+        alias, column, value = sql.Identifier(self.alias), sql.Identifier(self.column), sql.SQL(self.value)
+        return sql.SQL(template).format(
+            table=sql.Identifier(self.table), alias=alias, column=column, value=value,
+            rows=sql.SQL(rows), wrong=sql.SQL("{}.{} IS DISTINCT FROM {}").format(alias, column, value),
+        ).as_string()
+
+
+# A member's live messages in the room.
+MEMBER_MESSAGES = Counter("room_members", "rm", "message_count", """(
+    SELECT count(*) FROM messages m
+    WHERE m.room_id = rm.room_id AND m.author_id = rm.user_id AND NOT m.is_deleted)""")
+
+# A DM participant's unread: live messages from the others after their read marker.
+DM_UNREAD = Counter("direct_conversation_participants", "p", "unread_count", """(
+    SELECT count(*) FROM messages m
+    WHERE m.conversation_id = p.conversation_id AND m.author_id <> p.user_id
+      AND NOT m.is_deleted AND m.id > COALESCE(p.last_read_message_id, 0))""")
+
+
+def last_seen(at: str) -> Counter:
+    """users.last_seen_at moved up to `at` (SQL over `u`), never down."""
+    return Counter("users", "u", "last_seen_at", f"GREATEST(u.last_seen_at, {at})")
+
+
+RECOUNT_ROOM_MEMBER = MEMBER_MESSAGES.fix("rm.room_id = :room_id AND rm.user_id = :author_id")
+# Only messages from others count as unread: the author's own row is not touched.
+RECOUNT_DM_UNREAD = DM_UNREAD.fix("p.conversation_id = :conversation_id AND p.user_id <> :author_id")
+TOUCH_AUTHOR = last_seen(":created_at").fix("u.id = :author_id")
+
+
+def index_message(session: Session, message_id: int) -> bool:
+    """Apply the message's bookkeeping; False when the message is gone."""
+    message = session.execute(
+        text("SELECT room_id, conversation_id, author_id, created_at FROM messages "
+             "WHERE id = :id"), {"id": message_id},
+    ).mappings().first()
+    if message is None:
+        return False
+    if message["room_id"] is not None:
+        session.execute(text(RECOUNT_ROOM_MEMBER), dict(message))
+    else:
+        session.execute(text(RECOUNT_DM_UNREAD), dict(message))
+    session.execute(text(TOUCH_AUTHOR), dict(message))
+    return True

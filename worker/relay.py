@@ -1,0 +1,172 @@
+"""The outbox relay: publishes committed outbox rows (veza/outbox.py) to
+Celery, each under its row's id as task id.
+
+Claim, commit, publish, mark: a batch is claimed with a lease in one short
+transaction, published with no transaction open (so no row lock or idle
+transaction is held while Redis is slow or hung), then marked sent in one
+UPDATE (docs/operations.md, "The relay and the broker").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+
+import psycopg
+from celery import Celery
+from sqlalchemy import Connection, Row, func, or_, select, text, update
+from sqlalchemy import exc as sqlalchemy_exc
+
+from db.engine import get_engine, libpq_url
+from db.models import Outbox
+from veza.outbox import NOTIFY_CHANNEL
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+IDLE_POLL_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 10.0
+# Publishing gives up quickly: the relay has its own backoff, and a row that
+# is not marked sent is simply tried again.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+# A relay's claim on a batch lasts this long: a relay that died mid-batch
+# delays those rows by at most this, well inside OUTBOX_STALE_SECONDS. A live
+# relay stops publishing at half of it (publish_pending), so it never sends
+# a row whose claim another relay may already have taken over.
+CLAIM_SECONDS = 30
+
+
+def claim(conn: Connection, batch_size: int = BATCH_SIZE) -> list[Row]:
+    """Claim up to `batch_size` unsent rows, oldest first, for CLAIM_SECONDS,
+    and commit: the rows are not locked while they are published.
+    SKIP LOCKED keeps two relays claiming at once from waiting on each
+    other. The claim is a hint, not a promise (a crash loses it, and the
+    rows are claimed again when it expires), so it commits asynchronously:
+    no WAL flush on the relay's path."""
+    claimable = (
+        select(Outbox.id)
+        .where(Outbox.sent_at.is_(None),
+               or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < func.clock_timestamp()))
+        .order_by(Outbox.created_at)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    with conn.begin():
+        conn.execute(text("SET LOCAL synchronous_commit = off"))
+        rows = conn.execute(
+            update(Outbox)
+            .where(Outbox.id.in_(claimable.scalar_subquery()))
+            .values(claimed_until=func.clock_timestamp() + timedelta(seconds=CLAIM_SECONDS))
+            .returning(Outbox.id, Outbox.task_name, Outbox.args, Outbox.kwargs, Outbox.queue,
+                       Outbox.request_id, Outbox.created_at)
+        ).all()
+    return sorted(rows, key=lambda row: row.created_at)
+
+
+def publish_pending(app: Celery, batch_size: int = BATCH_SIZE) -> tuple[int, Exception | None]:
+    """Claim a batch, publish it with no transaction open, then mark it.
+
+    Returns how many were published, and the broker's error if one stopped
+    the batch. Publishing stops at the first error (the broker is down or
+    hung: the socket timeouts in worker/celery_app.py bound the wait), or
+    when half the claim has gone by; the rows published are marked sent,
+    the failing one records the error, and the rest are released for the
+    next attempt. One connection, one producer and one UPDATE serve the
+    whole batch: the relay's cost per row is the publish itself. The
+    connection is idle, in no transaction, while the batch is published.
+    """
+    with get_engine().connect() as conn:
+        rows = claim(conn, batch_size)
+        if not rows:
+            return 0, None
+        sent, error = publish(app, rows)
+        settle(conn, sent, [row.id for row in rows[len(sent):]], error)
+    return len(sent), error
+
+
+def publish(app: Celery, rows: Sequence[Row]) -> tuple[list[uuid.UUID], Exception | None]:
+    """Publish claimed rows in order until one fails or half the claim has
+    gone by; the ids published, and the error that stopped them."""
+    stop_at = time.monotonic() + CLAIM_SECONDS / 2
+    sent: list[uuid.UUID] = []
+    error: Exception | None = None
+    with app.producer_or_acquire() as producer:
+        for row in rows:
+            if time.monotonic() > stop_at:
+                break
+            try:
+                app.send_task(
+                    row.task_name,
+                    args=row.args,
+                    kwargs=row.kwargs,
+                    task_id=str(row.id),
+                    queue=row.queue,
+                    producer=producer,
+                    retry_policy=PUBLISH_RETRY_POLICY,
+                    headers={"request_id": str(row.request_id) if row.request_id else None},
+                )
+            except Exception as exc:  # kombu and redis raise many kinds; all mean "not sent"
+                error = exc
+                break
+            sent.append(row.id)
+    return sent, error
+
+
+def settle(conn: Connection, sent: Sequence[uuid.UUID], unsent: Sequence[uuid.UUID],
+           error: Exception | None) -> None:
+    """Mark a claimed batch: `sent` rows sent, `unsent` ones released (the
+    first of them met `error`, when there is one)."""
+    with conn.begin():
+        if sent:
+            conn.execute(
+                update(Outbox).where(Outbox.id.in_(sent))
+                .values(sent_at=func.clock_timestamp(), claimed_until=None)
+            )
+        if unsent:
+            conn.execute(update(Outbox).where(Outbox.id.in_(unsent)).values(claimed_until=None))
+        if unsent and error is not None:
+            conn.execute(
+                update(Outbox)
+                .where(Outbox.id == unsent[0])
+                .values(publish_attempts=Outbox.publish_attempts + 1,
+                        last_error=f"{type(error).__name__}: {error}"[:1000])
+            )
+
+
+def run_relay(app: Celery, should_stop=lambda: False) -> None:
+    """Publish the outbox for as long as the process lives.
+
+    Wakes on NOTIFY (sent by a trigger at commit) for low latency, and polls
+    every IDLE_POLL_SECONDS anyway, so a lost notification costs at most that.
+    Survives PostgreSQL and Redis outages with capped exponential backoff,
+    and any other error too (logged with its traceback): a relay that dies
+    stops every piece of deferred work, so it backs off and carries on.
+    """
+    backoff = 0.0
+    while not should_stop():
+        try:
+            with psycopg.connect(libpq_url(), autocommit=True) as listener:
+                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                log.info("outbox relay listening on %s", NOTIFY_CHANNEL)
+                while not should_stop():
+                    sent, error = publish_pending(app)
+                    if error is not None:
+                        backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_SECONDS)
+                        log.warning("broker unavailable (%s); retrying in %.2fs", error, backoff)
+                        time.sleep(backoff)
+                        continue
+                    backoff = 0.0
+                    if sent < BATCH_SIZE:
+                        for _ in listener.notifies(timeout=IDLE_POLL_SECONDS, stop_after=1):
+                            pass
+        except (psycopg.OperationalError, sqlalchemy_exc.OperationalError) as exc:
+            backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_SECONDS)
+            log.warning("database unavailable (%s); relay retrying in %.2fs", exc, backoff)
+            time.sleep(backoff)
+        except Exception:
+            backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_SECONDS)
+            log.exception("outbox relay error; retrying in %.2fs", backoff)
+            time.sleep(backoff)

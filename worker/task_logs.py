@@ -1,0 +1,43 @@
+"""The JSON logs of veza/logs.py, in Celery processes: Celery uses our
+logging setup, and the request id and task id are bound around every task
+and passed on in the headers of every message a task (or a request)
+publishes."""
+
+from __future__ import annotations
+
+from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
+
+from veza.logs import configure_logging, request_id_var, task_id_var
+
+
+@setup_logging.connect
+def _celery_uses_our_logging(loglevel=None, **_: object) -> None:
+    # Connecting this signal stops Celery from installing its own handlers.
+    from veza.settings import settings
+
+    configure_logging(loglevel or settings.log_level)
+
+
+@task_prerun.connect
+def _bind_request_id(task=None, **_: object) -> None:
+    task.request.veza_log_tokens = (
+        request_id_var.set(getattr(task.request, "request_id", None)),
+        task_id_var.set(task.request.id),
+    )
+
+
+@task_postrun.connect
+def _unbind_request_id(task=None, **_: object) -> None:
+    tokens = getattr(task.request, "veza_log_tokens", None)
+    if tokens is not None:
+        request_id_var.reset(tokens[0])
+        task_id_var.reset(tokens[1])
+
+
+@before_task_publish.connect
+def _pass_request_id_on(headers=None, **_: object) -> None:
+    """A message sent while a request id is bound (from inside a task, or a
+    request) carries it, unless its sender set one: the relay's header wins."""
+    request_id = request_id_var.get()
+    if request_id is not None and headers is not None and headers.get("request_id") is None:
+        headers["request_id"] = request_id
