@@ -9,12 +9,11 @@ interval shorter than cron's minute (VEZA_SCHEDULE_HEARTBEAT=15).
 
 from __future__ import annotations
 
-import os
-
 from celery.schedules import crontab
 
 from veza import jobs
 from veza.jobs import Job
+from veza.settings import get_settings
 
 
 def parse_schedule(expression: str) -> crontab | float:
@@ -28,9 +27,14 @@ def parse_schedule(expression: str) -> crontab | float:
 def scheduled(name: str, job: Job, cron: str, expires: int, **kwargs) -> tuple[str, dict]:
     """A beat entry named `name` running `job` on `cron` (overridable by
     VEZA_SCHEDULE_<NAME>), whose message expires after `expires` seconds."""
+    expression = get_settings().schedules.get(name, cron)
+    try:
+        schedule = parse_schedule(expression)
+    except ValueError as exc:
+        raise ValueError(f"VEZA_SCHEDULE_{name.upper()}={expression!r}: {exc}") from None
     return name, {
         "task": job.name,
-        "schedule": parse_schedule(os.environ.get(f"VEZA_SCHEDULE_{name.upper()}", cron)),
+        "schedule": schedule,
         "options": {"expires": expires},
         "kwargs": kwargs,
     }

@@ -3,9 +3,11 @@ directory). Flower has no authentication by default and its pages show task
 arguments, so it refuses to start without credentials here."""
 
 import hashlib
-import os
 
-_auth = os.environ.get("FLOWER_BASIC_AUTH", "")
+from veza.settings import get_settings
+
+_settings = get_settings()
+_auth = _settings.flower_basic_auth or ""
 if ":" not in _auth:
     raise SystemExit("FLOWER_BASIC_AUTH must be set to user:password (comma-separate several)")
 basic_auth = _auth.split(",")
@@ -14,12 +16,12 @@ basic_auth = _auth.split(",")
 # behind a load balancer signs cookies the same way.
 # Without FLOWER_COOKIE_SECRET it is derived from the credentials (never the
 # credentials themselves), so it still changes when they do.
-cookie_secret = os.environ.get("FLOWER_COOKIE_SECRET") or hashlib.sha256(
+cookie_secret = _settings.flower_cookie_secret or hashlib.sha256(
     b"veza-flower-cookie:" + _auth.encode()
 ).hexdigest()
 
-address = os.environ.get("FLOWER_ADDRESS", "127.0.0.1")
-port = int(os.environ.get("FLOWER_PORT", "5555"))
+address = _settings.flower_address
+port = _settings.flower_port
 # Bounded memory: Flower keeps this many tasks in its in-memory state.
-max_tasks = int(os.environ.get("FLOWER_MAX_TASKS", "10000"))
+max_tasks = _settings.flower_max_tasks
 purge_offline_workers = 300

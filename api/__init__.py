@@ -6,12 +6,13 @@ from flask import Flask
 
 from api.errors import register_error_handlers
 from db.engine import set_kind
-from veza.settings import settings
+from veza.settings import get_settings
 from veza.logs import configure_logging
 
 
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
+    settings = get_settings()
     # Slightly above the largest upload, so that the upload handler (which
     # counts while streaming) gives the precise 413; this is the backstop.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from datetime import datetime, timedelta, timezone
 
-from argon2 import DEFAULT_MEMORY_COST, DEFAULT_TIME_COST, PasswordHasher
+from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Blueprint, g, request
 from sqlalchemy import func, or_, select, update
@@ -28,6 +27,7 @@ from api.request_context import client_ip, user_agent
 from api.schemas import LoginIn, RefreshIn, RegisterIn, TokensOut, UserOut
 from api.spec import operation
 from db.models import AuditSeverity, User, UserSession
+from veza.settings import get_settings
 
 bp = Blueprint("auth", __name__)
 
@@ -41,8 +41,8 @@ LOCKOUT = timedelta(minutes=15)
 # hundreds of users need not spend 0.5 s of CPU on each. A hash records its
 # parameters, and logins rehash to the current ones.
 hasher = PasswordHasher(
-    time_cost=int(os.environ.get("ARGON2_TIME_COST", DEFAULT_TIME_COST)),
-    memory_cost=int(os.environ.get("ARGON2_MEMORY_KIB", DEFAULT_MEMORY_COST)),
+    time_cost=get_settings().argon2_time_cost,
+    memory_cost=get_settings().argon2_memory_kib,
 )
 # Verified against when the login names nobody, so that "no such user" and
 # "wrong password" take the same time.

@@ -27,7 +27,7 @@ from api.spec import operation
 from db.models import File, Message, Room, VirusScanStatus
 from veza import jobs
 from veza.files.owed import owe
-from veza.settings import settings
+from veza.settings import get_settings
 from veza.storage import EmptyUpload, StorageFull, UploadTooLarge, storage
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def attached_message(session: Session, room: Room, raw_id: str | None) -> Messag
 
 def save_to_storage(upload: FileStorage, file_uuid: uuid.UUID) -> tuple[str, int]:
     upload.stream.seek(0)  # a retried transaction reads the upload again
-    limit = current_app.config.get("MAX_UPLOAD_BYTES", settings.max_upload_bytes)
+    limit = current_app.config.get("MAX_UPLOAD_BYTES", get_settings().max_upload_bytes)
     try:
         return storage.save_upload(upload.stream, file_uuid, limit)
     except UploadTooLarge as err:

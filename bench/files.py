@@ -104,11 +104,11 @@ def bench_scan(path: Path) -> dict:
 
     from tests.clamav import TCP_PORT
     from veza.clamav import Scanner
-    from veza.settings import settings
+    from veza.settings import get_settings
 
     scanner = Scanner()
     ours = best_time(lambda: scanner.scan(path))
-    native = clamd.ClamdUnixSocket(settings.clamd_socket, timeout=120)
+    native = clamd.ClamdUnixSocket(get_settings().clamd_socket, timeout=120)
     baseline = best_time(lambda: native.scan(str(path)))
     figures = {"scan_s": ours, "clamd_scan_s": baseline,
                "scan_ratio": row("scan", ours, baseline, "s", "<= 1.3")}

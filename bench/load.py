@@ -73,7 +73,10 @@ from bench.stack import (  # noqa: E402
     percentile, setup_rooms, throwaway_database, wait_until,
 )
 
+from veza.settings import reload_settings  # noqa: E402
+
 os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = DATABASE_URL, REDIS_URL
+reload_settings()
 
 import redis  # noqa: E402
 

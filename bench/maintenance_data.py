@@ -24,11 +24,14 @@ ADMIN_URL = os.environ.get("VEZA_BENCH_ADMIN_URL", "postgresql://veza:veza@127.0
 @contextmanager
 def bench_database(name: str) -> Iterator[str]:
     """A fresh migrated database; DATABASE_URL points at it meanwhile."""
+    from veza.settings import reload_settings
+
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
     os.environ["DATABASE_URL"] = url
+    reload_settings()
     try:
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT,
                        check=True, capture_output=True)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-DEFAULT_DATABASE_URL = "postgresql+psycopg://veza:veza@127.0.0.1:5432/veza"
+from veza.settings import get_settings
 
 # libpq puts PGTZ into the startup packet after the `options` below, so a
 # PGTZ in the environment would beat our TimeZone=UTC and every timestamp
@@ -74,13 +74,14 @@ def set_kind(kind: str) -> str:
 def bounds(kind: str | None = None) -> Bounds:
     """`kind`'s bounds (the current kind's by default):
     DB_STATEMENT_TIMEOUT_MS_<KIND>, DB_IDLE_IN_TRANSACTION_TIMEOUT_MS_<KIND>
-    and DB_CONNECT_TIMEOUT_SECONDS_<KIND> from the environment, else the
+    and DB_CONNECT_TIMEOUT_SECONDS_<KIND> from the settings, else the
     defaults."""
     kind = kind or _kind
     default = DEFAULT_BOUNDS[kind]
 
     def setting(name: str, value: int) -> int:
-        return int(os.environ.get(f"{name}_{kind.upper()}", value))
+        configured = getattr(get_settings(), f"{name}_{kind}".lower())
+        return value if configured is None else configured
 
     return Bounds(
         setting("DB_STATEMENT_TIMEOUT_MS", default.statement_timeout_ms),
@@ -106,12 +107,9 @@ def connect_options(url: str | None = None, kind: str | None = None) -> dict[str
 
 
 def database_url() -> str:
-    """DATABASE_URL, with a bare postgresql:// scheme pointed at psycopg 3."""
-    url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
-    for bare in ("postgresql://", "postgres://"):
-        if url.startswith(bare):
-            return "postgresql+psycopg://" + url[len(bare):]
-    return url
+    """DATABASE_URL, with a bare postgresql:// scheme pointed at psycopg 3
+    (veza/settings.py)."""
+    return get_settings().database_url
 
 
 def libpq_url(url: str | None = None, kind: str | None = None) -> str:
@@ -138,8 +136,8 @@ def get_engine(url: str | None = None) -> Engine:
             key[0],
             connect_args=connect_options(key[0]),
             pool_pre_ping=True,
-            pool_size=int(os.environ.get("DB_POOL_SIZE", "5")),
-            max_overflow=int(os.environ.get("DB_MAX_OVERFLOW", "10")),
+            pool_size=get_settings().db_pool_size,
+            max_overflow=get_settings().db_max_overflow,
         )
     return _engines[key]
 

@@ -14,7 +14,6 @@ older deployment carry yesterday's dates, and on the 1st of a month
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
@@ -25,6 +24,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy import exc as sa_exc
 
 from db.engine import get_engine
+from veza.settings import get_settings
 
 T = TypeVar("T")
 
@@ -64,16 +64,16 @@ def months_between(earlier: date, later: date) -> int:
 
 def months_ahead() -> int:
     """PARTITION_MONTHS_AHEAD: months premade after the current one."""
-    return int(os.environ.get("PARTITION_MONTHS_AHEAD", "3"))
+    return get_settings().partition_months_ahead
 
 
 def months_behind(conn: Connection, today: date | None = None) -> int:
     """PARTITION_MONTHS_BEHIND when set; by default, enough months back to
     hold a message as old as the longest room retention in use (older rows
     are purged anyway), and never fewer than MIN_MONTHS_BEHIND."""
-    configured = os.environ.get("PARTITION_MONTHS_BEHIND")
-    if configured:
-        return int(configured)
+    configured = get_settings().partition_months_behind
+    if configured is not None:
+        return configured
     longest_days = conn.execute(text(
         "SELECT COALESCE(max(message_retention_days), 0) FROM rooms"
     )).scalar_one()

@@ -21,7 +21,7 @@ from veza.files import pipeline
 from veza import jobs, limits
 from worker.base import VezaTask
 from veza.clamav import ScanUnavailable
-from veza.settings import settings
+from veza.settings import get_settings
 
 FILE_LIMITS = {
     "soft_time_limit": limits.FILE_TIME_LIMITS[0], "time_limit": limits.FILE_TIME_LIMITS[1]
@@ -72,7 +72,7 @@ def scan(self: VezaTask, file_id: int) -> None:
 
 def scan_retry_countdown(retries: int) -> float:
     """Full jitter: spread retries of many files over the whole window."""
-    ceiling = min(limits.RETRY_BACKOFF_MAX, settings.clamd_retry_backoff * 2**retries)
+    ceiling = min(limits.RETRY_BACKOFF_MAX, get_settings().clamd_retry_backoff * 2**retries)
     return random.uniform(0, ceiling)
 
 

@@ -4,13 +4,8 @@ database, and users who are registered and logged in through the API."""
 from __future__ import annotations
 
 import itertools
-import os
 
 import pytest
-
-# Still argon2id, with cheap parameters: the suite registers many users.
-os.environ.setdefault("ARGON2_TIME_COST", "1")
-os.environ.setdefault("ARGON2_MEMORY_KIB", "8192")
 
 API = "/api/v1"
 PASSWORD = "correct horse battery"

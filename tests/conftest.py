@@ -4,7 +4,10 @@ worker and outbox relay processes.
 Each pytest run gets its own database (veza_test_<pid>) and storage
 directory, and a Redis database number (VEZA_TEST_REDIS_DB, default 15)
 that it flushes, so that runs on one machine do not steal each other's
-tasks. The environment is set here, before any project module reads it.
+tasks. The test environment is set here, and the settings (veza/settings.py)
+are then built from it; the processes the tests start inherit it. A test
+that changes a variable in-process uses the `environment` fixture, which
+rebuilds the settings.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ os.environ["DATABASE_URL"] = ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB
 os.environ["REDIS_URL"] = f"{REDIS_BASE}/{REDIS_DB}"
 os.environ["STORAGE_DIR"] = tempfile.mkdtemp(prefix="veza-storage-")
 os.environ.setdefault("LOG_LEVEL", "INFO")
+# Still argon2id, with cheap parameters: the suite registers many users.
+os.environ.setdefault("ARGON2_TIME_COST", "1")
+os.environ.setdefault("ARGON2_MEMORY_KIB", "8192")
 from tests.clamav import clamd_server  # noqa: E402,F401  (sets CLAMD_SOCKET; the clamd fixture)
+from veza.settings import reload_settings  # noqa: E402
+
+reload_settings()  # the settings, from the test environment above
 
 # Every table the tests may write, emptied between tests that ask for `db`.
 TABLES = (
@@ -40,6 +49,26 @@ TABLES = (
     "messages, message_mentions, reactions, files, audit_logs, user_sessions, outbox, "
     "maintenance_runs"
 )
+
+
+@pytest.fixture
+def environment():
+    """`environment(NAME="value", OTHER=None)` sets (None: removes)
+    variables for one test and rebuilds the settings from them; both are
+    undone when the test ends."""
+    patch = pytest.MonkeyPatch()
+
+    def change(**variables: str | None) -> None:
+        for name, value in variables.items():
+            if value is None:
+                patch.delenv(name, raising=False)
+            else:
+                patch.setenv(name, value)
+        reload_settings()
+
+    yield change
+    patch.undo()
+    reload_settings()
 
 
 def _admin(sql: str) -> None:

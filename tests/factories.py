@@ -10,6 +10,7 @@ import psycopg
 
 from db.partitions import PARTITIONED_TABLES, month_of, months_between
 from tests.conftest import ADMIN_URL
+from veza.settings import reload_settings
 
 
 @contextmanager
@@ -24,10 +25,12 @@ def fresh_database(suffix: str) -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     env_url = os.environ["DATABASE_URL"]
     os.environ["DATABASE_URL"] = url
+    reload_settings()
     try:
         yield url
     finally:
         os.environ["DATABASE_URL"] = env_url
+        reload_settings()
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -74,11 +74,10 @@ def test_each_kind_of_work_connects_with_its_bounds(database_url, kind):
         set_kind(previous)
 
 
-def test_a_bound_is_set_from_the_environment(database_url, monkeypatch):
+def test_a_bound_is_set_from_the_environment(database_url, environment):
     from db.engine import libpq_url
 
-    monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS_RELAY", "1234")
-    monkeypatch.setenv("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS_RELAY", "0")
+    environment(DB_STATEMENT_TIMEOUT_MS_RELAY="1234", DB_IDLE_IN_TRANSACTION_TIMEOUT_MS_RELAY="0")
     with psycopg.connect(libpq_url(kind="relay")) as conn:
         assert [r[0] for r in conn.execute(BOUND_SETTINGS)] == [1234, 0]
 

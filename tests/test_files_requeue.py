@@ -67,7 +67,7 @@ def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_fina
     from veza.files.owed import owe
     from veza.files import pipeline
     from veza import outbox
-    from veza.maintenance.settings import maintenance_settings
+    from veza.settings import get_settings
 
     user = make_user(db)
     file_id = upload(db, user, b"agenda of the meeting", "agenda.txt", "text/plain")
@@ -82,7 +82,7 @@ def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_fina
         return row(db, file_id)["metadata"]["outbox_id"]
 
     assert requeue_stale() == {"stale_waiting": 1}  # not started yet: waits
-    for attempt in range(1, maintenance_settings.max_file_attempts + 1):
+    for attempt in range(1, get_settings().max_file_attempts + 1):
         stalled = latest_owed()
         outbox.mark_started(stalled)  # a worker took it...
         pipeline.hash_upload(file_id)  # ...got this far, and died
@@ -91,7 +91,7 @@ def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_fina
         assert row(db, file_id)["metadata"]["requeue_attempts"] == attempt
         assert requeue_stale() == {"stale_waiting": 1}  # the requeue has not started
     assert db.execute("SELECT count(*) FILTER (WHERE started_at IS NULL), count(*) FROM outbox"
-                      ).fetchone() == (1, 1 + maintenance_settings.max_file_attempts)
+                      ).fetchone() == (1, 1 + get_settings().max_file_attempts)
 
     outbox.mark_started(latest_owed())
     assert requeue_stale() == {"stale_failed": 1}

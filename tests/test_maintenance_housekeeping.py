@@ -202,7 +202,7 @@ def test_stuck_files_are_requeued_only_once_their_work_started_and_stalled_then_
     file_row(db, owner, None, "uploads/d", status="pending")
     db.execute("UPDATE files SET virus_scan_status = 'pending' WHERE file_path IN ('uploads/c', 'uploads/d')")
     db.execute("UPDATE files SET created_at = now() WHERE file_path = 'uploads/d'")
-    from veza.maintenance.settings import maintenance_settings
+    from veza.settings import get_settings
 
     def an_hour_later() -> None:
         db.execute("UPDATE files SET metadata = metadata || jsonb_build_object('requeued_at',"
@@ -217,7 +217,7 @@ def test_stuck_files_are_requeued_only_once_their_work_started_and_stalled_then_
                                          " GROUP BY args")]
 
     assert run_task("maintenance.requeue_stale_files")["counts"] == {"stale_requeued": 3}
-    for _ in range(1, maintenance_settings.max_file_attempts):
+    for _ in range(1, get_settings().max_file_attempts):
         an_hour_later()
         # Sent but never started (a backlog): waiting, not stuck; no duplicate.
         assert run_task("maintenance.requeue_stale_files")["counts"] == {"stale_waiting": 3}
@@ -226,8 +226,8 @@ def test_stuck_files_are_requeued_only_once_their_work_started_and_stalled_then_
         assert run_task("maintenance.requeue_stale_files")["counts"] == {"stale_requeued": 3}
         assert unstarted_per_file() == [1, 1, 1]
     assert sorted(db.execute("SELECT task_name, count(*) FROM outbox GROUP BY 1").fetchall()) == [
-        ("files.process", 2 * maintenance_settings.max_file_attempts),
-        ("files.scan", maintenance_settings.max_file_attempts),
+        ("files.process", 2 * get_settings().max_file_attempts),
+        ("files.scan", get_settings().max_file_attempts),
     ]
     an_hour_later()
     started_and_stalled()
@@ -239,7 +239,7 @@ def test_stuck_files_are_requeued_only_once_their_work_started_and_stalled_then_
     # Stuck is no final failure_reason: the operator's requeue takes them up.
     reasons = db.execute("SELECT metadata->>'failed_step', metadata->>'error', metadata ? 'failure_reason'"
                          " FROM files WHERE processing_status = 'failed'").fetchall()
-    attempts = maintenance_settings.max_file_attempts
+    attempts = get_settings().max_file_attempts
     assert set(reasons) == {("stuck", f"stuck: no progress after {attempts} requeues", False)}
     assert scalar(db, "SELECT count(*) FROM outbox") == 3 * attempts
     assert run_task("maintenance.requeue_failed_files")["counts"] == {"failed_requeued": 3}

@@ -57,18 +57,18 @@ def test_new_year_splits_at_midnight_utc_in_any_session_zone(db, zone):
     assert list(landed.values()) == ["messages_y2091m12", "messages_y2092m01"]
 
 
-def test_months_behind_covers_the_longest_retention_in_use(db, monkeypatch):
+def test_months_behind_covers_the_longest_retention_in_use(db, environment):
     from db.engine import get_engine
     from db.partitions import months_behind
 
-    monkeypatch.delenv("PARTITION_MONTHS_BEHIND", raising=False)
+    environment(PARTITION_MONTHS_BEHIND=None)
     with get_engine().connect() as conn:
         assert months_behind(conn, date(2092, 1, 1)) == 2  # no retention: the minimum
         owner = make_user(db, "owner")
         make_room(db, owner, "year", message_retention_days=400)
         # 400 days before 2092-01-01 is 2090-11-27: November 2090, 14 months back.
         assert months_behind(conn, date(2092, 1, 1)) == 14
-        monkeypatch.setenv("PARTITION_MONTHS_BEHIND", "5")
+        environment(PARTITION_MONTHS_BEHIND="5")
         assert months_behind(conn, date(2092, 1, 1)) == 5
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import clamd
 
-from veza.settings import settings
+from veza.settings import get_settings
 
 INSTREAM_CHUNK_SIZE = 1024 * 1024
 
@@ -90,15 +90,23 @@ class _TcpClamd(clamd.ClamdNetworkSocket):
 class Scanner:
     def __init__(
         self,
-        socket_path: str | None = settings.clamd_socket,
-        host: str = settings.clamd_host,
-        port: int = settings.clamd_port,
-        timeout: float = settings.clamd_timeout,
+        socket_path: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        timeout: float | None = None,
     ) -> None:
+        """clamd on `socket_path`, or over TCP when `host` or `port` is
+        given; with none of them, where the settings say (CLAMD_SOCKET, else
+        CLAMD_HOST and CLAMD_PORT)."""
+        settings = get_settings()
+        if socket_path is None and host is None and port is None:
+            socket_path = settings.clamd_socket
+        timeout = settings.clamd_timeout if timeout is None else timeout
         if socket_path:
             self._clamd: _UnixClamd | _TcpClamd = _UnixClamd(socket_path, timeout)
         else:
-            self._clamd = _TcpClamd(host, port, timeout)
+            self._clamd = _TcpClamd(host or settings.clamd_host, port or settings.clamd_port,
+                                    timeout)
 
     def version(self) -> str:
         """The signature version: clamd's whole VERSION line, engine/

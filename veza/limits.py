@@ -7,13 +7,17 @@ task's hard limit, or than a retry's countdown (ETA tasks sit unacked in the
 worker), the same task would run twice at once.
 """
 
-import os
+from veza.settings import get_settings
 
 # (soft, hard) seconds
 DEFAULT_TIME_LIMITS = (60, 90)
 FILE_TIME_LIMITS = (300, 360)
 SCAN_TIME_LIMITS = (300, 360)
 MAINTENANCE_TIME_LIMITS = (1800, 1900)
+# A run must end well inside its soft time limit: what its phases leave
+# undone the next run resumes, while a run killed at the limit is recorded
+# failed and wastes its last batch. MAINTENANCE_RUN_BUDGET_SECONDS overrides it.
+DEFAULT_RUN_BUDGET_SECONDS = MAINTENANCE_TIME_LIMITS[0] - 300
 
 RETRY_BACKOFF_MAX = 600  # the longest countdown any retry may wait
 # Retries of transient errors use "full jitter": each countdown is drawn
@@ -33,21 +37,23 @@ LONGEST_HARD_TIME_LIMIT = max(
 )
 VISIBILITY_TIMEOUT = LONGEST_HARD_TIME_LIMIT + RETRY_BACKOFF_MAX + 300
 
-# How long a beat process's lock in Redis lives without being renewed: a
-# second beat takes over at most this long, and one tick (a fifth of it,
-# beat_max_loop_interval), after the first one died.
-BEAT_LOCK_TIMEOUT = int(os.environ.get("BEAT_LOCK_TIMEOUT", "60"))
-# A beat's call to Redis gives up after this long: two attempts of it and a
-# tick (BEAT_LOCK_TIMEOUT / 5) still renew the lock before it expires.
-BEAT_REDIS_TIMEOUT = max(BEAT_LOCK_TIMEOUT / 10, 0.5)
 
-# Seconds a Redis connect or command may take before it fails. A Redis that
-# accepts connections and never answers (SIGSTOPped, a half-open connection
-# after a failover) would otherwise hang a publish, a task's Redis call or
-# the relay forever. Redis answers in milliseconds; this is generous, and
-# longer than kombu's 1 s BRPOP, which a read must be allowed to outwait.
-BROKER_SOCKET_TIMEOUT = float(os.environ.get("BROKER_SOCKET_TIMEOUT", "5"))
+def beat_redis_timeout() -> float:
+    """A beat's call to Redis gives up after this long: two attempts of it
+    and a tick (BEAT_LOCK_TIMEOUT / 5) still renew the lock before it
+    expires."""
+    return max(get_settings().beat_lock_timeout / 10, 0.5)
+
+
+def run_budget_seconds() -> int:
+    """The time a phased maintenance run (purge_retention) shares among its
+    phases: MAINTENANCE_RUN_BUDGET_SECONDS, else DEFAULT_RUN_BUDGET_SECONDS."""
+    configured = get_settings().maintenance_run_budget_seconds
+    return DEFAULT_RUN_BUDGET_SECONDS if configured is None else configured
+
+
 # A connection idle this long is checked with a PING before it is used
 # (redis-py), and a worker's BRPOP connection overdue by this long is
-# dropped (kombu): kombu's default, stated here beside the timeout.
+# dropped (kombu): kombu's default, stated here beside the timeouts
+# (BROKER_SOCKET_TIMEOUT, veza/settings.py).
 BROKER_HEALTH_CHECK_INTERVAL = 25

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from db.engine import session_scope
 from db.models import AuditLog, AuditSeverity, Outbox
 from veza.jobs import Job
-from veza.settings import env_int
+from veza.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def dead_rows(limit: int = 50) -> list[Row]:
 def stale_after_seconds() -> int:
     """OUTBOX_STALE_SECONDS: how old the oldest unsent row may get before
     the outbox counts as stalled (relay down, or the broker unreachable)."""
-    return env_int("OUTBOX_STALE_SECONDS", 120)
+    return get_settings().outbox_stale_seconds
 
 
 def is_stale(oldest_age: float | None) -> bool:

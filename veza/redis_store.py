@@ -6,7 +6,7 @@ from __future__ import annotations
 import redis
 
 from veza import limits
-from veza.settings import settings
+from veza.settings import get_settings
 
 # The time the last system.heartbeat ran; stale means no worker consumes.
 HEARTBEAT_KEY = "veza:heartbeat"
@@ -16,9 +16,9 @@ def redis_client() -> redis.Redis:
     """Redis for our own keys (heartbeat, redelivery counts, metrics), with
     the broker's time bounds: a hung Redis fails a command, never hangs it."""
     return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=limits.BROKER_SOCKET_TIMEOUT,
-        socket_connect_timeout=limits.BROKER_SOCKET_TIMEOUT,
+        get_settings().redis_url,
+        socket_timeout=get_settings().broker_socket_timeout,
+        socket_connect_timeout=get_settings().broker_socket_timeout,
         socket_keepalive=True,
         health_check_interval=limits.BROKER_HEALTH_CHECK_INTERVAL,
     )

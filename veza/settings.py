@@ -1,43 +1,184 @@
-"""Settings, all from the environment. Every variable is listed in README.md."""
+"""The settings: one object, built from the environment on first use
+(`get_settings()`), by every process (the API, the workers, beat, the relay,
+Flower, alembic). Each field is the variable of its name in capitals
+(`clamd_port` is CLAMD_PORT); an empty variable counts as unset. README.md's
+configuration table lists them all with their defaults, and
+tests/test_settings.py holds the two together.
+
+A value that does not parse (CLAMD_PORT=33l0) fails the first build, at the
+start of a process, with the variable's name. A default that depends on
+something else (the run budget on the time limits, the partitions kept
+behind on the rooms' retention) is None here and is computed where it is
+used. This module imports nothing of ours: db/ reads it too.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from db.engine import database_url
+from argon2 import DEFAULT_MEMORY_COST, DEFAULT_TIME_COST
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+SCHEDULE_PREFIX = "VEZA_SCHEDULE_"
+SCHEDULES = SCHEDULE_PREFIX + "<NAME>"
 
 
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, env_ignore_empty=True)
 
-
-@dataclass(frozen=True)
-class Settings:
-    database_url: str = field(default_factory=database_url)
-    redis_url: str = field(
-        default_factory=lambda: os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-    )
+    # A bare postgresql:// URL is pointed at psycopg 3 (see the validator).
+    database_url: str = "postgresql+psycopg://veza:veza@127.0.0.1:5432/veza"
+    redis_url: str = "redis://localhost:6379/0"
     # clamd: a unix socket when CLAMD_SOCKET is set, else TCP host and port.
-    clamd_socket: str | None = field(default_factory=lambda: os.environ.get("CLAMD_SOCKET"))
-    clamd_host: str = field(default_factory=lambda: os.environ.get("CLAMD_HOST", "127.0.0.1"))
-    clamd_port: int = field(default_factory=lambda: env_int("CLAMD_PORT", 3310))
-    clamd_timeout: int = field(default_factory=lambda: env_int("CLAMD_TIMEOUT", 120))
+    clamd_socket: str | None = None
+    clamd_host: str = "127.0.0.1"
+    clamd_port: int = 3310
+    clamd_timeout: int = 120
     # Base of the exponential backoff (seconds, with full jitter) between
     # scan attempts while clamd is unavailable.
-    clamd_retry_backoff: float = field(
-        default_factory=lambda: float(os.environ.get("CLAMD_RETRY_BACKOFF", "5"))
-    )
-    storage_dir: Path = field(
-        default_factory=lambda: Path(os.environ.get("STORAGE_DIR", "var/storage")).resolve()
-    )
-    max_upload_bytes: int = field(default_factory=lambda: env_int("MAX_UPLOAD_BYTES", 104_857_600))
-    worker_max_memory_kib: int = field(
-        default_factory=lambda: env_int("WORKER_MAX_MEMORY_KIB", 512_000)
-    )
-    metrics_port: int = field(default_factory=lambda: env_int("METRICS_PORT", 9808))
-    log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))
+    clamd_retry_backoff: float = 5
+    storage_dir: Path = Path("var/storage")
+    max_upload_bytes: int = 104_857_600
+    worker_max_memory_kib: int = 512_000
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+    # The database bounds of each kind of work (db/engine.py's KINDS);
+    # unset, the kind's default (db/engine.py's DEFAULT_BOUNDS); 0 no limit.
+    db_statement_timeout_ms_api: int | None = None
+    db_statement_timeout_ms_relay: int | None = None
+    db_statement_timeout_ms_worker: int | None = None
+    db_statement_timeout_ms_maintenance: int | None = None
+    db_idle_in_transaction_timeout_ms_api: int | None = None
+    db_idle_in_transaction_timeout_ms_relay: int | None = None
+    db_idle_in_transaction_timeout_ms_worker: int | None = None
+    db_idle_in_transaction_timeout_ms_maintenance: int | None = None
+    db_connect_timeout_seconds_api: int | None = None
+    db_connect_timeout_seconds_relay: int | None = None
+    db_connect_timeout_seconds_worker: int | None = None
+    db_connect_timeout_seconds_maintenance: int | None = None
+    log_level: str = "INFO"
+    # Flower (flowerconfig.py): it refuses to start without credentials;
+    # without a cookie secret it derives one from them.
+    flower_basic_auth: str | None = None
+    flower_cookie_secret: str | None = None
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_max_tasks: int = 10_000
+    metrics_port: int = 9808
+    # How long a beat process's lock in Redis lives without being renewed: a
+    # second beat takes over at most this long, and one tick (a fifth of it,
+    # beat_max_loop_interval), after the first one died.
+    beat_lock_timeout: int = 60
+    # argon2id's cost, argon2-cffi's defaults unless set (api/auth.py).
+    argon2_time_cost: int = DEFAULT_TIME_COST
+    argon2_memory_kib: int = DEFAULT_MEMORY_COST
+    # Maintenance (docs/maintenance.md).
+    # Archived messages stay restorable this long after they were archived.
+    archive_retention_days: int = 30
+    audit_retention_months: int = 12
+    partition_months_ahead: int = 3
+    # Unset: the longest room retention in use, at least 2 (db/partitions.py).
+    partition_months_behind: int | None = None
+    # The time a phased run (purge_retention) shares among its phases; unset,
+    # limits.DEFAULT_RUN_BUDGET_SECONDS (veza/limits.py).
+    maintenance_run_budget_seconds: int | None = None
+    # A blob or upload on disk with no row is removed only once this old:
+    # the row of an upload in flight may not be committed yet.
+    orphan_grace_seconds: int = 3600
+    session_delete_grace_days: int = 7
+    stale_file_minutes: int = 30
+    max_file_attempts: int = 3
+    max_scan_retries: int = 3
+    rescan_days: int = 7
+    outbox_retention_days: int = 7
+    # How old the oldest unsent row may get before the outbox counts as
+    # stalled (relay down, or the broker unreachable).
+    outbox_stale_seconds: int = 120
+    # A row sent this long ago whose work never finished is sent again; each
+    # later re-drive waits twice as long as the one before (outbox.redrive).
+    outbox_redrive_after_seconds: int = 600
+    outbox_max_redrives: int = 5
+    # Seconds a Redis connect or command may take before it fails. A Redis that
+    # accepts connections and never answers (SIGSTOPped, a half-open connection
+    # after a failover) would otherwise hang a publish, a task's Redis call or
+    # the relay forever. Redis answers in milliseconds; this is generous, and
+    # longer than kombu's 1 s BRPOP, which a read must be allowed to outwait.
+    broker_socket_timeout: float = 5
+    # VEZA_SCHEDULE_<NAME>: a beat entry's schedule ({name: expression}),
+    # overriding beat_schedule.py's (five cron fields, or seconds). Gathered
+    # by _ScheduleOverrides; the alias, which no variable can be named, keeps
+    # the environment source from reading a variable of the field's name.
+    schedules: dict[str, str] = Field(default={}, validation_alias=SCHEDULES)
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg3(cls, url: str) -> str:
+        for bare in ("postgresql://", "postgres://"):
+            if url.startswith(bare):
+                return "postgresql+psycopg://" + url[len(bare):]
+        return url
+
+    @field_validator("storage_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.resolve()  # a worker's working directory may change
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The process environment only: no .env file, no secrets directory.
+        return init_settings, env_settings, _ScheduleOverrides(settings_cls)
 
 
-settings = Settings()
+class _ScheduleOverrides(PydanticBaseSettingsSource):
+    """Every VEZA_SCHEDULE_<NAME> variable, as `schedules`: one variable per
+    beat entry, named by the entry, rather than one variable to parse."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ gathers them all at once
+
+    def __call__(self) -> dict[str, Any]:
+        found = {name[len(SCHEDULE_PREFIX):].lower(): value for name, value in os.environ.items()
+                 if name.startswith(SCHEDULE_PREFIX) and value}
+        return {SCHEDULES: found} if found else {}
+
+
+class InvalidSettings(ValueError):
+    """The environment holds a value its setting cannot take; the message
+    names each such variable."""
+
+    def __init__(self, error: ValidationError) -> None:
+        problems = "; ".join(
+            f"{str(problem['loc'][0]).upper()}={problem['input']!r}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        super().__init__(f"invalid configuration: {problems}")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The settings, built from the environment on first use and kept for
+    the life of the process."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise InvalidSettings(error) from None
+
+
+def reload_settings() -> Settings:
+    """Build the settings again from the environment as it is now: for the
+    tests and benchmarks that change it in-process. A real process never
+    needs this: its environment is set before it starts."""
+    get_settings.cache_clear()
+    return get_settings()

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from veza.settings import settings
+from veza.settings import get_settings
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -78,7 +78,7 @@ def _fsync(path: Path) -> None:
 
 class LocalStorage:
     def __init__(self, root: Path | None = None) -> None:
-        self.root = Path(root or settings.storage_dir)
+        self.root = Path(root or get_settings().storage_dir)
 
     def absolute(self, relative: str) -> Path:
         return self.root / relative

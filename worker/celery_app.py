@@ -32,11 +32,12 @@ from redis.retry import Retry
 from beat_schedule import BEAT_SCHEDULE
 from db.engine import dispose_engines, set_kind
 from veza import limits
-from veza.settings import settings
+from veza.settings import get_settings
 from worker import task_logs  # noqa: F401  (connects Celery's logging signals)
 
 QUEUES = ("default", "files", "scan", "maintenance")
 
+settings = get_settings()
 app = Celery("veza")
 app.conf.update(
     broker_url=settings.redis_url,
@@ -57,13 +58,13 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_transport_options={
         "visibility_timeout": limits.VISIBILITY_TIMEOUT,
-        "socket_timeout": limits.BROKER_SOCKET_TIMEOUT,
-        "socket_connect_timeout": limits.BROKER_SOCKET_TIMEOUT,
+        "socket_timeout": settings.broker_socket_timeout,
+        "socket_connect_timeout": settings.broker_socket_timeout,
         "socket_keepalive": True,
         "health_check_interval": limits.BROKER_HEALTH_CHECK_INTERVAL,
     },
-    redis_socket_timeout=limits.BROKER_SOCKET_TIMEOUT,
-    redis_socket_connect_timeout=limits.BROKER_SOCKET_TIMEOUT,
+    redis_socket_timeout=settings.broker_socket_timeout,
+    redis_socket_connect_timeout=settings.broker_socket_timeout,
     redis_socket_keepalive=True,
     redis_backend_health_check_interval=limits.BROKER_HEALTH_CHECK_INTERVAL,
     task_queues=[Queue(name) for name in QUEUES],
@@ -89,16 +90,16 @@ app.conf.update(
     # worker/beat.py's scheduler survives Redis outages and lost locks.
     beat_scheduler="worker.beat:Scheduler",
     redbeat_redis_url=settings.redis_url,
-    redbeat_lock_timeout=limits.BEAT_LOCK_TIMEOUT,
+    redbeat_lock_timeout=settings.beat_lock_timeout,
     # A call to Redis fails fast, retried once (a pooled connection that
     # died with a Redis restart): a hung Redis (SIGSTOP, a dead host) must
     # not hold a tick past the lock's time to live.
     redbeat_redis_options={
-        "socket_timeout": limits.BEAT_REDIS_TIMEOUT,
-        "socket_connect_timeout": limits.BEAT_REDIS_TIMEOUT,
+        "socket_timeout": limits.beat_redis_timeout(),
+        "socket_connect_timeout": limits.beat_redis_timeout(),
         "retry": Retry(NoBackoff(), retries=1),
     },
-    beat_max_loop_interval=limits.BEAT_LOCK_TIMEOUT // 5,
+    beat_max_loop_interval=settings.beat_lock_timeout // 5,
     beat_schedule=BEAT_SCHEDULE,
     include=["tasks.system", "tasks.files", "tasks.messages", "tasks.maintenance"],
 )

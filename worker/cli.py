@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timezone
 
 from veza.logs import configure_logging
-from veza.settings import settings
+from veza.settings import get_settings
 
 
 def _relay(args: argparse.Namespace) -> None:
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all-dead", action="store_true", help="every dead row")
     replay.set_defaults(func=_outbox_replay)
     exporter = sub.add_parser("exporter", help="serve Prometheus metrics (queues, tasks, outbox)")
-    exporter.add_argument("--port", type=int, default=settings.metrics_port)
+    exporter.add_argument("--port", type=int, default=get_settings().metrics_port)
     exporter.set_defaults(func=_exporter)
     maintenance = sub.add_parser("maintenance", help="maintenance tasks (docs/maintenance.md)")
     maintenance_sub = maintenance.add_subparsers(dest="action", required=True)
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(get_settings().log_level)
     args = build_parser().parse_args(argv)
     args.func(args)
 

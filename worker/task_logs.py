@@ -13,9 +13,9 @@ from veza.logs import configure_logging, request_id_var, task_id_var
 @setup_logging.connect
 def _celery_uses_our_logging(loglevel=None, **_: object) -> None:
     # Connecting this signal stops Celery from installing its own handlers.
-    from veza.settings import settings
+    from veza.settings import get_settings
 
-    configure_logging(loglevel or settings.log_level)
+    configure_logging(loglevel or get_settings().log_level)
 
 
 @task_prerun.connect

@@ -35,8 +35,8 @@ from veza.files.owed import owe
 from veza.jobs import Job
 from veza.clamav import Scanner, ScanUnavailable
 from veza.maintenance.batched import keyset_batches
-from veza.maintenance.settings import maintenance_settings
 from veza.maintenance.run import Run
+from veza.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,12 @@ def requeue_stale(run: Run, stale_seconds: float | None = None) -> None:
     those requeued MAX_FILE_ATTEMPTS times, and count those still waiting
     for their work to start. `stale_seconds` overrides STALE_FILE_MINUTES."""
     if stale_seconds is None:
-        stale_seconds = maintenance_settings.stale_file_minutes * 60
+        stale_seconds = get_settings().stale_file_minutes * 60
     for session, rows in keyset_batches(run, STALE, {"seconds": stale_seconds}, initial=200):
         for row in rows:
             if row.waiting:
                 run.add(stale_waiting=1)
-            elif row.attempts >= maintenance_settings.max_file_attempts:
+            elif row.attempts >= get_settings().max_file_attempts:
                 run.add(stale_failed=1)
                 if not run.dry_run:
                     give_up(session, row.id, row.attempts)
@@ -146,7 +146,7 @@ def rescan(run: Run, signature_version: str | None = None) -> None:
     enqueue_scans(run, "rescanned",
                   "virus_scan_status = 'clean' AND created_at >= now() - make_interval(days => :days)"
                   " AND metadata->>'clamd_version' IS DISTINCT FROM :current",
-                  {"days": maintenance_settings.rescan_days, "current": current})
+                  {"days": get_settings().rescan_days, "current": current})
 
 
 def retry_failed_scans(run: Run) -> None:
@@ -156,7 +156,7 @@ def retry_failed_scans(run: Run) -> None:
     enqueue_scans(run, "scans_retried",
                   "virus_scan_status = 'failed' AND NOT metadata ? 'failure_reason'"
                   " AND COALESCE((metadata->>'scan_retries')::int, 0) < :max",
-                  {"max": maintenance_settings.max_scan_retries},
+                  {"max": get_settings().max_scan_retries},
                   bump="'scan_retries', COALESCE((metadata->>'scan_retries')::int, 0) + 1")
 
 

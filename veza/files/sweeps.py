@@ -33,8 +33,8 @@ from db.engine import session_scope
 from db.models import File
 from veza.files.pipeline import delete_content_if_unreferenced, record_failure
 from veza.maintenance.batched import keyset_batches
-from veza.maintenance.settings import maintenance_settings
 from veza.maintenance.run import Run
+from veza.settings import get_settings
 from veza.storage import storage
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def sweep_orphans(run: Run, grace_seconds: int | None = None) -> None:
     """Remove stored content that no row references and that is older than
     the grace period (an upload's row may not be committed yet), then the
     debris in tmp/ older than the same grace."""
-    grace = maintenance_settings.orphan_grace_seconds if grace_seconds is None else grace_seconds
+    grace = get_settings().orphan_grace_seconds if grace_seconds is None else grace_seconds
     older_than = time.time() - grace
     chunk: list[str] = []
     for relative in old_stored_paths(SWEPT_DIRECTORIES, older_than):
@@ -179,7 +179,7 @@ def fail_rows_with_missing_blobs(run: Run, grace_seconds: int | None = None) -> 
     """A row whose stored content is gone can never be served: mark it
     failed with the reason, and report it (counts, and a warning per row).
     Rows younger than the grace period may still be moving their content."""
-    grace = maintenance_settings.orphan_grace_seconds if grace_seconds is None else grace_seconds
+    grace = get_settings().orphan_grace_seconds if grace_seconds is None else grace_seconds
     batches = keyset_batches(run, (
         "SELECT id, file_path FROM files"
         " WHERE id > :after AND processing_status <> 'failed'"

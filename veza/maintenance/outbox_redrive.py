@@ -22,9 +22,9 @@ from sqlalchemy import text
 
 from db.engine import session_scope
 from veza.maintenance.batched import apply_in_batches
-from veza.maintenance.settings import maintenance_settings
 from veza.maintenance.run import Run
 from veza.outbox import NOTIFY_CHANNEL
+from veza.settings import get_settings
 
 # Sent, unfinished, alive, and due: the plain bound lets the partial index
 # idx_outbox_unfinished find the candidates, the doubling one decides.
@@ -34,8 +34,8 @@ DUE = ("finished_at IS NULL AND dead_at IS NULL"
 
 
 def redrive(run: Run) -> None:
-    params = {"after": maintenance_settings.outbox_redrive_after_seconds,
-              "max": maintenance_settings.outbox_max_redrives}
+    params = {"after": get_settings().outbox_redrive_after_seconds,
+              "max": get_settings().outbox_max_redrives}
     apply_in_batches(
         run, "outbox_dead", "outbox", f"{DUE} AND redrives >= :max", params,
         set_clause="dead_at = now(), dead_reason = 'never finished after ' || redrives"
@@ -54,4 +54,4 @@ def redrive(run: Run) -> None:
 def prune_finished(run: Run) -> None:
     apply_in_batches(run, "outbox_pruned", "outbox",
                      "finished_at < now() - make_interval(days => :days)",
-                     {"days": maintenance_settings.outbox_retention_days})
+                     {"days": get_settings().outbox_retention_days})

@@ -31,8 +31,8 @@ from db.partitions import (
     partition_name,
     this_month,
 )
-from veza.maintenance.settings import maintenance_settings
 from veza.maintenance.run import Run
+from veza.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def ensure(run: Run, months_ahead: int | None = None, today: date | None = None,
 def drop_old_audit_partitions(run: Run) -> None:
     """Audit logs older than AUDIT_RETENTION_MONTHS go a whole month at a
     time: nothing references audit_logs, so a partition just detaches."""
-    horizon = add_months(this_month(), -maintenance_settings.audit_retention_months)
+    horizon = add_months(this_month(), -get_settings().audit_retention_months)
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
         doomed = leftovers(conn, "audit_logs") + [
             p for p in attached(conn, "audit_logs") if p.end <= horizon and not p.detach_pending

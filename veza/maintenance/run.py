@@ -42,7 +42,7 @@ from sqlalchemy import func, update
 
 from db.engine import libpq_url, session_scope
 from db.models import AuditLog, AuditSeverity, MaintenanceRun
-from veza.maintenance.settings import maintenance_settings
+from veza import limits
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Run:
     report: ProgressReport = field(default=lambda meta: None)
     counts: Counter[str] = field(default_factory=Counter)
     lock: AdvisoryLock | None = None
-    budget_seconds: float = field(default_factory=lambda: maintenance_settings.run_budget_seconds)
+    budget_seconds: float = field(default_factory=limits.run_budget_seconds)
     phase_name: str | None = None
     _started: float = field(default_factory=time.monotonic)
     _phase_deadline: float | None = None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from veza.maintenance.batched import apply_in_batches
-from veza.maintenance.settings import maintenance_settings
 from veza.maintenance.run import Run
+from veza.settings import get_settings
 
 
 def expire(run: Run) -> None:
@@ -15,7 +15,7 @@ def expire(run: Run) -> None:
                      "is_active AND expires_at < now()", set_clause="is_active = false")
     apply_in_batches(run, "sessions_deleted", "user_sessions",
                      "expires_at < now() - make_interval(days => :days)",
-                     {"days": maintenance_settings.session_delete_grace_days})
+                     {"days": get_settings().session_delete_grace_days})
 
 
 def reset_expired_locks(run: Run) -> None:

@@ -49,8 +49,8 @@ from db.partitions import (
 from veza.messages.counters import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
 from veza.maintenance import partition_upkeep
 from veza.maintenance.batched import apply_in_batches
-from veza.maintenance.settings import maintenance_settings
 from veza.maintenance.run import Run, timed_batches
+from veza.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +398,7 @@ def purge_archive(run: Run) -> None:
     for table in ARCHIVE_TABLES:
         apply_in_batches(run, f"{table}_purged", table,
                          "archived_at < now() - make_interval(days => :days)",
-                         {"days": maintenance_settings.archive_retention_days})
+                         {"days": get_settings().archive_retention_days})
 
 
 # ---------------------------------------------------------------- restore
