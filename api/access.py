@@ -46,19 +46,23 @@ def managing_rank(room: Room, member: RoomMember | None) -> int:
     return rank(room, member)
 
 
-def membership(session: Session, room_id: int, user_id: int, *, lock: bool = False
-               ) -> RoomMember | None:
+def membership(
+    session: Session, room_id: int, user_id: int, *, lock: bool = False
+) -> RoomMember | None:
     query = select(RoomMember).where(RoomMember.room_id == room_id, RoomMember.user_id == user_id)
     return session.scalar(query.with_for_update() if lock else query)
 
 
-def visible_room(session: Session, room_id: int, user: User, *, lock: bool = False
-                 ) -> tuple[Room, RoomMember | None]:
+def visible_room(
+    session: Session, room_id: int, user: User, *, lock: bool = False
+) -> tuple[Room, RoomMember | None]:
     """The room and the user's membership (one query); 404 for a private
     room the user is not in. lock=True locks the room row."""
-    query = (select(Room, RoomMember)
-             .outerjoin(RoomMember, (RoomMember.room_id == Room.id) & (RoomMember.user_id == user.id))
-             .where(Room.id == room_id))
+    query = (
+        select(Room, RoomMember)
+        .outerjoin(RoomMember, (RoomMember.room_id == Room.id) & (RoomMember.user_id == user.id))
+        .where(Room.id == room_id)
+    )
     found = session.execute(query.with_for_update(of=Room) if lock else query).first()
     if found is None:
         raise not_found("room")
@@ -76,8 +80,9 @@ def member_of(session: Session, room_id: int, user: User) -> tuple[Room, RoomMem
     return room, member
 
 
-def participant_conversation(session: Session, conversation_id: int, user: User
-                             ) -> DirectConversation:
+def participant_conversation(
+    session: Session, conversation_id: int, user: User
+) -> DirectConversation:
     conversation = session.get(DirectConversation, conversation_id)
     if conversation is None or user.id not in conversation.participant_ids:
         raise not_found("conversation")
@@ -90,8 +95,9 @@ def check_conversation_open(conversation: DirectConversation) -> None:
         raise forbidden("This conversation is blocked.")
 
 
-def visible_message(session: Session, message_id: int, user: User, *, lock: bool = False
-                    ) -> tuple[Message, Room | None, RoomMember | None]:
+def visible_message(
+    session: Session, message_id: int, user: User, *, lock: bool = False
+) -> tuple[Message, Room | None, RoomMember | None]:
     """A live message the user may see, with its room and the user's
     membership (both None for a direct message)."""
     query = select(Message).where(Message.id == message_id, Message.is_deleted.is_(False))
@@ -117,8 +123,9 @@ def past_retention(room: Room, message: Message) -> bool:
 
 def muted_now(member: RoomMember) -> bool:
     """Muted until muted_until, or until lifted when it is null."""
-    return member.is_muted and (member.muted_until is None
-                                or member.muted_until > datetime.now(timezone.utc))
+    return member.is_muted and (
+        member.muted_until is None or member.muted_until > datetime.now(timezone.utc)
+    )
 
 
 def can_moderate_messages(room: Room, member: RoomMember | None) -> bool:

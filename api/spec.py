@@ -99,8 +99,9 @@ def operation(
 ) -> Callable:
     """Declare and register an endpoint. The view is called as
     view(session, **path_args[, body=...][, query=...])."""
-    op = Operation(method, rule, summary, bp.name, body, query, responses, auth,
-                   multipart, binary, errors)
+    op = Operation(
+        method, rule, summary, bp.name, body, query, responses, auth, multipart, binary, errors
+    )
     OPERATIONS.append(op)
 
     def decorator(view: Callable) -> Callable:
@@ -151,8 +152,12 @@ def run_once_per_partition(work: Callable[[Session], Any]) -> Any:
     except sa_exc.IntegrityError as exc:
         raise_constraint_error(exc)
     except sa_exc.DataError as exc:
-        raise ApiError(422, "invalid_value", "A value is not acceptable.",
-                       {"detail": str(exc.orig).splitlines()[0]}) from exc
+        raise ApiError(
+            422,
+            "invalid_value",
+            "A value is not acceptable.",
+            {"detail": str(exc.orig).splitlines()[0]},
+        ) from exc
 
 
 # Unique constraints on users (idx_users_email_lower: emails in any case).
@@ -167,11 +172,16 @@ def raise_constraint_error(exc: sa_exc.IntegrityError) -> None:
     constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
     if isinstance(orig, pg_errors.UniqueViolation):
         if constraint in ACCOUNT_CONSTRAINTS:  # a register that lost a race
-            raise ApiError(409, "account_exists",
-                           "That username or email is already registered.") from exc
+            raise ApiError(
+                409, "account_exists", "That username or email is already registered."
+            ) from exc
         raise ApiError(409, "conflict", "This already exists.", {"constraint": constraint}) from exc
-    raise ApiError(422, "constraint_violated", "A value breaks a rule of the data model.",
-                   {"constraint": constraint}) from exc
+    raise ApiError(
+        422,
+        "constraint_violated",
+        "A value breaks a rule of the data model.",
+        {"constraint": constraint},
+    ) from exc
 
 
 def validation_fields(err: ValidationError) -> dict[str, str]:
@@ -187,16 +197,18 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
     except ValidationError as err:
         if any(e["type"] == "json_invalid" for e in err.errors()):
             raise ApiError(400, "malformed_json", "The body is not valid JSON.") from err
-        raise ApiError(422, "validation_failed", "The body is not valid.",
-                       validation_fields(err)) from err
+        raise ApiError(
+            422, "validation_failed", "The body is not valid.", validation_fields(err)
+        ) from err
 
 
 def parse_query(model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(request.args.to_dict())
     except ValidationError as err:
-        raise ApiError(422, "validation_failed", "The query string is not valid.",
-                       validation_fields(err)) from err
+        raise ApiError(
+            422, "validation_failed", "The query string is not valid.", validation_fields(err)
+        ) from err
 
 
 def to_response(result: Any, op: Operation) -> Response:
@@ -217,9 +229,16 @@ def to_response(result: Any, op: Operation) -> Response:
 CONVERTER = re.compile(r"<(?:(\w+):)?(\w+)>")
 
 ERROR_DESCRIPTIONS = {
-    400: "Malformed request", 401: "Missing or invalid token", 403: "Not allowed",
-    404: "Unknown or hidden", 409: "Conflict", 413: "Too large", 422: "Invalid input",
-    423: "Account locked", 429: "Too many requests", 507: "Insufficient storage",
+    400: "Malformed request",
+    401: "Missing or invalid token",
+    403: "Not allowed",
+    404: "Unknown or hidden",
+    409: "Conflict",
+    413: "Too large",
+    422: "Invalid input",
+    423: "Account locked",
+    429: "Too many requests",
+    507: "Insufficient storage",
 }
 
 
@@ -255,27 +274,38 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _operation_object(op: Operation) -> dict[str, Any]:
-    obj: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
-                           "operationId": f"{op.method.lower()}_{op.rule}",
-                           "parameters": _parameters(op), "responses": {}}
+    obj: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": f"{op.method.lower()}_{op.rule}",
+        "parameters": _parameters(op),
+        "responses": {},
+    }
     if op.auth:
         obj["security"] = [{"bearer": []}]
     if op.body is not None:
-        obj["requestBody"] = {"required": True,
-                              "content": {"application/json": {"schema": _ref(op.body)}}}
+        obj["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(op.body)}},
+        }
     if op.multipart is not None:
-        obj["requestBody"] = {"required": True,
-                              "content": {"multipart/form-data": {"schema": op.multipart}}}
+        obj["requestBody"] = {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": op.multipart}},
+        }
     for status, model in op.responses.items():
         if model is None:
             obj["responses"][str(status)] = {"description": "No content"}
         elif op.binary:
             obj["responses"][str(status)] = {
                 "description": "The file's bytes",
-                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            }
         else:
-            obj["responses"][str(status)] = {"description": "OK",
-                                             "content": {"application/json": {"schema": _ref(model)}}}
+            obj["responses"][str(status)] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": _ref(model)}},
+            }
     statuses = set(op.errors) | {404, 422}
     if op.auth:
         statuses.add(401)
@@ -291,8 +321,12 @@ def _operation_object(op: Operation) -> dict[str, Any]:
 
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     params = [
-        {"name": name, "in": "path", "required": True,
-         "schema": PATH_PARAM_SCHEMAS[converter or "string"]}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": PATH_PARAM_SCHEMAS[converter or "string"],
+        }
         for converter, name in CONVERTER.findall(op.rule)
     ]
     if op.query is not None:
@@ -301,6 +335,12 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
             prop = {k: v for k, v in prop.items() if k != "title"}
             if "anyOf" in prop:  # Optional[int]: the absent case is "not sent"
                 prop = next(p for p in prop.pop("anyOf") if p.get("type") != "null") | prop
-            params.append({"name": name, "in": "query",
-                           "required": name in schema.get("required", []), "schema": prop})
+            params.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in schema.get("required", []),
+                    "schema": prop,
+                }
+            )
     return params

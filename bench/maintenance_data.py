@@ -30,8 +30,12 @@ def bench_database(name: str) -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     os.environ["DATABASE_URL"] = url
     try:
-        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         yield url
     finally:
         from db.engine import get_engine
@@ -41,8 +45,9 @@ def bench_database(name: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def generate(conn: psycopg.Connection, messages: int, rooms: int, days: int,
-             users: int = 100) -> None:
+def generate(
+    conn: psycopg.Connection, messages: int, rooms: int, days: int, users: int = 100
+) -> None:
     """`rooms` rooms, `messages` messages spread evenly over the rooms and
     the last `days` days, one reaction each (made when the message was)."""
     conn.execute(

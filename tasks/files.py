@@ -24,10 +24,12 @@ from veza.clamav import ScanUnavailable
 from veza.settings import settings
 
 FILE_LIMITS = {
-    "soft_time_limit": limits.FILE_TIME_LIMITS[0], "time_limit": limits.FILE_TIME_LIMITS[1]
+    "soft_time_limit": limits.FILE_TIME_LIMITS[0],
+    "time_limit": limits.FILE_TIME_LIMITS[1],
 }
 SCAN_LIMITS = {
-    "soft_time_limit": limits.SCAN_TIME_LIMITS[0], "time_limit": limits.SCAN_TIME_LIMITS[1]
+    "soft_time_limit": limits.SCAN_TIME_LIMITS[0],
+    "time_limit": limits.SCAN_TIME_LIMITS[1],
 }
 
 

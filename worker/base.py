@@ -117,9 +117,14 @@ class VezaTask(Task):
         reason = f"dropped: delivered {limits.MAX_DELIVERIES} times without finishing"
         log.error("task %s[%s] %s", self.name, request.id, reason)
         try:
-            outbox.record_dead(self._root_id(), request.id, self.name, request.args or [],
-                               request.kwargs or {},
-                               f"poison: {self.name}[{request.id}] {reason}")
+            outbox.record_dead(
+                self._root_id(),
+                request.id,
+                self.name,
+                request.args or [],
+                request.kwargs or {},
+                f"poison: {self.name}[{request.id}] {reason}",
+            )
         except TRANSIENT_ERRORS as exc:
             # Dropped unrecorded it would be lost: hand it back, and record it
             # on its next delivery (still past the bound). The pause keeps an

@@ -62,8 +62,9 @@ class BacklogCollector(Collector):
         self.client = client
 
     def collect(self):
-        up = GaugeMetricFamily("veza_exporter_up", "1 when this scrape could read the source",
-                               labels=["source"])
+        up = GaugeMetricFamily(
+            "veza_exporter_up", "1 when this scrape could read the source", labels=["source"]
+        )
         for source, read in (("redis", self.from_redis), ("postgres", self.from_postgres)):
             try:
                 metrics = list(read())
@@ -76,7 +77,9 @@ class BacklogCollector(Collector):
         yield up
 
     def from_redis(self):
-        depth = GaugeMetricFamily("veza_queue_depth", "Messages waiting per queue", labels=["queue"])
+        depth = GaugeMetricFamily(
+            "veza_queue_depth", "Messages waiting per queue", labels=["queue"]
+        )
         for queue in QUEUES:
             depth.add_metric([queue], queue_depth(self.client, queue))
         yield depth
@@ -94,15 +97,17 @@ class BacklogCollector(Collector):
 
     def from_postgres(self):
         owed = outbox.summary()
-        yield GaugeMetricFamily("veza_outbox_backlog", "Outbox rows not yet published",
-                                value=owed.unsent)
+        yield GaugeMetricFamily(
+            "veza_outbox_backlog", "Outbox rows not yet published", value=owed.unsent
+        )
         yield GaugeMetricFamily(
             "veza_outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row (0 when none)",
             value=owed.oldest_unsent_age or 0.0,
         )
         yield GaugeMetricFamily(
-            "veza_outbox_dead", "Outbox rows recorded dead, waiting for `veza outbox replay`",
+            "veza_outbox_dead",
+            "Outbox rows recorded dead, waiting for `veza outbox replay`",
             value=owed.dead,
         )
 

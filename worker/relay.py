@@ -48,8 +48,10 @@ def claim(conn: Connection, batch_size: int = BATCH_SIZE) -> list[Row]:
     no WAL flush on the relay's path."""
     claimable = (
         select(Outbox.id)
-        .where(Outbox.sent_at.is_(None),
-               or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < func.clock_timestamp()))
+        .where(
+            Outbox.sent_at.is_(None),
+            or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < func.clock_timestamp()),
+        )
         .order_by(Outbox.created_at)
         .limit(batch_size)
         .with_for_update(skip_locked=True)
@@ -60,8 +62,15 @@ def claim(conn: Connection, batch_size: int = BATCH_SIZE) -> list[Row]:
             update(Outbox)
             .where(Outbox.id.in_(claimable.scalar_subquery()))
             .values(claimed_until=func.clock_timestamp() + timedelta(seconds=CLAIM_SECONDS))
-            .returning(Outbox.id, Outbox.task_name, Outbox.args, Outbox.kwargs, Outbox.queue,
-                       Outbox.request_id, Outbox.created_at)
+            .returning(
+                Outbox.id,
+                Outbox.task_name,
+                Outbox.args,
+                Outbox.kwargs,
+                Outbox.queue,
+                Outbox.request_id,
+                Outbox.created_at,
+            )
         ).all()
     return sorted(rows, key=lambda row: row.created_at)
 
@@ -83,7 +92,7 @@ def publish_pending(app: Celery, batch_size: int = BATCH_SIZE) -> tuple[int, Exc
         if not rows:
             return 0, None
         sent, error = publish(app, rows)
-        settle(conn, sent, [row.id for row in rows[len(sent):]], error)
+        settle(conn, sent, [row.id for row in rows[len(sent) :]], error)
     return len(sent), error
 
 
@@ -115,14 +124,19 @@ def publish(app: Celery, rows: Sequence[Row]) -> tuple[list[uuid.UUID], Exceptio
     return sent, error
 
 
-def settle(conn: Connection, sent: Sequence[uuid.UUID], unsent: Sequence[uuid.UUID],
-           error: Exception | None) -> None:
+def settle(
+    conn: Connection,
+    sent: Sequence[uuid.UUID],
+    unsent: Sequence[uuid.UUID],
+    error: Exception | None,
+) -> None:
     """Mark a claimed batch: `sent` rows sent, `unsent` ones released (the
     first of them met `error`, when there is one)."""
     with conn.begin():
         if sent:
             conn.execute(
-                update(Outbox).where(Outbox.id.in_(sent))
+                update(Outbox)
+                .where(Outbox.id.in_(sent))
                 .values(sent_at=func.clock_timestamp(), claimed_until=None)
             )
         if unsent:
@@ -131,8 +145,10 @@ def settle(conn: Connection, sent: Sequence[uuid.UUID], unsent: Sequence[uuid.UU
             conn.execute(
                 update(Outbox)
                 .where(Outbox.id == unsent[0])
-                .values(publish_attempts=Outbox.publish_attempts + 1,
-                        last_error=f"{type(error).__name__}: {error}"[:1000])
+                .values(
+                    publish_attempts=Outbox.publish_attempts + 1,
+                    last_error=f"{type(error).__name__}: {error}"[:1000],
+                )
             )
 
 

@@ -15,6 +15,7 @@ set_kind("maintenance")  # a migration's statements may be long (db/engine.py)
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
+
 def run_migrations_offline() -> None:
     context.configure(
         url=database_url(),
