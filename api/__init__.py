@@ -6,8 +6,8 @@ from flask import Flask
 
 from api.errors import register_error_handlers
 from db.engine import set_kind
-from veza.settings import settings
 from veza.logs import configure_logging
+from veza.settings import settings
 
 
 def create_app(config: dict | None = None) -> Flask:

@@ -7,7 +7,7 @@ but not do (a member editing someone else's message).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -117,14 +117,14 @@ def past_retention(room: Room, message: Message) -> bool:
     """Older than the room keeps messages: hidden now, purged by maintenance."""
     if room.message_retention_days <= 0:
         return False
-    cutoff = datetime.now(timezone.utc) - timedelta(days=room.message_retention_days)
+    cutoff = datetime.now(UTC) - timedelta(days=room.message_retention_days)
     return message.created_at < cutoff
 
 
 def muted_now(member: RoomMember) -> bool:
     """Muted until muted_until, or until lifted when it is null."""
     return member.is_muted and (
-        member.muted_until is None or member.muted_until > datetime.now(timezone.utc)
+        member.muted_until is None or member.muted_until > datetime.now(UTC)
     )
 
 

@@ -52,5 +52,5 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):
-        log.exception("unhandled error")
+        log.error("unhandled error", exc_info=err)
         return error_response(500, "internal_error", "An unexpected error occurred.")

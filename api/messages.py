@@ -181,24 +181,24 @@ def create_message(
     message = session.scalars(
         insert(Message).returning(Message),
         [
-            dict(
-                room_id=room_id,
-                conversation_id=conversation_id,
-                author_id=g.user.id,
-                content=body.content,
-                raw_content=body.content,
-                content_type=MessageContentType(body.content_type),
-                parent_message_id=body.parent_message_id,
-                parent_created_at=parent_reference(
+            {
+                "room_id": room_id,
+                "conversation_id": conversation_id,
+                "author_id": g.user.id,
+                "content": body.content,
+                "raw_content": body.content,
+                "content_type": MessageContentType(body.content_type),
+                "parent_message_id": body.parent_message_id,
+                "parent_created_at": parent_reference(
                     session,
                     body.parent_message_id,
                     room_id=room_id,
                     conversation_id=conversation_id,
                 ),
-                mentions=mentioned_user_ids(session, body.content),
-                ip_address=client_ip(),
-                user_agent=user_agent(),
-            )
+                "mentions": mentioned_user_ids(session, body.content),
+                "ip_address": client_ip(),
+                "user_agent": user_agent(),
+            }
         ],
     ).one()  # a month without a partition fails here (see api.spec)
     outbox.enqueue(session, jobs.INDEX_MESSAGE, message.id, request_id=request_id())

@@ -9,7 +9,7 @@ models document the seed's JSON shapes; both feed GET /api/v1/openapi.json.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -42,7 +42,7 @@ MAX_MUTE = timedelta(days=3653)
 
 
 def within_max_mute(value: datetime) -> datetime:
-    if value > datetime.now(timezone.utc) + MAX_MUTE:
+    if value > datetime.now(UTC) + MAX_MUTE:
         raise ValueError("must be at most 10 years ahead")
     return value
 

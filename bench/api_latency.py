@@ -30,7 +30,7 @@ import psycopg
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.stack import (  # noqa: E402
+from bench.stack import (
     DATABASE_URL,
     Stack,
     celery_worker,

@@ -31,6 +31,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -76,7 +80,7 @@ def row(name: str, ours: float, baseline: float, unit: str, goal: str) -> float:
     return ratio
 
 
-def make_photo() -> "Image.Image":
+def make_photo() -> Image.Image:
     """Photo-like content: smooth gradients plus grain, so JPEG and PNG
     sizes are realistic (neither flat colour nor pure noise)."""
     from PIL import Image
@@ -218,10 +222,9 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
     each time, and the best round of each counts: the machine is shared, and
     alternating keeps a burst of someone else's load from landing on one
     side only."""
-    from worker import app
-    from veza.files import pipeline
-
     from tests.uploads import make_user
+    from veza.files import pipeline
+    from worker import app
 
     user = make_user(db)
     worker = conftest.start_worker("bench-files", queues="files,scan")
@@ -239,10 +242,10 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
             for file_id in worker_ids:
                 app.send_task("files.process", args=[file_id])
             conftest.wait_for(
-                lambda: (
+                lambda ids=worker_ids: (
                     db.execute(
                         "SELECT count(*) FROM files WHERE id = ANY(%s) AND is_processed",
-                        (worker_ids,),
+                        (ids,),
                     ).fetchone()[0]
                     == count
                 ),
@@ -286,8 +289,10 @@ def main() -> None:
         big = work / "big.bin"
         block = os.urandom(1024 * 1024)
         with open(big, "wb") as out:
-            for offset in range(0, HASH_FILE_BYTES, len(block)):
-                out.write(block[: HASH_FILE_BYTES - offset])
+            out.writelines(
+                block[: HASH_FILE_BYTES - offset]
+                for offset in range(0, HASH_FILE_BYTES, len(block))
+            )
         photo = make_photo()
         jpeg, png = work / "photo.jpg", work / "photo.png"
         photo.save(jpeg, quality=90)

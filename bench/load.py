@@ -65,10 +65,11 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The test helpers set the environment (a temporary STORAGE_DIR, CLAMD_SOCKET)
 # and bring the clamd used below; the bench's own database and Redis DB win.
-from tests import conftest  # noqa: E402,F401
-from tests.clamav import CLAMD_DIR, Clamd  # noqa: E402
+from tests import conftest  # noqa: F401
+from tests.clamav import CLAMD_DIR, Clamd
 
-from bench.stack import (  # noqa: E402
+# isort: split
+from bench.stack import (
     DATABASE_URL,
     NOT_SENT,
     REDIS_URL,
@@ -199,7 +200,7 @@ def write_load(port: int, rooms: list[int], tokens: list[str], args) -> tuple[li
     uploads = [
         i for i in range(writes) if int((i + 1) * args.upload_share) > int(i * args.upload_share)
     ]
-    bodies = dict(zip(uploads, upload_bodies(len(uploads))))
+    bodies = dict(zip(uploads, upload_bodies(len(uploads)), strict=True))
 
     def write(conn, i: int) -> None:
         client = i % len(tokens)
@@ -362,7 +363,7 @@ def run(args) -> dict:
         "drained": left == 0,
         "drain_seconds": round(drained_after, 1),
         "unfinished_at_end": left,
-        "depth_series_5s": [[round(t)] + list(d.values()) for t, d in sampler.samples[4::5]],
+        "depth_series_5s": [[round(t), *d.values()] for t, d in sampler.samples[4::5]],
         "message_commit_to_done_ms": spread(message_done),
         "message_commit_to_start_ms": spread(message_start),
         "messages_done": len(message_done),

@@ -51,7 +51,8 @@ def generate(
     """`rooms` rooms, `messages` messages spread evenly over the rooms and
     the last `days` days, one reaction each (made when the message was)."""
     conn.execute(
-        "SELECT create_monthly_partitions('messages', (now() - make_interval(days => %s))::date, %s)",
+        "SELECT create_monthly_partitions('messages',"
+        " (now() - make_interval(days => %s))::date, %s)",
         (days + 31, days // 28 + 3),
     )
     conn.execute(
@@ -85,7 +86,8 @@ def generate(
 def recount(conn: psycopg.Connection) -> None:
     conn.execute(
         "UPDATE rooms r SET message_count = c.n, last_activity_at = c.last"
-        " FROM (SELECT room_id, count(*) FILTER (WHERE NOT is_deleted) AS n, max(created_at) AS last"
+        " FROM (SELECT room_id, count(*) FILTER (WHERE NOT is_deleted) AS n,"
+        "  max(created_at) AS last"
         "  FROM messages WHERE room_id IS NOT NULL GROUP BY room_id) c WHERE r.id = c.room_id"
     )
 

@@ -33,7 +33,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.maintenance_data import bench_database, counters_exact, generate, recount  # noqa: E402
+from bench.maintenance_data import bench_database, counters_exact, generate, recount
 
 
 def old_month_start(conn: psycopg.Connection) -> str:
@@ -120,9 +120,9 @@ def main() -> None:
 
     with bench_database("veza_bench_retention") as url:
         from db.engine import libpq_url, set_kind
-        from worker import app
-        from veza.messages import retention
         from veza.maintenance.run import Run
+        from veza.messages import retention
+        from worker import app
 
         app.loader.import_default_modules()
         set_kind("maintenance")  # runs the purge in this process, as a maintenance task would

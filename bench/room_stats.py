@@ -23,7 +23,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.maintenance_data import bench_database, generate  # noqa: E402
+from bench.maintenance_data import bench_database, generate
 
 COLUMNS = (
     "room_id, name, member_count, total_messages, messages_24h, messages_7d,"
@@ -69,7 +69,8 @@ def main() -> None:
             differing = conn.execute(
                 f"SELECT count(*) FROM ((SELECT {COLUMNS} FROM room_stats_rollup"
                 f" EXCEPT SELECT {COLUMNS} FROM room_stats) UNION ALL"
-                f" (SELECT {COLUMNS} FROM room_stats EXCEPT SELECT {COLUMNS} FROM room_stats_rollup)) d"
+                f" (SELECT {COLUMNS} FROM room_stats"
+                f" EXCEPT SELECT {COLUMNS} FROM room_stats_rollup)) d"
             ).fetchone()[0]
             rooms = conn.execute("SELECT count(*) FROM room_stats").fetchone()[0]
         total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]

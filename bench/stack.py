@@ -36,7 +36,7 @@ PASSWORD = "bench password"
 
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def free_port() -> int:
@@ -142,7 +142,8 @@ class Stack:
             "LOG_LEVEL": "WARNING",
             "DB_POOL_SIZE": "8",
         }
-        self.log = open(f"/tmp/veza-bench-{os.getpid()}.log", "ab")
+        # Open for the stack's lifetime, shared by its processes; stop() closes it.
+        self.log = open(f"/tmp/veza-bench-{os.getpid()}.log", "ab")  # noqa: SIM115
         argvs = {
             "api": [
                 "gunicorn",

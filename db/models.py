@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 TZDateTime = DateTime(timezone=True)
 NOW = text("now()")
@@ -39,7 +40,7 @@ NOW = text("now()")
 
 class Base(DeclarativeBase):
     metadata = MetaData()
-    type_annotation_map = {
+    type_annotation_map: ClassVar[dict[Any, TypeEngine[Any] | type[TypeEngine[Any]]]] = {
         datetime: TZDateTime,
         dict[str, Any]: JSONB,
         uuid.UUID: UUID(as_uuid=True),

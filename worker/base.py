@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cached_property
 
 import psycopg
@@ -29,8 +29,7 @@ from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
-from veza import limits
-from veza import outbox
+from veza import limits, outbox
 from veza.redis_store import redis_client
 from veza.storage import StorageFull
 
@@ -132,11 +131,9 @@ class VezaTask(Task):
             log.error("could not record poison %s (%s); handed back", request.id, exc)
             time.sleep(limits.RETRY_BACKOFF_BASE)
             raise Reject(reason, requeue=True) from exc
-        try:
-            # A replay starts counting from zero.
+        # A replay starts counting from zero (if Redis fails here, the key expires anyway).
+        with suppress(redis.RedisError):
             self._redis.delete(self._redeliveries_key())
-        except redis.RedisError:
-            pass  # the key expires anyway
         # Rejected, not succeeded: Flower and the task-rejected event show
         # it for what it is; requeue=False takes it off the broker for good.
         raise Reject(reason, requeue=False)

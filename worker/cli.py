@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from veza.logs import configure_logging
 from veza.settings import settings
@@ -43,7 +43,7 @@ def _outbox(args: argparse.Namespace) -> None:
         shown = dead_rows()
         print("dead rows (veza outbox replay ID... | --all-dead):")
         for row in shown:
-            dead_at = row.dead_at.astimezone(timezone.utc)
+            dead_at = row.dead_at.astimezone(UTC)
             print(
                 f"  {row.id}  {row.task_name} {row.args}  dead since {dead_at:%Y-%m-%d %H:%M:%SZ}"
                 f"  re-drives: {row.redrives}  reason: {row.dead_reason}"
@@ -100,7 +100,7 @@ def _maintenance(args: argparse.Namespace) -> None:
 
 def _utc(value: str) -> datetime:
     moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _restore(args: argparse.Namespace) -> None:

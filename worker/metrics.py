@@ -24,10 +24,9 @@ from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from veza.redis_store import HEARTBEAT_KEY
 from veza import outbox
+from veza.redis_store import HEARTBEAT_KEY, redis_client
 from worker.celery_app import QUEUES
-from veza.redis_store import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class BacklogCollector(Collector):
         for source, read in (("redis", self.from_redis), ("postgres", self.from_postgres)):
             try:
                 metrics = list(read())
-            except Exception as exc:  # any failure of the source: report it, serve the rest
+            except Exception as exc:  # noqa: BLE001 (any failure of the source: report it, serve the rest)
                 log.warning("metrics: %s unavailable (%s: %s)", source, type(exc).__name__, exc)
                 up.add_metric([source], 0)
                 continue
