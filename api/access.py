@@ -66,7 +66,8 @@ def visible_room(
     found = session.execute(query.with_for_update(of=Room) if lock else query).first()
     if found is None:
         raise not_found("room")
-    room, member = found
+    room: Room = found[0]
+    member: RoomMember | None = found[1]  # an outer join: None when the user is not in the room
     if member is None and not room.is_public:
         raise not_found("room")
     return room, member
@@ -107,6 +108,7 @@ def visible_message(
     if message.conversation_id is not None:
         participant_conversation(session, message.conversation_id, user)
         return message, None, None
+    assert message.room_id is not None  # the table's CHECK: a room or a conversation, not both
     room, member = visible_room(session, message.room_id, user)
     if past_retention(room, message):
         raise not_found("message")

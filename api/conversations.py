@@ -50,7 +50,7 @@ def conversation_out(session: Session, conversation: DirectConversation) -> Conv
     body=ConversationIn,
     responses={200: ConversationOut, 201: ConversationOut},
 )
-def open_conversation(session: Session, body: ConversationIn):
+def open_conversation(session: Session, body: ConversationIn) -> tuple[ConversationOut, int]:
     if body.user_id == g.user.id:
         raise ApiError(
             422,
@@ -73,9 +73,9 @@ def open_conversation(session: Session, body: ConversationIn):
             [DirectConversationParticipant(conversation_id=created_id, user_id=uid) for uid in pair]
         )
         session.flush()
-    conversation = session.scalar(
+    conversation = session.scalars(
         select(DirectConversation).where(DirectConversation.participant_ids == pair)
-    )
+    ).one()
     return conversation_out(session, conversation), 201 if created_id is not None else 200
 
 
@@ -88,7 +88,9 @@ def open_conversation(session: Session, body: ConversationIn):
     responses={201: MessageOut},
     errors=(403,),
 )
-def post_direct_message(session: Session, conversation_id: int, body: MessageIn):
+def post_direct_message(
+    session: Session, conversation_id: int, body: MessageIn
+) -> tuple[MessageOut, int]:
     conversation = participant_conversation(session, conversation_id, g.user)
     check_conversation_open(conversation)
     return create_message(session, body, conversation=conversation), 201
@@ -102,7 +104,7 @@ def post_direct_message(session: Session, conversation_id: int, body: MessageIn)
     query=PageQuery,
     responses={200: MessagePage},
 )
-def list_direct_messages(session: Session, conversation_id: int, query: PageQuery):
+def list_direct_messages(session: Session, conversation_id: int, query: PageQuery) -> MessagePage:
     conversation = participant_conversation(session, conversation_id, g.user)
     return page(
         session, "m.conversation_id = :conversation_id", {"conversation_id": conversation.id}, query

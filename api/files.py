@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 
-from flask import Blueprint, current_app, g, request, send_file
+from flask import Blueprint, Response, current_app, g, request, send_file
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
@@ -107,7 +108,7 @@ def save_to_storage(upload: FileStorage, file_uuid: uuid.UUID) -> tuple[str, int
     responses={202: FileOut},
     errors=(403, 409, 413, 507),
 )
-def upload_file(session: Session, room_id: int):
+def upload_file(session: Session, room_id: int) -> tuple[FileOut, int]:
     room, member = member_of(session, room_id, g.user)
     check_not_silenced(room, member)
     upload = request.files.get("file")
@@ -192,7 +193,7 @@ def released_file(session: Session, file_uuid: uuid.UUID) -> File:
     return row
 
 
-def attachment(path, mime_type: str, download_name: str):
+def attachment(path: Path, mime_type: str, download_name: str) -> Response:
     if not path.is_file():
         raise not_found("file content")
     response = send_file(
@@ -214,7 +215,7 @@ def attachment(path, mime_type: str, download_name: str):
     summary="A file's metadata and statuses",
     responses={200: FileOut},
 )
-def get_file(session: Session, file_uuid: uuid.UUID):
+def get_file(session: Session, file_uuid: uuid.UUID) -> FileOut:
     return file_out(visible_file(session, file_uuid))
 
 
@@ -227,7 +228,7 @@ def get_file(session: Session, file_uuid: uuid.UUID):
     binary=True,
     errors=(403, 409),
 )
-def get_file_content(session: Session, file_uuid: uuid.UUID):
+def get_file_content(session: Session, file_uuid: uuid.UUID) -> Response:
     row = released_file(session, file_uuid)
     row.download_count += 1
     # mime_type is what the worker sniffed from the bytes, never the client's claim.
@@ -243,7 +244,7 @@ def get_file_content(session: Session, file_uuid: uuid.UUID):
     binary=True,
     errors=(403, 409),
 )
-def get_file_thumbnail(session: Session, file_uuid: uuid.UUID):
+def get_file_thumbnail(session: Session, file_uuid: uuid.UUID) -> Response:
     row = released_file(session, file_uuid)
     if row.thumbnail_path is None:
         raise not_found("thumbnail")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
 from db.engine import get_engine
@@ -36,7 +36,7 @@ def _redis_ok() -> bool:
 
 
 @bp.get("/healthz")
-def healthz():
+def healthz() -> tuple[Response, int]:
     checks = {"postgres": _postgres_ok(), "redis": _redis_ok()}
     down = [name for name, ok in checks.items() if not ok]
     body = {

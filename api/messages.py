@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
+from typing import Any
 
 from flask import Blueprint, g
 from sqlalchemy import func, insert, select, text, update
@@ -92,7 +93,12 @@ LIMIT :limit
 
 
 def fetch_messages(
-    session: Session, where: str, params: dict, *, limit: int = 1, retention_days: int = 0
+    session: Session,
+    where: str,
+    params: dict[str, Any],
+    *,
+    limit: int = 1,
+    retention_days: int = 0,
 ) -> list[MessageOut]:
     """Run MESSAGE_QUERY with `where` (SQL over alias m); messages older
     than the room's retention are hidden even before maintenance purges them."""
@@ -119,7 +125,7 @@ def message_out(session: Session, message_id: int, room: Room | None = None) -> 
 
 
 def page(
-    session: Session, where: str, params: dict, query: PageQuery, retention_days: int = 0
+    session: Session, where: str, params: dict[str, Any], query: PageQuery, retention_days: int = 0
 ) -> MessagePage:
     if query.before is not None:
         where += " AND m.id < :before"
@@ -275,7 +281,7 @@ def enforce_slow_mode(session: Session, room: Room, member: RoomMember) -> None:
     responses={201: MessageOut},
     errors=(403, 409, 429),
 )
-def post_room_message(session: Session, room_id: int, body: MessageIn):
+def post_room_message(session: Session, room_id: int, body: MessageIn) -> tuple[MessageOut, int]:
     room, member = member_of(session, room_id, g.user)
     check_can_post(session, room, member)
     return create_message(session, body, room=room), 201
@@ -289,7 +295,7 @@ def post_room_message(session: Session, room_id: int, body: MessageIn):
     query=PageQuery,
     responses={200: MessagePage},
 )
-def list_room_messages(session: Session, room_id: int, query: PageQuery):
+def list_room_messages(session: Session, room_id: int, query: PageQuery) -> MessagePage:
     room, _ = visible_room(session, room_id, g.user)
     return page(
         session, "m.room_id = :room_id", {"room_id": room.id}, query, room.message_retention_days
@@ -305,7 +311,7 @@ def list_room_messages(session: Session, room_id: int, query: PageQuery):
     responses={200: MessageOut},
     errors=(403, 409),
 )
-def edit_message(session: Session, message_id: int, body: MessageEdit):
+def edit_message(session: Session, message_id: int, body: MessageEdit) -> MessageOut:
     message, room, _ = visible_message(session, message_id, g.user, lock=True)
     if message.author_id != g.user.id:
         raise forbidden("Only the author may edit a message.")
@@ -327,14 +333,14 @@ def edit_message(session: Session, message_id: int, body: MessageEdit):
     responses={204: None},
     errors=(403,),
 )
-def delete_message(session: Session, message_id: int):
+def delete_message(session: Session, message_id: int) -> tuple[None, int]:
     message, room, member = visible_message(session, message_id, g.user, lock=True)
     by_author = message.author_id == g.user.id
     if not by_author and not (room is not None and can_moderate_messages(room, member)):
         raise forbidden("Only the author or a moderator may delete this message.")
     message.is_deleted = True
     message.deleted_at = message.updated_at = func.now()
-    if not by_author:
+    if room is not None and not by_author:
         audit.record(
             session,
             "message_deleted_by_moderator",
@@ -366,7 +372,7 @@ def set_pinned(session: Session, message_id: int, pinned: bool) -> MessageOut:
     responses={200: MessageOut},
     errors=(403,),
 )
-def pin_message(session: Session, message_id: int):
+def pin_message(session: Session, message_id: int) -> MessageOut:
     return set_pinned(session, message_id, True)
 
 
@@ -378,7 +384,7 @@ def pin_message(session: Session, message_id: int):
     responses={200: MessageOut},
     errors=(403,),
 )
-def unpin_message(session: Session, message_id: int):
+def unpin_message(session: Session, message_id: int) -> MessageOut:
     return set_pinned(session, message_id, False)
 
 
@@ -389,7 +395,7 @@ def check_still_writable(session: Session, message: Message, room: Room | None) 
         raise ApiError(409, "room_archived", "The room is archived.")
     if message.conversation_id is not None:
         # Loaded by visible_message already: get() answers from the session.
-        check_conversation_open(session.get(DirectConversation, message.conversation_id))
+        check_conversation_open(session.get_one(DirectConversation, message.conversation_id))
 
 
 def reactable_message(session: Session, message_id: int) -> tuple[Message, Room | None]:
@@ -409,7 +415,7 @@ def reactable_message(session: Session, message_id: int) -> tuple[Message, Room 
     responses={201: MessageOut},
     errors=(403, 409),
 )
-def add_reaction(session: Session, message_id: int, body: ReactionIn):
+def add_reaction(session: Session, message_id: int, body: ReactionIn) -> tuple[MessageOut, int]:
     message, room = reactable_message(session, message_id)
     inserted = session.execute(
         text(
@@ -437,7 +443,7 @@ def add_reaction(session: Session, message_id: int, body: ReactionIn):
     responses={204: None},
     errors=(403,),
 )
-def remove_reaction(session: Session, message_id: int, emoji: str):
+def remove_reaction(session: Session, message_id: int, emoji: str) -> tuple[None, int]:
     message, _ = reactable_message(session, message_id)
     reaction = session.scalar(
         select(Reaction).where(
@@ -457,7 +463,7 @@ def remove_reaction(session: Session, message_id: int, emoji: str):
 
 
 def unread(session: Session, room_id: int) -> UnreadOut:
-    count = session.scalar(select(func.calculate_unread_count(g.user.id, room_id)))
+    count = session.execute(select(func.calculate_unread_count(g.user.id, room_id))).scalar_one()
     return UnreadOut(room_id=room_id, unread_count=count)
 
 
@@ -470,7 +476,7 @@ def unread(session: Session, room_id: int) -> UnreadOut:
     responses={200: UnreadOut},
     errors=(403,),
 )
-def mark_read(session: Session, room_id: int, body: ReadIn):
+def mark_read(session: Session, room_id: int, body: ReadIn) -> UnreadOut:
     room, member = member_of(session, room_id, g.user)
     in_room = session.scalar(
         select(Message.id).where(Message.id == body.message_id, Message.room_id == room.id)
@@ -498,7 +504,7 @@ def mark_read(session: Session, room_id: int, body: ReadIn):
     responses={200: UnreadOut},
     errors=(403,),
 )
-def unread_count(session: Session, room_id: int):
+def unread_count(session: Session, room_id: int) -> UnreadOut:
     room, _ = member_of(session, room_id, g.user)
     return unread(session, room.id)
 
@@ -510,7 +516,7 @@ def unread_count(session: Session, room_id: int):
     summary="Room statistics, as refreshed by maintenance.refresh_room_stats",
     responses={200: RoomStatsOut},
 )
-def room_stats(session: Session, room_id: int):
+def room_stats(session: Session, room_id: int) -> RoomStatsOut:
     # The rollup, not the seed's materialized view: the maintenance task keeps
     # the rollup fresh (same numbers, cheaper refresh; docs/maintenance.md).
     room, _ = visible_room(session, room_id, g.user)

@@ -42,7 +42,7 @@ def user_ref(user: User) -> UserRef:
 
 
 def room_out(session: Session, room: Room) -> RoomOut:
-    owner = session.get(User, room.owner_id)
+    owner = session.get_one(User, room.owner_id)
     fields = {
         name: getattr(room, name)
         for name in RoomOut.model_fields
@@ -59,7 +59,7 @@ def member_out(session: Session, room: Room, member: RoomMember) -> MemberOut:
     }
     return MemberOut(
         **fields,
-        user=user_ref(session.get(User, member.user_id)),
+        user=user_ref(session.get_one(User, member.user_id)),
         role=member.role.value,
         is_owner=member.user_id == room.owner_id,
     )
@@ -86,7 +86,7 @@ def reject_nulls(changes: dict[str, Any], nullable: set[str]) -> None:
     body=RoomCreate,
     responses={201: RoomOut},
 )
-def create_room(session: Session, body: RoomCreate):
+def create_room(session: Session, body: RoomCreate) -> tuple[RoomOut, int]:
     settings = body.model_dump(exclude_unset=True)
     reject_nulls(settings, NULLABLE_ROOM_FIELDS)
     room = Room(owner_id=g.user.id, **settings)
@@ -108,7 +108,7 @@ def create_room(session: Session, body: RoomCreate):
 
 
 @operation(bp, "GET", "/rooms/<id:room_id>", summary="A room you can see", responses={200: RoomOut})
-def get_room(session: Session, room_id: int):
+def get_room(session: Session, room_id: int) -> RoomOut:
     room, _ = visible_room(session, room_id, g.user)
     return room_out(session, room)
 
@@ -122,7 +122,7 @@ def get_room(session: Session, room_id: int):
     responses={200: RoomOut},
     errors=(403,),
 )
-def update_room(session: Session, room_id: int, body: RoomPatch):
+def update_room(session: Session, room_id: int, body: RoomPatch) -> RoomOut:
     room, member = visible_room(session, room_id, g.user, lock=True)
     if rank(room, member) < ADMIN_RANK:
         raise forbidden("Only the owner or a room admin may change settings.")
@@ -161,7 +161,7 @@ def update_room(session: Session, room_id: int, body: RoomPatch):
     responses={201: MemberOut},
     errors=(403, 409),
 )
-def add_member(session: Session, room_id: int, body: MemberAdd):
+def add_member(session: Session, room_id: int, body: MemberAdd) -> tuple[MemberOut, int]:
     room, me = visible_room(session, room_id, g.user, lock=True)  # lock: max_members
     target_id = body.user_id or g.user.id
     if target_id == g.user.id:
@@ -204,7 +204,7 @@ def add_member(session: Session, room_id: int, body: MemberAdd):
     responses={204: None},
     errors=(403, 409),
 )
-def remove_member(session: Session, room_id: int, user_id: int):
+def remove_member(session: Session, room_id: int, user_id: int) -> tuple[None, int]:
     room, me = member_of(session, room_id, g.user)
     target = membership(session, room.id, user_id)
     if target is None:
@@ -257,7 +257,7 @@ def restore_mute(session: Session, member: RoomMember) -> None:
     responses={200: MemberOut},
     errors=(403,),
 )
-def update_member(session: Session, room_id: int, user_id: int, body: MemberPatch):
+def update_member(session: Session, room_id: int, user_id: int, body: MemberPatch) -> MemberOut:
     room, me = member_of(session, room_id, g.user)
     target = membership(session, room.id, user_id, lock=True)
     if target is None:
@@ -309,8 +309,8 @@ def check_member_change(
         raise forbidden("You may not mute members.")
 
 
-def apply_permissions(target: RoomMember, changes: dict[str, Any]) -> dict[str, list]:
-    changed = {}
+def apply_permissions(target: RoomMember, changes: dict[str, Any]) -> dict[str, list[Any]]:
+    changed: dict[str, list[Any]] = {}
     for name in ("role", "can_invite", "can_manage_messages", "can_manage_members"):
         if name in changes:
             value = RoomMemberRole(changes[name]) if name == "role" else changes[name]

@@ -18,12 +18,12 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 from psycopg import errors as pg_errors
 from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import NotFound
@@ -83,6 +83,11 @@ class Operation:
 
 OPERATIONS: list[Operation] = []
 
+# What a view returns: a body (sent with the operation's first status), a
+# (body or None, status) pair, or a ready Response (a download).
+ViewResult = BaseModel | tuple[BaseModel | None, int] | Response
+View = TypeVar("View", bound=Callable[..., ViewResult])
+
 
 def operation(
     bp: Blueprint,
@@ -97,7 +102,7 @@ def operation(
     multipart: dict[str, Any] | None = None,
     binary: bool = False,
     errors: tuple[int, ...] = (),
-) -> Callable:
+) -> Callable[[View], View]:
     """Declare and register an endpoint. The view is called as
     view(session, **path_args[, body=...][, query=...])."""
     op = Operation(
@@ -105,7 +110,7 @@ def operation(
     )
     OPERATIONS.append(op)
 
-    def decorator(view: Callable) -> Callable:
+    def decorator(view: View) -> View:
         @functools.wraps(view)
         def endpoint(**path_args: Any) -> Response:
             if op.multipart:
@@ -123,7 +128,9 @@ def operation(
     return decorator
 
 
-def _call(view: Callable, op: Operation, session: Session, path_args: dict) -> Any:
+def _call(
+    view: Callable[..., ViewResult], op: Operation, session: Session, path_args: dict[str, Any]
+) -> ViewResult:
     """Authenticate first (no validation detail for anonymous callers), then
     validate, then run the view."""
     if op.auth:
@@ -212,15 +219,13 @@ def parse_query(model: type[BaseModel]) -> BaseModel:
         ) from err
 
 
-def to_response(result: Any, op: Operation) -> Response:
+def to_response(result: ViewResult, op: Operation) -> Response:
     if isinstance(result, Response):
         return result
-    status = next(iter(op.responses))
-    if isinstance(result, tuple):
-        result, status = result
-    if result is None:
+    body, status = result if isinstance(result, tuple) else (result, next(iter(op.responses)))
+    if body is None:
         return Response(status=status)
-    response = jsonify(result.model_dump(mode="json"))
+    response = jsonify(body.model_dump(mode="json"))
     response.status_code = status
     return response
 
@@ -247,10 +252,11 @@ def openapi_document(response_models: list[type[BaseModel]]) -> dict[str, Any]:
     models = {m for op in OPERATIONS for m in (op.body, op.query) if m}
     models |= {m for op in OPERATIONS for m in op.responses.values() if m}
     models |= set(response_models)
+    keyed: list[tuple[type[BaseModel], JsonSchemaMode]]
     keyed = [(m, "validation") for m in models if _is_input(m)]
     keyed += [(m, "serialization") for m in models if not _is_input(m)]
     _, definitions = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
-    paths: dict[str, dict] = {}
+    paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         path = CONVERTER.sub(lambda m: "{" + m.group(2) + "}", op.rule)
         paths.setdefault(path, {})[op.method.lower()] = _operation_object(op)

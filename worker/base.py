@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import cached_property
+from typing import Any
 
 import psycopg
 import redis
+from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.exceptions import Reject
 from sqlalchemy import exc as sqlalchemy_exc
@@ -58,7 +60,7 @@ class VezaTask(Task):
     max_retries = limits.MAX_RETRIES
     soft_time_limit, time_limit = limits.DEFAULT_TIME_LIMITS
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Outcome and run time are logged by Celery's tracer and counted from
         # its events (worker/metrics.py); this adds only what Celery lacks.
         request = self.request
@@ -78,7 +80,14 @@ class VezaTask(Task):
             self._stamp_outbox(outbox.mark_finished, "finish")
         return result
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
         """Failed for good (an error no retry fixes, or retries exhausted):
         the root row stays unfinished, so the reconciler re-drives it; the
         error is what its dead reason will say if it never finishes."""
@@ -86,9 +95,10 @@ class VezaTask(Task):
         self._stamp_outbox(lambda root: outbox.record_error(root, error), "failure")
 
     def _root_id(self) -> str:
-        return self.request.root_id or self.request.id
+        root: str = self.request.root_id or self.request.id
+        return root
 
-    def _stamp_outbox(self, stamp, what: str) -> None:
+    def _stamp_outbox(self, stamp: Callable[[str], None], what: str) -> None:
         """Stamps are bookkeeping: a database blip here must not fail a task
         whose work is done. A lost finish stamp costs one re-drive of
         idempotent work."""
@@ -164,6 +174,7 @@ class VezaTask(Task):
             pipe = self._redis.pipeline()
             pipe.incr(key)
             pipe.expire(key, limits.VISIBILITY_TIMEOUT * 2)
+            redeliveries: int
             redeliveries, _ = pipe.execute()
         except redis.RedisError:
             return False  # the broker just delivered this; if Redis blinked, run it

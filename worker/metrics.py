@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 from celery import Celery
 from kombu.transport.redis import Channel
 from prometheus_client import Counter, Histogram, start_http_server
-from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from veza import outbox
@@ -60,7 +62,7 @@ class BacklogCollector(Collector):
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "veza_exporter_up", "1 when this scrape could read the source", labels=["source"]
         )
@@ -75,7 +77,7 @@ class BacklogCollector(Collector):
             yield from metrics
         yield up
 
-    def from_redis(self):
+    def from_redis(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "veza_queue_depth", "Messages waiting per queue", labels=["queue"]
         )
@@ -94,7 +96,7 @@ class BacklogCollector(Collector):
             value=time.time() - float(stamp) if stamp else -1.0,
         )
 
-    def from_postgres(self):
+    def from_postgres(self) -> Iterator[Metric]:
         owed = outbox.summary()
         yield GaugeMetricFamily(
             "veza_outbox_backlog", "Outbox rows not yet published", value=owed.unsent
@@ -117,7 +119,7 @@ def record_task_events(app: Celery) -> None:
     the id→name mapping from the received event."""
     state = app.events.State()
 
-    def on_event(event: dict) -> None:
+    def on_event(event: dict[str, Any]) -> None:
         state.event(event)
         task = state.tasks.get(event.get("uuid"))
         name = task.name if task and task.name else "unknown"

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 from celery import Celery
@@ -38,8 +39,11 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 # a row whose claim another relay may already have taken over.
 CLAIM_SECONDS = 30
 
+# A claimed row, as claim's RETURNING gives it.
+Claimed = Row[uuid.UUID, str, list[Any], dict[str, Any], str | None, uuid.UUID | None, datetime]
 
-def claim(conn: Connection, batch_size: int = BATCH_SIZE) -> list[Row]:
+
+def claim(conn: Connection, batch_size: int = BATCH_SIZE) -> list[Claimed]:
     """Claim up to `batch_size` unsent rows, oldest first, for CLAIM_SECONDS,
     and commit: the rows are not locked while they are published.
     SKIP LOCKED keeps two relays claiming at once from waiting on each
@@ -96,7 +100,7 @@ def publish_pending(app: Celery, batch_size: int = BATCH_SIZE) -> tuple[int, Exc
     return len(sent), error
 
 
-def publish(app: Celery, rows: Sequence[Row]) -> tuple[list[uuid.UUID], Exception | None]:
+def publish(app: Celery, rows: Sequence[Claimed]) -> tuple[list[uuid.UUID], Exception | None]:
     """Publish claimed rows in order until one fails or half the claim has
     gone by; the ids published, and the error that stopped them."""
     stop_at = time.monotonic() + CLAIM_SECONDS / 2
@@ -152,7 +156,7 @@ def settle(
             )
 
 
-def run_relay(app: Celery, should_stop=lambda: False) -> None:
+def run_relay(app: Celery, should_stop: Callable[[], bool] = lambda: False) -> None:
     """Publish the outbox for as long as the process lives.
 
     Wakes on NOTIFY (sent by a trigger at commit) for low latency, and polls
