@@ -22,17 +22,15 @@ def record(
     severity: AuditSeverity = AuditSeverity.info,
 ) -> None:
     resource_type, resource_id = resource or (None, None)
-    session.add(
-        AuditLog(
-            event_type=event_type,
-            event_data=data,
-            user_id=user_id,
-            room_id=room_id,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            ip_address=client_ip(),
-            user_agent=user_agent(),
-            request_id=request_id(),
-            severity=severity,
-        )
-    )
+    session.add(AuditLog(
+        event_type=event_type,
+        event_data=data,
+        user_id=user_id,
+        room_id=room_id,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        ip_address=client_ip(),
+        user_agent=user_agent(),
+        request_id=request_id(),
+        severity=severity,
+    ))
