@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from api.errors import register_error_handlers
 from db.engine import set_kind
-from veza.settings import get_settings
 from veza.logs import configure_logging
+from veza.settings import get_settings
 
 
-def create_app(config: dict | None = None) -> Flask:
+class _FieldOrderJSON(DefaultJSONProvider):
+    sort_keys = False  # bodies keep the order of the models' fields
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     settings = get_settings()
     # Slightly above the largest upload, so that the upload handler (which
@@ -18,7 +25,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
     app.config["MAX_UPLOAD_BYTES"] = settings.max_upload_bytes
     app.config["REDIS_URL"] = settings.redis_url
-    app.json.sort_keys = False
+    app.json = _FieldOrderJSON(app)
     if config:
         app.config.update(config)
     if not app.testing:

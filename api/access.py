@@ -7,7 +7,7 @@ but not do (a member editing someone else's message).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -46,23 +46,28 @@ def managing_rank(room: Room, member: RoomMember | None) -> int:
     return rank(room, member)
 
 
-def membership(session: Session, room_id: int, user_id: int, *, lock: bool = False
-               ) -> RoomMember | None:
+def membership(
+    session: Session, room_id: int, user_id: int, *, lock: bool = False
+) -> RoomMember | None:
     query = select(RoomMember).where(RoomMember.room_id == room_id, RoomMember.user_id == user_id)
     return session.scalar(query.with_for_update() if lock else query)
 
 
-def visible_room(session: Session, room_id: int, user: User, *, lock: bool = False
-                 ) -> tuple[Room, RoomMember | None]:
+def visible_room(
+    session: Session, room_id: int, user: User, *, lock: bool = False
+) -> tuple[Room, RoomMember | None]:
     """The room and the user's membership (one query); 404 for a private
     room the user is not in. lock=True locks the room row."""
-    query = (select(Room, RoomMember)
-             .outerjoin(RoomMember, (RoomMember.room_id == Room.id) & (RoomMember.user_id == user.id))
-             .where(Room.id == room_id))
+    query = (
+        select(Room, RoomMember)
+        .outerjoin(RoomMember, (RoomMember.room_id == Room.id) & (RoomMember.user_id == user.id))
+        .where(Room.id == room_id)
+    )
     found = session.execute(query.with_for_update(of=Room) if lock else query).first()
     if found is None:
         raise not_found("room")
-    room, member = found
+    room: Room = found[0]
+    member: RoomMember | None = found[1]  # an outer join: None when the user is not in the room
     if member is None and not room.is_public:
         raise not_found("room")
     return room, member
@@ -76,8 +81,9 @@ def member_of(session: Session, room_id: int, user: User) -> tuple[Room, RoomMem
     return room, member
 
 
-def participant_conversation(session: Session, conversation_id: int, user: User
-                             ) -> DirectConversation:
+def participant_conversation(
+    session: Session, conversation_id: int, user: User
+) -> DirectConversation:
     conversation = session.get(DirectConversation, conversation_id)
     if conversation is None or user.id not in conversation.participant_ids:
         raise not_found("conversation")
@@ -90,8 +96,9 @@ def check_conversation_open(conversation: DirectConversation) -> None:
         raise forbidden("This conversation is blocked.")
 
 
-def visible_message(session: Session, message_id: int, user: User, *, lock: bool = False
-                    ) -> tuple[Message, Room | None, RoomMember | None]:
+def visible_message(
+    session: Session, message_id: int, user: User, *, lock: bool = False
+) -> tuple[Message, Room | None, RoomMember | None]:
     """A live message the user may see, with its room and the user's
     membership (both None for a direct message)."""
     query = select(Message).where(Message.id == message_id, Message.is_deleted.is_(False))
@@ -101,6 +108,7 @@ def visible_message(session: Session, message_id: int, user: User, *, lock: bool
     if message.conversation_id is not None:
         participant_conversation(session, message.conversation_id, user)
         return message, None, None
+    assert message.room_id is not None  # the table's CHECK: a room or a conversation, not both
     room, member = visible_room(session, message.room_id, user)
     if past_retention(room, message):
         raise not_found("message")
@@ -111,14 +119,15 @@ def past_retention(room: Room, message: Message) -> bool:
     """Older than the room keeps messages: hidden now, purged by maintenance."""
     if room.message_retention_days <= 0:
         return False
-    cutoff = datetime.now(timezone.utc) - timedelta(days=room.message_retention_days)
+    cutoff = datetime.now(UTC) - timedelta(days=room.message_retention_days)
     return message.created_at < cutoff
 
 
 def muted_now(member: RoomMember) -> bool:
     """Muted until muted_until, or until lifted when it is null."""
-    return member.is_muted and (member.muted_until is None
-                                or member.muted_until > datetime.now(timezone.utc))
+    return member.is_muted and (
+        member.muted_until is None or member.muted_until > datetime.now(UTC)
+    )
 
 
 def can_moderate_messages(room: Room, member: RoomMember | None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,13 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str, fields: dict | None = None, headers=None):
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    fields: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     response = jsonify({"error": {"code": code, "message": message, "fields": fields or {}}})
     response.status_code = status
     for name, value in (headers or {}).items():
@@ -40,17 +46,17 @@ def error_response(status: int, code: str, message: str, fields: dict | None = N
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
-    def _api_error(err: ApiError):
+    def _api_error(err: ApiError) -> Response:
         return error_response(err.status, err.code, err.message, err.fields, err.headers)
 
     @app.errorhandler(HTTPException)
-    def _http_error(err: HTTPException):
+    def _http_error(err: HTTPException) -> Response:
         code = (err.name or "error").lower().replace(" ", "_")
         allow = err.get_response().headers.get("Allow")
         headers = {"Allow": allow} if allow else None
         return error_response(err.code or 500, code, err.description or err.name, headers=headers)
 
     @app.errorhandler(Exception)
-    def _unexpected(err: Exception):
-        log.exception("unhandled error")
+    def _unexpected(err: Exception) -> Response:
+        log.error("unhandled error", exc_info=err)
         return error_response(500, "internal_error", "An unexpected error occurred.")

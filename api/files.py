@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 
-from flask import Blueprint, current_app, g, request, send_file
+from flask import Blueprint, Response, current_app, g, request, send_file
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
@@ -56,10 +57,17 @@ def attached_message(session: Session, room: Room, raw_id: str | None) -> Messag
         return None
     # isdigit() alone accepts digits such as '²' that int() refuses.
     if not (raw_id.isascii() and raw_id.isdigit()) or not 1 <= int(raw_id) <= 2**31 - 1:
-        raise ApiError(422, "validation_failed", "The form is not valid.",
-                       {"message_id": "must be a message id"})
-    message = session.scalar(select(Message).where(
-        Message.id == int(raw_id), Message.room_id == room.id, Message.is_deleted.is_(False)))
+        raise ApiError(
+            422,
+            "validation_failed",
+            "The form is not valid.",
+            {"message_id": "must be a message id"},
+        )
+    message = session.scalar(
+        select(Message).where(
+            Message.id == int(raw_id), Message.room_id == room.id, Message.is_deleted.is_(False)
+        )
+    )
     if message is None:
         raise not_found("message")
     if message.author_id != g.user.id:
@@ -73,34 +81,54 @@ def save_to_storage(upload: FileStorage, file_uuid: uuid.UUID) -> tuple[str, int
     try:
         return storage.save_upload(upload.stream, file_uuid, limit)
     except UploadTooLarge as err:
-        raise ApiError(413, "file_too_large", f"Files are limited to {limit} bytes.",
-                       {"file": f"larger than {limit} bytes"}) from err
+        raise ApiError(
+            413,
+            "file_too_large",
+            f"Files are limited to {limit} bytes.",
+            {"file": f"larger than {limit} bytes"},
+        ) from err
     except EmptyUpload as err:
         raise ApiError(400, "empty_file", "The file is empty.", {"file": "0 bytes"}) from err
     except StorageFull as err:
         # The client can only try again later; the operator must free space.
         log.error("upload refused: %s (STORAGE_DIR %s)", err, storage.root)
-        raise ApiError(507, "insufficient_storage",
-                       "The server has no room to store the file now; try again later.") from err
+        raise ApiError(
+            507,
+            "insufficient_storage",
+            "The server has no room to store the file now; try again later.",
+        ) from err
 
 
-@operation(bp, "POST", "/rooms/<id:room_id>/files", summary="Upload a file (processed later)",
-           multipart=UPLOAD_FORM, responses={202: FileOut}, errors=(403, 409, 413, 507))
-def upload_file(session: Session, room_id: int):
+@operation(
+    bp,
+    "POST",
+    "/rooms/<id:room_id>/files",
+    summary="Upload a file (processed later)",
+    multipart=UPLOAD_FORM,
+    responses={202: FileOut},
+    errors=(403, 409, 413, 507),
+)
+def upload_file(session: Session, room_id: int) -> tuple[FileOut, int]:
     room, member = member_of(session, room_id, g.user)
     check_not_silenced(room, member)
     upload = request.files.get("file")
     if upload is None:
-        raise ApiError(400, "missing_file", "Send the file as multipart field 'file'.",
-                       {"file": "required"})
+        raise ApiError(
+            400, "missing_file", "Send the file as multipart field 'file'.", {"file": "required"}
+        )
     message = attached_message(session, room, request.form.get("message_id"))
     file_uuid = uuid.uuid4()
     relative, size = save_to_storage(upload, file_uuid)
     # If this transaction does not commit, the bytes must not stay behind.
     event.listen(session, "after_rollback", lambda _s: storage.remove(relative), once=True)
     row = File(
-        uuid=file_uuid, filename=str(file_uuid), original_filename=original_filename(upload),
-        file_path=relative, file_size=size, uploaded_by=g.user.id, room_id=room.id,
+        uuid=file_uuid,
+        filename=str(file_uuid),
+        original_filename=original_filename(upload),
+        file_path=relative,
+        file_size=size,
+        uploaded_by=g.user.id,
+        room_id=room.id,
         message_id=message.id if message else None,
         message_created_at=message.created_at if message else None,
         meta={"claimed_mime_type": upload.mimetype or None},
@@ -113,12 +141,18 @@ def upload_file(session: Session, room_id: int):
 
 
 def file_out(row: File) -> FileOut:
-    fields = {name: getattr(row, name) for name in FileOut.model_fields
-              if name not in ("processing_status", "virus_scan_status", "has_thumbnail",
-                              "metadata")}
-    return FileOut(**fields, processing_status=row.processing_status.value,
-                   virus_scan_status=row.virus_scan_status.value,
-                   has_thumbnail=row.thumbnail_path is not None, metadata=row.meta)
+    fields = {
+        name: getattr(row, name)
+        for name in FileOut.model_fields
+        if name not in ("processing_status", "virus_scan_status", "has_thumbnail", "metadata")
+    }
+    return FileOut(
+        **fields,
+        processing_status=row.processing_status.value,
+        virus_scan_status=row.virus_scan_status.value,
+        has_thumbnail=row.thumbnail_path is not None,
+        metadata=row.meta,
+    )
 
 
 def visible_file(session: Session, file_uuid: uuid.UUID, *, lock: bool = False) -> File:
@@ -143,44 +177,74 @@ def released_file(session: Session, file_uuid: uuid.UUID) -> File:
     row = visible_file(session, file_uuid, lock=True)
     status = row.virus_scan_status
     if status is VirusScanStatus.infected:
-        raise ApiError(403, "file_infected", "The file failed its virus scan.",
-                       {"virus_scan_status": status.value})
+        raise ApiError(
+            403,
+            "file_infected",
+            "The file failed its virus scan.",
+            {"virus_scan_status": status.value},
+        )
     if status is not VirusScanStatus.clean:
-        raise ApiError(409, "file_not_scanned",
-                       f"The file is not available yet: its virus scan is {status.value}.",
-                       {"virus_scan_status": status.value, "reason": row.virus_scan_result})
+        raise ApiError(
+            409,
+            "file_not_scanned",
+            f"The file is not available yet: its virus scan is {status.value}.",
+            {"virus_scan_status": status.value, "reason": row.virus_scan_result},
+        )
     return row
 
 
-def attachment(path, mime_type: str, download_name: str):
+def attachment(path: Path, mime_type: str, download_name: str) -> Response:
     if not path.is_file():
         raise not_found("file content")
-    response = send_file(path, mimetype=mime_type, as_attachment=True,
-                         download_name=download_name, conditional=False, etag=False)
+    response = send_file(
+        path,
+        mimetype=mime_type,
+        as_attachment=True,
+        download_name=download_name,
+        conditional=False,
+        etag=False,
+    )
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
-@operation(bp, "GET", "/files/<uuid:file_uuid>", summary="A file's metadata and statuses",
-           responses={200: FileOut})
-def get_file(session: Session, file_uuid: uuid.UUID):
+@operation(
+    bp,
+    "GET",
+    "/files/<uuid:file_uuid>",
+    summary="A file's metadata and statuses",
+    responses={200: FileOut},
+)
+def get_file(session: Session, file_uuid: uuid.UUID) -> FileOut:
     return file_out(visible_file(session, file_uuid))
 
 
-@operation(bp, "GET", "/files/<uuid:file_uuid>/content",
-           summary="The file's bytes, once its scan is clean", responses={200: FileOut},
-           binary=True, errors=(403, 409))
-def get_file_content(session: Session, file_uuid: uuid.UUID):
+@operation(
+    bp,
+    "GET",
+    "/files/<uuid:file_uuid>/content",
+    summary="The file's bytes, once its scan is clean",
+    responses={200: FileOut},
+    binary=True,
+    errors=(403, 409),
+)
+def get_file_content(session: Session, file_uuid: uuid.UUID) -> Response:
     row = released_file(session, file_uuid)
     row.download_count += 1
     # mime_type is what the worker sniffed from the bytes, never the client's claim.
     return attachment(storage.absolute(row.file_path), row.mime_type, row.original_filename)
 
 
-@operation(bp, "GET", "/files/<uuid:file_uuid>/thumbnail",
-           summary="The file's thumbnail, once its scan is clean", responses={200: FileOut},
-           binary=True, errors=(403, 409))
-def get_file_thumbnail(session: Session, file_uuid: uuid.UUID):
+@operation(
+    bp,
+    "GET",
+    "/files/<uuid:file_uuid>/thumbnail",
+    summary="The file's thumbnail, once its scan is clean",
+    responses={200: FileOut},
+    binary=True,
+    errors=(403, 409),
+)
+def get_file_thumbnail(session: Session, file_uuid: uuid.UUID) -> Response:
     row = released_file(session, file_uuid)
     if row.thumbnail_path is None:
         raise not_found("thumbnail")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
+from typing import Any
 
 from flask import Blueprint, g
 from sqlalchemy import func, insert, select, text, update
@@ -18,18 +19,41 @@ from sqlalchemy.orm import Session
 
 from api import audit
 from api.access import (
-    MODERATOR_RANK, can_moderate_messages, check_conversation_open, forbidden, member_of,
-    membership, muted_now, not_found, rank, visible_message, visible_room,
+    MODERATOR_RANK,
+    can_moderate_messages,
+    check_conversation_open,
+    forbidden,
+    member_of,
+    membership,
+    muted_now,
+    not_found,
+    rank,
+    visible_message,
+    visible_room,
 )
 from api.errors import ApiError
 from api.request_context import client_ip, request_id, user_agent
 from api.schemas import (
-    Author, MessageEdit, MessageIn, MessageOut, MessagePage, PageQuery, ReactionIn, ReadIn,
-    RoomStatsOut, UnreadOut,
+    Author,
+    MessageEdit,
+    MessageIn,
+    MessageOut,
+    MessagePage,
+    PageQuery,
+    ReactionIn,
+    ReadIn,
+    RoomStatsOut,
+    UnreadOut,
 )
 from api.spec import operation
 from db.models import (
-    AuditSeverity, DirectConversation, Message, MessageContentType, Reaction, Room, RoomMember,
+    AuditSeverity,
+    DirectConversation,
+    Message,
+    MessageContentType,
+    Reaction,
+    Room,
+    RoomMember,
     User,
 )
 from veza import jobs, outbox
@@ -68,36 +92,50 @@ LIMIT :limit
 """
 
 
-def fetch_messages(session: Session, where: str, params: dict, *, limit: int = 1,
-                   retention_days: int = 0) -> list[MessageOut]:
+def fetch_messages(
+    session: Session,
+    where: str,
+    params: dict[str, Any],
+    *,
+    limit: int = 1,
+    retention_days: int = 0,
+) -> list[MessageOut]:
     """Run MESSAGE_QUERY with `where` (SQL over alias m); messages older
     than the room's retention are hidden even before maintenance purges them."""
     if retention_days > 0:
         where += " AND m.created_at >= now() - make_interval(days => :retention_days)"
         params = params | {"retention_days": retention_days}
-    rows = session.execute(text(MESSAGE_QUERY.replace("{where}", where)),
-                           params | {"viewer": g.user.id, "limit": limit}).mappings()
+    rows = session.execute(
+        text(MESSAGE_QUERY.replace("{where}", where)),
+        params | {"viewer": g.user.id, "limit": limit},
+    ).mappings()
     return [MessageOut.model_validate(dict(row)) for row in rows]
 
 
 def message_out(session: Session, message_id: int, room: Room | None = None) -> MessageOut:
-    found = fetch_messages(session, "m.id = :id", {"id": message_id},
-                           retention_days=room.message_retention_days if room else 0)
+    found = fetch_messages(
+        session,
+        "m.id = :id",
+        {"id": message_id},
+        retention_days=room.message_retention_days if room else 0,
+    )
     if not found:
         raise not_found("message")
     return found[0]
 
 
-def page(session: Session, where: str, params: dict, query: PageQuery,
-         retention_days: int = 0) -> MessagePage:
+def page(
+    session: Session, where: str, params: dict[str, Any], query: PageQuery, retention_days: int = 0
+) -> MessagePage:
     if query.before is not None:
         where += " AND m.id < :before"
         params = params | {"before": query.before}
     # One row more than asked says whether an older page exists.
-    messages = fetch_messages(session, where, params, limit=query.limit + 1,
-                              retention_days=retention_days)
+    messages = fetch_messages(
+        session, where, params, limit=query.limit + 1, retention_days=retention_days
+    )
     more = len(messages) > query.limit
-    messages = messages[:query.limit]
+    messages = messages[: query.limit]
     return MessagePage(messages=messages, next_before=messages[-1].id if more else None)
 
 
@@ -106,56 +144,93 @@ def mentioned_user_ids(session: Session, content: str) -> list[int]:
     names = set(MENTION.findall(content))
     if not names:
         return []
-    return sorted(session.scalars(
-        select(User.id).where(User.username.in_(names), User.deleted_at.is_(None))
-    ))
+    return sorted(
+        session.scalars(select(User.id).where(User.username.in_(names), User.deleted_at.is_(None)))
+    )
 
 
-def parent_reference(session: Session, parent_id: int | None, *, room_id: int | None = None,
-                     conversation_id: int | None = None) -> datetime | None:
+def parent_reference(
+    session: Session,
+    parent_id: int | None,
+    *,
+    room_id: int | None = None,
+    conversation_id: int | None = None,
+) -> datetime | None:
     """The parent's created_at (half of its key), or 404 when the parent is
     not a live message of the same room or conversation."""
     if parent_id is None:
         return None
-    created_at = session.scalar(select(Message.created_at).where(
-        Message.id == parent_id, Message.is_deleted.is_(False),
-        Message.room_id == room_id if room_id else Message.conversation_id == conversation_id,
-    ))
+    created_at = session.scalar(
+        select(Message.created_at).where(
+            Message.id == parent_id,
+            Message.is_deleted.is_(False),
+            Message.room_id == room_id if room_id else Message.conversation_id == conversation_id,
+        )
+    )
     if created_at is None:
         raise not_found("parent message")
     return created_at
 
 
-def create_message(session: Session, body: MessageIn, *, room: Room | None = None,
-                   conversation: DirectConversation | None = None) -> MessageOut:
+def create_message(
+    session: Session,
+    body: MessageIn,
+    *,
+    room: Room | None = None,
+    conversation: DirectConversation | None = None,
+) -> MessageOut:
     """Insert a message and owe its indexing task, in the caller's transaction."""
     room_id = room.id if room else None
     conversation_id = conversation.id if conversation else None
     # INSERT ... RETURNING the whole row: one round trip, and the answer is
     # built from it (a new message has no reactions to aggregate yet).
-    message = session.scalars(insert(Message).returning(Message), [dict(
-        room_id=room_id, conversation_id=conversation_id, author_id=g.user.id,
-        content=body.content, raw_content=body.content,
-        content_type=MessageContentType(body.content_type),
-        parent_message_id=body.parent_message_id,
-        parent_created_at=parent_reference(session, body.parent_message_id, room_id=room_id,
-                                           conversation_id=conversation_id),
-        mentions=mentioned_user_ids(session, body.content),
-        ip_address=client_ip(), user_agent=user_agent(),
-    )]).one()  # a month without a partition fails here (see api.spec)
+    message = session.scalars(
+        insert(Message).returning(Message),
+        [
+            {
+                "room_id": room_id,
+                "conversation_id": conversation_id,
+                "author_id": g.user.id,
+                "content": body.content,
+                "raw_content": body.content,
+                "content_type": MessageContentType(body.content_type),
+                "parent_message_id": body.parent_message_id,
+                "parent_created_at": parent_reference(
+                    session,
+                    body.parent_message_id,
+                    room_id=room_id,
+                    conversation_id=conversation_id,
+                ),
+                "mentions": mentioned_user_ids(session, body.content),
+                "ip_address": client_ip(),
+                "user_agent": user_agent(),
+            }
+        ],
+    ).one()  # a month without a partition fails here (see api.spec)
     outbox.enqueue(session, jobs.INDEX_MESSAGE, message.id, request_id=request_id())
     return new_message_out(message)
 
 
 def new_message_out(message: Message) -> MessageOut:
-    fields = {name: getattr(message, name) for name in MessageOut.model_fields
-              if name not in ("author", "reactions", "content_type", "moderation_status",
-                              "metadata")}
-    author = Author(id=g.user.id, username=g.user.username, display_name=g.user.display_name,
-                    avatar_url=g.user.avatar_url)
-    return MessageOut(**fields, author=author, reactions={}, metadata=message.meta,
-                      content_type=message.content_type.value,
-                      moderation_status=message.moderation_status.value)
+    fields = {
+        name: getattr(message, name)
+        for name in MessageOut.model_fields
+        if name not in ("author", "reactions", "content_type", "moderation_status", "metadata")
+    }
+    author = Author(
+        id=g.user.id,
+        username=g.user.username,
+        display_name=g.user.display_name,
+        avatar_url=g.user.avatar_url,
+    )
+    return MessageOut(
+        **fields,
+        author=author,
+        reactions={},
+        metadata=message.meta,
+        content_type=message.content_type.value,
+        moderation_status=message.moderation_status.value,
+    )
 
 
 def check_not_silenced(room: Room, member: RoomMember) -> None:
@@ -179,37 +254,64 @@ def enforce_slow_mode(session: Session, room: Room, member: RoomMember) -> None:
     concurrent posts by one member cannot both slip through."""
     membership(session, room.id, member.user_id, lock=True)
     elapsed = session.scalar(
-        select(func.extract("epoch", func.now() - func.max(Message.created_at)))
-        .where(Message.room_id == room.id, Message.author_id == member.user_id)
+        select(func.extract("epoch", func.now() - func.max(Message.created_at))).where(
+            Message.room_id == room.id, Message.author_id == member.user_id
+        )
     )
     if elapsed is not None and float(elapsed) < room.slow_mode_seconds:
         wait = max(1, math.ceil(room.slow_mode_seconds - float(elapsed)))
-        raise ApiError(429, "slow_mode", f"Slow mode: wait {wait}s before posting again.",
-                       {"retry_after": wait}, headers={"Retry-After": str(wait)})
+        raise ApiError(
+            429,
+            "slow_mode",
+            f"Slow mode: wait {wait}s before posting again.",
+            {"retry_after": wait},
+            headers={"Retry-After": str(wait)},
+        )
 
 
 # ------------------------------------------------------------------ routes
 
-@operation(bp, "POST", "/rooms/<id:room_id>/messages", summary="Post a message",
-           body=MessageIn, responses={201: MessageOut}, errors=(403, 409, 429))
-def post_room_message(session: Session, room_id: int, body: MessageIn):
+
+@operation(
+    bp,
+    "POST",
+    "/rooms/<id:room_id>/messages",
+    summary="Post a message",
+    body=MessageIn,
+    responses={201: MessageOut},
+    errors=(403, 409, 429),
+)
+def post_room_message(session: Session, room_id: int, body: MessageIn) -> tuple[MessageOut, int]:
     room, member = member_of(session, room_id, g.user)
     check_can_post(session, room, member)
     return create_message(session, body, room=room), 201
 
 
-@operation(bp, "GET", "/rooms/<id:room_id>/messages",
-           summary="Messages, newest first; ?before=<id> for older ones",
-           query=PageQuery, responses={200: MessagePage})
-def list_room_messages(session: Session, room_id: int, query: PageQuery):
+@operation(
+    bp,
+    "GET",
+    "/rooms/<id:room_id>/messages",
+    summary="Messages, newest first; ?before=<id> for older ones",
+    query=PageQuery,
+    responses={200: MessagePage},
+)
+def list_room_messages(session: Session, room_id: int, query: PageQuery) -> MessagePage:
     room, _ = visible_room(session, room_id, g.user)
-    return page(session, "m.room_id = :room_id", {"room_id": room.id}, query,
-                room.message_retention_days)
+    return page(
+        session, "m.room_id = :room_id", {"room_id": room.id}, query, room.message_retention_days
+    )
 
 
-@operation(bp, "PATCH", "/messages/<id:message_id>", summary="Edit your message",
-           body=MessageEdit, responses={200: MessageOut}, errors=(403, 409))
-def edit_message(session: Session, message_id: int, body: MessageEdit):
+@operation(
+    bp,
+    "PATCH",
+    "/messages/<id:message_id>",
+    summary="Edit your message",
+    body=MessageEdit,
+    responses={200: MessageOut},
+    errors=(403, 409),
+)
+def edit_message(session: Session, message_id: int, body: MessageEdit) -> MessageOut:
     message, room, _ = visible_message(session, message_id, g.user, lock=True)
     if message.author_id != g.user.id:
         raise forbidden("Only the author may edit a message.")
@@ -223,21 +325,31 @@ def edit_message(session: Session, message_id: int, body: MessageEdit):
     return message_out(session, message.id, room)
 
 
-@operation(bp, "DELETE", "/messages/<id:message_id>",
-           summary="Delete a message (author, or a room moderator)", responses={204: None},
-           errors=(403,))
-def delete_message(session: Session, message_id: int):
+@operation(
+    bp,
+    "DELETE",
+    "/messages/<id:message_id>",
+    summary="Delete a message (author, or a room moderator)",
+    responses={204: None},
+    errors=(403,),
+)
+def delete_message(session: Session, message_id: int) -> tuple[None, int]:
     message, room, member = visible_message(session, message_id, g.user, lock=True)
     by_author = message.author_id == g.user.id
     if not by_author and not (room is not None and can_moderate_messages(room, member)):
         raise forbidden("Only the author or a moderator may delete this message.")
     message.is_deleted = True
     message.deleted_at = message.updated_at = func.now()
-    if not by_author:
-        audit.record(session, "message_deleted_by_moderator",
-                     {"message_id": message.id, "author_id": message.author_id},
-                     user_id=g.user.id, room_id=room.id, resource=("message", message.id),
-                     severity=AuditSeverity.warning)
+    if room is not None and not by_author:
+        audit.record(
+            session,
+            "message_deleted_by_moderator",
+            {"message_id": message.id, "author_id": message.author_id},
+            user_id=g.user.id,
+            room_id=room.id,
+            resource=("message", message.id),
+            severity=AuditSeverity.warning,
+        )
     # The author's message count changed: the same idempotent recount.
     outbox.enqueue(session, jobs.INDEX_MESSAGE, message.id, request_id=request_id())
     return None, 204
@@ -252,15 +364,27 @@ def set_pinned(session: Session, message_id: int, pinned: bool) -> MessageOut:
     return message_out(session, message.id, room)
 
 
-@operation(bp, "POST", "/messages/<id:message_id>/pin", summary="Pin a message",
-           responses={200: MessageOut}, errors=(403,))
-def pin_message(session: Session, message_id: int):
+@operation(
+    bp,
+    "POST",
+    "/messages/<id:message_id>/pin",
+    summary="Pin a message",
+    responses={200: MessageOut},
+    errors=(403,),
+)
+def pin_message(session: Session, message_id: int) -> MessageOut:
     return set_pinned(session, message_id, True)
 
 
-@operation(bp, "DELETE", "/messages/<id:message_id>/pin", summary="Unpin a message",
-           responses={200: MessageOut}, errors=(403,))
-def unpin_message(session: Session, message_id: int):
+@operation(
+    bp,
+    "DELETE",
+    "/messages/<id:message_id>/pin",
+    summary="Unpin a message",
+    responses={200: MessageOut},
+    errors=(403,),
+)
+def unpin_message(session: Session, message_id: int) -> MessageOut:
     return set_pinned(session, message_id, False)
 
 
@@ -271,7 +395,7 @@ def check_still_writable(session: Session, message: Message, room: Room | None) 
         raise ApiError(409, "room_archived", "The room is archived.")
     if message.conversation_id is not None:
         # Loaded by visible_message already: get() answers from the session.
-        check_conversation_open(session.get(DirectConversation, message.conversation_id))
+        check_conversation_open(session.get_one(DirectConversation, message.conversation_id))
 
 
 def reactable_message(session: Session, message_id: int) -> tuple[Message, Room | None]:
@@ -282,15 +406,28 @@ def reactable_message(session: Session, message_id: int) -> tuple[Message, Room 
     return message, room
 
 
-@operation(bp, "POST", "/messages/<id:message_id>/reactions", summary="React to a message",
-           body=ReactionIn, responses={201: MessageOut}, errors=(403, 409))
-def add_reaction(session: Session, message_id: int, body: ReactionIn):
+@operation(
+    bp,
+    "POST",
+    "/messages/<id:message_id>/reactions",
+    summary="React to a message",
+    body=ReactionIn,
+    responses={201: MessageOut},
+    errors=(403, 409),
+)
+def add_reaction(session: Session, message_id: int, body: ReactionIn) -> tuple[MessageOut, int]:
     message, room = reactable_message(session, message_id)
     inserted = session.execute(
-        text("INSERT INTO reactions (message_id, message_created_at, user_id, emoji) "
-             "VALUES (:id, :created_at, :user, :emoji) ON CONFLICT DO NOTHING RETURNING id"),
-        {"id": message.id, "created_at": message.created_at, "user": g.user.id,
-         "emoji": body.emoji},
+        text(
+            "INSERT INTO reactions (message_id, message_created_at, user_id, emoji) "
+            "VALUES (:id, :created_at, :user, :emoji) ON CONFLICT DO NOTHING RETURNING id"
+        ),
+        {
+            "id": message.id,
+            "created_at": message.created_at,
+            "user": g.user.id,
+            "emoji": body.emoji,
+        },
     ).first()
     if inserted is None:
         raise ApiError(409, "already_reacted", "You already reacted with this emoji.")
@@ -298,14 +435,24 @@ def add_reaction(session: Session, message_id: int, body: ReactionIn):
     return message_out(session, message.id, room), 201
 
 
-@operation(bp, "DELETE", "/messages/<id:message_id>/reactions/<emoji>",
-           summary="Remove your reaction", responses={204: None}, errors=(403,))
-def remove_reaction(session: Session, message_id: int, emoji: str):
+@operation(
+    bp,
+    "DELETE",
+    "/messages/<id:message_id>/reactions/<emoji>",
+    summary="Remove your reaction",
+    responses={204: None},
+    errors=(403,),
+)
+def remove_reaction(session: Session, message_id: int, emoji: str) -> tuple[None, int]:
     message, _ = reactable_message(session, message_id)
-    reaction = session.scalar(select(Reaction).where(
-        Reaction.message_id == message.id, Reaction.message_created_at == message.created_at,
-        Reaction.user_id == g.user.id, Reaction.emoji == emoji,
-    ))
+    reaction = session.scalar(
+        select(Reaction).where(
+            Reaction.message_id == message.id,
+            Reaction.message_created_at == message.created_at,
+            Reaction.user_id == g.user.id,
+            Reaction.emoji == emoji,
+        )
+    )
     if reaction is None:
         raise not_found("reaction")
     session.delete(reaction)
@@ -314,52 +461,88 @@ def remove_reaction(session: Session, message_id: int, emoji: str):
 
 # ------------------------------------------------------- reading and stats
 
+
 def unread(session: Session, room_id: int) -> UnreadOut:
-    count = session.scalar(select(func.calculate_unread_count(g.user.id, room_id)))
+    count = session.execute(select(func.calculate_unread_count(g.user.id, room_id))).scalar_one()
     return UnreadOut(room_id=room_id, unread_count=count)
 
 
-@operation(bp, "POST", "/rooms/<id:room_id>/read", summary="Mark messages read up to one",
-           body=ReadIn, responses={200: UnreadOut}, errors=(403,))
-def mark_read(session: Session, room_id: int, body: ReadIn):
+@operation(
+    bp,
+    "POST",
+    "/rooms/<id:room_id>/read",
+    summary="Mark messages read up to one",
+    body=ReadIn,
+    responses={200: UnreadOut},
+    errors=(403,),
+)
+def mark_read(session: Session, room_id: int, body: ReadIn) -> UnreadOut:
     room, member = member_of(session, room_id, g.user)
-    in_room = session.scalar(select(Message.id).where(Message.id == body.message_id,
-                                                      Message.room_id == room.id))
+    in_room = session.scalar(
+        select(Message.id).where(Message.id == body.message_id, Message.room_id == room.id)
+    )
     if in_room is None:
         raise not_found("message")
     # Only forward: an older marker arriving late must not resurrect unreads.
     session.execute(
-        update(RoomMember).where(RoomMember.id == member.id).values(
+        update(RoomMember)
+        .where(RoomMember.id == member.id)
+        .values(
             last_read_message_id=func.greatest(
-                func.coalesce(RoomMember.last_read_message_id, 0), body.message_id))
+                func.coalesce(RoomMember.last_read_message_id, 0), body.message_id
+            )
+        )
     )
     return unread(session, room.id)
 
 
-@operation(bp, "GET", "/rooms/<id:room_id>/unread", summary="Your unread count",
-           responses={200: UnreadOut}, errors=(403,))
-def unread_count(session: Session, room_id: int):
+@operation(
+    bp,
+    "GET",
+    "/rooms/<id:room_id>/unread",
+    summary="Your unread count",
+    responses={200: UnreadOut},
+    errors=(403,),
+)
+def unread_count(session: Session, room_id: int) -> UnreadOut:
     room, _ = member_of(session, room_id, g.user)
     return unread(session, room.id)
 
 
-@operation(bp, "GET", "/rooms/<id:room_id>/stats",
-           summary="Room statistics, as refreshed by maintenance.refresh_room_stats",
-           responses={200: RoomStatsOut})
-def room_stats(session: Session, room_id: int):
+@operation(
+    bp,
+    "GET",
+    "/rooms/<id:room_id>/stats",
+    summary="Room statistics, as refreshed by maintenance.refresh_room_stats",
+    responses={200: RoomStatsOut},
+)
+def room_stats(session: Session, room_id: int) -> RoomStatsOut:
     # The rollup, not the seed's materialized view: the maintenance task keeps
     # the rollup fresh (same numbers, cheaper refresh; docs/maintenance.md).
     room, _ = visible_room(session, room_id, g.user)
-    row = session.execute(text(
-        "SELECT room_id, member_count, total_messages, messages_24h, messages_7d,"
-        " active_users_24h, last_message_at, reactions_24h"
-        " FROM room_stats_rollup WHERE room_id = :id"
-    ), {"id": room.id}).mappings().first()
+    row = (
+        session.execute(
+            text(
+                "SELECT room_id, member_count, total_messages, messages_24h, messages_7d,"
+                " active_users_24h, last_message_at, reactions_24h"
+                " FROM room_stats_rollup WHERE room_id = :id"
+            ),
+            {"id": room.id},
+        )
+        .mappings()
+        .first()
+    )
     if row is None:  # created or unarchived since the last refresh
         # The exact counters the triggers keep are at hand; the windowed
         # figures wait for the first refresh.
-        return RoomStatsOut(room_id=room.id, member_count=room.member_count,
-                            total_messages=room.message_count,
-                            messages_24h=0, messages_7d=0, active_users_24h=0,
-                            last_message_at=None, reactions_24h=0)
+        return RoomStatsOut(
+            room_id=room.id,
+            member_count=room.member_count,
+            total_messages=room.message_count,
+            messages_24h=0,
+            messages_7d=0,
+            active_users_24h=0,
+            last_message_at=None,
+            reactions_24h=0,
+        )
     return RoomStatsOut.model_validate(dict(row))

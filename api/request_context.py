@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from typing import cast
 
 from flask import Flask, Response, g, request
 
@@ -16,7 +17,7 @@ HEADER = "X-Request-ID"
 
 
 def request_id() -> uuid.UUID:
-    return g.request_id
+    return cast(uuid.UUID, g.request_id)  # set before every request (install, below)
 
 
 def client_ip() -> str | None:

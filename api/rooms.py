@@ -12,8 +12,17 @@ from sqlalchemy.orm import Session
 
 from api import audit
 from api.access import (
-    ADMIN_RANK, MODERATOR_RANK, RANK, forbidden, managing_rank, member_of, membership, muted_now,
-    not_found, rank, visible_room,
+    ADMIN_RANK,
+    MODERATOR_RANK,
+    RANK,
+    forbidden,
+    managing_rank,
+    member_of,
+    membership,
+    muted_now,
+    not_found,
+    rank,
+    visible_room,
 )
 from api.errors import ApiError
 from api.schemas import MemberAdd, MemberOut, MemberPatch, RoomCreate, RoomOut, RoomPatch, UserRef
@@ -33,76 +42,126 @@ def user_ref(user: User) -> UserRef:
 
 
 def room_out(session: Session, room: Room) -> RoomOut:
-    owner = session.get(User, room.owner_id)
-    fields = {name: getattr(room, name) for name in RoomOut.model_fields
-              if name not in ("owner", "metadata")}
+    owner = session.get_one(User, room.owner_id)
+    fields = {
+        name: getattr(room, name)
+        for name in RoomOut.model_fields
+        if name not in ("owner", "metadata")
+    }
     return RoomOut(**fields, owner=user_ref(owner), metadata=room.meta)
 
 
 def member_out(session: Session, room: Room, member: RoomMember) -> MemberOut:
-    fields = {name: getattr(member, name) for name in MemberOut.model_fields
-              if name not in ("user", "role", "is_owner")}
-    return MemberOut(**fields, user=user_ref(session.get(User, member.user_id)),
-                     role=member.role.value, is_owner=member.user_id == room.owner_id)
+    fields = {
+        name: getattr(member, name)
+        for name in MemberOut.model_fields
+        if name not in ("user", "role", "is_owner")
+    }
+    return MemberOut(
+        **fields,
+        user=user_ref(session.get_one(User, member.user_id)),
+        role=member.role.value,
+        is_owner=member.user_id == room.owner_id,
+    )
 
 
 def reject_nulls(changes: dict[str, Any], nullable: set[str]) -> None:
-    nulls = {name: "may not be null" for name, value in changes.items()
-             if value is None and name not in nullable}
+    nulls = {
+        name: "may not be null"
+        for name, value in changes.items()
+        if value is None and name not in nullable
+    }
     if nulls:
         raise ApiError(422, "validation_failed", "The body is not valid.", nulls)
 
 
 # ------------------------------------------------------------------- rooms
 
-@operation(bp, "POST", "/rooms", summary="Create a room (you become its owner)",
-           body=RoomCreate, responses={201: RoomOut})
-def create_room(session: Session, body: RoomCreate):
+
+@operation(
+    bp,
+    "POST",
+    "/rooms",
+    summary="Create a room (you become its owner)",
+    body=RoomCreate,
+    responses={201: RoomOut},
+)
+def create_room(session: Session, body: RoomCreate) -> tuple[RoomOut, int]:
     settings = body.model_dump(exclude_unset=True)
     reject_nulls(settings, NULLABLE_ROOM_FIELDS)
     room = Room(owner_id=g.user.id, **settings)
     session.add(room)
     session.flush()
-    session.add(RoomMember(room_id=room.id, user_id=g.user.id, role=RoomMemberRole.admin,
-                           can_invite=True, can_manage_messages=True, can_manage_members=True))
+    session.add(
+        RoomMember(
+            room_id=room.id,
+            user_id=g.user.id,
+            role=RoomMemberRole.admin,
+            can_invite=True,
+            can_manage_messages=True,
+            can_manage_members=True,
+        )
+    )
     session.flush()
     session.refresh(room)  # server defaults, and member_count as the trigger left it
     return room_out(session, room), 201
 
 
-@operation(bp, "GET", "/rooms/<id:room_id>", summary="A room you can see",
-           responses={200: RoomOut})
-def get_room(session: Session, room_id: int):
+@operation(bp, "GET", "/rooms/<id:room_id>", summary="A room you can see", responses={200: RoomOut})
+def get_room(session: Session, room_id: int) -> RoomOut:
     room, _ = visible_room(session, room_id, g.user)
     return room_out(session, room)
 
 
-@operation(bp, "PATCH", "/rooms/<id:room_id>", summary="Change settings or archive (owner, admin)",
-           body=RoomPatch, responses={200: RoomOut}, errors=(403,))
-def update_room(session: Session, room_id: int, body: RoomPatch):
+@operation(
+    bp,
+    "PATCH",
+    "/rooms/<id:room_id>",
+    summary="Change settings or archive (owner, admin)",
+    body=RoomPatch,
+    responses={200: RoomOut},
+    errors=(403,),
+)
+def update_room(session: Session, room_id: int, body: RoomPatch) -> RoomOut:
     room, member = visible_room(session, room_id, g.user, lock=True)
     if rank(room, member) < ADMIN_RANK:
         raise forbidden("Only the owner or a room admin may change settings.")
     changes = body.model_dump(exclude_unset=True)
     reject_nulls(changes, NULLABLE_ROOM_FIELDS)
-    changed = {name: [getattr(room, name), value] for name, value in changes.items()
-               if getattr(room, name) != value}
+    changed = {
+        name: [getattr(room, name), value]
+        for name, value in changes.items()
+        if getattr(room, name) != value
+    }
     for name, (_, value) in changed.items():
         setattr(room, name, value)
     if changed:
         room.updated_at = func.now()
-        audit.record(session, "room_settings_changed", {"changes": changed}, user_id=g.user.id,
-                     room_id=room.id, resource=("room", room.id))
+        audit.record(
+            session,
+            "room_settings_changed",
+            {"changes": changed},
+            user_id=g.user.id,
+            room_id=room.id,
+            resource=("room", room.id),
+        )
         session.flush()
     return room_out(session, room)
 
 
 # ----------------------------------------------------------------- members
 
-@operation(bp, "POST", "/rooms/<id:room_id>/members",
-           summary="Join a public room ({}), or invite a user ({user_id})",
-           body=MemberAdd, responses={201: MemberOut}, errors=(403, 409))
-def add_member(session: Session, room_id: int, body: MemberAdd):
+
+@operation(
+    bp,
+    "POST",
+    "/rooms/<id:room_id>/members",
+    summary="Join a public room ({}), or invite a user ({user_id})",
+    body=MemberAdd,
+    responses={201: MemberOut},
+    errors=(403, 409),
+)
+def add_member(session: Session, room_id: int, body: MemberAdd) -> tuple[MemberOut, int]:
     room, me = visible_room(session, room_id, g.user, lock=True)  # lock: max_members
     target_id = body.user_id or g.user.id
     if target_id == g.user.id:
@@ -123,8 +182,12 @@ def add_member(session: Session, room_id: int, body: MemberAdd):
     if room.is_archived:
         raise ApiError(409, "room_archived", "The room is archived.")
     if room.member_count >= room.max_members:
-        raise ApiError(409, "room_full", "The room has reached its maximum number of members.",
-                       {"max_members": room.max_members})
+        raise ApiError(
+            409,
+            "room_full",
+            "The room has reached its maximum number of members.",
+            {"max_members": room.max_members},
+        )
     member = RoomMember(room_id=room.id, user_id=target_id, invited_by=invited_by)
     restore_mute(session, member)
     session.add(member)
@@ -133,10 +196,15 @@ def add_member(session: Session, room_id: int, body: MemberAdd):
     return member_out(session, room, member), 201
 
 
-@operation(bp, "DELETE", "/rooms/<id:room_id>/members/<id:user_id>",
-           summary="Leave (your own id) or kick a member", responses={204: None},
-           errors=(403, 409))
-def remove_member(session: Session, room_id: int, user_id: int):
+@operation(
+    bp,
+    "DELETE",
+    "/rooms/<id:room_id>/members/<id:user_id>",
+    summary="Leave (your own id) or kick a member",
+    responses={204: None},
+    errors=(403, 409),
+)
+def remove_member(session: Session, room_id: int, user_id: int) -> tuple[None, int]:
     room, me = member_of(session, room_id, g.user)
     target = membership(session, room.id, user_id)
     if target is None:
@@ -147,8 +215,15 @@ def remove_member(session: Session, room_id: int, user_id: int):
         acting_rank = managing_rank(room, me)
         if acting_rank < MODERATOR_RANK or acting_rank <= rank(room, target):
             raise forbidden("You may not remove this member.")
-        audit.record(session, "member_kicked", {"user_id": user_id}, user_id=g.user.id,
-                     room_id=room.id, resource=("user", user_id), severity=AuditSeverity.warning)
+        audit.record(
+            session,
+            "member_kicked",
+            {"user_id": user_id},
+            user_id=g.user.id,
+            room_id=room.id,
+            resource=("user", user_id),
+            severity=AuditSeverity.warning,
+        )
     remember_mute(session, target)
     session.delete(target)
     return None, 204
@@ -158,8 +233,9 @@ def remember_mute(session: Session, member: RoomMember) -> None:
     """Keep a mute in force past the membership, so that leaving and
     rejoining (or being kicked and invited back) does not lift it."""
     if muted_now(member):
-        session.merge(RoomMute(room_id=member.room_id, user_id=member.user_id,
-                               muted_until=member.muted_until))
+        session.merge(
+            RoomMute(room_id=member.room_id, user_id=member.user_id, muted_until=member.muted_until)
+        )
 
 
 def restore_mute(session: Session, member: RoomMember) -> None:
@@ -172,10 +248,16 @@ def restore_mute(session: Session, member: RoomMember) -> None:
         member.is_muted, member.muted_until = False, None
 
 
-@operation(bp, "PATCH", "/rooms/<id:room_id>/members/<id:user_id>",
-           summary="Change a member's role, permissions or mute", body=MemberPatch,
-           responses={200: MemberOut}, errors=(403,))
-def update_member(session: Session, room_id: int, user_id: int, body: MemberPatch):
+@operation(
+    bp,
+    "PATCH",
+    "/rooms/<id:room_id>/members/<id:user_id>",
+    summary="Change a member's role, permissions or mute",
+    body=MemberPatch,
+    responses={200: MemberOut},
+    errors=(403,),
+)
+def update_member(session: Session, room_id: int, user_id: int, body: MemberPatch) -> MemberOut:
     room, me = member_of(session, room_id, g.user)
     target = membership(session, room.id, user_id, lock=True)
     if target is None:
@@ -186,17 +268,30 @@ def update_member(session: Session, room_id: int, user_id: int, body: MemberPatc
     permission_changes = apply_permissions(target, changes)
     mute_change = apply_mute(target, changes)
     if permission_changes:
-        audit.record(session, "member_permissions_changed", {"changes": permission_changes},
-                     user_id=g.user.id, room_id=room.id, resource=("user", user_id))
+        audit.record(
+            session,
+            "member_permissions_changed",
+            {"changes": permission_changes},
+            user_id=g.user.id,
+            room_id=room.id,
+            resource=("user", user_id),
+        )
     if mute_change:
-        audit.record(session, "member_muted" if target.is_muted else "member_unmuted",
-                     mute_change, user_id=g.user.id, room_id=room.id, resource=("user", user_id))
+        audit.record(
+            session,
+            "member_muted" if target.is_muted else "member_unmuted",
+            mute_change,
+            user_id=g.user.id,
+            room_id=room.id,
+            resource=("user", user_id),
+        )
     session.flush()
     return member_out(session, room, target)
 
 
-def check_member_change(room: Room, me: RoomMember, target: RoomMember,
-                        changes: dict[str, Any]) -> None:
+def check_member_change(
+    room: Room, me: RoomMember, target: RoomMember, changes: dict[str, Any]
+) -> None:
     """Roles and permissions are for the owner and admins, mutes also for
     moderators and can_manage_members; nobody acts on an equal or higher
     rank, or grants a rank equal to their own."""
@@ -214,8 +309,8 @@ def check_member_change(room: Room, me: RoomMember, target: RoomMember,
         raise forbidden("You may not mute members.")
 
 
-def apply_permissions(target: RoomMember, changes: dict[str, Any]) -> dict[str, list]:
-    changed = {}
+def apply_permissions(target: RoomMember, changes: dict[str, Any]) -> dict[str, list[Any]]:
+    changed: dict[str, list[Any]] = {}
     for name in ("role", "can_invite", "can_manage_messages", "can_manage_members"):
         if name in changes:
             value = RoomMemberRole(changes[name]) if name == "role" else changes[name]

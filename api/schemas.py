@@ -9,7 +9,7 @@ models document the seed's JSON shapes; both feed GET /api/v1/openapi.json.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -42,7 +42,7 @@ MAX_MUTE = timedelta(days=3653)
 
 
 def within_max_mute(value: datetime) -> datetime:
-    if value > datetime.now(timezone.utc) + MAX_MUTE:
+    if value > datetime.now(UTC) + MAX_MUTE:
         raise ValueError("must be at most 10 years ahead")
     return value
 
@@ -52,10 +52,12 @@ Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Username = Annotated[Text, StringConstraints(pattern=USERNAME_PATTERN)]
 Email = Annotated[Text, StringConstraints(pattern=EMAIL_PATTERN, max_length=255)]
 Password = Annotated[Text, StringConstraints(min_length=8, max_length=1024)]
-Content = Annotated[Text, StringConstraints(min_length=1, max_length=4000),
-                    AfterValidator(has_visible_text)]
-RoomName = Annotated[Text, StringConstraints(min_length=1, max_length=100),
-                     AfterValidator(has_visible_text)]
+Content = Annotated[
+    Text, StringConstraints(min_length=1, max_length=4000), AfterValidator(has_visible_text)
+]
+RoomName = Annotated[
+    Text, StringConstraints(min_length=1, max_length=100), AfterValidator(has_visible_text)
+]
 Emoji = Annotated[Text, StringConstraints(min_length=1, max_length=20)]
 ContentType = Literal["text", "markdown", "html", "code"]
 MemberRole = Literal["member", "moderator", "admin"]
@@ -66,6 +68,7 @@ class Input(BaseModel):
 
 
 # ------------------------------------------------------------------ input
+
 
 class RegisterIn(Input):
     username: Username
@@ -152,6 +155,7 @@ class PageQuery(BaseModel):
 
 
 # ----------------------------------------------------------------- output
+
 
 class ErrorDetail(BaseModel):
     code: str

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 from psycopg import errors as pg_errors
 from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import NotFound
@@ -82,6 +83,11 @@ class Operation:
 
 OPERATIONS: list[Operation] = []
 
+# What a view returns: a body (sent with the operation's first status), a
+# (body or None, status) pair, or a ready Response (a download).
+ViewResult = BaseModel | tuple[BaseModel | None, int] | Response
+View = TypeVar("View", bound=Callable[..., ViewResult])
+
 
 def operation(
     bp: Blueprint,
@@ -96,14 +102,15 @@ def operation(
     multipart: dict[str, Any] | None = None,
     binary: bool = False,
     errors: tuple[int, ...] = (),
-) -> Callable:
+) -> Callable[[View], View]:
     """Declare and register an endpoint. The view is called as
     view(session, **path_args[, body=...][, query=...])."""
-    op = Operation(method, rule, summary, bp.name, body, query, responses, auth,
-                   multipart, binary, errors)
+    op = Operation(
+        method, rule, summary, bp.name, body, query, responses, auth, multipart, binary, errors
+    )
     OPERATIONS.append(op)
 
-    def decorator(view: Callable) -> Callable:
+    def decorator(view: View) -> View:
         @functools.wraps(view)
         def endpoint(**path_args: Any) -> Response:
             if op.multipart:
@@ -121,7 +128,9 @@ def operation(
     return decorator
 
 
-def _call(view: Callable, op: Operation, session: Session, path_args: dict) -> Any:
+def _call(
+    view: Callable[..., ViewResult], op: Operation, session: Session, path_args: dict[str, Any]
+) -> ViewResult:
     """Authenticate first (no validation detail for anonymous callers), then
     validate, then run the view."""
     if op.auth:
@@ -151,8 +160,12 @@ def run_once_per_partition(work: Callable[[Session], Any]) -> Any:
     except sa_exc.IntegrityError as exc:
         raise_constraint_error(exc)
     except sa_exc.DataError as exc:
-        raise ApiError(422, "invalid_value", "A value is not acceptable.",
-                       {"detail": str(exc.orig).splitlines()[0]}) from exc
+        raise ApiError(
+            422,
+            "invalid_value",
+            "A value is not acceptable.",
+            {"detail": str(exc.orig).splitlines()[0]},
+        ) from exc
 
 
 # Unique constraints on users (idx_users_email_lower: emails in any case).
@@ -167,11 +180,16 @@ def raise_constraint_error(exc: sa_exc.IntegrityError) -> None:
     constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
     if isinstance(orig, pg_errors.UniqueViolation):
         if constraint in ACCOUNT_CONSTRAINTS:  # a register that lost a race
-            raise ApiError(409, "account_exists",
-                           "That username or email is already registered.") from exc
+            raise ApiError(
+                409, "account_exists", "That username or email is already registered."
+            ) from exc
         raise ApiError(409, "conflict", "This already exists.", {"constraint": constraint}) from exc
-    raise ApiError(422, "constraint_violated", "A value breaks a rule of the data model.",
-                   {"constraint": constraint}) from exc
+    raise ApiError(
+        422,
+        "constraint_violated",
+        "A value breaks a rule of the data model.",
+        {"constraint": constraint},
+    ) from exc
 
 
 def validation_fields(err: ValidationError) -> dict[str, str]:
@@ -187,27 +205,27 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
     except ValidationError as err:
         if any(e["type"] == "json_invalid" for e in err.errors()):
             raise ApiError(400, "malformed_json", "The body is not valid JSON.") from err
-        raise ApiError(422, "validation_failed", "The body is not valid.",
-                       validation_fields(err)) from err
+        raise ApiError(
+            422, "validation_failed", "The body is not valid.", validation_fields(err)
+        ) from err
 
 
 def parse_query(model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(request.args.to_dict())
     except ValidationError as err:
-        raise ApiError(422, "validation_failed", "The query string is not valid.",
-                       validation_fields(err)) from err
+        raise ApiError(
+            422, "validation_failed", "The query string is not valid.", validation_fields(err)
+        ) from err
 
 
-def to_response(result: Any, op: Operation) -> Response:
+def to_response(result: ViewResult, op: Operation) -> Response:
     if isinstance(result, Response):
         return result
-    status = next(iter(op.responses))
-    if isinstance(result, tuple):
-        result, status = result
-    if result is None:
+    body, status = result if isinstance(result, tuple) else (result, next(iter(op.responses)))
+    if body is None:
         return Response(status=status)
-    response = jsonify(result.model_dump(mode="json"))
+    response = jsonify(body.model_dump(mode="json"))
     response.status_code = status
     return response
 
@@ -217,9 +235,16 @@ def to_response(result: Any, op: Operation) -> Response:
 CONVERTER = re.compile(r"<(?:(\w+):)?(\w+)>")
 
 ERROR_DESCRIPTIONS = {
-    400: "Malformed request", 401: "Missing or invalid token", 403: "Not allowed",
-    404: "Unknown or hidden", 409: "Conflict", 413: "Too large", 422: "Invalid input",
-    423: "Account locked", 429: "Too many requests", 507: "Insufficient storage",
+    400: "Malformed request",
+    401: "Missing or invalid token",
+    403: "Not allowed",
+    404: "Unknown or hidden",
+    409: "Conflict",
+    413: "Too large",
+    422: "Invalid input",
+    423: "Account locked",
+    429: "Too many requests",
+    507: "Insufficient storage",
 }
 
 
@@ -227,10 +252,11 @@ def openapi_document(response_models: list[type[BaseModel]]) -> dict[str, Any]:
     models = {m for op in OPERATIONS for m in (op.body, op.query) if m}
     models |= {m for op in OPERATIONS for m in op.responses.values() if m}
     models |= set(response_models)
+    keyed: list[tuple[type[BaseModel], JsonSchemaMode]]
     keyed = [(m, "validation") for m in models if _is_input(m)]
     keyed += [(m, "serialization") for m in models if not _is_input(m)]
     _, definitions = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
-    paths: dict[str, dict] = {}
+    paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         path = CONVERTER.sub(lambda m: "{" + m.group(2) + "}", op.rule)
         paths.setdefault(path, {})[op.method.lower()] = _operation_object(op)
@@ -255,27 +281,38 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _operation_object(op: Operation) -> dict[str, Any]:
-    obj: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
-                           "operationId": f"{op.method.lower()}_{op.rule}",
-                           "parameters": _parameters(op), "responses": {}}
+    obj: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": f"{op.method.lower()}_{op.rule}",
+        "parameters": _parameters(op),
+        "responses": {},
+    }
     if op.auth:
         obj["security"] = [{"bearer": []}]
     if op.body is not None:
-        obj["requestBody"] = {"required": True,
-                              "content": {"application/json": {"schema": _ref(op.body)}}}
+        obj["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(op.body)}},
+        }
     if op.multipart is not None:
-        obj["requestBody"] = {"required": True,
-                              "content": {"multipart/form-data": {"schema": op.multipart}}}
+        obj["requestBody"] = {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": op.multipart}},
+        }
     for status, model in op.responses.items():
         if model is None:
             obj["responses"][str(status)] = {"description": "No content"}
         elif op.binary:
             obj["responses"][str(status)] = {
                 "description": "The file's bytes",
-                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            }
         else:
-            obj["responses"][str(status)] = {"description": "OK",
-                                             "content": {"application/json": {"schema": _ref(model)}}}
+            obj["responses"][str(status)] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": _ref(model)}},
+            }
     statuses = set(op.errors) | {404, 422}
     if op.auth:
         statuses.add(401)
@@ -291,8 +328,12 @@ def _operation_object(op: Operation) -> dict[str, Any]:
 
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     params = [
-        {"name": name, "in": "path", "required": True,
-         "schema": PATH_PARAM_SCHEMAS[converter or "string"]}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": PATH_PARAM_SCHEMAS[converter or "string"],
+        }
         for converter, name in CONVERTER.findall(op.rule)
     ]
     if op.query is not None:
@@ -301,6 +342,12 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
             prop = {k: v for k, v in prop.items() if k != "title"}
             if "anyOf" in prop:  # Optional[int]: the absent case is "not sent"
                 prop = next(p for p in prop.pop("anyOf") if p.get("type") != "null") | prop
-            params.append({"name": name, "in": "query",
-                           "required": name in schema.get("required", []), "schema": prop})
+            params.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in schema.get("required", []),
+                    "schema": prop,
+                }
+            )
     return params

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, jsonify
+from flask import Blueprint, Flask, Response, jsonify
 
 from api import auth, conversations, files, messages, request_context, rooms
 from api.schemas import ErrorBody
@@ -14,7 +14,7 @@ docs = Blueprint("openapi", __name__)
 
 
 @docs.get("/openapi.json")
-def openapi_json():
+def openapi_json() -> Response:
     return jsonify(openapi_document([ErrorBody]))
 
 

@@ -30,24 +30,36 @@ import psycopg
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.stack import (  # noqa: E402
-    DATABASE_URL, Stack, celery_worker, cpu_usage, free_port, open_loop, percentile,
-    setup_rooms, throwaway_database, wait_until,
+from bench.stack import (
+    DATABASE_URL,
+    Stack,
+    celery_worker,
+    cpu_usage,
+    free_port,
+    open_loop,
+    percentile,
+    setup_rooms,
+    throwaway_database,
+    wait_until,
 )
 
 GOAL_P50_MS, GOAL_P99_MS = 10.0, 100.0
 
 
-def post_load(port: int, rooms: list[int], tokens: list[str], rate: float, seconds: float
-              ) -> tuple[list[float], int]:
+def post_load(
+    port: int, rooms: list[int], tokens: list[str], rate: float, seconds: float
+) -> tuple[list[float], int]:
     """Post at `rate` per second for `seconds`, one client thread per user;
     the latency in ms of each request that succeeded, and the failures."""
+
     def post(conn, i: int) -> None:
         client = i % len(tokens)
-        conn.request("POST", f"/api/v1/rooms/{rooms[client % len(rooms)]}/messages",
-                     json.dumps({"content": f"load message {i} @bench1"}),
-                     {"Authorization": f"Bearer {tokens[client]}",
-                      "Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            f"/api/v1/rooms/{rooms[client % len(rooms)]}/messages",
+            json.dumps({"content": f"load message {i} @bench1"}),
+            {"Authorization": f"Bearer {tokens[client]}", "Content-Type": "application/json"},
+        )
 
     replies = open_loop(port, rate, seconds, len(tokens), post)
     latencies = [reply.ms for reply in replies if reply.status == 201]
@@ -60,8 +72,10 @@ def bare_inserts(room: int, author: int, count: int) -> list[float]:
     with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
         for i in range(count):
             started = time.perf_counter()
-            conn.execute("INSERT INTO messages (room_id, author_id, content) VALUES (%s, %s, %s)",
-                         (room, author, f"bare insert {i}"))
+            conn.execute(
+                "INSERT INTO messages (room_id, author_id, content) VALUES (%s, %s, %s)",
+                (room, author, f"bare insert {i}"),
+            )
             latencies.append((time.perf_counter() - started) * 1000)
     return latencies
 
@@ -69,18 +83,24 @@ def bare_inserts(room: int, author: int, count: int) -> list[float]:
 def outbox_latencies(expected: int) -> dict[str, list[float]]:
     """Per task, in ms: row to task start (the figure), and its two legs:
     row to published (the relay) and published to started (broker, worker)."""
-    query = ("SELECT count(*) FILTER (WHERE started_at IS NOT NULL) FROM outbox "
-             "WHERE task_name = 'messages.index'")
-    legs = ("SELECT extract(epoch FROM started_at - created_at) * 1000, "
-            "extract(epoch FROM sent_at - created_at) * 1000, "
-            "extract(epoch FROM started_at - sent_at) * 1000 "
-            "FROM outbox WHERE task_name = 'messages.index'")
+    query = (
+        "SELECT count(*) FILTER (WHERE started_at IS NOT NULL) FROM outbox "
+        "WHERE task_name = 'messages.index'"
+    )
+    legs = (
+        "SELECT extract(epoch FROM started_at - created_at) * 1000, "
+        "extract(epoch FROM sent_at - created_at) * 1000, "
+        "extract(epoch FROM started_at - sent_at) * 1000 "
+        "FROM outbox WHERE task_name = 'messages.index'"
+    )
     with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
-        wait_until(lambda: conn.execute(query).fetchone()[0] >= expected, 120,
-                   "every task to start")
+        wait_until(
+            lambda: conn.execute(query).fetchone()[0] >= expected, 120, "every task to start"
+        )
         rows = conn.execute(legs).fetchall()
-    return {name: [float(r[i]) for r in rows]
-            for i, name in enumerate(("start", "relay", "broker"))}
+    return {
+        name: [float(r[i]) for r in rows] for i, name in enumerate(("start", "relay", "broker"))
+    }
 
 
 def main() -> None:
@@ -88,22 +108,36 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--clients", type=int, default=24)
-    parser.add_argument("--rooms", type=int, default=8,
-                        help="rooms the clients post into (1 = every post updates one hot row)")
+    parser.add_argument(
+        "--rooms",
+        type=int,
+        default=8,
+        help="rooms the clients post into (1 = every post updates one hot row)",
+    )
     parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes")
     parser.add_argument("--worker-concurrency", type=int, default=4, help="Celery children")
-    parser.add_argument("--worker-pool", default="prefork", choices=("prefork", "threads"),
-                        help="Celery pool of the default-queue worker")
+    parser.add_argument(
+        "--worker-pool",
+        default="prefork",
+        choices=("prefork", "threads"),
+        help="Celery pool of the default-queue worker",
+    )
     args = parser.parse_args()
 
     with throwaway_database():
         port = free_port()
         base = f"http://127.0.0.1:{port}/api/v1"
-        stack = Stack(port, args.api_workers, {"worker": celery_worker(
-            "default", "default", args.worker_concurrency, args.worker_pool)})
+        stack = Stack(
+            port,
+            args.api_workers,
+            {
+                "worker": celery_worker(
+                    "default", "default", args.worker_concurrency, args.worker_pool
+                )
+            },
+        )
         try:
-            wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").ok, 60,
-                       "the API")
+            wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").ok, 60, "the API")
             rooms, tokens = setup_rooms(base, args.clients, args.rooms)
             before = cpu_usage(stack.roots())
             api_ms, failures = post_load(port, rooms, tokens, args.rate, args.seconds)
@@ -115,11 +149,15 @@ def main() -> None:
             stack.stop()
 
     figures = {
-        "rate_per_s": args.rate, "seconds": args.seconds, "clients": args.clients,
+        "rate_per_s": args.rate,
+        "seconds": args.seconds,
+        "clients": args.clients,
         "rooms": args.rooms,
-        "api_workers": args.api_workers, "worker_concurrency": args.worker_concurrency,
+        "api_workers": args.api_workers,
+        "worker_concurrency": args.worker_concurrency,
         "worker_pool": args.worker_pool,
-        "posts_ok": len(api_ms), "posts_failed": failures,
+        "posts_ok": len(api_ms),
+        "posts_failed": failures,
         "api_post_p50_ms": round(statistics.median(api_ms), 2),
         "api_post_p99_ms": round(percentile(api_ms, 99), 2),
         "bare_insert_p50_ms": round(statistics.median(insert_ms), 2),
@@ -128,25 +166,40 @@ def main() -> None:
         "commit_to_start_p99_ms": round(percentile(task_ms, 99), 2),
         "relay_leg_p50_ms": round(statistics.median(outbox_ms["relay"]), 2),
         "broker_worker_leg_p50_ms": round(statistics.median(outbox_ms["broker"]), 2),
-        "cpu_ms_per_post": {name: round((after[name] - before[name]) * 1000 / len(api_ms), 2)
-                            for name in after},
+        "cpu_ms_per_post": {
+            name: round((after[name] - before[name]) * 1000 / len(api_ms), 2) for name in after
+        },
     }
     f = figures
-    print(f"POST /rooms/{{id}}/messages at {args.rate:.0f}/s: {f['posts_ok']} ok, "
-          f"{f['posts_failed']} failed")
-    print(f"  p50 {f['api_post_p50_ms']} ms vs bare INSERT {f['bare_insert_p50_ms']} ms "
-          f"(x{f['api_post_p50_ms'] / f['bare_insert_p50_ms']:.1f})")
-    print(f"  p99 {f['api_post_p99_ms']} ms vs bare INSERT {f['bare_insert_p99_ms']} ms "
-          f"(x{f['api_post_p99_ms'] / f['bare_insert_p99_ms']:.1f})")
+    print(
+        f"POST /rooms/{{id}}/messages at {args.rate:.0f}/s: {f['posts_ok']} ok, "
+        f"{f['posts_failed']} failed"
+    )
+    print(
+        f"  p50 {f['api_post_p50_ms']} ms vs bare INSERT {f['bare_insert_p50_ms']} ms "
+        f"(x{f['api_post_p50_ms'] / f['bare_insert_p50_ms']:.1f})"
+    )
+    print(
+        f"  p99 {f['api_post_p99_ms']} ms vs bare INSERT {f['bare_insert_p99_ms']} ms "
+        f"(x{f['api_post_p99_ms'] / f['bare_insert_p99_ms']:.1f})"
+    )
     print(f"outbox commit -> task start over {len(task_ms)} tasks:")
-    print(f"  p50 {f['commit_to_start_p50_ms']} ms vs goal {GOAL_P50_MS} ms "
-          f"(x{f['commit_to_start_p50_ms'] / GOAL_P50_MS:.2f})")
-    print(f"  p99 {f['commit_to_start_p99_ms']} ms vs goal {GOAL_P99_MS} ms "
-          f"(x{f['commit_to_start_p99_ms'] / GOAL_P99_MS:.2f})")
-    print(f"  legs (p50): row -> published {f['relay_leg_p50_ms']} ms, "
-          f"published -> started {f['broker_worker_leg_p50_ms']} ms")
-    print("  CPU per post (ms): " + ", ".join(
-        f"{name} {ms}" for name, ms in f["cpu_ms_per_post"].items()))
+    print(
+        f"  p50 {f['commit_to_start_p50_ms']} ms vs goal {GOAL_P50_MS} ms "
+        f"(x{f['commit_to_start_p50_ms'] / GOAL_P50_MS:.2f})"
+    )
+    print(
+        f"  p99 {f['commit_to_start_p99_ms']} ms vs goal {GOAL_P99_MS} ms "
+        f"(x{f['commit_to_start_p99_ms'] / GOAL_P99_MS:.2f})"
+    )
+    print(
+        f"  legs (p50): row -> published {f['relay_leg_p50_ms']} ms, "
+        f"published -> started {f['broker_worker_leg_p50_ms']} ms"
+    )
+    print(
+        "  CPU per post (ms): "
+        + ", ".join(f"{name} {ms}" for name, ms in f["cpu_ms_per_post"].items())
+    )
     print(json.dumps(figures))
 
 

@@ -31,6 +31,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -61,19 +65,22 @@ def peak_rss_mib(argv: list[str]) -> float:
     """Peak RSS of a whole process, by GNU time: its own small process forks
     the command, so the figure is not inflated by ours (Linux carries a
     parent's peak RSS across fork + exec into the child's rusage)."""
-    result = subprocess.run(["/usr/bin/time", "-f", "%M", *argv],
-                            check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *argv], check=True, capture_output=True, text=True
+    )
     return int(result.stderr.strip().splitlines()[-1]) / 1024
 
 
 def row(name: str, ours: float, baseline: float, unit: str, goal: str) -> float:
     ratio = ours / baseline
-    print(f"{name:<11} ours {ours:10.3f} {unit:<8} baseline {baseline:10.3f} {unit:<8} "
-          f"ratio {ratio:5.2f}  (goal {goal})")
+    print(
+        f"{name:<11} ours {ours:10.3f} {unit:<8} baseline {baseline:10.3f} {unit:<8} "
+        f"ratio {ratio:5.2f}  (goal {goal})"
+    )
     return ratio
 
 
-def make_photo() -> "Image.Image":
+def make_photo() -> Image.Image:
     """Photo-like content: smooth gradients plus grain, so JPEG and PNG
     sizes are realistic (neither flat colour nor pure noise)."""
     from PIL import Image
@@ -95,8 +102,11 @@ def bench_hash(path: Path) -> dict:
     megabytes = path.stat().st_size / 1e6
     ours_rate = megabytes / best_time(ours)
     openssl_rate = megabytes / best_time(lambda: run(["openssl", "dgst", "-sha256", str(path)]))
-    return {"hash_mb_s": ours_rate, "openssl_mb_s": openssl_rate,
-            "hash_ratio": row("hash", ours_rate, openssl_rate, "MB/s", ">= 0.9")}
+    return {
+        "hash_mb_s": ours_rate,
+        "openssl_mb_s": openssl_rate,
+        "hash_ratio": row("hash", ours_rate, openssl_rate, "MB/s", ">= 0.9"),
+    }
 
 
 def bench_scan(path: Path) -> dict:
@@ -110,8 +120,11 @@ def bench_scan(path: Path) -> dict:
     ours = best_time(lambda: scanner.scan(path))
     native = clamd.ClamdUnixSocket(get_settings().clamd_socket, timeout=120)
     baseline = best_time(lambda: native.scan(str(path)))
-    figures = {"scan_s": ours, "clamd_scan_s": baseline,
-               "scan_ratio": row("scan", ours, baseline, "s", "<= 1.3")}
+    figures = {
+        "scan_s": ours,
+        "clamd_scan_s": baseline,
+        "scan_ratio": row("scan", ours, baseline, "s", "<= 1.3"),
+    }
 
     # clamd elsewhere: our 1 MiB INSTREAM against the package's own (1 KiB).
     streamed = Scanner(socket_path=None, host="127.0.0.1", port=TCP_PORT)
@@ -123,9 +136,11 @@ def bench_scan(path: Path) -> dict:
 
     ours_tcp = best_time(lambda: streamed.scan(path), repeats=2)
     package_tcp = best_time(package_instream, repeats=2)
-    figures |= {"scan_tcp_s": ours_tcp, "package_instream_s": package_tcp,
-                "scan_tcp_ratio": row("scan-tcp", ours_tcp, package_tcp, "s",
-                                      "none, for information")}
+    figures |= {
+        "scan_tcp_s": ours_tcp,
+        "package_instream_s": package_tcp,
+        "scan_tcp_ratio": row("scan-tcp", ours_tcp, package_tcp, "s", "none, for information"),
+    }
     return figures
 
 
@@ -152,18 +167,30 @@ def bench_thumbnail(name: str, path: Path, goal: str, limit: float) -> dict:
     ours = best_time(lambda: images.write_thumbnail(path, io.BytesIO()))
     vips_time = best_time(lambda: run(vips))
     vips_peak = peak_rss_mib(vips)
-    probe = subprocess.run([sys.executable, "-c", THUMBNAIL_PEAK_PROBE, str(path)],
-                           cwd=ROOT, check=True, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", THUMBNAIL_PEAK_PROBE, str(path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     before_kib, after_kib = map(int, probe.stdout.split())
     ours_peak = (after_kib - before_kib) / 1024
     shutil.rmtree(out_dir)
     ratio = row(name, ours, vips_time, "s", goal)
-    print(f"{'':<11} peak memory: ours +{ours_peak:.1f} MiB over a worker's "
-          f"{before_kib / 1024:.1f} MiB, vipsthumbnail {vips_peak:.1f} MiB whole process")
+    print(
+        f"{'':<11} peak memory: ours +{ours_peak:.1f} MiB over a worker's "
+        f"{before_kib / 1024:.1f} MiB, vipsthumbnail {vips_peak:.1f} MiB whole process"
+    )
     key = name.replace("-", "_")
-    return {f"{key}_s": ours, f"{key}_vips_s": vips_time, f"{key}_ratio": ratio,
-            f"{key}_peak_mib": ours_peak, f"{key}_vips_peak_mib": vips_peak,
-            f"{key}_within_goal": ratio <= limit}
+    return {
+        f"{key}_s": ours,
+        f"{key}_vips_s": vips_time,
+        f"{key}_ratio": ratio,
+        f"{key}_peak_mib": ours_peak,
+        f"{key}_vips_peak_mib": vips_peak,
+        f"{key}_within_goal": ratio <= limit,
+    }
 
 
 def make_uploads(db, user: int, count: int, seed: int) -> list[int]:
@@ -195,10 +222,9 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
     each time, and the best round of each counts: the machine is shared, and
     alternating keeps a burst of someone else's load from landing on one
     side only."""
-    from worker import app
-    from veza.files import pipeline
-
     from tests.uploads import make_user
+    from veza.files import pipeline
+    from worker import app
 
     user = make_user(db)
     worker = conftest.start_worker("bench-files", queues="files,scan")
@@ -216,11 +242,16 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
             for file_id in worker_ids:
                 app.send_task("files.process", args=[file_id])
             conftest.wait_for(
-                lambda: db.execute(
-                    "SELECT count(*) FROM files WHERE id = ANY(%s) AND is_processed",
-                    (worker_ids,),
-                ).fetchone()[0] == count,
-                timeout=600, interval=0.05, what="the workers to process every file",
+                lambda ids=worker_ids: (
+                    db.execute(
+                        "SELECT count(*) FROM files WHERE id = ANY(%s) AND is_processed",
+                        (ids,),
+                    ).fetchone()[0]
+                    == count
+                ),
+                timeout=600,
+                interval=0.05,
+                what="the workers to process every file",
             )
             worker_rates.append(count / (time.perf_counter() - started))
     finally:
@@ -228,16 +259,22 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
     statuses = db.execute("SELECT processing_status::text, count(*) FROM files GROUP BY 1")
     assert dict(statuses.fetchall()) == {"completed": 2 * count * rounds}
     worker_rate, loop_rate = max(worker_rates), max(loop_rates)
-    print(f"{'':<11} rounds, files/s: workers {[round(r, 1) for r in worker_rates]}, "
-          f"loop {[round(r, 1) for r in loop_rates]}")
-    return {"e2e_files_s": worker_rate, "loop_files_s": loop_rate,
-            "e2e_ratio": row("end-to-end", worker_rate, loop_rate, "files/s", ">= 0.8")}
+    print(
+        f"{'':<11} rounds, files/s: workers {[round(r, 1) for r in worker_rates]}, "
+        f"loop {[round(r, 1) for r in loop_rates]}"
+    )
+    return {
+        "e2e_files_s": worker_rate,
+        "loop_files_s": loop_rate,
+        "e2e_ratio": row("end-to-end", worker_rate, loop_rate, "files/s", ">= 0.8"),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--files", type=int, default=30,
-                        help="files per end-to-end round (3 rounds each way)")
+    parser.add_argument(
+        "--files", type=int, default=30, help="files per end-to-end round (3 rounds each way)"
+    )
     args = parser.parse_args()
 
     import psycopg
@@ -252,8 +289,10 @@ def main() -> None:
         big = work / "big.bin"
         block = os.urandom(1024 * 1024)
         with open(big, "wb") as out:
-            for offset in range(0, HASH_FILE_BYTES, len(block)):
-                out.write(block[: HASH_FILE_BYTES - offset])
+            out.writelines(
+                block[: HASH_FILE_BYTES - offset]
+                for offset in range(0, HASH_FILE_BYTES, len(block))
+            )
         photo = make_photo()
         jpeg, png = work / "photo.jpg", work / "photo.png"
         photo.save(jpeg, quality=90)

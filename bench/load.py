@@ -65,12 +65,23 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The test helpers set the environment (a temporary STORAGE_DIR, CLAMD_SOCKET)
 # and bring the clamd used below; the bench's own database and Redis DB win.
-from tests import conftest  # noqa: E402,F401
-from tests.clamav import CLAMD_DIR, Clamd  # noqa: E402
+from tests import conftest  # noqa: F401
+from tests.clamav import CLAMD_DIR, Clamd
 
-from bench.stack import (  # noqa: E402
-    DATABASE_URL, NOT_SENT, REDIS_URL, Stack, celery_worker, cpu_usage, free_port, open_loop,
-    percentile, setup_rooms, throwaway_database, wait_until,
+# isort: split
+from bench.stack import (
+    DATABASE_URL,
+    NOT_SENT,
+    REDIS_URL,
+    Stack,
+    celery_worker,
+    cpu_usage,
+    free_port,
+    open_loop,
+    percentile,
+    setup_rooms,
+    throwaway_database,
+    wait_until,
 )
 
 from veza.settings import reload_settings  # noqa: E402
@@ -101,8 +112,10 @@ def make_image(seed: int) -> tuple[str, bytes, str]:
     draw = ImageDraw.Draw(image)
     for _ in range(6):
         x, y = rng.randrange(140), rng.randrange(100)
-        draw.ellipse((x, y, x + rng.randrange(10, 60), y + rng.randrange(10, 60)),
-                     fill=tuple(rng.randrange(256) for _ in range(3)))
+        draw.ellipse(
+            (x, y, x + rng.randrange(10, 60), y + rng.randrange(10, 60)),
+            fill=tuple(rng.randrange(256) for _ in range(3)),
+        )
     out = io.BytesIO()
     kind = ("PNG", "png", "image/png") if seed % 2 else ("JPEG", "jpg", "image/jpeg")
     image.save(out, kind[0])
@@ -132,12 +145,16 @@ class TaskEvents(threading.Thread):
 
     def run(self) -> None:
         with app.connection() as connection:
-            self.receiver = app.events.Receiver(connection, handlers={
-                "task-received": lambda e: self.root_of.__setitem__(e["uuid"], e["root_id"]),
-                "task-succeeded": lambda e: self.succeeded_at.__setitem__(
-                    e["uuid"], e["timestamp"]),
-                "worker-heartbeat": lambda e: self.workers_seen.add(e["hostname"]),
-            })
+            self.receiver = app.events.Receiver(
+                connection,
+                handlers={
+                    "task-received": lambda e: self.root_of.__setitem__(e["uuid"], e["root_id"]),
+                    "task-succeeded": lambda e: self.succeeded_at.__setitem__(
+                        e["uuid"], e["timestamp"]
+                    ),
+                    "worker-heartbeat": lambda e: self.workers_seen.add(e["hostname"]),
+                },
+            )
             self.receiver.capture(limit=None, timeout=None, wakeup=True)
 
     def stop(self) -> None:
@@ -183,9 +200,10 @@ def write_load(port: int, rooms: list[int], tokens: list[str], args) -> tuple[li
     """Writes at args.rate for args.seconds; returns the replies and the
     indexes of the requests that were uploads."""
     writes = int(args.rate * args.seconds)
-    uploads = [i for i in range(writes)
-               if int((i + 1) * args.upload_share) > int(i * args.upload_share)]
-    bodies = dict(zip(uploads, upload_bodies(len(uploads))))
+    uploads = [
+        i for i in range(writes) if int((i + 1) * args.upload_share) > int(i * args.upload_share)
+    ]
+    bodies = dict(zip(uploads, upload_bodies(len(uploads)), strict=True))
 
     def write(conn, i: int) -> None:
         client = i % len(tokens)
@@ -193,38 +211,52 @@ def write_load(port: int, rooms: list[int], tokens: list[str], args) -> tuple[li
         headers = {"Authorization": f"Bearer {tokens[client]}"}
         if i in bodies:
             body, content_type = bodies[i]
-            conn.request("POST", f"/api/v1/rooms/{room}/files", body,
-                         {**headers, "Content-Type": content_type})
+            conn.request(
+                "POST",
+                f"/api/v1/rooms/{room}/files",
+                body,
+                {**headers, "Content-Type": content_type},
+            )
         else:
-            conn.request("POST", f"/api/v1/rooms/{room}/messages",
-                         json.dumps({"content": f"load message {i}"}),
-                         {**headers, "Content-Type": "application/json"})
+            conn.request(
+                "POST",
+                f"/api/v1/rooms/{room}/messages",
+                json.dumps({"content": f"load message {i}"}),
+                {**headers, "Content-Type": "application/json"},
+            )
 
-    return open_loop(port, args.rate, args.seconds, len(tokens), write,
-                     cutoff=args.seconds + CUTOFF_GRACE_S), uploads
+    return open_loop(
+        port, args.rate, args.seconds, len(tokens), write, cutoff=args.seconds + CUTOFF_GRACE_S
+    ), uploads
 
 
 def unfinished(db: psycopg.Connection, events: TaskEvents) -> int:
     """Writes whose work is not done yet: unsent or unfinished messages.index
     tasks, and files not in a final state."""
-    message_tasks = [str(row[0]) for row in db.execute(
-        "SELECT id FROM outbox WHERE task_name = 'messages.index'")]
+    message_tasks = [
+        str(row[0])
+        for row in db.execute("SELECT id FROM outbox WHERE task_name = 'messages.index'")
+    ]
     open_files = db.execute(
         "SELECT count(*) FROM files WHERE processing_status::text <> ALL(%s)",
-        (list(FINAL_FILE_STATES),)).fetchone()[0]
+        (list(FINAL_FILE_STATES),),
+    ).fetchone()[0]
     return sum(task not in events.succeeded_at for task in message_tasks) + open_files
 
 
-def latencies(db: psycopg.Connection, events: TaskEvents, task_name: str
-              ) -> tuple[list[float], list[float]]:
+def latencies(
+    db: psycopg.Connection, events: TaskEvents, task_name: str
+) -> tuple[list[float], list[float]]:
     """Per outbox row of `task_name`, in ms: commit to done, commit to start."""
     rows = db.execute(
         "SELECT id::text, extract(epoch FROM created_at), "
         "extract(epoch FROM started_at - created_at) * 1000 FROM outbox WHERE task_name = %s",
-        (task_name,)).fetchall()
+        (task_name,),
+    ).fetchall()
     done = events.done_times()
-    to_done = [(done[row_id] - float(created)) * 1000 for row_id, created, _ in rows
-               if row_id in done]
+    to_done = [
+        (done[row_id] - float(created)) * 1000 for row_id, created, _ in rows if row_id in done
+    ]
     to_start = [float(start) for _, _, start in rows if start is not None]
     return to_done, to_start
 
@@ -232,8 +264,11 @@ def latencies(db: psycopg.Connection, events: TaskEvents, task_name: str
 def spread(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p90": None, "p99": None}
-    return {"p50": round(statistics.median(values), 1), "p90": round(percentile(values, 90), 1),
-            "p99": round(percentile(values, 99), 1)}
+    return {
+        "p50": round(statistics.median(values), 1),
+        "p90": round(percentile(values, 90), 1),
+        "p99": round(percentile(values, 99), 1),
+    }
 
 
 def print_series(samples: list[tuple[float, dict[str, int]]], load_end: float) -> None:
@@ -253,10 +288,14 @@ def run(args) -> dict:
     stack = None
     try:
         clamd_server.start()
-        stack = Stack(port, args.api_workers, {
-            "worker-default": celery_worker("default", "default", args.message_concurrency),
-            "worker-files": celery_worker("files", "files,scan", args.file_concurrency),
-        })
+        stack = Stack(
+            port,
+            args.api_workers,
+            {
+                "worker-default": celery_worker("default", "default", args.message_concurrency),
+                "worker-files": celery_worker("files", "files,scan", args.file_concurrency),
+            },
+        )
         wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").ok, 60, "the API")
         rooms, tokens = setup_rooms(base, args.clients, args.rooms)
         events.start()
@@ -278,8 +317,11 @@ def run(args) -> dict:
             events.stop()
             message_done, message_start = latencies(db, events, "messages.index")
             file_done, file_start = latencies(db, events, "files.process")
-            file_states = dict(db.execute(
-                "SELECT processing_status::text, count(*) FROM files GROUP BY 1").fetchall())
+            file_states = dict(
+                db.execute(
+                    "SELECT processing_status::text, count(*) FROM files GROUP BY 1"
+                ).fetchall()
+            )
     finally:
         sampler.stop()
         events.stop()
@@ -290,20 +332,30 @@ def run(args) -> dict:
     upload_set = set(uploads)
     served = [r for r in replies if r.status in (201, 202)]
     not_sent = sum(reply.status == NOT_SENT for reply in replies)
-    errors = Counter(str(reply.status) for reply in replies
-                     if reply.status not in (201, 202, NOT_SENT))
-    at_load_end = next((d for t, d in reversed(sampler.samples) if t <= load_end),
-                       sampler.samples[0][1])
+    errors = Counter(
+        str(reply.status) for reply in replies if reply.status not in (201, 202, NOT_SENT)
+    )
+    at_load_end = next(
+        (d for t, d in reversed(sampler.samples) if t <= load_end), sampler.samples[0][1]
+    )
     print_series(sampler.samples, load_end)
     writes = len(replies)
     return {
-        "rate_per_s": args.rate, "seconds": args.seconds, "upload_share": args.upload_share,
-        "clients": args.clients, "rooms": args.rooms, "api_workers": args.api_workers,
+        "rate_per_s": args.rate,
+        "seconds": args.seconds,
+        "upload_share": args.upload_share,
+        "clients": args.clients,
+        "rooms": args.rooms,
+        "api_workers": args.api_workers,
         "message_concurrency": args.message_concurrency,
-        "file_concurrency": args.file_concurrency, "cpus": os.cpu_count(),
-        "writes_offered": writes, "uploads_offered": len(uploads),
-        "served": len(served), "not_sent_by_cutoff": not_sent,
-        "errors": sum(errors.values()), "errors_by_status": dict(errors),
+        "file_concurrency": args.file_concurrency,
+        "cpus": os.cpu_count(),
+        "writes_offered": writes,
+        "uploads_offered": len(uploads),
+        "served": len(served),
+        "not_sent_by_cutoff": not_sent,
+        "errors": sum(errors.values()),
+        "errors_by_status": dict(errors),
         "load_wall_seconds": round(load_end, 1),
         "served_rate_per_s": round(len(served) / load_end, 1),
         "api_message_ms": spread([r.ms for r in served if r.index not in upload_set]),
@@ -311,17 +363,21 @@ def run(args) -> dict:
         "depth_max": {name: max(d[name] for _, d in sampler.samples) for name in QUEUES_AND_OUTBOX},
         "depth_at_load_end": at_load_end,
         "depth_final": sampler.samples[-1][1],
-        "drained": left == 0, "drain_seconds": round(drained_after, 1),
+        "drained": left == 0,
+        "drain_seconds": round(drained_after, 1),
         "unfinished_at_end": left,
-        "depth_series_5s": [[round(t)] + list(d.values()) for t, d in sampler.samples[4::5]],
+        "depth_series_5s": [[round(t), *d.values()] for t, d in sampler.samples[4::5]],
         "message_commit_to_done_ms": spread(message_done),
         "message_commit_to_start_ms": spread(message_start),
         "messages_done": len(message_done),
         "upload_commit_to_done_ms": spread(file_done),
         "upload_commit_to_start_ms": spread(file_start),
-        "uploads_done": len(file_done), "file_states": file_states,
-        "cpu_ms_per_write": {name: round((after[name] - before[name]) * 1000 / max(len(served), 1), 2)
-                             for name in after},
+        "uploads_done": len(file_done),
+        "file_states": file_states,
+        "cpu_ms_per_write": {
+            name: round((after[name] - before[name]) * 1000 / max(len(served), 1), 2)
+            for name in after
+        },
     }
 
 
@@ -331,27 +387,35 @@ def ratio(ours: float | None, baseline: float | None) -> str:
 
 def report(f: dict) -> None:
     offered = f["writes_offered"] / f["seconds"]
-    print(f"writes: {f['writes_offered']} offered ({f['uploads_offered']} uploads), "
-          f"{f['served']} served, {f['errors']} errors {f['errors_by_status'] or ''}, "
-          f"{f['not_sent_by_cutoff']} not sent (every client thread busy until the cutoff)")
-    print(f"  served {f['served_rate_per_s']}/s vs offered {offered:.0f}/s "
-          f"({ratio(f['served_rate_per_s'], offered)})")
+    print(
+        f"writes: {f['writes_offered']} offered ({f['uploads_offered']} uploads), "
+        f"{f['served']} served, {f['errors']} errors {f['errors_by_status'] or ''}, "
+        f"{f['not_sent_by_cutoff']} not sent (every client thread busy until the cutoff)"
+    )
+    print(
+        f"  served {f['served_rate_per_s']}/s vs offered {offered:.0f}/s "
+        f"({ratio(f['served_rate_per_s'], offered)})"
+    )
     for kind in ("message", "upload"):
         api = f[f"api_{kind}_ms"]
         print(f"  POST {kind}: p50 {api['p50']} ms, p99 {api['p99']} ms")
     print("queue depth: max " + ", ".join(f"{k} {v}" for k, v in f["depth_max"].items()))
     print("  at load end " + ", ".join(f"{k} {v}" for k, v in f["depth_at_load_end"].items()))
-    print(f"  drained: {f['drained']} ({f['drain_seconds']} s after the load stopped vs "
-          f"{f['seconds']} s of load, x{f['drain_seconds'] / f['seconds']:.2f}; "
-          f"{f['unfinished_at_end']} writes unfinished)")
+    print(
+        f"  drained: {f['drained']} ({f['drain_seconds']} s after the load stopped vs "
+        f"{f['seconds']} s of load, x{f['drain_seconds'] / f['seconds']:.2f}; "
+        f"{f['unfinished_at_end']} writes unfinished)"
+    )
     for kind, count in (("message", "messages_done"), ("upload", "uploads_done")):
         done, start = f[f"{kind}_commit_to_done_ms"], f[f"{kind}_commit_to_start_ms"]
         print(f"{kind} commit -> done over {f[count]} writes (vs commit -> start):")
         for pct in ("p50", "p90", "p99"):
             print(f"  {pct} {done[pct]} ms vs {start[pct]} ms ({ratio(done[pct], start[pct])})")
     print(f"file states: {f['file_states']}")
-    print("CPU per write (ms): " + ", ".join(
-        f"{name} {ms}" for name, ms in f["cpu_ms_per_write"].items()))
+    print(
+        "CPU per write (ms): "
+        + ", ".join(f"{name} {ms}" for name, ms in f["cpu_ms_per_write"].items())
+    )
 
 
 def main() -> None:
@@ -362,12 +426,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=24)
     parser.add_argument("--rooms", type=int, default=8)
     parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes")
-    parser.add_argument("--message-concurrency", type=int, default=4,
-                        help="children of the default-queue worker")
-    parser.add_argument("--file-concurrency", type=int, default=2,
-                        help="children of the files,scan worker")
-    parser.add_argument("--drain-timeout", type=float, default=90,
-                        help="seconds to wait for the work to finish after the load")
+    parser.add_argument(
+        "--message-concurrency", type=int, default=4, help="children of the default-queue worker"
+    )
+    parser.add_argument(
+        "--file-concurrency", type=int, default=2, help="children of the files,scan worker"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=90,
+        help="seconds to wait for the work to finish after the load",
+    )
     args = parser.parse_args()
     try:
         with throwaway_database():

@@ -33,8 +33,12 @@ def bench_database(name: str) -> Iterator[str]:
     os.environ["DATABASE_URL"] = url
     reload_settings()
     try:
-        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         yield url
     finally:
         from db.engine import get_engine
@@ -44,12 +48,14 @@ def bench_database(name: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def generate(conn: psycopg.Connection, messages: int, rooms: int, days: int,
-             users: int = 100) -> None:
+def generate(
+    conn: psycopg.Connection, messages: int, rooms: int, days: int, users: int = 100
+) -> None:
     """`rooms` rooms, `messages` messages spread evenly over the rooms and
     the last `days` days, one reaction each (made when the message was)."""
     conn.execute(
-        "SELECT create_monthly_partitions('messages', (now() - make_interval(days => %s))::date, %s)",
+        "SELECT create_monthly_partitions('messages',"
+        " (now() - make_interval(days => %s))::date, %s)",
         (days + 31, days // 28 + 3),
     )
     conn.execute(
@@ -83,7 +89,8 @@ def generate(conn: psycopg.Connection, messages: int, rooms: int, days: int,
 def recount(conn: psycopg.Connection) -> None:
     conn.execute(
         "UPDATE rooms r SET message_count = c.n, last_activity_at = c.last"
-        " FROM (SELECT room_id, count(*) FILTER (WHERE NOT is_deleted) AS n, max(created_at) AS last"
+        " FROM (SELECT room_id, count(*) FILTER (WHERE NOT is_deleted) AS n,"
+        "  max(created_at) AS last"
         "  FROM messages WHERE room_id IS NOT NULL GROUP BY room_id) c WHERE r.id = c.room_id"
     )
 

@@ -33,7 +33,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.maintenance_data import bench_database, counters_exact, generate, recount  # noqa: E402
+from bench.maintenance_data import bench_database, counters_exact, generate, recount
 
 
 def old_month_start(conn: psycopg.Connection) -> str:
@@ -83,8 +83,10 @@ class Writer(threading.Thread):
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.stopping.is_set():
                 started = time.perf_counter()
-                conn.execute("INSERT INTO messages (room_id, author_id, content) VALUES (%s, 1, 'hi')",
-                             (random.randint(1, self.rooms),))
+                conn.execute(
+                    "INSERT INTO messages (room_id, author_id, content) VALUES (%s, 1, 'hi')",
+                    (random.randint(1, self.rooms),),
+                )
                 self.latencies.append(time.perf_counter() - started)
                 time.sleep(0.005)
 
@@ -118,9 +120,9 @@ def main() -> None:
 
     with bench_database("veza_bench_retention") as url:
         from db.engine import libpq_url, set_kind
-        from worker import app
-        from veza.messages import retention
         from veza.maintenance.run import Run
+        from veza.messages import retention
+        from worker import app
 
         app.loader.import_default_modules()
         set_kind("maintenance")  # runs the purge in this process, as a maintenance task would
@@ -129,28 +131,40 @@ def main() -> None:
         started = time.perf_counter()
         generate(conn, args.messages, args.rooms, args.days)
         add_old_month(conn, args.old_month_messages, first_retention_room, args.retention_rooms)
-        conn.execute("UPDATE rooms SET message_retention_days = 30 WHERE id >= %s",
-                     (first_retention_room,))
+        conn.execute(
+            "UPDATE rooms SET message_retention_days = 30 WHERE id >= %s", (first_retention_room,)
+        )
         recount(conn)
         conn.execute("VACUUM ANALYZE")
         generated_s = time.perf_counter() - started
         total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
         month = old_month_start(conn)
 
-        delete_rows_s, delete_rows = timed(conn, (
-            "DELETE FROM messages m USING rooms r WHERE m.room_id = r.id"
-            " AND r.message_retention_days > 0"
-            " AND m.created_at < now() - make_interval(days => r.message_retention_days)"
-            " AND m.created_at >= %s::date + interval '1 month'"), (month,))
-        delete_month_s, delete_month_rows = timed(conn, (
-            "DELETE FROM messages WHERE created_at >= %s::date"
-            " AND created_at < %s::date + interval '1 month'"), (month, month))
+        delete_rows_s, delete_rows = timed(
+            conn,
+            (
+                "DELETE FROM messages m USING rooms r WHERE m.room_id = r.id"
+                " AND r.message_retention_days > 0"
+                " AND m.created_at < now() - make_interval(days => r.message_retention_days)"
+                " AND m.created_at >= %s::date + interval '1 month'"
+            ),
+            (month,),
+        )
+        delete_month_s, delete_month_rows = timed(
+            conn,
+            (
+                "DELETE FROM messages WHERE created_at >= %s::date"
+                " AND created_at < %s::date + interval '1 month'"
+            ),
+            (month, month),
+        )
         conn.execute("VACUUM ANALYZE")
 
         run = Run("bench", 0, False)
         _, baseline_p99, _ = measure_writer(url, args.rooms, lambda: time.sleep(5))
-        drop_s, _, _ = measure_writer(url, args.rooms,
-                                      lambda: retention.drop_covered_message_partitions(run))
+        drop_s, _, _ = measure_writer(
+            url, args.rooms, lambda: retention.drop_covered_message_partitions(run)
+        )
         dropped_rows = run.counts["messages_deleted"]
 
         def purge_rooms() -> None:
@@ -162,25 +176,38 @@ def main() -> None:
         exact = counters_exact(conn)
 
     figures = {
-        "messages": total, "rooms": args.rooms, "generate_s": round(generated_s, 1),
-        "purge_rows": purged_rows, "purge_rows_s": round(purged_rows / purge_s),
-        "set_delete_rows": delete_rows, "set_delete_rows_s": round(delete_rows / delete_rows_s),
+        "messages": total,
+        "rooms": args.rooms,
+        "generate_s": round(generated_s, 1),
+        "purge_rows": purged_rows,
+        "purge_rows_s": round(purged_rows / purge_s),
+        "set_delete_rows": delete_rows,
+        "set_delete_rows_s": round(delete_rows / delete_rows_s),
         "purge_ratio": round(purged_rows / purge_s / (delete_rows / delete_rows_s), 3),
         "insert_p99_ms_during_purge": round(purge_p99, 2),
-        "insert_p99_ms_baseline": round(baseline_p99, 2), "inserts_during_purge": inserts,
-        "partition_rows": dropped_rows, "partition_drop_s": round(drop_s, 3),
-        "partition_delete_rows": delete_month_rows, "partition_delete_s": round(delete_month_s, 3),
+        "insert_p99_ms_baseline": round(baseline_p99, 2),
+        "inserts_during_purge": inserts,
+        "partition_rows": dropped_rows,
+        "partition_drop_s": round(drop_s, 3),
+        "partition_delete_rows": delete_month_rows,
+        "partition_delete_s": round(delete_month_s, 3),
         "partition_drop_speedup": round(delete_month_s / drop_s, 2),
         "counters_exact": exact,
     }
-    print(f"purge:      {figures['purge_rows_s']} rows/s vs set-based DELETE "
-          f"{figures['set_delete_rows_s']} rows/s -> {figures['purge_ratio']}x (goal >= 0.5x)")
-    print(f"insert p99: {figures['insert_p99_ms_during_purge']} ms during purge vs "
-          f"{figures['insert_p99_ms_baseline']} ms before -> "
-          f"{purge_p99 / baseline_p99:.2f}x (goal <= 50 ms)")
-    print(f"partition:  drop {figures['partition_drop_s']} s vs DELETE of its rows "
-          f"{figures['partition_delete_s']} s -> {figures['partition_drop_speedup']}x faster "
-          "(the drop also archives every row)")
+    print(
+        f"purge:      {figures['purge_rows_s']} rows/s vs set-based DELETE "
+        f"{figures['set_delete_rows_s']} rows/s -> {figures['purge_ratio']}x (goal >= 0.5x)"
+    )
+    print(
+        f"insert p99: {figures['insert_p99_ms_during_purge']} ms during purge vs "
+        f"{figures['insert_p99_ms_baseline']} ms before -> "
+        f"{purge_p99 / baseline_p99:.2f}x (goal <= 50 ms)"
+    )
+    print(
+        f"partition:  drop {figures['partition_drop_s']} s vs DELETE of its rows "
+        f"{figures['partition_delete_s']} s -> {figures['partition_drop_speedup']}x faster "
+        "(the drop also archives every row)"
+    )
     print(json.dumps(figures))
 
 

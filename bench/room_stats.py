@@ -23,10 +23,12 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.maintenance_data import bench_database, generate  # noqa: E402
+from bench.maintenance_data import bench_database, generate
 
-COLUMNS = ("room_id, name, member_count, total_messages, messages_24h, messages_7d,"
-           " active_users_24h, last_message_at, reactions_24h")
+COLUMNS = (
+    "room_id, name, member_count, total_messages, messages_24h, messages_7d,"
+    " active_users_24h, last_message_at, reactions_24h"
+)
 
 
 def seconds(conn: psycopg.Connection, sql: str) -> float:
@@ -46,7 +48,9 @@ def main() -> None:
     with bench_database("veza_bench_room_stats") as url:
         from db.engine import libpq_url
 
-        conn = psycopg.connect(libpq_url(url, kind="maintenance"), autocommit=True)  # long statements
+        conn = psycopg.connect(
+            libpq_url(url, kind="maintenance"), autocommit=True
+        )  # long statements
         generate(conn, args.messages, args.rooms, args.days)
         conn.execute("REFRESH MATERIALIZED VIEW room_stats")
         conn.execute("SELECT refresh_room_stats_rollup()")
@@ -65,21 +69,28 @@ def main() -> None:
             differing = conn.execute(
                 f"SELECT count(*) FROM ((SELECT {COLUMNS} FROM room_stats_rollup"
                 f" EXCEPT SELECT {COLUMNS} FROM room_stats) UNION ALL"
-                f" (SELECT {COLUMNS} FROM room_stats EXCEPT SELECT {COLUMNS} FROM room_stats_rollup)) d"
+                f" (SELECT {COLUMNS} FROM room_stats"
+                f" EXCEPT SELECT {COLUMNS} FROM room_stats_rollup)) d"
             ).fetchone()[0]
             rooms = conn.execute("SELECT count(*) FROM room_stats").fetchone()[0]
         total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
 
     best_rollup, best_full = min(rollup_s), min(full_s)
     figures = {
-        "messages": total, "rooms": rooms, "rounds": args.rounds,
-        "rollup_refresh_s": round(best_rollup, 4), "full_refresh_concurrently_s": round(best_full, 4),
-        "speedup": round(best_full / best_rollup, 1), "identical": differing == 0,
+        "messages": total,
+        "rooms": rooms,
+        "rounds": args.rounds,
+        "rollup_refresh_s": round(best_rollup, 4),
+        "full_refresh_concurrently_s": round(best_full, 4),
+        "speedup": round(best_full / best_rollup, 1),
+        "identical": differing == 0,
         "differing_rows": differing,
     }
-    print(f"refresh after 1,000 new messages: rollup {best_rollup:.4f} s vs REFRESH MATERIALIZED"
-          f" VIEW CONCURRENTLY {best_full:.4f} s -> {figures['speedup']}x faster (goal >= 10x);"
-          f" identical numbers: {differing == 0} ({rooms} rooms)")
+    print(
+        f"refresh after 1,000 new messages: rollup {best_rollup:.4f} s vs REFRESH MATERIALIZED"
+        f" VIEW CONCURRENTLY {best_full:.4f} s -> {figures['speedup']}x faster (goal >= 10x);"
+        f" identical numbers: {differing == 0} ({rooms} rooms)"
+    )
     print(json.dumps(figures))
 
 

@@ -36,7 +36,7 @@ PASSWORD = "bench password"
 
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def free_port() -> int:
@@ -56,9 +56,13 @@ def throwaway_database() -> Iterator[str]:
     happened. Yields its URL."""
     admin(f'CREATE DATABASE "{BENCH_DB}"')
     try:
-        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT,
-                       check=True, env={**os.environ, "DATABASE_URL": DATABASE_URL},
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "DATABASE_URL": DATABASE_URL},
+            capture_output=True,
+        )
         yield DATABASE_URL
     finally:
         admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
@@ -76,9 +80,12 @@ def cpu_seconds_by_process() -> dict[int, tuple[int, float, str]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks,
-                                  cmdline)
+        fields = stat[stat.rindex(")") + 2 :].split()
+        table[int(entry.name)] = (
+            int(fields[1]),
+            (int(fields[11]) + int(fields[12])) / ticks,
+            cmdline,
+        )
     return table
 
 
@@ -101,9 +108,26 @@ def cpu_usage(roots: dict[str, int]) -> dict[str, float]:
 
 def celery_worker(name: str, queues: str, concurrency: int, pool: str = "prefork") -> list[str]:
     """The command line of a Celery worker serving `queues`."""
-    return [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
-            "-c", str(concurrency), "-P", pool, "-n", f"bench-{name}-{os.getpid()}@%h",
-            "--without-mingle", "--without-gossip", "-l", "WARNING"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "-P",
+        pool,
+        "-n",
+        f"bench-{name}-{os.getpid()}@%h",
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "WARNING",
+    ]
 
 
 class Stack:
@@ -111,21 +135,41 @@ class Stack:
     command line), as child processes sharing one log file."""
 
     def __init__(self, port: int, api_workers: int, workers: dict[str, list[str]]) -> None:
-        env = {**os.environ, "DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL,
-               "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "8"}
-        self.log = open(f"/tmp/veza-bench-{os.getpid()}.log", "ab")
+        env = {
+            **os.environ,
+            "DATABASE_URL": DATABASE_URL,
+            "REDIS_URL": REDIS_URL,
+            "LOG_LEVEL": "WARNING",
+            "DB_POOL_SIZE": "8",
+        }
+        # Open for the stack's lifetime, shared by its processes; stop() closes it.
+        self.log = open(f"/tmp/veza-bench-{os.getpid()}.log", "ab")  # noqa: SIM115
         argvs = {
-            "api": ["gunicorn", "-w", str(api_workers), "-k", "gthread", "--threads", "6",
-                    "--keep-alive", "60", "-b", f"127.0.0.1:{port}",
-                    "--log-level", "warning", "api:create_app()"],
+            "api": [
+                "gunicorn",
+                "-w",
+                str(api_workers),
+                "-k",
+                "gthread",
+                "--threads",
+                "6",
+                "--keep-alive",
+                "60",
+                "-b",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+                "api:create_app()",
+            ],
             "relay": [sys.executable, "-m", "worker.cli", "relay"],
             **workers,
         }
         self.procs: dict[str, subprocess.Popen] = {}
         try:
             for name, argv in argvs.items():
-                self.procs[name] = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log,
-                                                    stderr=subprocess.STDOUT)
+                self.procs[name] = subprocess.Popen(
+                    argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+                )
         except BaseException:
             self.stop()
             raise
@@ -163,16 +207,26 @@ def setup_rooms(base: str, clients: int, rooms: int) -> tuple[list[int], list[st
     tokens = []
     for i in range(clients):
         name = f"bench{i}"
-        requests.post(f"{base}/auth/register", json={
-            "username": name, "email": f"{name}@example.com", "password": PASSWORD})
+        requests.post(
+            f"{base}/auth/register",
+            json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
+        )
         login = requests.post(f"{base}/auth/login", json={"login": name, "password": PASSWORD})
         tokens.append(login.json()["access_token"])
-    room_ids = [requests.post(f"{base}/rooms", json={"name": f"bench {r}"},
-                              headers={"Authorization": f"Bearer {tokens[r]}"}).json()["id"]
-                for r in range(rooms)]
+    room_ids = [
+        requests.post(
+            f"{base}/rooms",
+            json={"name": f"bench {r}"},
+            headers={"Authorization": f"Bearer {tokens[r]}"},
+        ).json()["id"]
+        for r in range(rooms)
+    ]
     for i, token in enumerate(tokens[rooms:], start=rooms):
-        requests.post(f"{base}/rooms/{room_ids[i % rooms]}/members", json={},
-                      headers={"Authorization": f"Bearer {token}"})
+        requests.post(
+            f"{base}/rooms/{room_ids[i % rooms]}/members",
+            json={},
+            headers={"Authorization": f"Bearer {token}"},
+        )
     return room_ids, tokens
 
 
@@ -185,9 +239,14 @@ class Reply(NamedTuple):
     status: int | None  # None: the connection failed
 
 
-def open_loop(port: int, rate: float, seconds: float, threads: int,
-              send: Callable[[http.client.HTTPConnection, int], None],
-              cutoff: float | None = None) -> list[Reply]:
+def open_loop(
+    port: int,
+    rate: float,
+    seconds: float,
+    threads: int,
+    send: Callable[[http.client.HTTPConnection, int], None],
+    cutoff: float | None = None,
+) -> list[Reply]:
     """Request i is due at start + i/rate whatever the earlier ones did.
     `send(conn, i)` issues request i on a keep-alive connection owned by
     the calling thread (http.client: the client should cost the shared CPUs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 TZDateTime = DateTime(timezone=True)
 NOW = text("now()")
@@ -39,7 +40,7 @@ NOW = text("now()")
 
 class Base(DeclarativeBase):
     metadata = MetaData()
-    type_annotation_map = {
+    type_annotation_map: ClassVar[dict[Any, TypeEngine[Any] | type[TypeEngine[Any]]]] = {
         datetime: TZDateTime,
         dict[str, Any]: JSONB,
         uuid.UUID: UUID(as_uuid=True),
@@ -482,9 +483,7 @@ class File(Base):
     __tablename__ = "files"
     __table_args__ = (
         message_reference("files_message_fkey", "message_id", "message_created_at"),
-        CheckConstraint(
-            "length(filename) > 0 AND length(filename) <= 255", name="valid_filename"
-        ),
+        CheckConstraint("length(filename) > 0 AND length(filename) <= 255", name="valid_filename"),
         CheckConstraint("file_size > 0 AND file_size <= 104857600", name="valid_file_size"),
         CheckConstraint("file_hash IS NULL OR length(file_hash) = 64", name="valid_hash"),
         CheckConstraint(
@@ -501,7 +500,9 @@ class File(Base):
         Index("idx_files_hash", "file_hash"),
         Index("idx_files_mime_type", "mime_type"),
         Index("idx_files_created_at", "created_at"),
-        Index("idx_files_expires_at", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
+        Index(
+            "idx_files_expires_at", "expires_at", postgresql_where=text("expires_at IS NOT NULL")
+        ),
         Index("idx_files_virus_scan", "virus_scan_status"),
         Index(
             "idx_files_processing",
@@ -519,9 +520,7 @@ class File(Base):
     original_filename: Mapped[str] = mapped_column(String(255))
     file_path: Mapped[str] = mapped_column(String(500))
     file_size: Mapped[int] = mapped_column(BigInteger)
-    mime_type: Mapped[str] = mapped_column(
-        String(100), server_default="application/octet-stream"
-    )
+    mime_type: Mapped[str] = mapped_column(String(100), server_default="application/octet-stream")
     file_hash: Mapped[str | None] = mapped_column(String(64))
     uploaded_by: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
@@ -596,7 +595,9 @@ class UserSession(Base):
         ),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=text("gen_random_uuid()")
+    )
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     token_hash: Mapped[str] = mapped_column(String(64))
     access_token_jti: Mapped[uuid.UUID | None]
@@ -617,11 +618,16 @@ class Outbox(Base):
     __table_args__ = (
         Index("idx_outbox_unsent", "created_at", postgresql_where=text("sent_at IS NULL")),
         Index("idx_outbox_unfinished", "sent_at", postgresql_where=text("finished_at IS NULL")),
-        Index("idx_outbox_finished_at", "finished_at",
-              postgresql_where=text("finished_at IS NOT NULL")),
+        Index(
+            "idx_outbox_finished_at",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=text("gen_random_uuid()")
+    )
     task_name: Mapped[str] = mapped_column(String(200))
     args: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     kwargs: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
@@ -668,11 +674,11 @@ class MaintenanceRun(Base):
 # or foreign keys. Built from the live tables' columns so the two cannot
 # drift apart in this file.
 
-def archive_table(live: type[Base], name: str, primary_key: tuple[str, ...],
-                  *indexes: tuple[str, tuple[str, ...]]) -> Table:
-    columns = [
-        Column(c.name, c.type, nullable=c.nullable) for c in live.__table__.columns
-    ]
+
+def archive_table(
+    live: type[Base], name: str, primary_key: tuple[str, ...], *indexes: tuple[str, tuple[str, ...]]
+) -> Table:
+    columns = [Column(c.name, c.type, nullable=c.nullable) for c in live.__table__.columns]
     return Table(
         name,
         Base.metadata,
@@ -684,17 +690,23 @@ def archive_table(live: type[Base], name: str, primary_key: tuple[str, ...],
 
 
 archived_messages = archive_table(
-    Message, "archived_messages", ("id", "created_at"),
+    Message,
+    "archived_messages",
+    ("id", "created_at"),
     ("idx_archived_messages_room", ("room_id", "created_at", "id")),
     ("idx_archived_messages_archived_at", ("archived_at",)),
 )
 archived_reactions = archive_table(
-    Reaction, "archived_reactions", ("id",),
+    Reaction,
+    "archived_reactions",
+    ("id",),
     ("idx_archived_reactions_message", ("message_id", "message_created_at")),
     ("idx_archived_reactions_archived_at", ("archived_at",)),
 )
 archived_files = archive_table(
-    File, "archived_files", ("id",),
+    File,
+    "archived_files",
+    ("id",),
     ("idx_archived_files_message", ("message_id", "message_created_at")),
     ("idx_archived_files_hash", ("file_hash",)),
     ("idx_archived_files_archived_at", ("archived_at",)),

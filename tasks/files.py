@@ -17,17 +17,19 @@ import random
 from celery import chain, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from veza.files import pipeline
 from veza import jobs, limits
-from worker.base import VezaTask
 from veza.clamav import ScanUnavailable
+from veza.files import pipeline
 from veza.settings import get_settings
+from worker.base import VezaTask
 
 FILE_LIMITS = {
-    "soft_time_limit": limits.FILE_TIME_LIMITS[0], "time_limit": limits.FILE_TIME_LIMITS[1]
+    "soft_time_limit": limits.FILE_TIME_LIMITS[0],
+    "time_limit": limits.FILE_TIME_LIMITS[1],
 }
 SCAN_LIMITS = {
-    "soft_time_limit": limits.SCAN_TIME_LIMITS[0], "time_limit": limits.SCAN_TIME_LIMITS[1]
+    "soft_time_limit": limits.SCAN_TIME_LIMITS[0],
+    "time_limit": limits.SCAN_TIME_LIMITS[1],
 }
 
 
@@ -61,7 +63,7 @@ def scan(self: VezaTask, file_id: int) -> None:
         final = self.request.retries >= self.max_retries
         pipeline.scan_unavailable(file_id, str(exc) or "scan timed out", final, self.request.id)
         if not final:
-            raise self.retry(exc=exc, countdown=scan_retry_countdown(self.request.retries))
+            raise self.retry(exc=exc, countdown=scan_retry_countdown(self.request.retries)) from exc
         return
     if not self.request.chain:
         # Run on its own (the maintenance job retrying a failed scan, or

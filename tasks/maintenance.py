@@ -51,13 +51,18 @@ def redrive_outbox(run: Run) -> None:
 
 
 @maintenance_task(jobs.ENSURE_PARTITIONS)
-def ensure_partitions(run: Run, months_ahead: int | None = None, today: str | None = None,
-                      months_behind: int | None = None) -> None:
+def ensure_partitions(
+    run: Run,
+    months_ahead: int | None = None,
+    today: str | None = None,
+    months_behind: int | None = None,
+) -> None:
     """Monthly partitions of messages and audit_logs, from N months behind
     to M months ahead of this month (or of the ISO date `today`, to prepare
     ahead by hand)."""
-    partition_upkeep.ensure(run, months_ahead, date.fromisoformat(today) if today else None,
-                      months_behind)
+    partition_upkeep.ensure(
+        run, months_ahead, date.fromisoformat(today) if today else None, months_behind
+    )
 
 
 @maintenance_task(jobs.REFRESH_ROOM_STATS)

@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from functools import cached_property
+from typing import Any
 
 import psycopg
 import redis
+from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.exceptions import Reject
 from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
-from veza import limits
-from veza import outbox
+from veza import limits, outbox
 from veza.redis_store import redis_client
 from veza.storage import StorageFull
 
@@ -59,7 +60,7 @@ class VezaTask(Task):
     max_retries = limits.MAX_RETRIES
     soft_time_limit, time_limit = limits.DEFAULT_TIME_LIMITS
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Outcome and run time are logged by Celery's tracer and counted from
         # its events (worker/metrics.py); this adds only what Celery lacks.
         request = self.request
@@ -79,7 +80,14 @@ class VezaTask(Task):
             self._stamp_outbox(outbox.mark_finished, "finish")
         return result
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
         """Failed for good (an error no retry fixes, or retries exhausted):
         the root row stays unfinished, so the reconciler re-drives it; the
         error is what its dead reason will say if it never finishes."""
@@ -87,9 +95,10 @@ class VezaTask(Task):
         self._stamp_outbox(lambda root: outbox.record_error(root, error), "failure")
 
     def _root_id(self) -> str:
-        return self.request.root_id or self.request.id
+        root: str = self.request.root_id or self.request.id
+        return root
 
-    def _stamp_outbox(self, stamp, what: str) -> None:
+    def _stamp_outbox(self, stamp: Callable[[str], None], what: str) -> None:
         """Stamps are bookkeeping: a database blip here must not fail a task
         whose work is done. A lost finish stamp costs one re-drive of
         idempotent work."""
@@ -117,9 +126,14 @@ class VezaTask(Task):
         reason = f"dropped: delivered {limits.MAX_DELIVERIES} times without finishing"
         log.error("task %s[%s] %s", self.name, request.id, reason)
         try:
-            outbox.record_dead(self._root_id(), request.id, self.name, request.args or [],
-                               request.kwargs or {},
-                               f"poison: {self.name}[{request.id}] {reason}")
+            outbox.record_dead(
+                self._root_id(),
+                request.id,
+                self.name,
+                request.args or [],
+                request.kwargs or {},
+                f"poison: {self.name}[{request.id}] {reason}",
+            )
         except TRANSIENT_ERRORS as exc:
             # Dropped unrecorded it would be lost: hand it back, and record it
             # on its next delivery (still past the bound). The pause keeps an
@@ -127,11 +141,9 @@ class VezaTask(Task):
             log.error("could not record poison %s (%s); handed back", request.id, exc)
             time.sleep(limits.RETRY_BACKOFF_BASE)
             raise Reject(reason, requeue=True) from exc
-        try:
-            # A replay starts counting from zero.
+        # A replay starts counting from zero (if Redis fails here, the key expires anyway).
+        with suppress(redis.RedisError):
             self._redis.delete(self._redeliveries_key())
-        except redis.RedisError:
-            pass  # the key expires anyway
         # Rejected, not succeeded: Flower and the task-rejected event show
         # it for what it is; requeue=False takes it off the broker for good.
         raise Reject(reason, requeue=False)
@@ -162,6 +174,7 @@ class VezaTask(Task):
             pipe = self._redis.pipeline()
             pipe.incr(key)
             pipe.expire(key, limits.VISIBILITY_TIMEOUT * 2)
+            redeliveries: int
             redeliveries, _ = pipe.execute()
         except redis.RedisError:
             return False  # the broker just delivered this; if Redis blinked, run it

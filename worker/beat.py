@@ -23,6 +23,7 @@ same Redis, so they all die together. Here:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 from celery.signals import beat_init
@@ -32,6 +33,7 @@ from redbeat.schedulers import (
     acquire_distributed_beat_lock,
     get_redis,
 )
+from redis.lock import Lock
 
 log = logging.getLogger("celery.beat")
 
@@ -42,27 +44,32 @@ beat_init.disconnect(acquire_distributed_beat_lock)
 
 
 class Scheduler(RedBeatScheduler):
+    # Set by celery's and redbeat's __init__ (both untyped): their types here.
+    lock: Lock | None
+    max_interval: float
+
     _failures = 0
     _schedule_written = False
 
     def setup_schedule(self) -> None:
         """Nothing at start: the schedule is written when the lock is taken."""
 
-    def tick(self, **kwargs) -> float:
+    def tick(self, **kwargs: Any) -> float:
         try:
             if self.lock is None and not self._take_lock():
                 return self.max_interval
             if not self._schedule_written:
                 super().setup_schedule()
                 self._schedule_written = True
-            interval = super().tick(**kwargs)  # extends the lock, then schedules
+            interval: float = super().tick(**kwargs)  # extends the lock, then schedules
         except redis.exceptions.LockError as exc:
             log.warning("beat: lost the lock (%s); standing by", exc)
             self.lock = None
             return self.max_interval
         except REDIS_ERRORS as exc:
             self._failures += 1
-            delay = min(2 ** (self._failures - 1), self.max_interval)
+            backoff: int = 2 ** (self._failures - 1)  # an int: the exponent is >= 0
+            delay = min(backoff, self.max_interval)
             log.warning("beat: Redis unavailable (%s); trying again in %ss", exc, delay)
             return delay
         self._failures = 0

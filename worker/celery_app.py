@@ -23,9 +23,9 @@ Why each setting is what it is:
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import task_postrun, task_prerun, worker_process_init
-from kombu import Queue
+from kombu.entity import Queue
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -113,7 +113,7 @@ def _forget_parent_connections(**_: object) -> None:
 
 
 @task_prerun.connect
-def _database_bounds_of_the_task(task=None, **_: object) -> None:
+def _database_bounds_of_the_task(task: Task, **_: object) -> None:
     # A maintenance task's statements get maintenance's longer bounds
     # (db/engine.py), its raw connections included; any other is a worker's.
     kind = "maintenance" if task.name.startswith("maintenance.") else "worker"
@@ -121,7 +121,7 @@ def _database_bounds_of_the_task(task=None, **_: object) -> None:
 
 
 @task_postrun.connect
-def _restore_database_bounds(task=None, **_: object) -> None:
+def _restore_database_bounds(task: Task, **_: object) -> None:
     previous = getattr(task.request, "veza_db_kind", None)
     if previous is not None:
         set_kind(previous)

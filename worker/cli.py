@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from veza.logs import configure_logging
 from veza.settings import get_settings
@@ -43,9 +43,11 @@ def _outbox(args: argparse.Namespace) -> None:
         shown = dead_rows()
         print("dead rows (veza outbox replay ID... | --all-dead):")
         for row in shown:
-            dead_at = row.dead_at.astimezone(timezone.utc)
-            print(f"  {row.id}  {row.task_name} {row.args}  dead since {dead_at:%Y-%m-%d %H:%M:%SZ}"
-                  f"  re-drives: {row.redrives}  reason: {row.dead_reason}")
+            dead_at = row.dead_at.astimezone(UTC)
+            print(
+                f"  {row.id}  {row.task_name} {row.args}  dead since {dead_at:%Y-%m-%d %H:%M:%SZ}"
+                f"  re-drives: {row.redrives}  reason: {row.dead_reason}"
+            )
         if owed.dead > len(shown):
             print(f"  ... and {owed.dead - len(shown)} more")
     if is_stale(owed.oldest_unsent_age):
@@ -77,8 +79,9 @@ def maintenance_tasks() -> list[str]:
     from worker import app
 
     app.loader.import_default_modules()
-    return sorted(name.removeprefix("maintenance.") for name in app.tasks
-                  if name.startswith("maintenance."))
+    return sorted(
+        name.removeprefix("maintenance.") for name in app.tasks if name.startswith("maintenance.")
+    )
 
 
 def _maintenance(args: argparse.Namespace) -> None:
@@ -97,7 +100,7 @@ def _maintenance(args: argparse.Namespace) -> None:
 
 def _utc(value: str) -> datetime:
     moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _restore(args: argparse.Namespace) -> None:
@@ -131,12 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance_sub = maintenance.add_subparsers(dest="action", required=True)
     run = maintenance_sub.add_parser("run", help="run one maintenance task now, in this process")
     run.add_argument("task", choices=maintenance_tasks())
-    run.add_argument("--dry-run", action="store_true", help="count what it would do, change nothing")
+    run.add_argument(
+        "--dry-run", action="store_true", help="count what it would do, change nothing"
+    )
     run.set_defaults(func=_maintenance)
-    restore = sub.add_parser("restore", help="restore a room's archived messages from [--from, --to)")
+    restore = sub.add_parser(
+        "restore", help="restore a room's archived messages from [--from, --to)"
+    )
     restore.add_argument("--room", type=int, required=True)
-    restore.add_argument("--from", dest="start", type=_utc, required=True,
-                         help="ISO date or timestamp (UTC if no offset)")
+    restore.add_argument(
+        "--from",
+        dest="start",
+        type=_utc,
+        required=True,
+        help="ISO date or timestamp (UTC if no offset)",
+    )
     restore.add_argument("--to", dest="end", type=_utc, required=True)
     restore.set_defaults(func=_restore)
     return parser

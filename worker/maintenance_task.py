@@ -26,8 +26,14 @@ def maintenance_task(job: Job) -> Callable[[Callable[..., None]], Task]:
 
     def register(body: Callable[..., None]) -> Task:
         def task(self: VezaTask, dry_run: bool = False, **options: Any) -> dict[str, Any]:
-            return run_exclusively(job.name, body, dry_run, options, task_id=self.request.id,
-                                   report=progress_report(self))
+            return run_exclusively(
+                job.name,
+                body,
+                dry_run,
+                options,
+                task_id=self.request.id,
+                report=progress_report(self),
+            )
 
         task.__doc__ = body.__doc__
         task.__name__ = body.__name__

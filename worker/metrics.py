@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 from celery import Celery
 from kombu.transport.redis import Channel
 from prometheus_client import Counter, Histogram, start_http_server
-from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from veza.redis_store import HEARTBEAT_KEY
 from veza import outbox
+from veza.redis_store import HEARTBEAT_KEY, redis_client
 from worker.celery_app import QUEUES
-from veza.redis_store import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,14 @@ class BacklogCollector(Collector):
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
-    def collect(self):
-        up = GaugeMetricFamily("veza_exporter_up", "1 when this scrape could read the source",
-                               labels=["source"])
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "veza_exporter_up", "1 when this scrape could read the source", labels=["source"]
+        )
         for source, read in (("redis", self.from_redis), ("postgres", self.from_postgres)):
             try:
                 metrics = list(read())
-            except Exception as exc:  # any failure of the source: report it, serve the rest
+            except Exception as exc:  # noqa: BLE001 (any failure of the source: report it, serve the rest)
                 log.warning("metrics: %s unavailable (%s: %s)", source, type(exc).__name__, exc)
                 up.add_metric([source], 0)
                 continue
@@ -75,8 +77,10 @@ class BacklogCollector(Collector):
             yield from metrics
         yield up
 
-    def from_redis(self):
-        depth = GaugeMetricFamily("veza_queue_depth", "Messages waiting per queue", labels=["queue"])
+    def from_redis(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "veza_queue_depth", "Messages waiting per queue", labels=["queue"]
+        )
         for queue in QUEUES:
             depth.add_metric([queue], queue_depth(self.client, queue))
         yield depth
@@ -92,17 +96,19 @@ class BacklogCollector(Collector):
             value=time.time() - float(stamp) if stamp else -1.0,
         )
 
-    def from_postgres(self):
+    def from_postgres(self) -> Iterator[Metric]:
         owed = outbox.summary()
-        yield GaugeMetricFamily("veza_outbox_backlog", "Outbox rows not yet published",
-                                value=owed.unsent)
+        yield GaugeMetricFamily(
+            "veza_outbox_backlog", "Outbox rows not yet published", value=owed.unsent
+        )
         yield GaugeMetricFamily(
             "veza_outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row (0 when none)",
             value=owed.oldest_unsent_age or 0.0,
         )
         yield GaugeMetricFamily(
-            "veza_outbox_dead", "Outbox rows recorded dead, waiting for `veza outbox replay`",
+            "veza_outbox_dead",
+            "Outbox rows recorded dead, waiting for `veza outbox replay`",
             value=owed.dead,
         )
 
@@ -113,7 +119,7 @@ def record_task_events(app: Celery) -> None:
     the id→name mapping from the received event."""
     state = app.events.State()
 
-    def on_event(event: dict) -> None:
+    def on_event(event: dict[str, Any]) -> None:
         state.event(event)
         task = state.tasks.get(event.get("uuid"))
         name = task.name if task and task.name else "unknown"

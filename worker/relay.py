@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 from celery import Celery
@@ -38,8 +39,11 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 # a row whose claim another relay may already have taken over.
 CLAIM_SECONDS = 30
 
+# A claimed row, as claim's RETURNING gives it.
+Claimed = Row[uuid.UUID, str, list[Any], dict[str, Any], str | None, uuid.UUID | None, datetime]
 
-def claim(conn: Connection, batch_size: int = BATCH_SIZE) -> list[Row]:
+
+def claim(conn: Connection, batch_size: int = BATCH_SIZE) -> list[Claimed]:
     """Claim up to `batch_size` unsent rows, oldest first, for CLAIM_SECONDS,
     and commit: the rows are not locked while they are published.
     SKIP LOCKED keeps two relays claiming at once from waiting on each
@@ -48,8 +52,10 @@ def claim(conn: Connection, batch_size: int = BATCH_SIZE) -> list[Row]:
     no WAL flush on the relay's path."""
     claimable = (
         select(Outbox.id)
-        .where(Outbox.sent_at.is_(None),
-               or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < func.clock_timestamp()))
+        .where(
+            Outbox.sent_at.is_(None),
+            or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < func.clock_timestamp()),
+        )
         .order_by(Outbox.created_at)
         .limit(batch_size)
         .with_for_update(skip_locked=True)
@@ -60,8 +66,15 @@ def claim(conn: Connection, batch_size: int = BATCH_SIZE) -> list[Row]:
             update(Outbox)
             .where(Outbox.id.in_(claimable.scalar_subquery()))
             .values(claimed_until=func.clock_timestamp() + timedelta(seconds=CLAIM_SECONDS))
-            .returning(Outbox.id, Outbox.task_name, Outbox.args, Outbox.kwargs, Outbox.queue,
-                       Outbox.request_id, Outbox.created_at)
+            .returning(
+                Outbox.id,
+                Outbox.task_name,
+                Outbox.args,
+                Outbox.kwargs,
+                Outbox.queue,
+                Outbox.request_id,
+                Outbox.created_at,
+            )
         ).all()
     return sorted(rows, key=lambda row: row.created_at)
 
@@ -83,11 +96,11 @@ def publish_pending(app: Celery, batch_size: int = BATCH_SIZE) -> tuple[int, Exc
         if not rows:
             return 0, None
         sent, error = publish(app, rows)
-        settle(conn, sent, [row.id for row in rows[len(sent):]], error)
+        settle(conn, sent, [row.id for row in rows[len(sent) :]], error)
     return len(sent), error
 
 
-def publish(app: Celery, rows: Sequence[Row]) -> tuple[list[uuid.UUID], Exception | None]:
+def publish(app: Celery, rows: Sequence[Claimed]) -> tuple[list[uuid.UUID], Exception | None]:
     """Publish claimed rows in order until one fails or half the claim has
     gone by; the ids published, and the error that stopped them."""
     stop_at = time.monotonic() + CLAIM_SECONDS / 2
@@ -108,21 +121,26 @@ def publish(app: Celery, rows: Sequence[Row]) -> tuple[list[uuid.UUID], Exceptio
                     retry_policy=PUBLISH_RETRY_POLICY,
                     headers={"request_id": str(row.request_id) if row.request_id else None},
                 )
-            except Exception as exc:  # kombu and redis raise many kinds; all mean "not sent"
+            except Exception as exc:  # noqa: BLE001 (kombu and redis raise many kinds; all mean "not sent")
                 error = exc
                 break
             sent.append(row.id)
     return sent, error
 
 
-def settle(conn: Connection, sent: Sequence[uuid.UUID], unsent: Sequence[uuid.UUID],
-           error: Exception | None) -> None:
+def settle(
+    conn: Connection,
+    sent: Sequence[uuid.UUID],
+    unsent: Sequence[uuid.UUID],
+    error: Exception | None,
+) -> None:
     """Mark a claimed batch: `sent` rows sent, `unsent` ones released (the
     first of them met `error`, when there is one)."""
     with conn.begin():
         if sent:
             conn.execute(
-                update(Outbox).where(Outbox.id.in_(sent))
+                update(Outbox)
+                .where(Outbox.id.in_(sent))
                 .values(sent_at=func.clock_timestamp(), claimed_until=None)
             )
         if unsent:
@@ -131,12 +149,14 @@ def settle(conn: Connection, sent: Sequence[uuid.UUID], unsent: Sequence[uuid.UU
             conn.execute(
                 update(Outbox)
                 .where(Outbox.id == unsent[0])
-                .values(publish_attempts=Outbox.publish_attempts + 1,
-                        last_error=f"{type(error).__name__}: {error}"[:1000])
+                .values(
+                    publish_attempts=Outbox.publish_attempts + 1,
+                    last_error=f"{type(error).__name__}: {error}"[:1000],
+                )
             )
 
 
-def run_relay(app: Celery, should_stop=lambda: False) -> None:
+def run_relay(app: Celery, should_stop: Callable[[], bool] = lambda: False) -> None:
     """Publish the outbox for as long as the process lives.
 
     Wakes on NOTIFY (sent by a trigger at commit) for low latency, and polls

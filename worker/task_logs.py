@@ -5,13 +5,16 @@ publishes."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery import Task
 from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
 
 from veza.logs import configure_logging, request_id_var, task_id_var
 
 
 @setup_logging.connect
-def _celery_uses_our_logging(loglevel=None, **_: object) -> None:
+def _celery_uses_our_logging(loglevel: str | None = None, **_: object) -> None:
     # Connecting this signal stops Celery from installing its own handlers.
     from veza.settings import get_settings
 
@@ -19,7 +22,7 @@ def _celery_uses_our_logging(loglevel=None, **_: object) -> None:
 
 
 @task_prerun.connect
-def _bind_request_id(task=None, **_: object) -> None:
+def _bind_request_id(task: Task, **_: object) -> None:
     task.request.veza_log_tokens = (
         request_id_var.set(getattr(task.request, "request_id", None)),
         task_id_var.set(task.request.id),
@@ -27,7 +30,7 @@ def _bind_request_id(task=None, **_: object) -> None:
 
 
 @task_postrun.connect
-def _unbind_request_id(task=None, **_: object) -> None:
+def _unbind_request_id(task: Task, **_: object) -> None:
     tokens = getattr(task.request, "veza_log_tokens", None)
     if tokens is not None:
         request_id_var.reset(tokens[0])
@@ -35,7 +38,7 @@ def _unbind_request_id(task=None, **_: object) -> None:
 
 
 @before_task_publish.connect
-def _pass_request_id_on(headers=None, **_: object) -> None:
+def _pass_request_id_on(headers: dict[str, Any] | None = None, **_: object) -> None:
     """A message sent while a request id is bound (from inside a task, or a
     request) carries it, unless its sender set one: the relay's header wins."""
     request_id = request_id_var.get()

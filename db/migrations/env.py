@@ -5,6 +5,7 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import Connection, Engine
 
 from db.engine import database_url, get_engine, set_kind
 from db.models import Base
@@ -14,6 +15,7 @@ config = context.config
 set_kind("maintenance")  # a migration's statements may be long (db/engine.py)
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+
 
 def run_migrations_offline() -> None:
     context.configure(
@@ -27,17 +29,18 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    connectable = config.attributes.get("connection") or get_engine(
+    # A connection a program passed in (config.attributes), else our engine.
+    connectable: Connection | Engine = config.attributes.get("connection") or get_engine(
         config.get_main_option("sqlalchemy.url") or database_url()
     )
-    if hasattr(connectable, "connect"):
+    if isinstance(connectable, Engine):
         with connectable.connect() as connection:
             _run(connection)
     else:
         _run(connectable)
 
 
-def _run(connection) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

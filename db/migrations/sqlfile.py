@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import psycopg
 from alembic import op
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -11,4 +12,7 @@ def run_sql_file(name: str) -> None:
     # Straight to psycopg with no parameters, on the migration's own
     # connection and transaction, so that the file's % and : characters
     # (regexes, casts) are never taken for placeholders.
-    op.get_bind().connection.driver_connection.execute((SQL_DIR / name).read_text())
+    driver = op.get_bind().connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise RuntimeError(f"migrations run on psycopg 3, not on {type(driver).__name__}")
+    driver.execute((SQL_DIR / name).read_text())

@@ -22,8 +22,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP INDEX IF EXISTS idx_outbox_finished_at")
     op.execute("DROP INDEX IF EXISTS idx_outbox_unfinished")
-    op.execute("CREATE INDEX IF NOT EXISTS idx_outbox_sent_at ON outbox(sent_at)"
-               " WHERE sent_at IS NOT NULL")
-    op.execute("ALTER TABLE outbox DROP COLUMN IF EXISTS finished_at,"
-               " DROP COLUMN IF EXISTS claimed_until, DROP COLUMN IF EXISTS redrives,"
-               " DROP COLUMN IF EXISTS dead_at, DROP COLUMN IF EXISTS dead_reason")
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS idx_outbox_sent_at ON outbox(sent_at) WHERE sent_at IS NOT NULL"
+    )
+    op.execute(
+        "ALTER TABLE outbox DROP COLUMN IF EXISTS finished_at,"
+        " DROP COLUMN IF EXISTS claimed_until, DROP COLUMN IF EXISTS redrives,"
+        " DROP COLUMN IF EXISTS dead_at, DROP COLUMN IF EXISTS dead_reason"
+    )
