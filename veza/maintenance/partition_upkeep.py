@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.engine import libpq_url, session_scope
-from db.models import AuditLog, AuditSeverity
+from db.models import AuditSeverity
 from db.partitions import (
     PARTITION_NAME,
     PARTITIONED_TABLES,
@@ -31,6 +31,7 @@ from db.partitions import (
     partition_name,
     this_month,
 )
+from veza import audit
 from veza.maintenance.settings import maintenance_settings
 from veza.maintenance.run import Run
 
@@ -112,12 +113,9 @@ def ensure(run: Run, months_ahead: int | None = None, today: date | None = None,
                 run.add(missing_next_month=1)
                 log.error("partition %s for next month is missing", partition_name(table, next_month))
                 if not run.dry_run:
-                    session.add(AuditLog(
-                        event_type="maintenance.partition_missing",
-                        event_data={"table": table, "month": next_month.isoformat()},
-                        resource_type="partition",
-                        severity=AuditSeverity.error,
-                    ))
+                    audit.record(session, "maintenance.partition_missing",
+                                 {"table": table, "month": next_month.isoformat()},
+                                 resource_type="partition", severity=AuditSeverity.error)
         if not run.dry_run:
             created = ensure_monthly_partitions(conn, current, behind=months_behind,
                                                 ahead=months_ahead)
