@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("VEZA_BENCH_ADMIN_URL", "postgresql://veza:veza@127.0.0.1:5432/postgres")
@@ -25,9 +26,10 @@ ADMIN_URL = os.environ.get("VEZA_BENCH_ADMIN_URL", "postgresql://veza:veza@127.0
 def bench_database(name: str) -> Iterator[str]:
     """A fresh migrated database; DATABASE_URL points at it meanwhile."""
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(drop)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     os.environ["DATABASE_URL"] = url
     try:
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT,
@@ -38,7 +40,7 @@ def bench_database(name: str) -> Iterator[str]:
 
         get_engine().dispose()
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(drop)
 
 
 def generate(conn: psycopg.Connection, messages: int, rooms: int, days: int,

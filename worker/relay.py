@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import psycopg
 from celery import Celery
+from psycopg import sql
 from sqlalchemy import Connection, Row, func, or_, select, text, update
 from sqlalchemy import exc as sqlalchemy_exc
 
@@ -149,7 +150,7 @@ def run_relay(app: Celery, should_stop=lambda: False) -> None:
     while not should_stop():
         try:
             with psycopg.connect(libpq_url(), autocommit=True) as listener:
-                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
                 log.info("outbox relay listening on %s", NOTIFY_CHANNEL)
                 while not should_stop():
                     sent, error = publish_pending(app)
