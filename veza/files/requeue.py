@@ -35,7 +35,7 @@ from veza import jobs
 from veza.files.owed import owe
 from veza.jobs import Job
 from veza.clamav import Scanner, ScanUnavailable
-from veza.maintenance.batched import keyset_batches
+from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.settings import maintenance_settings
 from veza.maintenance.run import Run
 from veza.statements import compose
@@ -63,8 +63,8 @@ def requeue_stale(run: Run, stale_seconds: float | None = None) -> None:
     for their work to start. `stale_seconds` overrides STALE_FILE_MINUTES."""
     if stale_seconds is None:
         stale_seconds = maintenance_settings.stale_file_minutes * 60
-    for session, rows in keyset_batches(run, STALE, {"seconds": stale_seconds}, key=("f.id",),
-                                        initial=200):
+    for session, rows in KeysetBatches(run, STALE, {"seconds": stale_seconds}, key=("f.id",),
+                                       initial=200):
         for row in rows:
             if row.waiting:
                 run.add(stale_waiting=1)
@@ -110,7 +110,7 @@ def requeue_failed(run: Run) -> None:
     cleared and the file goes back to pending, in the same transaction as its
     outbox row, so the pipeline (which skips files that failed for good)
     runs it from the start."""
-    batches = keyset_batches(run, (
+    batches = KeysetBatches(run, (
         "SELECT id FROM files"
         " WHERE (processing_status = 'failed' OR virus_scan_status = 'failed')"
         " AND virus_scan_status <> 'infected' AND {after} ORDER BY {key} LIMIT :size"
@@ -164,7 +164,7 @@ def retry_failed_scans(run: Run) -> None:
 
 
 def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None = None) -> None:
-    batches = keyset_batches(
+    batches = KeysetBatches(
         run, "SELECT id FROM files WHERE {where} AND {after} ORDER BY {key} LIMIT :size",
         params, initial=200, where=sql.SQL(where),
     )

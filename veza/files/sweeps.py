@@ -32,7 +32,7 @@ from sqlalchemy import text
 from db.engine import session_scope
 from db.models import File
 from veza.files.pipeline import delete_content_if_unreferenced, record_failure
-from veza.maintenance.batched import keyset_batches
+from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.settings import maintenance_settings
 from veza.maintenance.run import Run
 from veza.storage import storage
@@ -46,7 +46,7 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def purge_expired(run: Run) -> None:
     """Rows past expires_at go, then their blob and thumbnail once no other
-    row holds the hash. A loop of its own, not keyset_batches (whose caller
+    row holds the hash. A loop of its own, not KeysetBatches (whose caller
     works inside the batch's transaction): the blobs may go only once the
     rows' deletion has committed."""
     after = 0
@@ -182,7 +182,7 @@ def fail_rows_with_missing_blobs(run: Run, grace_seconds: int | None = None) -> 
     failed with the reason, and report it (counts, and a warning per row).
     Rows younger than the grace period may still be moving their content."""
     grace = maintenance_settings.orphan_grace_seconds if grace_seconds is None else grace_seconds
-    batches = keyset_batches(run, (
+    batches = KeysetBatches(run, (
         "SELECT id, file_path FROM files"
         " WHERE {after} AND processing_status <> 'failed'"
         " AND created_at < now() - make_interval(secs => :grace)"

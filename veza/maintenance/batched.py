@@ -4,7 +4,7 @@ a loop the phase's time budget cuts short is resumed by the next run.
 
 - `apply_in_batches`: a set-based DELETE/UPDATE of the matching rows, for
   the steps that need no per-row logic;
-- `keyset_batches`: the rows of a query in the order of a key (an id, or
+- `KeysetBatches`: the rows of a query in the order of a key (an id, or
   (created_at, id)), handed to the caller inside their transaction, for
   the steps that do."""
 
@@ -51,27 +51,23 @@ def apply_in_batches(run: Run, key: str, table: str, where: str,
             return
 
 
-def keyset_batches(run: Run, query: str, params: dict[str, Any] | None = None,
-                   key: Sequence[str] = ("id",), initial: int = 500,
-                   **parts: sql.Composable) -> KeysetBatches:
+class KeysetBatches:
     """The rows of `query`, a batch per transaction, in the order of `key`
     (column names, qualified as `f.id` where the query needs it): each batch
     starts after the last row of the one before. `query` selects the key's
     columns and is a template: `{after}` where its WHERE clause is to say
     "after the last batch", `{key}` for its ORDER BY, `:size` its LIMIT, and
     any other `{name}` filled from `parts` (psycopg.sql). Iterating yields
-    `(session, rows)`: the caller's work on a batch commits with it."""
-    return KeysetBatches(run, query, params or {}, tuple(key), initial, parts)
+    `(session, rows)`: the caller's work on a batch commits with it.
 
+    The loop ends when a batch comes back empty (`exhausted`) or when the
+    run's phase is out of time (Run.batches); the caller reports which, and
+    the next run resumes what is left."""
 
-class KeysetBatches:
-    """What keyset_batches returns. `exhausted` tells a loop that ended
-    because no row was left from one the run cut short (its phase out of
-    time): the caller reports which, and the next run resumes the rest."""
-
-    def __init__(self, run: Run, query: str, params: dict[str, Any], key: tuple[str, ...],
-                 initial: int, parts: dict[str, sql.Composable]) -> None:
-        self.run, self.params, self.initial = run, params, initial
+    def __init__(self, run: Run, query: str, params: dict[str, Any] | None = None,
+                 key: Sequence[str] = ("id",), initial: int = 500,
+                 **parts: sql.Composable) -> None:
+        self.run, self.params, self.initial = run, params or {}, initial
         self.columns = [column.split(".")[-1] for column in key]
         order = sql.SQL(", ").join(sql.Identifier(*column.split(".")) for column in key)
         last = sql.SQL(", ").join(sql.SQL(f":after_{i}") for i in range(len(key)))
@@ -81,7 +77,8 @@ class KeysetBatches:
         self.exhausted = False
 
     def __iter__(self) -> Iterator[tuple[Session, Sequence[Row[Any]]]]:
-        statement, after = self.first, {}
+        statement = self.first
+        after: dict[str, Any] = {}  # the first batch has nothing before it
         for size in self.run.batches(self.initial):
             with session_scope() as session:
                 rows = session.execute(statement, {**self.params, **after, "size": size}).all()

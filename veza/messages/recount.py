@@ -28,7 +28,7 @@ from psycopg import sql
 from sqlalchemy import text
 
 from veza.messages.counters import DM_UNREAD, MEMBER_MESSAGES, Counter, last_seen
-from veza.maintenance.batched import KeysetBatches, keyset_batches
+from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.run import Run
 from veza.statements import identifiers
 
@@ -46,10 +46,10 @@ class Recount:
         """The ids of its table's rows, in key order, a batch per
         transaction; locked in a real run (a dry run locks nothing either)."""
         lock = "" if run.dry_run else " FOR NO KEY UPDATE SKIP LOCKED"
-        return keyset_batches(run, "SELECT {columns} FROM {table} WHERE {after}"
-                                   " ORDER BY {key} LIMIT :size" + lock,
-                              key=self.key, table=sql.Identifier(self.counter.table),
-                              columns=identifiers(dict.fromkeys(("id", *self.key))))
+        return KeysetBatches(run, "SELECT {columns} FROM {table} WHERE {after}"
+                                  " ORDER BY {key} LIMIT :size" + lock,
+                             key=self.key, table=sql.Identifier(self.counter.table),
+                             columns=identifiers(dict.fromkeys(("id", *self.key))))
 
     def rows(self) -> str:
         """The condition selecting the batch's rows, by id."""

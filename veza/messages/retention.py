@@ -49,7 +49,7 @@ from db.partitions import (
 )
 from veza.messages.counters import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
 from veza.maintenance import partition_upkeep
-from veza.maintenance.batched import apply_in_batches, keyset_batches
+from veza.maintenance.batched import KeysetBatches, apply_in_batches
 from veza.maintenance.settings import maintenance_settings
 from veza.maintenance.run import Run, timed_batches
 from veza.statements import compose, identifiers
@@ -150,7 +150,7 @@ def purge_room(run: Run, room_id: int, cutoff: datetime,
     first, one batch per transaction; True when none are left, False when
     the phase ran out of time first. The cut-off is fixed for the run, so
     the end state does not depend on how long the run took."""
-    batches = keyset_batches(run, (
+    batches = KeysetBatches(run, (
         "SELECT id, created_at FROM messages"
         " WHERE room_id = :room AND created_at < :cutoff AND {after}"
         " AND NOT (tableoid::regclass::text = ANY(CAST(:skip AS text[])))"
@@ -325,7 +325,7 @@ def unlink_partition(run: Run, partition: partition_upkeep.Partition) -> bool:
     """Archive the partition's rows and remove every reference to them, a
     batch per transaction; True when nothing is left to unlink, False when
     the phase ran out of time first."""
-    batches = keyset_batches(run, (
+    batches = KeysetBatches(run, (
         "SELECT id, created_at FROM {partition} m"
         " WHERE {after} AND ({still_linked} OR CAST(:dry_run AS boolean))"
         " ORDER BY {key} LIMIT :size"
@@ -427,7 +427,7 @@ def restore(room_id: int, start: datetime, end: datetime) -> dict[str, int]:
 def restore_next_batch(room_id: int, start: datetime, end: datetime,
                        size: int) -> dict[str, int] | None:
     """Restore the oldest `size` archived messages of the range, in one
-    transaction; None when none are left. No keyset (keyset_batches): a
+    transaction; None when none are left. No keyset (KeysetBatches): a
     restored batch leaves the archive, so the oldest left is the next one,
     and a batch that meets a dropped month is retried whole."""
     with session_scope() as session:
