@@ -1,5 +1,6 @@
-"""Security-relevant events to audit_logs, in the request's transaction (an
-event is recorded exactly when the change it describes commits)."""
+"""Security-relevant events of a request, to audit_logs in the request's
+transaction (veza/audit.py), with the request's context: client address,
+user agent and request id."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.request_context import client_ip, request_id, user_agent
-from db.models import AuditLog, AuditSeverity
+from db.models import AuditSeverity
+from veza import audit
 
 
 def record(
@@ -22,15 +24,8 @@ def record(
     severity: AuditSeverity = AuditSeverity.info,
 ) -> None:
     resource_type, resource_id = resource or (None, None)
-    session.add(AuditLog(
-        event_type=event_type,
-        event_data=data,
-        user_id=user_id,
-        room_id=room_id,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        ip_address=client_ip(),
-        user_agent=user_agent(),
-        request_id=request_id(),
-        severity=severity,
-    ))
+    audit.record(
+        session, event_type, data, severity=severity, user_id=user_id, room_id=room_id,
+        resource_type=resource_type, resource_id=resource_id,
+        ip_address=client_ip(), user_agent=user_agent(), request_id=request_id(),
+    )

@@ -113,10 +113,6 @@ def authenticate(session: Session) -> User:
     return g.user
 
 
-def current_user() -> User:
-    return g.user
-
-
 # ---------------------------------------------------------------- sessions
 
 def open_session(session: Session, user: User) -> TokensOut:

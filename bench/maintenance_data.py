@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("VEZA_BENCH_ADMIN_URL", "postgresql://veza:veza@127.0.0.1:5432/postgres")
@@ -27,9 +28,10 @@ def bench_database(name: str) -> Iterator[str]:
     from veza.settings import reload_settings
 
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(drop)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     os.environ["DATABASE_URL"] = url
     reload_settings()
     try:
@@ -45,7 +47,7 @@ def bench_database(name: str) -> Iterator[str]:
 
         get_engine().dispose()
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(drop)
 
 
 def generate(

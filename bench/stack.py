@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import psycopg
 import requests
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("VEZA_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -45,16 +46,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def admin(sql: str) -> None:
+def admin(statement: str, database: str) -> None:
+    """`statement` with `{}` for the name of `database`."""
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql)
+        conn.execute(sql.SQL(statement).format(sql.Identifier(database)))
 
 
 @contextmanager
 def throwaway_database() -> Iterator[str]:
     """A freshly migrated database for one run, dropped afterwards whatever
     happened. Yields its URL."""
-    admin(f'CREATE DATABASE "{BENCH_DB}"')
+    admin("CREATE DATABASE {}", BENCH_DB)
     try:
         subprocess.run(
             [sys.executable, "-m", "alembic", "upgrade", "head"],
@@ -65,7 +67,7 @@ def throwaway_database() -> Iterator[str]:
         )
         yield DATABASE_URL
     finally:
-        admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        admin("DROP DATABASE IF EXISTS {} WITH (FORCE)", BENCH_DB)
 
 
 def cpu_seconds_by_process() -> dict[int, tuple[int, float, str]]:

@@ -33,7 +33,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
-from db.models import AuditLog, AuditSeverity, Outbox
+from db.models import AuditSeverity, Outbox
+from veza import audit
 from veza.jobs import Job
 from veza.settings import get_settings
 
@@ -190,11 +191,8 @@ def replay(ids: Sequence[uuid.UUID] | None) -> list[Row]:
             .returning(Outbox.id, Outbox.task_name, Outbox.dead_reason)
         ).all()
         if rows:
-            session.add(AuditLog(
-                event_type="outbox.replay",
-                event_data={"rows": [{"id": str(row.id), "task": row.task_name,
-                                      "dead_reason": row.dead_reason} for row in rows]},
-                resource_type="outbox",
-                severity=AuditSeverity.warning,
-            ))
+            audit.record(session, "outbox.replay",
+                         {"rows": [{"id": str(row.id), "task": row.task_name,
+                                    "dead_reason": row.dead_reason} for row in rows]},
+                         resource_type="outbox", severity=AuditSeverity.warning)
     return rows

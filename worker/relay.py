@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 from celery import Celery
+from psycopg import sql
 from sqlalchemy import Connection, Row, func, or_, select, text, update
 from sqlalchemy import exc as sqlalchemy_exc
 
@@ -169,7 +170,7 @@ def run_relay(app: Celery, should_stop: Callable[[], bool] = lambda: False) -> N
     while not should_stop():
         try:
             with psycopg.connect(libpq_url(), autocommit=True) as listener:
-                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
                 log.info("outbox relay listening on %s", NOTIFY_CHANNEL)
                 while not should_stop():
                     sent, error = publish_pending(app)

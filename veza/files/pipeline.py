@@ -33,8 +33,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
-from db.models import AuditLog, AuditSeverity, File, FileProcessingStatus, VirusScanStatus
-from veza import images
+from db.models import AuditSeverity, File, FileProcessingStatus, VirusScanStatus
+from veza import audit, images
 from veza.clamav import Scanner, TooLargeToScan, Verdict
 from veza.storage import StorageFull, storage
 
@@ -321,22 +321,12 @@ def _quarantine(
         row.processing_status = FileProcessingStatus.failed
         row.is_processed = True
         row.meta = {**row.meta, **failure}
-        session.add(
-            AuditLog(
-                event_type="file.infected",
-                event_data={
-                    "file_uuid": str(row.uuid),
-                    "file_hash": sha256,
-                    "signature": signature,
-                    "original_filename": row.original_filename,
-                    "clamd_version": version,
-                },
-                user_id=row.uploaded_by,
-                resource_type="file",
-                resource_id=row.id,
-                room_id=row.room_id,
-                severity=AuditSeverity.critical,
-            )
+        audit.record(
+            session, "file.infected",
+            {"file_uuid": str(row.uuid), "file_hash": sha256, "signature": signature,
+             "original_filename": row.original_filename, "clamd_version": version},
+            user_id=row.uploaded_by, room_id=row.room_id, resource_type="file",
+            resource_id=row.id, severity=AuditSeverity.critical,
         )
         _log(row, task_id).critical("scan: INFECTED with %s, quarantined", signature)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 
+from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -34,8 +35,9 @@ from veza import jobs
 from veza.files.owed import owe
 from veza.jobs import Job
 from veza.clamav import Scanner, ScanUnavailable
-from veza.maintenance.batched import keyset_batches
+from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.run import Run
+from veza.statements import compose
 from veza.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ STALE = (
     " AND GREATEST(f.created_at, (f.metadata->>'requeued_at')::timestamptz,"
     "  (f.metadata->>'processing_started_at')::timestamptz, o.started_at)"
     " < now() - make_interval(secs => :seconds)"
-    " AND f.id > :after ORDER BY f.id LIMIT :size FOR UPDATE OF f SKIP LOCKED"
+    " AND {after} ORDER BY {key} LIMIT :size FOR UPDATE OF f SKIP LOCKED"
 )
 
 
@@ -61,7 +63,8 @@ def requeue_stale(run: Run, stale_seconds: float | None = None) -> None:
     for their work to start. `stale_seconds` overrides STALE_FILE_MINUTES."""
     if stale_seconds is None:
         stale_seconds = get_settings().stale_file_minutes * 60
-    for session, rows in keyset_batches(run, STALE, {"seconds": stale_seconds}, initial=200):
+    for session, rows in KeysetBatches(run, STALE, {"seconds": stale_seconds}, key=("f.id",),
+                                       initial=200):
         for row in rows:
             if row.waiting:
                 run.add(stale_waiting=1)
@@ -107,10 +110,10 @@ def requeue_failed(run: Run) -> None:
     cleared and the file goes back to pending, in the same transaction as its
     outbox row, so the pipeline (which skips files that failed for good)
     runs it from the start."""
-    batches = keyset_batches(run, (
+    batches = KeysetBatches(run, (
         "SELECT id FROM files"
         " WHERE (processing_status = 'failed' OR virus_scan_status = 'failed')"
-        " AND virus_scan_status <> 'infected' AND id > :after ORDER BY id LIMIT :size"
+        " AND virus_scan_status <> 'infected' AND {after} ORDER BY {key} LIMIT :size"
         " FOR UPDATE SKIP LOCKED"
     ), initial=200)
     for session, rows in batches:
@@ -161,9 +164,9 @@ def retry_failed_scans(run: Run) -> None:
 
 
 def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None = None) -> None:
-    batches = keyset_batches(
-        run, f"SELECT id FROM files WHERE {where} AND id > :after ORDER BY id LIMIT :size",
-        params, initial=200,
+    batches = KeysetBatches(
+        run, "SELECT id FROM files WHERE {where} AND {after} ORDER BY {key} LIMIT :size",
+        params, initial=200, where=sql.SQL(where),
     )
     for session, rows in batches:
         ids = [row.id for row in rows]
@@ -171,9 +174,9 @@ def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None
         if run.dry_run:
             continue
         if bump:
-            session.execute(text(
-                f"UPDATE files SET metadata = metadata || jsonb_build_object({bump})"
-                " WHERE id = ANY(:ids)"
+            session.execute(compose(
+                "UPDATE files SET metadata = metadata || jsonb_build_object({bump})"
+                " WHERE id = ANY(:ids)", bump=sql.SQL(bump),
             ), {"ids": ids})
         for file_id in ids:
             owe(session, jobs.SCAN_FILE, file_id)

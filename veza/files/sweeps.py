@@ -32,7 +32,7 @@ from sqlalchemy import text
 from db.engine import session_scope
 from db.models import File
 from veza.files.pipeline import delete_content_if_unreferenced, record_failure
-from veza.maintenance.batched import keyset_batches
+from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.run import Run
 from veza.settings import get_settings
 from veza.storage import storage
@@ -46,7 +46,9 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def purge_expired(run: Run) -> None:
     """Rows past expires_at go, then their blob and thumbnail once no other
-    row holds the hash."""
+    row holds the hash. A loop of its own, not KeysetBatches (whose caller
+    works inside the batch's transaction): the blobs may go only once the
+    rows' deletion has committed."""
     after = 0
     for size in run.batches():
         with session_scope() as session:
@@ -180,11 +182,11 @@ def fail_rows_with_missing_blobs(run: Run, grace_seconds: int | None = None) -> 
     failed with the reason, and report it (counts, and a warning per row).
     Rows younger than the grace period may still be moving their content."""
     grace = get_settings().orphan_grace_seconds if grace_seconds is None else grace_seconds
-    batches = keyset_batches(run, (
+    batches = KeysetBatches(run, (
         "SELECT id, file_path FROM files"
-        " WHERE id > :after AND processing_status <> 'failed'"
+        " WHERE {after} AND processing_status <> 'failed'"
         " AND created_at < now() - make_interval(secs => :grace)"
-        " ORDER BY id LIMIT :size"
+        " ORDER BY {key} LIMIT :size"
     ), {"grace": grace}, initial=1000)
     for session, rows in batches:
         missing = [row for row in rows if not storage.absolute(row.file_path).exists()]

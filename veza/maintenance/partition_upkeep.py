@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import date
 
 import psycopg
+from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.engine import libpq_url, session_scope
-from db.models import AuditLog, AuditSeverity
+from db.models import AuditSeverity
 from db.partitions import (
     PARTITION_NAME,
     PARTITIONED_TABLES,
@@ -31,7 +32,9 @@ from db.partitions import (
     partition_name,
     this_month,
 )
+from veza import audit
 from veza.maintenance.run import Run
+from veza.statements import compose
 from veza.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -84,11 +87,10 @@ def partition_month(name: str) -> date | None:
 
 def detach_concurrently(parent: str, partition: Partition) -> None:
     """Detach without an exclusive lock on the parent (needs autocommit)."""
+    how = sql.SQL("FINALIZE" if partition.detach_pending else "CONCURRENTLY")
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
-        if partition.detach_pending:
-            conn.execute(f'ALTER TABLE {parent} DETACH PARTITION "{partition.name}" FINALIZE')
-        else:
-            conn.execute(f'ALTER TABLE {parent} DETACH PARTITION "{partition.name}" CONCURRENTLY')
+        conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} {}").format(
+            sql.Identifier(parent), sql.Identifier(partition.name), how))
 
 
 def ensure(run: Run, months_ahead: int | None = None, today: date | None = None,
@@ -112,12 +114,9 @@ def ensure(run: Run, months_ahead: int | None = None, today: date | None = None,
                 run.add(missing_next_month=1)
                 log.error("partition %s for next month is missing", partition_name(table, next_month))
                 if not run.dry_run:
-                    session.add(AuditLog(
-                        event_type="maintenance.partition_missing",
-                        event_data={"table": table, "month": next_month.isoformat()},
-                        resource_type="partition",
-                        severity=AuditSeverity.error,
-                    ))
+                    audit.record(session, "maintenance.partition_missing",
+                                 {"table": table, "month": next_month.isoformat()},
+                                 resource_type="partition", severity=AuditSeverity.error)
         if not run.dry_run:
             created = ensure_monthly_partitions(conn, current, behind=months_behind,
                                                 ahead=months_ahead)
@@ -140,7 +139,7 @@ def drop_old_audit_partitions(run: Run) -> None:
 
 def to_regclass(session: Session, name: str) -> bool:
     return session.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
-                           {"name": f'"{name}"'}).scalar_one()
+                           {"name": sql.Identifier(name).as_string()}).scalar_one()
 
 
 def drop(parent: str, partition: Partition,
@@ -158,12 +157,14 @@ def drop(parent: str, partition: Partition,
         # bench/retention.py). The lock is held for this short transaction
         # only; past lock_timeout the run fails and the next run finishes
         # the drop (`leftovers`), rather than queueing chat traffic behind us.
-        session.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+        session.execute(text("SELECT set_config('lock_timeout', :timeout, true)"),
+                        {"timeout": DROP_LOCK_TIMEOUT})
         if not to_regclass(session, partition.name):
             return 0
-        session.execute(text(
-            f'LOCK TABLE {parent}, "{partition.name}" IN ACCESS EXCLUSIVE MODE'))
+        tables = {"parent": sql.Identifier(parent), "partition": sql.Identifier(partition.name)}
+        session.execute(compose("LOCK TABLE {parent}, {partition} IN ACCESS EXCLUSIVE MODE",
+                                **tables))
         result = before_drop(session, partition.name)
-        session.execute(text(f'DROP TABLE "{partition.name}"'))
+        session.execute(compose("DROP TABLE {partition}", **tables))
     log.info("dropped partition %s", partition.name)
     return result

@@ -39,10 +39,11 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import func, update
+from sqlalchemy.orm import Session
 
 from db.engine import libpq_url, session_scope
-from db.models import AuditLog, AuditSeverity, MaintenanceRun
-from veza import limits
+from db.models import AuditSeverity, MaintenanceRun
+from veza import audit, limits
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +253,8 @@ def finish_run(run: Run, status: str, error: str | None = None) -> None:
             .values(status=status, counts=dict(run.counts), error=error,
                     finished_at=func.clock_timestamp())
         )
-        session.add(audit_row(run.name, run.run_id, run.task_id, run.dry_run, status,
-                              dict(run.counts), error))
+        record_audit(session, run.name, run.run_id, run.task_id, run.dry_run, status,
+                     dict(run.counts), error)
     log.log(logging.ERROR if error else logging.INFO, "%s run %d %s: %s%s", run.name,
             run.run_id, status, dict(run.counts), f" ({error})" if error else "")
 
@@ -264,17 +265,16 @@ def record_skipped(name: str, dry_run: bool, task_id: str | None) -> int:
                              status="skipped", finished_at=func.clock_timestamp())
         session.add(row)
         session.flush()
-        session.add(audit_row(name, row.id, task_id, dry_run, "skipped", {}, None))
+        record_audit(session, name, row.id, task_id, dry_run, "skipped", {}, None)
         return row.id
 
 
-def audit_row(name: str, run_id: int, task_id: str | None, dry_run: bool, status: str,
-              counts: dict[str, int], error: str | None) -> AuditLog:
-    return AuditLog(
-        event_type=name,
-        event_data={"run_id": run_id, "task_id": task_id, "dry_run": dry_run,
-                    "status": status, "counts": counts, "error": error},
-        resource_type="maintenance_run",
-        resource_id=run_id,
+def record_audit(session: Session, name: str, run_id: int, task_id: str | None, dry_run: bool,
+                 status: str, counts: dict[str, int], error: str | None) -> None:
+    audit.record(
+        session, name,
+        {"run_id": run_id, "task_id": task_id, "dry_run": dry_run, "status": status,
+         "counts": counts, "error": error},
+        resource_type="maintenance_run", resource_id=run_id,
         severity=AuditSeverity.error if status == "failed" else AuditSeverity.info,
     )

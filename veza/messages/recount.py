@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from psycopg import sql
 from sqlalchemy import text
 
-from db.engine import session_scope
 from veza.messages.counters import DM_UNREAD, MEMBER_MESSAGES, Counter, last_seen
+from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.run import Run
+from veza.statements import identifiers
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,14 @@ class Recount:
     key: tuple[str, ...]
     name: str
 
-    def next_batch(self, locking: bool) -> str:
-        """The ids and keys of the next `:size` rows after the key
-        `:after_0, :after_1, ...`."""
-        key = sql.SQL(", ").join(map(sql.Identifier, self.key))
-        after = sql.SQL(", ").join(sql.SQL(f":after_{i}") for i in range(len(self.key)))
-        return sql.SQL("SELECT id, {key} FROM {table} WHERE ({key}) > ({after})"
-                       " ORDER BY {key} LIMIT :size{lock}").format(
-            key=key, table=sql.Identifier(self.counter.table), after=after,
-            lock=sql.SQL(" FOR NO KEY UPDATE SKIP LOCKED" if locking else ""),
-        ).as_string()
+    def batches(self, run: Run) -> KeysetBatches:
+        """The ids of its table's rows, in key order, a batch per
+        transaction; locked in a real run (a dry run locks nothing either)."""
+        lock = "" if run.dry_run else " FOR NO KEY UPDATE SKIP LOCKED"
+        return KeysetBatches(run, "SELECT {columns} FROM {table} WHERE {after}"
+                                  " ORDER BY {key} LIMIT :size" + lock,
+                             key=self.key, table=sql.Identifier(self.counter.table),
+                             columns=identifiers(dict.fromkeys(("id", *self.key))))
 
     def rows(self) -> str:
         """The condition selecting the batch's rows, by id."""
@@ -75,19 +74,8 @@ def recount(run: Run) -> None:
 def recount_table(run: Run, job: Recount) -> None:
     """Every row of the counter's table, in key order, a batch per transaction."""
     run.add(**{job.name: 0})  # reported even when nothing was wrong
-    # The keys are serial ids, all positive: zeros come before the first row.
-    after = (0,) * len(job.key)
-    find = text(job.next_batch(locking=not run.dry_run))  # a dry run locks nothing either
     change = text(job.counter.count_wrong(job.rows()) if run.dry_run
                   else job.counter.fix(job.rows()))
-    for size in run.batches():
-        with session_scope() as session:
-            params = {f"after_{i}": value for i, value in enumerate(after)}
-            batch = session.execute(find, {**params, "size": size}).all()
-            if not batch:
-                return
-            result = session.execute(change, {"ids": [row.id for row in batch]})
-            run.add(**{job.name: result.scalar_one() if run.dry_run else result.rowcount})
-        if len(batch) < size:
-            return
-        after = tuple(batch[-1])[1:]
+    for session, batch in job.batches(run):
+        result = session.execute(change, {"ids": [row.id for row in batch]})
+        run.add(**{job.name: result.scalar_one() if run.dry_run else result.rowcount})

@@ -33,7 +33,8 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import text
+from psycopg import sql
+from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
 from db.engine import libpq_url, session_scope
@@ -48,8 +49,9 @@ from db.partitions import (
 )
 from veza.messages.counters import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
 from veza.maintenance import partition_upkeep
-from veza.maintenance.batched import apply_in_batches
+from veza.maintenance.batched import KeysetBatches, apply_in_batches
 from veza.maintenance.run import Run, timed_batches
+from veza.statements import compose, identifiers
 from veza.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -59,26 +61,36 @@ REACTION_COLUMNS = [c.name for c in Reaction.__table__.columns]
 FILE_COLUMNS = [c.name for c in File.__table__.columns]
 
 # The batch as a relation `d(id, created_at)`, from two parallel arrays.
-BATCH = (
+BATCH = sql.SQL(
     "d AS (SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[]))"
     " AS d(id, created_at))"
 )
 Batch = list[tuple[int, datetime]]
+# Messages are walked in the order of their primary key.
+MESSAGE_KEY = ("created_at", "id")
 
 
-AUTHOR_PAIRS = "SELECT DISTINCT m.room_id, m.conversation_id, m.author_id"
+def over_batch(template: str, **parts: sql.Composable) -> TextClause:
+    """A statement `WITH {batch} ...`: one over the batch relation `d`."""
+    return compose(template, batch=BATCH, **parts)
+
+
+AUTHOR_PAIRS = sql.SQL("SELECT DISTINCT m.room_id, m.conversation_id, m.author_id")
 
 
 def batch_authors(session: Session, params: dict[str, Any]) -> list[dict]:
     """The distinct (room or conversation, author) pairs of a batch."""
-    return [dict(row) for row in session.execute(text(
-        f"WITH {BATCH} {AUTHOR_PAIRS} FROM messages m JOIN d ON m.id = d.id AND m.created_at = d.created_at"
+    return [dict(row) for row in session.execute(over_batch(
+        "WITH {batch} {pairs} FROM messages m JOIN d ON m.id = d.id AND m.created_at = d.created_at",
+        pairs=AUTHOR_PAIRS,
     ), params).mappings()]
 
 
 def partition_authors(session: Session, name: str) -> list[dict]:
     """The distinct (room or conversation, author) pairs of a partition."""
-    return [dict(row) for row in session.execute(text(f'{AUTHOR_PAIRS} FROM "{name}" m')).mappings()]
+    return [dict(row) for row in session.execute(compose(
+        "{pairs} FROM {partition} m", pairs=AUTHOR_PAIRS, partition=sql.Identifier(name),
+    )).mappings()]
 
 
 def recount_member_counters(session: Session, authors: list[dict]) -> None:
@@ -93,10 +105,6 @@ def recount_member_counters(session: Session, authors: list[dict]) -> None:
         session.execute(text(RECOUNT_ROOM_MEMBER), in_rooms)
     if in_conversations:
         session.execute(text(RECOUNT_DM_UNREAD), in_conversations)
-
-
-def columns(names: list[str], prefix: str = "") -> str:
-    return ", ".join(f"{prefix}{name}" for name in names)
 
 
 def batch_params(batch: Batch) -> dict[str, Any]:
@@ -142,31 +150,19 @@ def purge_room(run: Run, room_id: int, cutoff: datetime,
     first, one batch per transaction; True when none are left, False when
     the phase ran out of time first. The cut-off is fixed for the run, so
     the end state does not depend on how long the run took."""
-    after: tuple[datetime, int] | None = None
-    for size in run.batches():
-        with session_scope() as session:
-            batch = next_room_batch(session, room_id, cutoff, after, size, skip_partitions)
-            if not batch:
-                return True
-            after = (batch[-1][1], batch[-1][0])
-            if run.dry_run:
-                count_batch(run, session, batch, cutoff)
-            else:
-                archive_and_delete(run, session, batch, cutoff)
-    return False
-
-
-def next_room_batch(session: Session, room_id: int, cutoff: datetime,
-                    after: tuple[datetime, int] | None, size: int,
-                    skip_partitions: list[str]) -> Batch:
-    return [tuple(row) for row in session.execute(text(
+    batches = KeysetBatches(run, (
         "SELECT id, created_at FROM messages"
-        " WHERE room_id = :room AND created_at < :cutoff"
-        " AND (CAST(:after_ts AS timestamptz) IS NULL OR (created_at, id) > (:after_ts, :after_id))"
+        " WHERE room_id = :room AND created_at < :cutoff AND {after}"
         " AND NOT (tableoid::regclass::text = ANY(CAST(:skip AS text[])))"
-        " ORDER BY created_at, id LIMIT :size"
-    ), {"room": room_id, "cutoff": cutoff, "after_ts": after and after[0],
-        "after_id": after and after[1], "size": size, "skip": list(skip_partitions)})]
+        " ORDER BY {key} LIMIT :size"
+    ), {"room": room_id, "cutoff": cutoff, "skip": list(skip_partitions)}, key=MESSAGE_KEY)
+    for session, rows in batches:
+        batch = [tuple(row) for row in rows]
+        if run.dry_run:
+            count_batch(run, session, batch, cutoff)
+        else:
+            archive_and_delete(run, session, batch, cutoff)
+    return batches.exhausted
 
 
 def with_old_replies(session: Session, batch: Batch, cutoff: datetime) -> Batch:
@@ -184,8 +180,8 @@ def with_old_replies(session: Session, batch: Batch, cutoff: datetime) -> Batch:
 
 
 def count_batch(run: Run, session: Session, batch: Batch, cutoff: datetime) -> None:
-    counts = session.execute(text(
-        f"WITH {BATCH} SELECT"
+    counts = session.execute(over_batch(
+        "WITH {batch} SELECT"
         " (SELECT count(*) FROM reactions r"
         "  JOIN d ON r.message_id = d.id AND r.message_created_at = d.created_at),"
         " (SELECT count(*) FROM files f"
@@ -203,8 +199,8 @@ def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetim
     detached = detach_replies(session, params, "c.created_at >= :cutoff")
     archived = archive_rows(session, params)
     authors = batch_authors(session, params)
-    deleted = session.execute(text(
-        f"WITH {BATCH} DELETE FROM messages m USING d"
+    deleted = session.execute(over_batch(
+        "WITH {batch} DELETE FROM messages m USING d"
         " WHERE m.id = d.id AND m.created_at = d.created_at"
     ), params).rowcount
     recount_member_counters(session, authors)
@@ -214,18 +210,19 @@ def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetim
 def detach_replies(session: Session, params: dict[str, Any], which: str) -> int:
     """Keep replies that must outlive their parent: record the link, then
     detach them (an UPDATE of the parent columns fires no counter trigger;
-    the parent is about to go, so its thread_count goes with it)."""
-    session.execute(text(
-        f"WITH {BATCH} INSERT INTO archived_reply_links"
+    the parent is about to go, so its thread_count goes with it). `which`:
+    the SQL condition on the reply `c` that picks them."""
+    session.execute(over_batch(
+        "WITH {batch} INSERT INTO archived_reply_links"
         " (message_id, message_created_at, parent_message_id, parent_created_at)"
         " SELECT c.id, c.created_at, c.parent_message_id, c.parent_created_at"
         " FROM messages c JOIN d ON c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-        f" WHERE {which} ON CONFLICT DO NOTHING"
+        " WHERE {which} ON CONFLICT DO NOTHING", which=sql.SQL(which),
     ), params)
-    return session.execute(text(
-        f"WITH {BATCH} UPDATE messages c SET parent_message_id = NULL, parent_created_at = NULL"
+    return session.execute(over_batch(
+        "WITH {batch} UPDATE messages c SET parent_message_id = NULL, parent_created_at = NULL"
         " FROM d WHERE c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-        f" AND {which}"
+        " AND {which}", which=sql.SQL(which),
     ), params).rowcount
 
 
@@ -241,10 +238,11 @@ def archive_rows(session: Session, params: dict[str, Any]) -> dict[str, int]:
     }
     counts = {}
     for archive, (live, names, join) in copies.items():
-        counts[archive] = session.execute(text(
-            f"WITH {BATCH} INSERT INTO {archive} ({columns(names)})"
-            f" SELECT {columns(names, 'x.')} FROM {live} x JOIN d ON {join}"
-            " ON CONFLICT DO NOTHING"
+        counts[archive] = session.execute(over_batch(
+            "WITH {batch} INSERT INTO {archive} ({columns})"
+            " SELECT {values} FROM {live} x JOIN d ON {join} ON CONFLICT DO NOTHING",
+            archive=sql.Identifier(archive), columns=identifiers(names),
+            values=identifiers(names, "x"), live=sql.Identifier(live), join=sql.SQL(join),
         ), params).rowcount
     return counts
 
@@ -293,15 +291,18 @@ def partition_months_behind() -> int:
 
 def is_empty(name: str) -> bool:
     with session_scope() as session:
-        return session.execute(text(f'SELECT NOT EXISTS (SELECT 1 FROM "{name}")')).scalar_one()
+        return session.execute(compose(
+            "SELECT NOT EXISTS (SELECT 1 FROM {partition})", partition=sql.Identifier(name),
+        )).scalar_one()
 
 
 def covered_by_retention(name: str) -> bool:
     with session_scope() as session:
-        return session.execute(text(
-            f'SELECT NOT EXISTS (SELECT 1 FROM "{name}" m LEFT JOIN rooms r ON r.id = m.room_id'
+        return session.execute(compose(
+            "SELECT NOT EXISTS (SELECT 1 FROM {partition} m LEFT JOIN rooms r ON r.id = m.room_id"
             " WHERE r.id IS NULL OR r.message_retention_days = 0"
-            " OR m.created_at >= now() - make_interval(days => r.message_retention_days))"
+            " OR m.created_at >= now() - make_interval(days => r.message_retention_days))",
+            partition=sql.Identifier(name),
         )).scalar_one()
 
 
@@ -309,7 +310,7 @@ def covered_by_retention(name: str) -> bool:
 # (by a reaction, file, mention or reply) since. Rows an earlier, stopped
 # run unlinked fail this test, so a run resumes where the last one stopped;
 # a reaction added to an unlinked row meanwhile is caught all the same.
-STILL_LINKED = (
+STILL_LINKED = sql.SQL(
     "NOT EXISTS (SELECT 1 FROM archived_messages a WHERE a.id = m.id AND a.created_at = m.created_at)"
     " OR EXISTS (SELECT 1 FROM reactions x WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
     " OR EXISTS (SELECT 1 FROM files x WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
@@ -324,35 +325,30 @@ def unlink_partition(run: Run, partition: partition_upkeep.Partition) -> bool:
     """Archive the partition's rows and remove every reference to them, a
     batch per transaction; True when nothing is left to unlink, False when
     the phase ran out of time first."""
-    after: tuple[datetime, int] | None = None
-    for size in run.batches():
-        with session_scope() as session:
-            batch = [tuple(row) for row in session.execute(text(
-                f'SELECT id, created_at FROM "{partition.name}" m'
-                " WHERE (CAST(:after_ts AS timestamptz) IS NULL OR (created_at, id) > (:after_ts, :after_id))"
-                f" AND ({STILL_LINKED} OR CAST(:dry_run AS boolean))"
-                " ORDER BY created_at, id LIMIT :size"
-            ), {"after_ts": after and after[0], "after_id": after and after[1], "size": size,
-                "dry_run": run.dry_run})]
-            if not batch:
-                return True
-            after = (batch[-1][1], batch[-1][0])
-            if run.dry_run:
-                run.add(messages_deleted=len(batch))
-                continue
-            params = batch_params(batch)
-            # Every reply goes, even one inside the partition: the detach
-            # refuses while any row references the partition, its own
-            # included. The links bring the threads back on restore.
-            detached = detach_replies(session, params, "true")
-            archived = archive_rows(session, params)
-            for referencing in ("reactions", "files", "message_mentions"):
-                session.execute(text(
-                    f"WITH {BATCH} DELETE FROM {referencing} x USING d"
-                    " WHERE x.message_id = d.id AND x.message_created_at = d.created_at"
-                ), params)
-            run.add(replies_detached=detached, **archived)
-    return False
+    batches = KeysetBatches(run, (
+        "SELECT id, created_at FROM {partition} m"
+        " WHERE {after} AND ({still_linked} OR CAST(:dry_run AS boolean))"
+        " ORDER BY {key} LIMIT :size"
+    ), {"dry_run": run.dry_run}, key=MESSAGE_KEY, partition=sql.Identifier(partition.name),
+        still_linked=STILL_LINKED)
+    for session, rows in batches:
+        if run.dry_run:
+            run.add(messages_deleted=len(rows))
+            continue
+        params = batch_params([tuple(row) for row in rows])
+        # Every reply goes, even one inside the partition: the detach
+        # refuses while any row references the partition, its own
+        # included. The links bring the threads back on restore.
+        detached = detach_replies(session, params, "true")
+        archived = archive_rows(session, params)
+        for referencing in ("reactions", "files", "message_mentions"):
+            session.execute(over_batch(
+                "WITH {batch} DELETE FROM {referencing} x USING d"
+                " WHERE x.message_id = d.id AND x.message_created_at = d.created_at",
+                referencing=sql.Identifier(referencing),
+            ), params)
+        run.add(replies_detached=detached, **archived)
+    return batches.exhausted
 
 
 def finish_message_partition_drop(run: Run, partition: partition_upkeep.Partition) -> None:
@@ -363,29 +359,32 @@ def subtract_counters(session: Session, name: str) -> int:
     """The detached partition's live messages leave their room's (or
     conversation's) message_count and their parent's thread_count; returns
     how many rows the DROP deletes."""
-    session.execute(text(
+    partition = sql.Identifier(name)
+    session.execute(compose(
         "UPDATE rooms r SET message_count = r.message_count - d.n"
-        f' FROM (SELECT room_id, count(*) AS n FROM "{name}"'
+        " FROM (SELECT room_id, count(*) AS n FROM {partition}"
         "  WHERE NOT is_deleted AND room_id IS NOT NULL GROUP BY room_id) d"
-        " WHERE r.id = d.room_id"
+        " WHERE r.id = d.room_id", partition=partition,
     ))
-    session.execute(text(
+    session.execute(compose(
         "UPDATE direct_conversations c SET message_count = c.message_count - d.n"
-        f' FROM (SELECT conversation_id, count(*) AS n FROM "{name}"'
+        " FROM (SELECT conversation_id, count(*) AS n FROM {partition}"
         "  WHERE NOT is_deleted AND conversation_id IS NOT NULL GROUP BY conversation_id) d"
-        " WHERE c.id = d.conversation_id"
+        " WHERE c.id = d.conversation_id", partition=partition,
     ))
-    session.execute(text(
+    session.execute(compose(
         "UPDATE messages p SET thread_count = p.thread_count - d.n,"
         " is_thread_root = p.thread_count - d.n > 0"
         " FROM (SELECT parent_message_id, parent_created_at, count(*) AS n"
-        f'  FROM "{name}" WHERE NOT is_deleted AND parent_message_id IS NOT NULL'
+        "  FROM {partition} WHERE NOT is_deleted AND parent_message_id IS NOT NULL"
         "  GROUP BY parent_message_id, parent_created_at) d"
-        " WHERE p.id = d.parent_message_id AND p.created_at = d.parent_created_at"
+        " WHERE p.id = d.parent_message_id AND p.created_at = d.parent_created_at",
+        partition=partition,
     ))
     # Detached already: its rows no longer count in `messages`.
     recount_member_counters(session, partition_authors(session, name))
-    return session.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one()
+    return session.execute(compose("SELECT count(*) FROM {partition}",
+                                   partition=partition)).scalar_one()
 
 
 # ---------------------------------------------------------------- archive
@@ -428,7 +427,9 @@ def restore(room_id: int, start: datetime, end: datetime) -> dict[str, int]:
 def restore_next_batch(room_id: int, start: datetime, end: datetime,
                        size: int) -> dict[str, int] | None:
     """Restore the oldest `size` archived messages of the range, in one
-    transaction; None when none are left."""
+    transaction; None when none are left. No keyset (KeysetBatches): a
+    restored batch leaves the archive, so the oldest left is the next one,
+    and a batch that meets a dropped month is retried whole."""
     with session_scope() as session:
         batch = [tuple(row) for row in session.execute(text(
             "SELECT id, created_at FROM archived_messages"
@@ -459,16 +460,17 @@ def restore_batch(session: Session, batch: Batch) -> dict[str, int]:
     # there (still archived outside the range, or gone) leaves the reply
     # top-level.
     restored_columns = {
-        "thread_count": "0",
-        "is_thread_root": "false",
-        "parent_message_id": "CASE WHEN p.ok THEN a.parent_message_id END",
-        "parent_created_at": "CASE WHEN p.ok THEN a.parent_created_at END",
+        "thread_count": sql.SQL("0"),
+        "is_thread_root": sql.SQL("false"),
+        "parent_message_id": sql.SQL("CASE WHEN p.ok THEN a.parent_message_id END"),
+        "parent_created_at": sql.SQL("CASE WHEN p.ok THEN a.parent_created_at END"),
     }
-    select = ", ".join(restored_columns.get(name, f"a.{name}") for name in MESSAGE_COLUMNS)
+    values = sql.SQL(", ").join(restored_columns.get(name, sql.Identifier("a", name))
+                                for name in MESSAGE_COLUMNS)
     # A reply whose parent is still archived comes back top-level; its link
     # is kept so that restoring the parent later re-attaches it.
-    session.execute(text(
-        f"WITH {BATCH} INSERT INTO archived_reply_links"
+    session.execute(over_batch(
+        "WITH {batch} INSERT INTO archived_reply_links"
         " (message_id, message_created_at, parent_message_id, parent_created_at)"
         " SELECT a.id, a.created_at, a.parent_message_id, a.parent_created_at"
         " FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
@@ -479,34 +481,37 @@ def restore_batch(session: Session, batch: Batch) -> dict[str, int]:
         "  WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
         " ON CONFLICT DO NOTHING"
     ), params)
-    messages = session.execute(text(
-        f"WITH {BATCH} INSERT INTO messages ({columns(MESSAGE_COLUMNS)})"
-        f" SELECT {select} FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
+    messages = session.execute(over_batch(
+        "WITH {batch} INSERT INTO messages ({columns})"
+        " SELECT {values} FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
         " CROSS JOIN LATERAL (SELECT a.parent_message_id IS NOT NULL AND ("
         "  EXISTS (SELECT 1 FROM messages x"
         "   WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
         "  OR EXISTS (SELECT 1 FROM d y"
         "   WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
         " ) AS ok) p"
-        " ORDER BY a.created_at, a.id ON CONFLICT DO NOTHING"
+        " ORDER BY a.created_at, a.id ON CONFLICT DO NOTHING",
+        columns=identifiers(MESSAGE_COLUMNS), values=values,
     ), params).rowcount
     counts = {"messages": messages}
     for live, archive, names in (("reactions", "archived_reactions", REACTION_COLUMNS),
                                  ("files", "archived_files", FILE_COLUMNS)):
-        counts[live] = session.execute(text(
-            f"WITH {BATCH} INSERT INTO {live} ({columns(names)})"
-            f" SELECT {columns(names, 'a.')} FROM {archive} a"
+        tables = {"live": sql.Identifier(live), "archive": sql.Identifier(archive)}
+        counts[live] = session.execute(over_batch(
+            "WITH {batch} INSERT INTO {live} ({columns})"
+            " SELECT {values} FROM {archive} a"
             " JOIN d ON a.message_id = d.id AND a.message_created_at = d.created_at"
-            " ON CONFLICT DO NOTHING"
+            " ON CONFLICT DO NOTHING",
+            columns=identifiers(names), values=identifiers(names, "a"), **tables,
         ), params).rowcount
-        session.execute(text(
-            f"WITH {BATCH} DELETE FROM {archive} a USING d"
-            " WHERE a.message_id = d.id AND a.message_created_at = d.created_at"
+        session.execute(over_batch(
+            "WITH {batch} DELETE FROM {archive} a USING d"
+            " WHERE a.message_id = d.id AND a.message_created_at = d.created_at", **tables,
         ), params)
     counts["replies_reattached"] = reattach_replies(session, params)
     recount_member_counters(session, batch_authors(session, params))
-    session.execute(text(
-        f"WITH {BATCH} DELETE FROM archived_messages a USING d"
+    session.execute(over_batch(
+        "WITH {batch} DELETE FROM archived_messages a USING d"
         " WHERE a.id = d.id AND a.created_at = d.created_at"
     ), params)
     return counts
@@ -516,8 +521,8 @@ def reattach_replies(session: Session, params: dict[str, Any]) -> int:
     """Links whose two ends are live again (one of them in this batch):
     re-attach the reply, and count it into its parent's thread_count by
     hand (the counter trigger does not watch the parent columns)."""
-    reattached = session.execute(text(
-        f"WITH {BATCH}, links AS ("
+    reattached = session.execute(over_batch(
+        "WITH {batch}, links AS ("
         " SELECT l.* FROM archived_reply_links l JOIN d"
         "  ON (l.message_id = d.id AND l.message_created_at = d.created_at)"
         "  OR (l.parent_message_id = d.id AND l.parent_created_at = d.created_at))"
