@@ -31,9 +31,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stack import (  # noqa: E402
-    DATABASE_URL, Stack, celery_worker, cpu_usage, free_port, open_loop, percentile,
+    DATABASE_URL, Stack, celery_worker, cpu_usage, open_loop, percentile,
     setup_rooms, throwaway_database, wait_until,
 )
+from tests.processes import free_port  # noqa: E402
 
 GOAL_P50_MS, GOAL_P99_MS = 10.0, 100.0
 

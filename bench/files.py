@@ -198,7 +198,7 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
     from worker import app
     from veza.files import pipeline
 
-    from tests.uploads import make_user
+    from tests.factories import make_user
 
     user = make_user(db)
     worker = conftest.start_worker("bench-files", queues="files,scan")

@@ -69,9 +69,10 @@ from tests import conftest  # noqa: E402,F401
 from tests.clamav import CLAMD_DIR, Clamd  # noqa: E402
 
 from bench.stack import (  # noqa: E402
-    DATABASE_URL, NOT_SENT, REDIS_URL, Stack, celery_worker, cpu_usage, free_port, open_loop,
+    DATABASE_URL, NOT_SENT, REDIS_URL, Stack, celery_worker, cpu_usage, open_loop,
     percentile, setup_rooms, throwaway_database, wait_until,
 )
+from tests.processes import free_port  # noqa: E402
 
 os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = DATABASE_URL, REDIS_URL
 

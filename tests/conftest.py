@@ -193,3 +193,8 @@ def relay(database_url, redis_client):
     proc = start_relay()
     yield proc
     proc.stop()
+
+
+# Fixtures kept beside the helpers they go with, for every test module:
+# `app` and `api` (tests/api_helpers.py), `mdb` (tests/maintenance_helpers.py).
+pytest_plugins = ["tests.api_helpers", "tests.maintenance_helpers"]

@@ -12,7 +12,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.api_helpers import ApiClient, api, app  # noqa: F401  (fixtures)
+from tests.api_helpers import ApiClient
 
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance,
           content_type_conformance]

@@ -8,7 +8,8 @@ import uuid
 
 from veza import jobs
 from tests.conftest import start_worker, wait_for
-from tests.uploads import encoded, gradient, make_user, upload
+from tests.factories import make_user
+from tests.uploads import encoded, gradient, upload
 
 
 def json_lines(text: str) -> list[dict]:

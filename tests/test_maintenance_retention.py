@@ -11,17 +11,13 @@ from hypothesis import strategies as st
 
 from db.partitions import add_months, this_month
 
-from tests.maintenance_helpers import (  # noqa: F401 (mdb is a fixture)
+from tests.factories import make_room, make_user, post, scalar
+from tests.maintenance_helpers import (
     counter_mismatches,
     index_members,
-    make_room,
     make_past_partitions,
-    make_user,
-    mdb,
-    post,
     run_task,
     runs,
-    scalar,
 )
 
 PURGE = "maintenance.purge_retention"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import urllib.request
 
@@ -11,12 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from veza import jobs
 from tests.conftest import ManagedProcess, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.processes import free_port
 
 
 def test_queue_depth_counts_every_priority_list(redis_client):

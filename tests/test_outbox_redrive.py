@@ -7,29 +7,15 @@ it, `veza maintenance run redrive_outbox`."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 
 from veza import jobs
 from veza.jobs import Job
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
 from tests.clamav import EICAR
-from tests.conftest import ROOT, start_worker, wait_for
-from tests.uploads import encoded, gradient, make_user, row, upload
-
-
-def veza(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
-
-
-def outbox_row(db, row_id) -> dict:
-    cursor = db.execute("SELECT * FROM outbox WHERE id = %s", (row_id,))
-    names = [column.name for column in cursor.description]
-    found = cursor.fetchone()
-    return dict(zip(names, found)) if found else {}
+from tests.conftest import start_worker, wait_for
+from tests.factories import make_user, outbox_row
+from tests.processes import veza
+from tests.uploads import encoded, gradient, row, upload
 
 
 def owe(job: Job, *args) -> uuid.UUID:

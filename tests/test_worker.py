@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 from veza import jobs
-from tests.conftest import ROOT, wait_for
+from tests.conftest import wait_for
+from tests.processes import veza
 
 
 def test_production_settings():
@@ -109,16 +107,11 @@ def test_the_relay_lives_on_after_an_unexpected_error(db, redis_client, celery_w
              what="the relay to publish after the error")
 
 
-def veza_outbox(**env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", "outbox"], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
-
-
 def test_veza_outbox_fails_the_healthcheck_when_the_oldest_unsent_row_is_stale(db):
     db.execute("INSERT INTO outbox (id, task_name, args, kwargs, created_at)"
                " VALUES (gen_random_uuid(), 'system.heartbeat', '[]', '{}', now() - interval '5 minutes')")
 
-    stale = veza_outbox()
+    stale = veza("outbox")
     assert stale.returncode == 1 and "unsent: 1" in stale.stdout
     assert "stale" in stale.stderr
-    assert veza_outbox(OUTBOX_STALE_SECONDS="600").returncode == 0
+    assert veza("outbox", OUTBOX_STALE_SECONDS="600").returncode == 0

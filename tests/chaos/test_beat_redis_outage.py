@@ -17,8 +17,8 @@ import time
 
 import redis
 
-from tests.chaos.test_redis_down import free_port, start_redis
 from tests.conftest import ManagedProcess, wait_for
+from tests.processes import free_port, start_redis
 
 PERIOD = 1.0
 LOCK_TIMEOUT = 6

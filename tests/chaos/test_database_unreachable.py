@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
 from tests.conftest import start_worker, wait_for
 
 QUEUE = "unreachable-db"

@@ -7,7 +7,6 @@ nothing else on the machine."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,15 +16,11 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT, start_worker, wait_for
-from tests.uploads import make_user, upload
+from tests.factories import make_user
+from tests.processes import free_port
+from tests.uploads import upload
 
 PG_BIN = Path("/usr/lib/postgresql") / sorted(os.listdir("/usr/lib/postgresql"))[-1] / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrivatePostgres:

@@ -14,12 +14,9 @@ import time
 import pytest
 
 from tests.conftest import start_worker, wait_for
-from tests.uploads import encoded, gradient, make_user, upload
-
-
-def pool_children(worker) -> list[int]:
-    result = subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True)
-    return [int(pid) for pid in result.stdout.split()]
+from tests.factories import make_user
+from tests.processes import pool_children
+from tests.uploads import encoded, gradient, upload
 
 
 def file_states(db, ids: list[int]) -> list[tuple]:

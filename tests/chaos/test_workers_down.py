@@ -9,8 +9,7 @@ import io
 
 import pytest
 
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
-from tests.conftest import purge_queues, relay, start_worker, wait_for  # noqa: F401  (relay is a fixture)
+from tests.conftest import purge_queues, start_worker, wait_for
 from tests.maintenance_helpers import run_task
 
 UPLOADS = 20
