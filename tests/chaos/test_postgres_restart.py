@@ -7,6 +7,7 @@ nothing else on the machine."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,10 +64,13 @@ class PrivatePostgres:
 def private_postgres():
     server = PrivatePostgres()
     server.init()
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
-                   capture_output=True, env={**os.environ, "DATABASE_URL": server.url})
-    yield server
-    server.stop()
+    try:
+        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
+                       capture_output=True, env={**os.environ, "DATABASE_URL": server.url})
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 def test_tasks_retry_and_finish_across_a_postgres_restart(private_postgres, clamd_server, redis_client):
