@@ -37,6 +37,7 @@ def bearer(api: ApiClient) -> dict[str, str]:
 schema = schemathesis.pytest.from_fixture("openapi")
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=20, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))

@@ -343,6 +343,7 @@ MEMORY_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_100_mb_upload_is_hashed_and_scanned_in_constant_memory(db, user):
     from veza.storage import storage
 

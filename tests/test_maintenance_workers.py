@@ -17,6 +17,8 @@ from tests.conftest import start_worker, wait_for
 from tests.factories import make_room, make_user, partitions_since, scalar
 from tests.maintenance_helpers import counter_mismatches, index_members, run_task, runs
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
 PURGE = "maintenance.purge_retention"
 OLD, YOUNG, ROOMS = 12_000, 50, 10
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import urllib.request
 
+import pytest
 from kombu import Connection, Exchange, Queue
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -41,6 +42,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+@pytest.mark.slow
 def test_exporter_reports_queues_outbox_heartbeat_and_task_outcomes(db, celery_worker, relay):
     from db.engine import session_scope
     from veza.outbox import enqueue

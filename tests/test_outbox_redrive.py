@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from veza import jobs
 from veza.jobs import Job
 from tests.clamav import EICAR
@@ -26,6 +28,7 @@ def owe(job: Job, *args) -> uuid.UUID:
         return enqueue(session, job, *args)
 
 
+@pytest.mark.slow
 def test_a_file_pipelines_row_is_finished_by_its_last_link_not_by_its_root(db, clamd_server,
                                                                             relay, redis_client):
     user = make_user(db)
@@ -65,6 +68,7 @@ FIXED_DEPLOY = ("DROP TRIGGER refuse_user_updates ON users;"
                 " DROP FUNCTION refuse_user_updates();")
 
 
+@pytest.mark.slow
 def test_a_row_that_never_finishes_is_redriven_then_dead_and_a_replay_runs_it(
         api, db, celery_worker, relay):
     settings = {"OUTBOX_REDRIVE_AFTER_SECONDS": "1", "OUTBOX_MAX_REDRIVES": "2"}

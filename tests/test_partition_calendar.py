@@ -71,6 +71,7 @@ def test_months_behind_covers_the_longest_retention_in_use(db, monkeypatch):
         assert months_behind(conn, date(2092, 1, 1)) == 5
 
 
+@pytest.mark.slow
 def test_a_freshly_migrated_database_accepts_yesterdays_rows_on_any_day():
     """Migrated today, a database takes a backfill dated up to two months
     back (on the 1st, yesterday is last month), and the window ahead."""

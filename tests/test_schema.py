@@ -17,6 +17,7 @@ from tests.factories import fresh_database, make_room, make_user, partitions_sin
 
 # ------------------------------------------------------------- migrations
 
+@pytest.mark.slow
 def test_migrations_round_trip_on_an_empty_database():
     with fresh_database("roundtrip") as url:
         def objects() -> tuple:

@@ -144,6 +144,7 @@ def test_an_upload_whose_fsync_finds_the_disk_full_answers_507_and_leaves_nothin
 
 # --------------------------------------------------------- full disk, worker
 
+@pytest.mark.slow
 def test_a_thumbnail_that_finds_the_disk_full_is_recorded_then_retried_once_space_is_freed(
         db, clamd_server, small_disk):
     """The worker's step, on a real full filesystem: the file stays in

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from veza import jobs
 from tests.conftest import wait_for
 from tests.processes import veza
@@ -51,6 +53,7 @@ def test_every_task_has_soft_and_hard_time_limits_and_an_explicit_queue():
         assert app.amqp.router.route({}, task.name)["queue"].name in QUEUES
 
 
+@pytest.mark.slow
 def test_outbox_work_runs_on_a_real_worker(db, redis_client, celery_worker, relay):
     from db.engine import session_scope
     from veza.redis_store import HEARTBEAT_KEY
@@ -88,6 +91,7 @@ def test_a_rolled_back_write_enqueues_nothing(db):
     assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
 
 
+@pytest.mark.slow
 def test_the_relay_lives_on_after_an_unexpected_error(db, redis_client, celery_worker, relay):
     """Not only outages: any error (here a missing table, a ProgrammingError)
     is logged and retried; the relay must not exit and strand the outbox."""

@@ -10,6 +10,8 @@ from tests.conftest import start_worker, wait_for
 from tests.factories import make_user
 from tests.uploads import encoded, gradient, row, upload
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def pipeline_worker(database_url, redis_client, clamd_server):

@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import start_worker, wait_for
 
+pytestmark = pytest.mark.slow
+
 QUEUE = "unreachable-db"
 
 

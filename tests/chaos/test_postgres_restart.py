@@ -21,6 +21,8 @@ from tests.factories import make_user
 from tests.processes import free_port
 from tests.uploads import upload
 
+pytestmark = pytest.mark.slow
+
 PG_BIN = Path("/usr/lib/postgresql") / sorted(os.listdir("/usr/lib/postgresql"))[-1] / "bin"
 
 
@@ -73,6 +75,7 @@ def private_postgres():
         shutil.rmtree(server.dir, ignore_errors=True)
 
 
+@pytest.mark.timeout(600)
 def test_tasks_retry_and_finish_across_a_postgres_restart(private_postgres, clamd_server, redis_client):
     from worker import app
 

@@ -13,6 +13,8 @@ import redis
 from tests.conftest import wait_for
 from tests.processes import free_port, start_redis, start_relay_on, start_worker_on
 
+pytestmark = pytest.mark.slow
+
 WRITES = 200
 
 

@@ -10,8 +10,12 @@ import os
 import signal
 import time
 
+import pytest
+
 from tests.conftest import wait_for
 from tests.processes import free_port, start_redis, start_relay_on, start_worker_on
+
+pytestmark = pytest.mark.slow
 
 HUNG_SECONDS = 30
 # Far above any transaction of ours (milliseconds), far below the broker's
@@ -29,6 +33,7 @@ def count(db, sql: str) -> int:
     return db.execute(sql).fetchone()[0]
 
 
+@pytest.mark.timeout(300)
 def test_a_hung_redis_leaves_no_session_idle_in_a_transaction(api, db):
     port = free_port()
     procs = {"redis": start_redis(port)}

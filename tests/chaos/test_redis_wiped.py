@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 import redis
 
 from tests.conftest import ManagedProcess, wait_for
 from tests.processes import free_port, on_redis, start_redis, start_relay_on, start_worker_on
+
+pytestmark = pytest.mark.slow
 
 POSTS = 50
 

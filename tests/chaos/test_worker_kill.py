@@ -18,6 +18,8 @@ from tests.factories import make_user
 from tests.processes import pool_children
 from tests.uploads import encoded, gradient, upload
 
+pytestmark = pytest.mark.slow
+
 
 def file_states(db, ids: list[int]) -> list[tuple]:
     return db.execute(
