@@ -35,13 +35,13 @@ from bench.stack import (
     Stack,
     celery_worker,
     cpu_usage,
-    free_port,
     open_loop,
     percentile,
     setup_rooms,
     throwaway_database,
     wait_until,
 )
+from tests.processes import free_port  # noqa: E402
 
 GOAL_P50_MS, GOAL_P99_MS = 10.0, 100.0
 

@@ -222,7 +222,7 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
     each time, and the best round of each counts: the machine is shared, and
     alternating keeps a burst of someone else's load from landing on one
     side only."""
-    from tests.uploads import make_user
+    from tests.factories import make_user
     from veza.files import pipeline
     from worker import app
 

@@ -76,13 +76,13 @@ from bench.stack import (
     Stack,
     celery_worker,
     cpu_usage,
-    free_port,
     open_loop,
     percentile,
     setup_rooms,
     throwaway_database,
     wait_until,
 )
+from tests.processes import free_port  # noqa: E402
 
 from veza.settings import reload_settings  # noqa: E402
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import clamd
 import pytest
+
+from tests.processes import free_port
 
 EICAR = clamd.EICAR
 EICAR_SIGNATURE = "Eicar-Test-Signature"
@@ -30,14 +31,8 @@ SOCKET = CLAMD_DIR / "clamd.sock"
 os.environ["CLAMD_SOCKET"] = str(SOCKET)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 # The same clamd also listens on TCP, for the INSTREAM path (clamd elsewhere).
-TCP_PORT = _free_port()
+TCP_PORT = free_port()
 
 # Limits at least as large as the largest upload (100 MB): above MaxFileSize
 # clamd skips a file and answers OK, which would be a false "clean".

@@ -18,10 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get(
@@ -95,6 +97,33 @@ def database_url() -> str:
     shutil.rmtree(os.environ["STORAGE_DIR"], ignore_errors=True)
 
 
+def drop_far_partitions(conn) -> None:
+    """Drop the (emptied) partitions more than a year from this month: the
+    ones the calendar tests make for the days they choose (2030, 2081...).
+    TRUNCATE goes through every partition, so as they piled up each test's
+    `db` took longer, to seconds by the end of a run. Detached first: a
+    partition of messages cannot be dropped while other tables' foreign
+    keys reference messages."""
+    from db.partitions import PARTITION_NAME, PARTITIONED_TABLES, add_months, this_month
+
+    nearest, furthest = add_months(this_month(), -13), add_months(this_month(), 12)
+
+    def is_far(name: str) -> bool:
+        named = PARTITION_NAME.match(name)
+        return bool(named) and not nearest <= date(int(named[2]), int(named[3]), 1) <= furthest
+
+    partitions = conn.execute(
+        "SELECT i.inhparent::regclass::text, c.relname FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = ANY(CAST(%s AS regclass[]))",
+        (list(PARTITIONED_TABLES),),
+    ).fetchall()
+    for parent, name in partitions:
+        if is_far(name):
+            conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
+                sql.Identifier(parent), sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def db(database_url):
     """A migrated database with every table empty; yields a raw autocommit
@@ -103,6 +132,7 @@ def db(database_url):
 
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
         conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        drop_far_partitions(conn)
         conn.execute("REFRESH MATERIALIZED VIEW room_stats")
         yield conn
 
@@ -117,6 +147,11 @@ def redis_client():
     client.flushdb()
 
 
+# The logs of the processes the tests start, one directory a run (see
+# pytest_sessionfinish below).
+LOG_DIR = Path(tempfile.mkdtemp(prefix="veza-logs-"))
+
+
 class ManagedProcess:
     """A real child process (worker, relay, API server) with its log kept
     in a file, so that a failing test can show what the process said."""
@@ -125,7 +160,9 @@ class ManagedProcess:
         self.name = name
         self.argv = argv
         self.env = {**os.environ, **(env or {})}
-        self.log_path = Path(tempfile.mkstemp(prefix=f"veza-{name}-", suffix=".log")[1])
+        fd, log_path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=LOG_DIR)
+        os.close(fd)
+        self.log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ManagedProcess":
@@ -222,3 +259,27 @@ def relay(database_url, redis_client):
     proc = start_relay()
     yield proc
     proc.stop()
+
+
+# Fixtures kept beside the helpers they go with, for every test module:
+# `app` and `api` (tests/api_helpers.py), `mdb` (tests/maintenance_helpers.py).
+pytest_plugins = ["tests.api_helpers", "tests.maintenance_helpers"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """After the last fixture's teardown (clamd, workers and relays are
+    stopped by then), the run's temporary directories go: clamd's is made
+    at import whether a test used clamd or not. The processes' logs stay
+    when a test failed, to be read (the summary names the directory)."""
+    from tests.clamav import CLAMD_DIR
+
+    shutil.rmtree(CLAMD_DIR, ignore_errors=True)
+    shutil.rmtree(os.environ["STORAGE_DIR"], ignore_errors=True)
+    if not session.testsfailed:
+        shutil.rmtree(LOG_DIR, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if LOG_DIR.exists():
+        terminalreporter.write_line(f"logs of the processes the tests started: {LOG_DIR}")

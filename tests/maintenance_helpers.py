@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_schema import make_room, make_user, post, scalar  # noqa: F401 (re-exported)
-
 ARCHIVE_TABLES = "archived_messages, archived_reactions, archived_files, archived_reply_links"
 
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.api_helpers import PASSWORD, api, app, error_code  # noqa: F401  (fixtures)
+from tests.api_helpers import PASSWORD, error_code
 
 
 def test_register_stores_an_argon2id_hash_and_never_returns_the_password(api, db):

@@ -3,8 +3,6 @@ pair, only the two participants, blocked conversations refuse messages."""
 
 from __future__ import annotations
 
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
-
 
 def test_find_or_create_returns_the_same_conversation_from_either_side(api, db):
     alice, bob = api.register(), api.register()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_helpers import ApiClient, api, app, error_code  # noqa: F401  (fixtures)
+from tests.api_helpers import ApiClient, error_code
 
 STORAGE = Path(os.environ["STORAGE_DIR"])
 REQUEST_ID = "6f1d3c8e-2a4b-4c5d-9e6f-7a8b9c0d1e2f"

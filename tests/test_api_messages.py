@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.api_helpers import api, app, error_code  # noqa: F401  (fixtures)
+from tests.api_helpers import error_code
 from tests.factories import partitions_since
 
 

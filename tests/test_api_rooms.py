@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from tests.api_helpers import api, app, error_code  # noqa: F401  (fixtures)
+from tests.api_helpers import error_code
 
 
 def in_a_year() -> str:

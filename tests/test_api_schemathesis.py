@@ -12,7 +12,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.api_helpers import ApiClient, api, app  # noqa: F401  (fixtures)
+from tests.api_helpers import ApiClient
 
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance,
           content_type_conformance]
@@ -37,6 +37,7 @@ def bearer(api: ApiClient) -> dict[str, str]:
 schema = schemathesis.pytest.from_fixture("openapi")
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=20, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))

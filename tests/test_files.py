@@ -17,9 +17,9 @@ from PIL import Image
 
 from tests.clamav import EICAR, EICAR_SIGNATURE
 from tests.conftest import ROOT, wait_for
-from tests.maintenance_helpers import mdb  # noqa: F401 (a fixture)
+from tests.factories import make_user
 from tests.uploads import (
-    animated_gif, eicar_zip, encoded, gradient, jpeg_rotated_with_gps, make_user,
+    animated_gif, eicar_zip, encoded, gradient, jpeg_rotated_with_gps,
     SRGB_PROFILE, long_animation, png_header_only, row, upload, zip_of_zeros,
 )
 
@@ -343,6 +343,7 @@ MEMORY_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_100_mb_upload_is_hashed_and_scanned_in_constant_memory(db, user):
     from veza.storage import storage
 

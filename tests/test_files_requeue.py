@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from veza import jobs
 from tests.clamav import EICAR
+from tests.factories import make_user
 from tests.maintenance_helpers import run_task
-from tests.uploads import encoded, gradient, make_user, row, upload
+from tests.uploads import encoded, gradient, row, upload
 
 
 def test_failed_files_go_through_again_and_infected_ones_stay_put(db, clamd_server):

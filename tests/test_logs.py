@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+
 from veza import jobs
 from tests.conftest import start_worker, wait_for
-from tests.uploads import encoded, gradient, make_user, upload
+from tests.factories import make_user
+from tests.uploads import encoded, gradient, upload
+
+pytestmark = pytest.mark.slow
 
 
 def json_lines(text: str) -> list[dict]:

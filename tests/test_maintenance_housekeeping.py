@@ -11,15 +11,9 @@ import time
 from pathlib import Path
 
 from tests.conftest import ROOT
-from tests.maintenance_helpers import (  # noqa: F401 (mdb is a fixture)
-    make_room,
-    make_user,
-    mdb,
-    post,
-    run_task,
-    runs,
-    scalar,
-)
+from tests.factories import make_room, make_user, post, scalar
+from tests.maintenance_helpers import run_task, runs
+from tests.processes import veza
 
 
 # ------------------------------------------------------------- partitions
@@ -301,14 +295,14 @@ def test_the_command_line_runs_a_task_dry_and_restores(mdb):
     db.execute("INSERT INTO user_sessions (user_id, token_hash, created_at, expires_at)"
                " VALUES (%s, 'x', now() - interval '2 days', now() - interval '1 day')", (owner,))
 
-    def veza(*args: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
-        return json.loads(out.strip().splitlines()[-1])
+    def veza_json(*args: str) -> dict:
+        done = veza(*args)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
-    dry = veza("maintenance", "run", "expire_sessions", "--dry-run")
+    dry = veza_json("maintenance", "run", "expire_sessions", "--dry-run")
     assert dry["status"] == "succeeded" and dry["counts"]["sessions_deactivated"] == 1
     assert scalar(db, "SELECT is_active FROM user_sessions") is True
     assert runs(db, "maintenance.expire_sessions")[0][:2] == ("succeeded", True)
-    restored = veza("restore", "--room", str(room), "--from", "2020-01-01", "--to", "2030-01-01")
+    restored = veza_json("restore", "--room", str(room), "--from", "2020-01-01", "--to", "2030-01-01")
     assert restored["messages"] == 0

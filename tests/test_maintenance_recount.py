@@ -7,17 +7,8 @@ import threading
 
 import psycopg
 
-from tests.maintenance_helpers import (  # noqa: F401 (mdb is a fixture)
-    counter_mismatches,
-    index_members,
-    last_seen_behind,
-    make_room,
-    make_user,
-    mdb,
-    post,
-    run_task,
-    scalar,
-)
+from tests.factories import make_room, make_user, post, scalar
+from tests.maintenance_helpers import counter_mismatches, index_members, last_seen_behind, run_task
 
 RECOUNT = "maintenance.recount_counters"
 MEMBERS = 1500  # several batches of the keyset (the first is 500 rows)

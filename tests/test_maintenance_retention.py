@@ -6,22 +6,19 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from db.partitions import add_months, this_month
 
-from tests.maintenance_helpers import (  # noqa: F401 (mdb is a fixture)
+from tests.factories import make_room, make_user, post, scalar
+from tests.maintenance_helpers import (
     counter_mismatches,
     index_members,
-    make_room,
     make_past_partitions,
-    make_user,
-    mdb,
-    post,
     run_task,
     runs,
-    scalar,
 )
 
 PURGE = "maintenance.purge_retention"
@@ -67,6 +64,8 @@ rooms_strategy = st.lists(
 )
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 @settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(rooms=rooms_strategy)

@@ -14,17 +14,10 @@ import pytest
 
 from db.partitions import add_months, partition_name, this_month
 from tests.conftest import start_worker, wait_for
-from tests.factories import partitions_since
-from tests.maintenance_helpers import (  # noqa: F401 (mdb is a fixture)
-    counter_mismatches,
-    index_members,
-    make_room,
-    make_user,
-    mdb,
-    run_task,
-    runs,
-    scalar,
-)
+from tests.factories import make_room, make_user, partitions_since, scalar
+from tests.maintenance_helpers import counter_mismatches, index_members, run_task, runs
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 PURGE = "maintenance.purge_retention"
 OLD, YOUNG, ROOMS = 12_000, 50, 10

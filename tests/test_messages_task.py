@@ -3,8 +3,6 @@ database (the outbox test runs it through a real worker)."""
 
 from __future__ import annotations
 
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
-
 
 def index(message_id: int) -> bool:
     from db.engine import session_scope

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import urllib.request
 
+import pytest
 from kombu import Connection, Exchange, Queue
 from prometheus_client.parser import text_string_to_metric_families
 
 from veza import jobs
 from tests.conftest import ManagedProcess, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.processes import free_port
 
 
 def test_queue_depth_counts_every_priority_list(redis_client):
@@ -47,6 +42,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+@pytest.mark.slow
 def test_exporter_reports_queues_outbox_heartbeat_and_task_outcomes(db, celery_worker, relay):
     from db.engine import session_scope
     from veza.outbox import enqueue

@@ -7,29 +7,17 @@ it, `veza maintenance run redrive_outbox`."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
+
+import pytest
 
 from veza import jobs
 from veza.jobs import Job
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
 from tests.clamav import EICAR
-from tests.conftest import ROOT, start_worker, wait_for
-from tests.uploads import encoded, gradient, make_user, row, upload
-
-
-def veza(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
-
-
-def outbox_row(db, row_id) -> dict:
-    cursor = db.execute("SELECT * FROM outbox WHERE id = %s", (row_id,))
-    names = [column.name for column in cursor.description]
-    found = cursor.fetchone()
-    return dict(zip(names, found)) if found else {}
+from tests.conftest import start_worker, wait_for
+from tests.factories import make_user, outbox_row
+from tests.processes import veza
+from tests.uploads import encoded, gradient, row, upload
 
 
 def owe(job: Job, *args) -> uuid.UUID:
@@ -40,6 +28,7 @@ def owe(job: Job, *args) -> uuid.UUID:
         return enqueue(session, job, *args)
 
 
+@pytest.mark.slow
 def test_a_file_pipelines_row_is_finished_by_its_last_link_not_by_its_root(db, clamd_server,
                                                                             relay, redis_client):
     user = make_user(db)
@@ -79,6 +68,7 @@ FIXED_DEPLOY = ("DROP TRIGGER refuse_user_updates ON users;"
                 " DROP FUNCTION refuse_user_updates();")
 
 
+@pytest.mark.slow
 def test_a_row_that_never_finishes_is_redriven_then_dead_and_a_replay_runs_it(
         api, db, celery_worker, relay):
     settings = {"OUTBOX_REDRIVE_AFTER_SECONDS": "1", "OUTBOX_MAX_REDRIVES": "2"}

@@ -14,9 +14,8 @@ import pytest
 
 from db.partitions import add_months, partition_name, this_month
 from tests.conftest import alembic
-from tests.factories import fresh_database
+from tests.factories import fresh_database, make_room, make_user, scalar
 from tests.maintenance_helpers import run_task
-from tests.test_schema import make_room, make_user, scalar
 
 # Each in a year of its own: one day's window must not see another's.
 CHOSEN_DAYS = [date(2081, 3, 1), date(2083, 1, 31), date(2084, 2, 29), date(2085, 12, 31),
@@ -72,6 +71,7 @@ def test_months_behind_covers_the_longest_retention_in_use(db, environment):
         assert months_behind(conn, date(2092, 1, 1)) == 5
 
 
+@pytest.mark.slow
 def test_a_freshly_migrated_database_accepts_yesterdays_rows_on_any_day():
     """Migrated today, a database takes a backfill dated up to two months
     back (on the 1st, yesterday is last month), and the window ahead."""

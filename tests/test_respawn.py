@@ -9,6 +9,8 @@ import re
 import signal
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, ManagedProcess, wait_for
 
 
@@ -29,6 +31,7 @@ def group_alive(group: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_is_restarted_and_the_others_keep_running(tmp_path):
     procfile = tmp_path / "Procfile"
     procfile.write_text(

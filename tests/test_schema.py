@@ -12,42 +12,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from tests.conftest import alembic
-from tests.factories import fresh_database, partitions_since
-
-
-def make_user(db, name: str) -> int:
-    return db.execute(
-        "INSERT INTO users (username, email, password_hash) VALUES (%s, %s, 'x') RETURNING id",
-        (name, f"{name}@example.com"),
-    ).fetchone()[0]
-
-
-def make_room(db, owner: int, name: str = "general", **settings) -> int:
-    cols = ", ".join(["name", "owner_id", *settings])
-    marks = ", ".join(["%s"] * (2 + len(settings)))
-    return db.execute(
-        f"INSERT INTO rooms ({cols}) VALUES ({marks}) RETURNING id",
-        (name, owner, *settings.values()),
-    ).fetchone()[0]
-
-
-def post(db, author: int, room: int | None = None, conversation: int | None = None,
-         content: str = "hello", created_at: datetime | None = None, parent=None) -> tuple[int, datetime]:
-    return db.execute(
-        "INSERT INTO messages (room_id, conversation_id, author_id, content, created_at,"
-        " parent_message_id, parent_created_at)"
-        " VALUES (%s, %s, %s, %s, COALESCE(%s, now()), %s, %s) RETURNING id, created_at",
-        (room, conversation, author, content, created_at,
-         parent[0] if parent else None, parent[1] if parent else None),
-    ).fetchone()
-
-
-def scalar(db, sql: str, params=()):
-    return db.execute(sql, params).fetchone()[0]
+from tests.factories import fresh_database, make_room, make_user, partitions_since, post, scalar
 
 
 # ------------------------------------------------------------- migrations
 
+@pytest.mark.slow
 def test_migrations_round_trip_on_an_empty_database():
     with fresh_database("roundtrip") as url:
         def objects() -> tuple:

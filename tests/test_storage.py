@@ -26,11 +26,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.api_helpers import api, app, error_code  # noqa: F401  (fixtures)
+from tests.api_helpers import error_code
 from tests.clamav import EICAR
 from tests.conftest import ROOT, start_worker, wait_for
-from tests.maintenance_helpers import mdb, run_task  # noqa: F401  (mdb is a fixture)
-from tests.uploads import encoded, gradient, make_user, row, upload
+from tests.factories import make_user
+from tests.maintenance_helpers import run_task
+from tests.uploads import encoded, gradient, row, upload
 
 STORAGE = Path(os.environ["STORAGE_DIR"])
 GRACE = 3600  # ORPHAN_GRACE_SECONDS' default, which the sweep reads
@@ -143,6 +144,7 @@ def test_an_upload_whose_fsync_finds_the_disk_full_answers_507_and_leaves_nothin
 
 # --------------------------------------------------------- full disk, worker
 
+@pytest.mark.slow
 def test_a_thumbnail_that_finds_the_disk_full_is_recorded_then_retried_once_space_is_freed(
         db, clamd_server, small_disk):
     """The worker's step, on a real full filesystem: the file stays in

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
+import pytest
+
 from veza import jobs
-from tests.conftest import ROOT, wait_for
+from tests.conftest import wait_for
+from tests.processes import veza
 
 
 def test_production_settings():
@@ -53,6 +53,7 @@ def test_every_task_has_soft_and_hard_time_limits_and_an_explicit_queue():
         assert app.amqp.router.route({}, task.name)["queue"].name in QUEUES
 
 
+@pytest.mark.slow
 def test_outbox_work_runs_on_a_real_worker(db, redis_client, celery_worker, relay):
     from db.engine import session_scope
     from veza.redis_store import HEARTBEAT_KEY
@@ -93,6 +94,7 @@ def test_a_rolled_back_write_enqueues_nothing(db):
     assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
 
 
+@pytest.mark.slow
 def test_the_relay_lives_on_after_an_unexpected_error(db, redis_client, celery_worker, relay):
     """Not only outages: any error (here a missing table, a ProgrammingError)
     is logged and retried; the relay must not exit and strand the outbox."""
@@ -112,16 +114,11 @@ def test_the_relay_lives_on_after_an_unexpected_error(db, redis_client, celery_w
              what="the relay to publish after the error")
 
 
-def veza_outbox(**env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", "outbox"], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
-
-
 def test_veza_outbox_fails_the_healthcheck_when_the_oldest_unsent_row_is_stale(db):
     db.execute("INSERT INTO outbox (id, task_name, args, kwargs, created_at)"
                " VALUES (gen_random_uuid(), 'system.heartbeat', '[]', '{}', now() - interval '5 minutes')")
 
-    stale = veza_outbox()
+    stale = veza("outbox")
     assert stale.returncode == 1 and "unsent: 1" in stale.stdout
     assert "stale" in stale.stderr
-    assert veza_outbox(OUTBOX_STALE_SECONDS="600").returncode == 0
+    assert veza("outbox", OUTBOX_STALE_SECONDS="600").returncode == 0

@@ -19,14 +19,6 @@ from tests.clamav import EICAR
 SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-def make_user(db) -> int:
-    name = f"u{uuid.uuid4().hex[:12]}"
-    return db.execute(
-        "INSERT INTO users (username, email, password_hash) VALUES (%s, %s, 'x') RETURNING id",
-        (name, f"{name}@example.com"),
-    ).fetchone()[0]
-
-
 def upload(db, user_id: int, content: bytes, filename: str = "file.bin",
            claimed_mime_type: str = "application/octet-stream") -> int:
     """Write the content and its row exactly as the upload API does."""

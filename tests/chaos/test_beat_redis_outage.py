@@ -15,10 +15,13 @@ import signal
 import sys
 import time
 
+import pytest
 import redis
 
-from tests.chaos.test_redis_down import free_port, start_redis
 from tests.conftest import ManagedProcess, wait_for
+from tests.processes import free_port, start_redis
+
+pytestmark = pytest.mark.slow
 
 PERIOD = 1.0
 LOCK_TIMEOUT = 6
@@ -60,6 +63,7 @@ def assert_one_beat_schedules(beats: list[ManagedProcess], client: redis.Redis) 
     assert_running(beats)
 
 
+@pytest.mark.timeout(300)
 def test_beats_outlive_redis_outages_and_still_schedule_once():
     port = free_port()
     client = redis.Redis(port=port)

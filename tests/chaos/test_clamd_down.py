@@ -7,7 +7,10 @@ import pytest
 
 from tests.clamav import EICAR
 from tests.conftest import start_worker, wait_for
-from tests.uploads import encoded, gradient, make_user, row, upload
+from tests.factories import make_user
+from tests.uploads import encoded, gradient, row, upload
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
 from tests.conftest import start_worker, wait_for
+
+pytestmark = pytest.mark.slow
 
 QUEUE = "unreachable-db"
 

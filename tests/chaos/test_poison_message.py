@@ -10,12 +10,15 @@ import re
 import signal
 import time
 
+import pytest
 from PIL import Image
 
-from tests.chaos.test_worker_kill import pool_children
 from tests.conftest import start_worker, wait_for
-from tests.test_outbox_redrive import outbox_row, veza
-from tests.uploads import encoded, make_user, upload
+from tests.factories import make_user, outbox_row
+from tests.processes import pool_children, veza
+from tests.uploads import encoded, upload
+
+pytestmark = pytest.mark.slow
 
 
 def received(worker, task_id: str) -> int:

@@ -7,7 +7,7 @@ nothing else on the machine."""
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,15 +17,13 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT, start_worker, wait_for
-from tests.uploads import make_user, upload
+from tests.factories import make_user
+from tests.processes import free_port
+from tests.uploads import upload
+
+pytestmark = pytest.mark.slow
 
 PG_BIN = Path("/usr/lib/postgresql") / sorted(os.listdir("/usr/lib/postgresql"))[-1] / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrivatePostgres:
@@ -68,12 +66,16 @@ class PrivatePostgres:
 def private_postgres():
     server = PrivatePostgres()
     server.init()
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
-                   capture_output=True, env={**os.environ, "DATABASE_URL": server.url})
-    yield server
-    server.stop()
+    try:
+        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
+                       capture_output=True, env={**os.environ, "DATABASE_URL": server.url})
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
 
 
+@pytest.mark.timeout(600)
 def test_tasks_retry_and_finish_across_a_postgres_restart(private_postgres, clamd_server, redis_client):
     from worker import app
 

@@ -7,54 +7,23 @@ disturbs nobody else, and its own relay and worker pointed at it.
 
 from __future__ import annotations
 
-import socket
-import sys
-
 import pytest
 import redis
 
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
-from tests.conftest import ManagedProcess, wait_for
+from tests.conftest import wait_for
+from tests.processes import free_port, start_redis, start_relay_on, start_worker_on
+
+pytestmark = pytest.mark.slow
 
 WRITES = 200
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_redis(port: int) -> ManagedProcess:
-    proc = ManagedProcess("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                    "--save", "", "--appendonly", "no"]).start()
-    client = redis.Redis(port=port)
-
-    def answers() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_for(answers, timeout=10, what="redis-server to answer")
-    return proc
-
-
-def celery_worker(env: dict[str, str]) -> ManagedProcess:
-    return ManagedProcess("outbox-worker", [
-        sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "default",
-        "-c", "2", "-n", f"outbox-{free_port()}@%h", "--without-mingle", "--without-gossip",
-        "-l", "INFO"], env).start()
 
 
 @pytest.fixture
 def private_redis():
     port = free_port()
     procs = {"redis": start_redis(port)}
-    env = {"REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-    procs["relay"] = ManagedProcess("outbox-relay", [sys.executable, "-m", "worker.cli", "relay"],
-                                    env).start()
-    procs["worker"] = celery_worker(env)
+    procs["relay"] = start_relay_on(port, "outbox-relay")
+    procs["worker"] = start_worker_on(port, "outbox-worker")
     yield port, procs
     for proc in procs.values():
         proc.stop()

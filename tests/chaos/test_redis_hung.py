@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
-from tests.chaos.test_redis_down import free_port, start_redis
-from tests.conftest import ManagedProcess, wait_for
+import pytest
+
+from tests.conftest import wait_for
+from tests.processes import free_port, start_redis, start_relay_on, start_worker_on
+
+pytestmark = pytest.mark.slow
 
 HUNG_SECONDS = 30
 # Far above any transaction of ours (milliseconds), far below the broker's
@@ -31,17 +33,13 @@ def count(db, sql: str) -> int:
     return db.execute(sql).fetchone()[0]
 
 
+@pytest.mark.timeout(300)
 def test_a_hung_redis_leaves_no_session_idle_in_a_transaction(api, db):
     port = free_port()
-    env = {"REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     procs = {"redis": start_redis(port)}
     try:
-        procs["relay"] = ManagedProcess("hung-relay", [sys.executable, "-m", "worker.cli", "relay"],
-                                        env).start()
-        procs["worker"] = ManagedProcess("hung-worker", [
-            sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "default",
-            "-c", "2", "-n", f"hung-{port}@%h", "--without-mingle", "--without-gossip", "-l", "INFO",
-        ], env).start()
+        procs["relay"] = start_relay_on(port, "hung-relay")
+        procs["worker"] = start_worker_on(port, "hung-worker")
         alice = api.register()
         room = api.room(alice)
         api.say(room, alice, "warm-up: the relay and the worker are wired to this Redis")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 import redis
 
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
-from tests.chaos.test_redis_down import free_port, start_redis
 from tests.conftest import ManagedProcess, wait_for
+from tests.processes import free_port, on_redis, start_redis, start_relay_on, start_worker_on
+
+pytestmark = pytest.mark.slow
 
 POSTS = 50
 
@@ -40,11 +42,9 @@ def count(db, sql: str) -> int:
 
 def test_messages_lost_by_redis_are_redriven_until_every_counter_is_right(api, db):
     port = free_port()
-    env = {"REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     procs = {"redis": start_redis(port)}
     try:
-        procs["relay"] = ManagedProcess("wiped-relay", [sys.executable, "-m", "worker.cli", "relay"],
-                                        env).start()
+        procs["relay"] = start_relay_on(port, "wiped-relay")
         alice, bob = api.register(), api.register()
         room = api.room(alice)
         api.join(room, bob)
@@ -62,13 +62,11 @@ def test_messages_lost_by_redis_are_redriven_until_every_counter_is_right(api, d
         assert set(db.execute(MISMATCHES).fetchall()) == {
             (kind, user.id) for kind in ("member", "unread", "last_seen") for user in (alice, bob)}
 
-        procs["worker"] = ManagedProcess("wiped-worker", [
-            sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "default,maintenance",
-            "-c", "2", "-n", f"wiped-{port}@%h", "--without-mingle", "--without-gossip", "-l", "INFO",
-        ], {**env, "OUTBOX_REDRIVE_AFTER_SECONDS": "2"}).start()
+        procs["worker"] = start_worker_on(port, "wiped-worker", "default,maintenance",
+                                          {"OUTBOX_REDRIVE_AFTER_SECONDS": "2"})
         procs["beat"] = ManagedProcess("wiped-beat", [
             sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "INFO",
-        ], {**env, "VEZA_SCHEDULE_REDRIVE_OUTBOX": "1"}).start()
+        ], {**on_redis(port), "VEZA_SCHEDULE_REDRIVE_OUTBOX": "1"}).start()
 
         wait_for(lambda: count(db, "SELECT count(*) FROM outbox WHERE finished_at IS NOT NULL")
                  == POSTS, timeout=120, what="every lost post's work to be re-driven and finish")

@@ -9,7 +9,11 @@ import signal
 import sys
 import time
 
+import pytest
+
 from tests.conftest import ManagedProcess, wait_for
+
+pytestmark = pytest.mark.slow
 
 PERIOD = 2.0
 LOCK_TIMEOUT = 6
@@ -42,6 +46,7 @@ def start_beat(name: str) -> ManagedProcess:
     ).start()
 
 
+@pytest.mark.timeout(180)
 def test_two_beats_fire_each_schedule_once_and_fail_over(celery_worker, redis_client):
     for key in redis_client.scan_iter("redbeat*"):
         redis_client.delete(key)

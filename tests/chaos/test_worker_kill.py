@@ -14,12 +14,11 @@ import time
 import pytest
 
 from tests.conftest import start_worker, wait_for
-from tests.uploads import encoded, gradient, make_user, upload
+from tests.factories import make_user
+from tests.processes import pool_children
+from tests.uploads import encoded, gradient, upload
 
-
-def pool_children(worker) -> list[int]:
-    result = subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True)
-    return [int(pid) for pid in result.stdout.split()]
+pytestmark = pytest.mark.slow
 
 
 def file_states(db, ids: list[int]) -> list[tuple]:

@@ -9,9 +9,10 @@ import io
 
 import pytest
 
-from tests.api_helpers import api, app  # noqa: F401  (fixtures)
-from tests.conftest import purge_queues, relay, start_worker, wait_for  # noqa: F401  (relay is a fixture)
+from tests.conftest import purge_queues, start_worker, wait_for
 from tests.maintenance_helpers import run_task
+
+pytestmark = pytest.mark.slow
 
 UPLOADS = 20
 QUEUES = "files,scan"
@@ -28,7 +29,6 @@ def quiet_for_longer_than_the_threshold(db) -> bool:
     ).fetchone()[0]
 
 
-@pytest.mark.slow
 def test_uploads_waiting_out_a_worker_outage_are_neither_requeued_nor_failed(api, db, relay,
                                                                              clamd_server):
     purge_queues(QUEUES)  # no worker is on them: the outage starts now

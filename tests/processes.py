@@ -1,0 +1,89 @@
+"""What tests start besides conftest's workers and relay: a free loopback
+port, a redis-server of the test's own (which it may stop, hang or wipe
+without disturbing the suite's Redis) with a relay and a worker on it, and
+the `veza` command line; and the pool children of a worker, for the tests
+that kill them.
+
+conftest imports tests.clamav (to set CLAMD_SOCKET) before it defines its
+own names, and clamav takes free_port from here: so conftest's names are
+imported inside the functions that use them, never at import time."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import redis
+
+if TYPE_CHECKING:
+    from tests.conftest import ManagedProcess
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_redis(port: int) -> ManagedProcess:
+    """A redis-server without persistence on `port`, answering PING; the
+    test stops it."""
+    from tests.conftest import ManagedProcess, wait_for
+
+    proc = ManagedProcess("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                    "--save", "", "--appendonly", "no"]).start()
+    client = redis.Redis(port=port)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    wait_for(answers, timeout=10, what="redis-server to answer")
+    return proc
+
+
+def on_redis(port: int) -> dict[str, str]:
+    """The environment of a process whose broker is the redis-server on `port`."""
+    return {"REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+
+
+def start_relay_on(port: int, name: str) -> ManagedProcess:
+    from tests.conftest import ManagedProcess
+
+    return ManagedProcess(name, [sys.executable, "-m", "worker.cli", "relay"], on_redis(port)).start()
+
+
+def start_worker_on(port: int, name: str, queues: str = "default",
+                    env: dict[str, str] | None = None) -> ManagedProcess:
+    """A Celery worker whose broker is the redis-server on `port`. Not
+    waited for: conftest's start_worker pings through the suite's Redis,
+    which this worker does not listen on; the tests' warm-up task shows it
+    is there."""
+    from tests.conftest import ManagedProcess
+
+    return ManagedProcess(name, [
+        sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
+        "-c", "2", "-n", f"{name}-{port}@%h", "--without-mingle", "--without-gossip", "-l", "INFO",
+    ], {**on_redis(port), **(env or {})}).start()
+
+
+def pool_children(worker) -> list[int]:
+    """The pids of a worker's pool processes (the ones that run tasks)."""
+    result = subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True)
+    return [int(pid) for pid in result.stdout.split()]
+
+
+def veza(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    """`veza ARGS` as an operator runs it, with `env` added to the suite's
+    environment; never raises on a non-zero exit (the tests check it)."""
+    from tests.conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=timeout)
