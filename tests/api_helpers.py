@@ -18,7 +18,7 @@ class ApiClient:
     def __init__(self, client) -> None:
         self.client = client
 
-    def call(self, method: str, path: str, user: "User | None" = None, **kwargs):
+    def call(self, method: str, path: str, user: User | None = None, **kwargs):
         headers = kwargs.pop("headers", {})
         if user is not None:
             headers["Authorization"] = f"Bearer {user.token}"
@@ -36,34 +36,38 @@ class ApiClient:
     def delete(self, path, user=None, **kw):
         return self.call("DELETE", path, user, **kw)
 
-    def register(self, username: str | None = None) -> "User":
+    def register(self, username: str | None = None) -> User:
         username = username or f"user{next(_names)}"
-        created = self.post("/auth/register", json={
-            "username": username, "email": f"{username}@example.com", "password": PASSWORD})
+        created = self.post(
+            "/auth/register",
+            json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+        )
         assert created.status_code == 201, created.json
         tokens = self.post("/auth/login", json={"login": username, "password": PASSWORD})
         assert tokens.status_code == 200, tokens.json
-        return User(created.json["id"], username, tokens.json["access_token"],
-                    tokens.json["refresh_token"])
+        return User(
+            created.json["id"], username, tokens.json["access_token"], tokens.json["refresh_token"]
+        )
 
-    def room(self, owner: "User", **settings) -> int:
+    def room(self, owner: User, **settings) -> int:
         created = self.post("/rooms", owner, json={"name": "General", **settings})
         assert created.status_code == 201, created.json
         return created.json["id"]
 
-    def join(self, room_id: int, user: "User") -> None:
+    def join(self, room_id: int, user: User) -> None:
         joined = self.post(f"/rooms/{room_id}/members", user, json={})
         assert joined.status_code == 201, joined.json
 
-    def say(self, room_id: int, user: "User", content: str = "hello", **extra) -> dict:
+    def say(self, room_id: int, user: User, content: str = "hello", **extra) -> dict:
         posted = self.post(f"/rooms/{room_id}/messages", user, json={"content": content, **extra})
         assert posted.status_code == 201, posted.json
         return posted.json
 
 
 class User:
-    def __init__(self, id: int, username: str, token: str, refresh_token: str) -> None:
-        self.id, self.username, self.token, self.refresh_token = id, username, token, refresh_token
+    def __init__(self, user_id: int, username: str, token: str, refresh_token: str) -> None:
+        self.id, self.username = user_id, username
+        self.token, self.refresh_token = token, refresh_token
 
 
 @pytest.fixture

@@ -69,7 +69,9 @@ class Clamd:
 
         self.proc = subprocess.Popen(
             ["/usr/sbin/clamd", f"--config-file={self.config}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for(self._answers, timeout=30, what="clamd to answer PING")
 

@@ -26,9 +26,7 @@ import pytest
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_URL = os.environ.get(
-    "VEZA_TEST_ADMIN_URL", "postgresql://veza:veza@127.0.0.1:5432/postgres"
-)
+ADMIN_URL = os.environ.get("VEZA_TEST_ADMIN_URL", "postgresql://veza:veza@127.0.0.1:5432/postgres")
 TEST_DB = f"veza_test_{os.getpid()}"
 REDIS_BASE = os.environ.get("VEZA_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = int(os.environ.get("VEZA_TEST_REDIS_DB", "15"))
@@ -119,8 +117,11 @@ def drop_far_partitions(conn) -> None:
     ).fetchall()
     for parent, name in partitions:
         if is_far(name):
-            conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
-                sql.Identifier(parent), sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
+                    sql.Identifier(parent), sql.Identifier(name)
+                )
+            )
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
 
 
@@ -165,10 +166,14 @@ class ManagedProcess:
         self.log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "ManagedProcess":
-        self.log = open(self.log_path, "ab")
+    def start(self) -> ManagedProcess:
+        self.log = open(self.log_path, "ab")  # noqa: SIM115  (kept open until stop())
         self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self
@@ -206,9 +211,13 @@ def purge_queues(queues: str) -> None:
             connection.default_channel.queue_purge(queue)
 
 
-def start_worker(name: str = "worker", queues: str = "default,files,scan,maintenance",
-                 concurrency: int = 2, env: dict[str, str] | None = None,
-                 purge: bool = True) -> ManagedProcess:
+def start_worker(
+    name: str = "worker",
+    queues: str = "default,files,scan,maintenance",
+    concurrency: int = 2,
+    env: dict[str, str] | None = None,
+    purge: bool = True,
+) -> ManagedProcess:
     """Start a real Celery worker and wait until it answers a ping. Unless
     told to take over what is queued, its queues are emptied first: a message
     an earlier test left behind (the rest of a chain whose worker it stopped)
@@ -221,9 +230,24 @@ def start_worker(name: str = "worker", queues: str = "default,files,scan,mainten
     hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h"
     proc = ManagedProcess(
         name,
-        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
-         "-c", str(concurrency), "-n", hostname, "--without-mingle", "--without-gossip",
-         "-l", "INFO"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "-n",
+            hostname,
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "INFO",
+        ],
         env,
     ).start()
     wanted = hostname.split("@")[0]

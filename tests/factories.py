@@ -52,8 +52,10 @@ def partitions_since(db, age: str) -> None:
     start, now = db.execute("SELECT now() - CAST(%s AS interval), now()", (age,)).fetchone()
     first = month_of(start)
     for table in PARTITIONED_TABLES:
-        db.execute("SELECT create_monthly_partitions(CAST(%s AS regclass), %s, %s)",
-                   (table, first, months_between(first, month_of(now)) + 1))
+        db.execute(
+            "SELECT create_monthly_partitions(CAST(%s AS regclass), %s, %s)",
+            (table, first, months_between(first, month_of(now)) + 1),
+        )
 
 
 def make_user(db, name: str | None = None) -> int:
@@ -75,15 +77,29 @@ def make_room(db, owner: int, name: str = "general", **settings) -> int:
     ).fetchone()[0]
 
 
-def post(db, author: int, room: int | None = None, conversation: int | None = None,
-         content: str = "hello", created_at: datetime | None = None, parent=None) -> tuple[int, datetime]:
+def post(
+    db,
+    author: int,
+    room: int | None = None,
+    conversation: int | None = None,
+    content: str = "hello",
+    created_at: datetime | None = None,
+    parent=None,
+) -> tuple[int, datetime]:
     """A message in a room or a conversation; returns its key (id, created_at)."""
     return db.execute(
         "INSERT INTO messages (room_id, conversation_id, author_id, content, created_at,"
         " parent_message_id, parent_created_at)"
         " VALUES (%s, %s, %s, %s, COALESCE(%s, now()), %s, %s) RETURNING id, created_at",
-        (room, conversation, author, content, created_at,
-         parent[0] if parent else None, parent[1] if parent else None),
+        (
+            room,
+            conversation,
+            author,
+            content,
+            created_at,
+            parent[0] if parent else None,
+            parent[1] if parent else None,
+        ),
     ).fetchone()
 
 
@@ -96,4 +112,4 @@ def outbox_row(db, row_id) -> dict:
     cursor = db.execute("SELECT * FROM outbox WHERE id = %s", (row_id,))
     names = [column.name for column in cursor.description]
     found = cursor.fetchone()
-    return dict(zip(names, found)) if found else {}
+    return dict(zip(names, found, strict=False)) if found else {}

@@ -34,8 +34,20 @@ def start_redis(port: int) -> ManagedProcess:
     test stops it."""
     from tests.conftest import ManagedProcess, wait_for
 
-    proc = ManagedProcess("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                    "--save", "", "--appendonly", "no"]).start()
+    proc = ManagedProcess(
+        "redis",
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+    ).start()
     client = redis.Redis(port=port)
 
     def answers() -> bool:
@@ -56,21 +68,42 @@ def on_redis(port: int) -> dict[str, str]:
 def start_relay_on(port: int, name: str) -> ManagedProcess:
     from tests.conftest import ManagedProcess
 
-    return ManagedProcess(name, [sys.executable, "-m", "worker.cli", "relay"], on_redis(port)).start()
+    return ManagedProcess(
+        name, [sys.executable, "-m", "worker.cli", "relay"], on_redis(port)
+    ).start()
 
 
-def start_worker_on(port: int, name: str, queues: str = "default",
-                    env: dict[str, str] | None = None) -> ManagedProcess:
+def start_worker_on(
+    port: int, name: str, queues: str = "default", env: dict[str, str] | None = None
+) -> ManagedProcess:
     """A Celery worker whose broker is the redis-server on `port`. Not
     waited for: conftest's start_worker pings through the suite's Redis,
     which this worker does not listen on; the tests' warm-up task shows it
     is there."""
     from tests.conftest import ManagedProcess
 
-    return ManagedProcess(name, [
-        sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
-        "-c", "2", "-n", f"{name}-{port}@%h", "--without-mingle", "--without-gossip", "-l", "INFO",
-    ], {**on_redis(port), **(env or {})}).start()
+    return ManagedProcess(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            "2",
+            "-n",
+            f"{name}-{port}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "INFO",
+        ],
+        {**on_redis(port), **(env or {})},
+    ).start()
 
 
 def pool_children(worker) -> list[int]:
@@ -84,6 +117,11 @@ def veza(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedPr
     environment; never raises on a non-zero exit (the tests check it)."""
     from tests.conftest import ROOT
 
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -12,8 +12,10 @@ from tests.api_helpers import PASSWORD, error_code
 
 
 def test_register_stores_an_argon2id_hash_and_never_returns_the_password(api, db):
-    response = api.post("/auth/register", json={
-        "username": "alice", "email": "alice@example.com", "password": PASSWORD})
+    response = api.post(
+        "/auth/register",
+        json={"username": "alice", "email": "alice@example.com", "password": PASSWORD},
+    )
     assert response.status_code == 201
     assert response.json["username"] == "alice"
     uuid.UUID(response.json["uuid"])
@@ -25,22 +27,30 @@ def test_register_stores_an_argon2id_hash_and_never_returns_the_password(api, db
 
 def test_a_taken_username_or_email_is_a_conflict(api):
     api.register("alice")
-    for body in ({"username": "alice", "email": "new@example.com"},
-                 {"username": "alice2", "email": "ALICE@example.com"}):
+    for body in (
+        {"username": "alice", "email": "new@example.com"},
+        {"username": "alice2", "email": "ALICE@example.com"},
+    ):
         response = api.post("/auth/register", json={**body, "password": PASSWORD})
         assert response.status_code == 409
         assert set(response.json["error"]) == {"code", "message", "fields"}
 
 
-@pytest.mark.parametrize("body, status", [
-    (b"{not json", 400),
-    (b'{"username": "bob", "email": "bob@example.com", "password": 12345678}', 422),
-    (b'{"username": "a b", "email": "bob@example.com", "password": "long enough"}', 422),
-    (b'{"username": "bob", "email": "not-an-email", "password": "long enough"}', 422),
-    (b'{"username": "bob", "email": "bob@example.com", "password": "short"}', 422),
-    (b'{"username": "bob", "email": "bob@example.com", "password": "long enough", "x": 1}', 422),
-    (b'{"username": "bo\\u0000b", "email": "bob@example.com", "password": "long enough"}', 422),
-])
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{not json", 400),
+        (b'{"username": "bob", "email": "bob@example.com", "password": 12345678}', 422),
+        (b'{"username": "a b", "email": "bob@example.com", "password": "long enough"}', 422),
+        (b'{"username": "bob", "email": "not-an-email", "password": "long enough"}', 422),
+        (b'{"username": "bob", "email": "bob@example.com", "password": "short"}', 422),
+        (
+            b'{"username": "bob", "email": "bob@example.com", "password": "long enough", "x": 1}',
+            422,
+        ),
+        (b'{"username": "bo\\u0000b", "email": "bob@example.com", "password": "long enough"}', 422),
+    ],
+)
 def test_bad_registration_input_is_a_4xx_and_writes_nothing(api, db, body, status):
     response = api.post("/auth/register", data=body, content_type="application/json")
     assert response.status_code == status
@@ -65,18 +75,23 @@ def test_login_by_username_or_email_returns_opaque_tokens_stored_only_as_sha256(
     assert hashlib.sha256(access.encode()).hexdigest() in hashes
     assert hashlib.sha256(refresh.encode()).hexdigest() in hashes
     dump = str(db.execute("SELECT * FROM user_sessions").fetchall())
-    assert access not in dump and refresh not in dump
+    assert access not in dump
+    assert refresh not in dump
 
 
 def test_login_success_and_failure_are_audited_with_request_context(api, db):
     api.register("alice")
     request_id = str(uuid.uuid4())
-    api.post("/auth/login", json={"login": "alice", "password": "wrong password"},
-             headers={"X-Request-ID": request_id, "User-Agent": "pytest-agent"})
+    api.post(
+        "/auth/login",
+        json={"login": "alice", "password": "wrong password"},
+        headers={"X-Request-ID": request_id, "User-Agent": "pytest-agent"},
+    )
     api.post("/auth/login", json={"login": "alice", "password": PASSWORD})
     events = db.execute(
         "SELECT event_type, host(ip_address), user_agent, request_id::text FROM audit_logs "
-        "ORDER BY id").fetchall()
+        "ORDER BY id"
+    ).fetchall()
     assert [e[0] for e in events] == ["login_succeeded", "login_failed", "login_succeeded"]
     failed = events[1]
     assert failed[1:] == ("127.0.0.1", "pytest-agent", request_id)
@@ -84,15 +99,18 @@ def test_login_success_and_failure_are_audited_with_request_context(api, db):
 
 def test_five_failures_lock_the_account_even_against_the_right_password(api, db):
     api.register("alice")
-    statuses = [api.post("/auth/login", json={"login": "alice", "password": "wrong!!!"}).status_code
-                for _ in range(5)]
+    statuses = [
+        api.post("/auth/login", json={"login": "alice", "password": "wrong!!!"}).status_code
+        for _ in range(5)
+    ]
     assert statuses == [401, 401, 401, 401, 423]
     locked = api.post("/auth/login", json={"login": "alice", "password": PASSWORD})
     assert locked.status_code == 423
     assert "locked_until" in locked.json["error"]["fields"]
     assert db.execute("SELECT locked_until > now() FROM users").fetchone() == (True,)
     assert db.execute(
-        "SELECT count(*) FROM audit_logs WHERE event_type = 'account_locked'").fetchone() == (1,)
+        "SELECT count(*) FROM audit_logs WHERE event_type = 'account_locked'"
+    ).fetchone() == (1,)
 
 
 def test_an_expired_lock_lets_the_right_password_in(api, db):
@@ -117,8 +135,10 @@ def test_endpoints_need_a_valid_bearer_token(api, header):
 
 def test_an_expired_session_is_refused(api, db):
     alice = api.register("alice")
-    db.execute("UPDATE user_sessions SET created_at = now() - interval '2 hours', "
-               "expires_at = now() - interval '1 second'")
+    db.execute(
+        "UPDATE user_sessions SET created_at = now() - interval '2 hours', "
+        "expires_at = now() - interval '1 second'"
+    )
     assert api.post("/rooms", alice, json={"name": "x"}).status_code == 401
 
 
@@ -128,8 +148,9 @@ def test_logout_deactivates_the_session_and_is_audited(api, db):
     assert api.post("/rooms", alice, json={"name": "x"}).status_code == 401
     refreshed = api.post("/auth/refresh", json={"refresh_token": alice.refresh_token})
     assert refreshed.status_code == 401
-    assert db.execute("SELECT count(*) FROM audit_logs WHERE event_type = 'logout'"
-                      ).fetchone() == (1,)
+    assert db.execute("SELECT count(*) FROM audit_logs WHERE event_type = 'logout'").fetchone() == (
+        1,
+    )
 
 
 def test_refresh_rotates_both_tokens(api):
@@ -137,8 +158,12 @@ def test_refresh_rotates_both_tokens(api):
     response = api.post("/auth/refresh", json={"refresh_token": alice.refresh_token})
     assert response.status_code == 200
     new_access = response.json["access_token"]
-    assert api.post("/rooms", json={"name": "x"},
-                    headers={"Authorization": f"Bearer {new_access}"}).status_code == 201
+    assert (
+        api.post(
+            "/rooms", json={"name": "x"}, headers={"Authorization": f"Bearer {new_access}"}
+        ).status_code
+        == 201
+    )
     assert api.post("/rooms", alice, json={"name": "x"}).status_code == 401
     reused = api.post("/auth/refresh", json={"refresh_token": alice.refresh_token})
     assert reused.status_code == 401
@@ -146,18 +171,23 @@ def test_refresh_rotates_both_tokens(api):
 
 def test_a_refresh_token_is_not_an_access_token(api):
     alice = api.register("alice")
-    response = api.post("/rooms", json={"name": "x"},
-                        headers={"Authorization": f"Bearer {alice.refresh_token}"})
+    response = api.post(
+        "/rooms", json={"name": "x"}, headers={"Authorization": f"Bearer {alice.refresh_token}"}
+    )
     assert response.status_code == 401
 
 
 def test_request_id_is_echoed_when_it_is_a_uuid_and_replaced_otherwise(api):
     mine = str(uuid.uuid4())
-    echoed = api.post("/auth/login", json={"login": "x", "password": "y"},
-                      headers={"X-Request-ID": mine})
+    echoed = api.post(
+        "/auth/login", json={"login": "x", "password": "y"}, headers={"X-Request-ID": mine}
+    )
     assert echoed.headers["X-Request-ID"] == mine
-    replaced = api.post("/auth/login", json={"login": "x", "password": "y"},
-                        headers={"X-Request-ID": "'; DROP TABLE users"})
+    replaced = api.post(
+        "/auth/login",
+        json={"login": "x", "password": "y"},
+        headers={"X-Request-ID": "'; DROP TABLE users"},
+    )
     assert str(uuid.UUID(replaced.headers["X-Request-ID"])) != mine
 
 
@@ -176,11 +206,15 @@ def test_concurrent_registrations_of_one_email_in_different_cases_make_one_accou
 
     def register(numbered):
         number, email = numbered
-        return ApiClient(app.test_client()).post("/auth/register", json={
-            "username": f"racer{number}", "email": email, "password": PASSWORD})
+        return ApiClient(app.test_client()).post(
+            "/auth/register",
+            json={"username": f"racer{number}", "email": email, "password": PASSWORD},
+        )
 
     with ThreadPoolExecutor(max_workers=len(emails)) as pool:
         responses = list(pool.map(register, enumerate(emails)))
     assert sorted(r.status_code for r in responses) == [201, 409, 409, 409]
-    assert {r.json["error"]["code"] for r in responses if r.status_code == 409} == {"account_exists"}
+    assert {r.json["error"]["code"] for r in responses if r.status_code == 409} == {
+        "account_exists"
+    }
     assert db.execute("SELECT count(*) FROM users").fetchone() == (1,)

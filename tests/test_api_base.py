@@ -30,7 +30,7 @@ def test_health_names_the_dependency_that_is_down(database_url):
 
 
 @pytest.mark.parametrize(
-    "method, path, status",
+    ("method", "path", "status"),
     [("get", "/no/such/path", 404), ("post", "/healthz", 405)],
 )
 def test_errors_are_json(client, method, path, status):

@@ -25,15 +25,17 @@ def test_only_the_two_participants_read_and_write(api, db):
     conversation = api.post("/conversations", alice, json={"user_id": bob.id}).json["id"]
     sent = api.post(f"/conversations/{conversation}/messages", alice, json={"content": "psst"})
     assert sent.status_code == 201
-    assert sent.json["conversation_id"] == conversation and sent.json["room_id"] is None
+    assert sent.json["conversation_id"] == conversation
+    assert sent.json["room_id"] is None
     listed = api.get(f"/conversations/{conversation}/messages", bob).json["messages"]
     assert [m["content"] for m in listed] == ["psst"]
     message_id = sent.json["id"]
-    for response in (api.get(f"/conversations/{conversation}/messages", eve),
-                     api.post(f"/conversations/{conversation}/messages", eve,
-                              json={"content": "hi"}),
-                     api.post(f"/messages/{message_id}/reactions", eve, json={"emoji": "x"}),
-                     api.delete(f"/messages/{message_id}", eve)):
+    for response in (
+        api.get(f"/conversations/{conversation}/messages", eve),
+        api.post(f"/conversations/{conversation}/messages", eve, json={"content": "hi"}),
+        api.post(f"/messages/{message_id}/reactions", eve, json={"emoji": "x"}),
+        api.delete(f"/messages/{message_id}", eve),
+    ):
         assert response.status_code == 404
     assert api.delete(f"/messages/{message_id}", bob).status_code == 403
     assert db.execute("SELECT message_count FROM direct_conversations").fetchone() == (1,)
@@ -70,12 +72,19 @@ def test_racing_clients_get_one_conversation(app, api, db):
 def test_a_blocked_conversation_refuses_edits_and_reactions(api, db):
     alice, bob = api.register(), api.register()
     conversation = api.post("/conversations", alice, json={"user_id": bob.id}).json["id"]
-    message = api.post(f"/conversations/{conversation}/messages", alice,
-                       json={"content": "before"}).json
+    message = api.post(
+        f"/conversations/{conversation}/messages", alice, json={"content": "before"}
+    ).json
     db.execute("UPDATE direct_conversations SET is_blocked = true, blocked_by = %s", (bob.id,))
-    assert api.patch(f"/messages/{message['id']}", alice, json={"content": "after"}
-                     ).status_code == 403
-    assert api.post(f"/messages/{message['id']}/reactions", alice, json={"emoji": "👍"}
-                    ).status_code == 403
+    assert (
+        api.patch(f"/messages/{message['id']}", alice, json={"content": "after"}).status_code == 403
+    )
+    assert (
+        api.post(f"/messages/{message['id']}/reactions", alice, json={"emoji": "👍"}).status_code
+        == 403
+    )
     assert db.execute("SELECT content, is_edited, reaction_count FROM messages").fetchone() == (
-        "before", False, 0)
+        "before",
+        False,
+        0,
+    )

@@ -16,10 +16,16 @@ STORAGE = Path(os.environ["STORAGE_DIR"])
 REQUEST_ID = "6f1d3c8e-2a4b-4c5d-9e6f-7a8b9c0d1e2f"
 
 
-def upload(api, user, room, content: bytes, name="notes.txt", mime="text/plain",
-           headers=None, **form):
-    return api.post(f"/rooms/{room}/files", user, content_type="multipart/form-data",
-                    headers=headers or {}, data={"file": (io.BytesIO(content), name, mime), **form})
+def upload(
+    api, user, room, content: bytes, name="notes.txt", mime="text/plain", headers=None, **form
+):
+    return api.post(
+        f"/rooms/{room}/files",
+        user,
+        content_type="multipart/form-data",
+        headers=headers or {},
+        data={"file": (io.BytesIO(content), name, mime), **form},
+    )
 
 
 def stored_uploads() -> set[str]:
@@ -30,15 +36,23 @@ def stored_uploads() -> set[str]:
 def test_an_upload_is_accepted_for_processing_through_the_outbox(api, db):
     alice = api.register()
     room = api.room(alice)
-    response = upload(api, alice, room, b"hello world", name="../../etc/passwd",
-                      mime="image/png", headers={"X-Request-ID": REQUEST_ID})
+    response = upload(
+        api,
+        alice,
+        room,
+        b"hello world",
+        name="../../etc/passwd",
+        mime="image/png",
+        headers={"X-Request-ID": REQUEST_ID},
+    )
     assert response.status_code == 202
     body = response.json
     assert (body["processing_status"], body["virus_scan_status"]) == ("pending", "pending")
     assert body["original_filename"] == "etc_passwd"
     assert body["metadata"]["claimed_mime_type"] == "image/png"
     path, filename = db.execute("SELECT file_path, filename FROM files").fetchone()
-    assert path == f"uploads/{body['uuid']}" and filename == body["uuid"]
+    assert path == f"uploads/{body['uuid']}"
+    assert filename == body["uuid"]
     assert (STORAGE / path).read_bytes() == b"hello world"
     outbox = db.execute("SELECT task_name, args, request_id::text FROM outbox").fetchall()
     assert outbox == [("files.process", [body["id"]], REQUEST_ID)]
@@ -53,15 +67,17 @@ def test_an_empty_upload_is_400_and_leaves_nothing(api, db):
     assert response.status_code == 400
     assert error_code(response) == "empty_file"
     assert stored_uploads() == before
-    assert db.execute("SELECT (SELECT count(*) FROM files), (SELECT count(*) FROM outbox)"
-                      ).fetchone() == (0, 0)
+    assert db.execute(
+        "SELECT (SELECT count(*) FROM files), (SELECT count(*) FROM outbox)"
+    ).fetchone() == (0, 0)
 
 
 def test_a_missing_file_field_is_400(api):
     alice = api.register()
     room = api.room(alice)
-    response = api.post(f"/rooms/{room}/files", alice, data={"other": "x"},
-                        content_type="multipart/form-data")
+    response = api.post(
+        f"/rooms/{room}/files", alice, data={"other": "x"}, content_type="multipart/form-data"
+    )
     assert response.status_code == 400
 
 
@@ -103,12 +119,15 @@ def test_attaching_to_a_message_of_the_room(api, db):
     assert upload(api, alice, room, b"x", message_id="abc").status_code == 422
 
 
-@pytest.mark.parametrize("scan_status, status, code", [
-    ("pending", 409, "file_not_scanned"),
-    ("scanning", 409, "file_not_scanned"),
-    ("failed", 409, "file_not_scanned"),
-    ("infected", 403, "file_infected"),
-])
+@pytest.mark.parametrize(
+    ("scan_status", "status", "code"),
+    [
+        ("pending", 409, "file_not_scanned"),
+        ("scanning", 409, "file_not_scanned"),
+        ("failed", 409, "file_not_scanned"),
+        ("infected", 403, "file_infected"),
+    ],
+)
 def test_content_is_withheld_until_a_clean_scan(api, db, scan_status, status, code):
     alice = api.register()
     room = api.room(alice)
@@ -124,11 +143,14 @@ def test_content_is_withheld_until_a_clean_scan(api, db, scan_status, status, co
 def test_a_clean_file_is_served_as_a_sniffed_attachment(api, db):
     alice = api.register()
     room = api.room(alice)
-    file_uuid = upload(api, alice, room, b"<html><script>x</script>", name="page.html",
-                       mime="text/html").json["uuid"]
+    file_uuid = upload(
+        api, alice, room, b"<html><script>x</script>", name="page.html", mime="text/html"
+    ).json["uuid"]
     # What the worker records after hashing, sniffing and scanning.
-    db.execute("UPDATE files SET virus_scan_status = 'clean', processing_status = 'completed', "
-               "mime_type = 'text/plain'")
+    db.execute(
+        "UPDATE files SET virus_scan_status = 'clean', processing_status = 'completed', "
+        "mime_type = 'text/plain'"
+    )
     response = api.get(f"/files/{file_uuid}/content", alice)
     assert response.status_code == 200
     assert response.data == b"<html><script>x</script>"
@@ -148,8 +170,10 @@ def test_a_clean_files_thumbnail_is_served(api, db):
     thumb = STORAGE / "thumbs" / f"{file_uuid}.webp"
     thumb.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (4, 4), "red").save(thumb, "WEBP")
-    db.execute("UPDATE files SET virus_scan_status = 'clean', thumbnail_path = %s",
-               (f"thumbs/{file_uuid}.webp",))
+    db.execute(
+        "UPDATE files SET virus_scan_status = 'clean', thumbnail_path = %s",
+        (f"thumbs/{file_uuid}.webp",),
+    )
     response = api.get(f"/files/{file_uuid}/thumbnail", alice)
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "image/webp"

@@ -4,7 +4,7 @@ missing partitions and the outbox row every post owes."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -25,10 +25,17 @@ def test_a_post_returns_the_message_and_owes_its_index_task_in_the_outbox(api, d
     alice = api.register()
     room = api.room(alice)
     message = api.say(room, alice, "first!", content_type="markdown")
-    assert message["author"] == {"id": alice.id, "username": alice.username,
-                                 "display_name": None, "avatar_url": None}
+    assert message["author"] == {
+        "id": alice.id,
+        "username": alice.username,
+        "display_name": None,
+        "avatar_url": None,
+    }
     assert (message["content"], message["content_type"], message["reactions"]) == (
-        "first!", "markdown", {})
+        "first!",
+        "markdown",
+        {},
+    )
     (row,) = db.execute("SELECT task_name, args FROM outbox").fetchall()
     assert row == ("messages.index", [message["id"]])
 
@@ -38,18 +45,27 @@ def test_mentions_of_existing_users_fill_mentions_and_message_mentions(api, db):
     room = api.room(alice)
     message = api.say(room, alice, "hey @bob_2 and @ghost, mail me@bob_2.io")
     assert message["mentions"] == [bob.id]
-    assert db.execute("SELECT user_id FROM message_mentions WHERE message_id = %s",
-                      (message["id"],)).fetchall() == [(bob.id,)]
+    assert db.execute(
+        "SELECT user_id FROM message_mentions WHERE message_id = %s", (message["id"],)
+    ).fetchall() == [(bob.id,)]
 
 
 def test_content_is_validated(api, db):
     alice = api.register()
     room = api.room(alice)
-    for body in ({"content": ""}, {"content": "   "}, {"content": "x" * 4001},
-                 {"content": 5}, {"content": "hi", "content_type": "pdf"}, {}):
+    for body in (
+        {"content": ""},
+        {"content": "   "},
+        {"content": "x" * 4001},
+        {"content": 5},
+        {"content": "hi", "content_type": "pdf"},
+        {},
+    ):
         response = api.post(f"/rooms/{room}/messages", alice, json=body)
         assert response.status_code == 422, body
-    malformed = api.post(f"/rooms/{room}/messages", alice, data="{", content_type="application/json")
+    malformed = api.post(
+        f"/rooms/{room}/messages", alice, data="{", content_type="application/json"
+    )
     assert malformed.status_code == 400
     assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
@@ -67,11 +83,13 @@ def test_a_json_body_over_its_limit_is_413(api, db):
 def test_a_refused_write_leaves_no_row_and_enqueues_nothing(api, db):
     alice = api.register()
     room = api.room(alice)
-    response = api.post(f"/rooms/{room}/messages", alice,
-                        json={"content": "reply", "parent_message_id": 12345})
+    response = api.post(
+        f"/rooms/{room}/messages", alice, json={"content": "reply", "parent_message_id": 12345}
+    )
     assert response.status_code == 404
-    assert db.execute("SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM outbox)"
-                      ).fetchone() == (0, 0)
+    assert db.execute(
+        "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM outbox)"
+    ).fetchone() == (0, 0)
 
 
 @pytest.fixture
@@ -95,13 +113,15 @@ def refused_at_commit(db):
 
 
 def test_a_write_that_fails_at_commit_leaves_neither_message_nor_outbox_row(
-        api, db, refused_at_commit):
+    api, db, refused_at_commit
+):
     alice = api.register()
     room = api.room(alice)
     response = api.post(f"/rooms/{room}/messages", alice, json={"content": "refused at commit"})
     assert response.status_code == 422
-    assert db.execute("SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM outbox)"
-                      ).fetchone() == (0, 0)
+    assert db.execute(
+        "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM outbox)"
+    ).fetchone() == (0, 0)
     assert api.post(f"/rooms/{room}/messages", alice, json={"content": "fine"}).status_code == 201
 
 
@@ -129,9 +149,14 @@ def test_a_reply_makes_a_thread_within_the_same_room_only(api):
     assert reply["parent_message_id"] == parent["id"]
     listed = {m["id"]: m for m in api.get(f"/rooms/{room}/messages", alice).json["messages"]}
     assert (listed[parent["id"]]["thread_count"], listed[parent["id"]]["is_thread_root"]) == (
-        1, True)
-    elsewhere = api.post(f"/rooms/{other_room}/messages", alice,
-                         json={"content": "x", "parent_message_id": parent["id"]})
+        1,
+        True,
+    )
+    elsewhere = api.post(
+        f"/rooms/{other_room}/messages",
+        alice,
+        json={"content": "x", "parent_message_id": parent["id"]},
+    )
     assert elsewhere.status_code == 404
 
 
@@ -140,18 +165,28 @@ def test_reactions_are_aggregated_per_emoji_with_the_viewers_own_flag(api):
     room = api.room(alice)
     api.join(room, bob)
     message = api.say(room, alice)
-    assert api.post(f"/messages/{message['id']}/reactions", alice, json={"emoji": "👍"}
-                    ).status_code == 201
+    assert (
+        api.post(f"/messages/{message['id']}/reactions", alice, json={"emoji": "👍"}).status_code
+        == 201
+    )
     response = api.post(f"/messages/{message['id']}/reactions", bob, json={"emoji": "👍"})
     assert response.json["reactions"]["👍"]["count"] == 2
     api.post(f"/messages/{message['id']}/reactions", bob, json={"emoji": "🚀"})
     seen_by_alice = api.get(f"/rooms/{room}/messages", alice).json["messages"][0]
     assert seen_by_alice["reactions"] == {
-        "👍": {"count": 2, "has_user_reacted": True, "users": [
-            {"user_id": alice.id, "username": alice.username},
-            {"user_id": bob.id, "username": bob.username}]},
-        "🚀": {"count": 1, "has_user_reacted": False,
-              "users": [{"user_id": bob.id, "username": bob.username}]},
+        "👍": {
+            "count": 2,
+            "has_user_reacted": True,
+            "users": [
+                {"user_id": alice.id, "username": alice.username},
+                {"user_id": bob.id, "username": bob.username},
+            ],
+        },
+        "🚀": {
+            "count": 1,
+            "has_user_reacted": False,
+            "users": [{"user_id": bob.id, "username": bob.username}],
+        },
     }
     assert seen_by_alice["reaction_count"] == 3
 
@@ -177,8 +212,7 @@ def test_only_the_author_edits_and_an_edit_is_recorded(api):
     message = api.say(room, alice, "helo")
     assert api.patch(f"/messages/{message['id']}", bob, json={"content": "x"}).status_code == 403
     edited = api.patch(f"/messages/{message['id']}", alice, json={"content": "hello @bob"}).json
-    assert (edited["content"], edited["is_edited"], edited["edit_count"]) == (
-        "hello @bob", True, 1)
+    assert (edited["content"], edited["is_edited"], edited["edit_count"]) == ("hello @bob", True, 1)
     assert edited["edited_at"] is not None
     assert edited["mentions"] == [bob.id]
 
@@ -195,8 +229,10 @@ def test_deletes_by_author_or_moderator_and_moderator_deletes_are_audited(api, d
     assert api.delete(f"/messages/{other['id']}", mod).status_code == 204
     assert api.get(f"/rooms/{room}/messages", alice).json["messages"] == []
     assert api.patch(f"/messages/{own['id']}", bob, json={"content": "x"}).status_code == 404
-    events = db.execute("SELECT user_id, event_data FROM audit_logs "
-                        "WHERE event_type = 'message_deleted_by_moderator'").fetchall()
+    events = db.execute(
+        "SELECT user_id, event_data FROM audit_logs "
+        "WHERE event_type = 'message_deleted_by_moderator'"
+    ).fetchall()
     assert events == [(mod.id, {"message_id": other["id"], "author_id": alice.id})]
     assert db.execute("SELECT message_count FROM rooms").fetchone() == (0,)
 
@@ -215,10 +251,12 @@ def test_messages_of_a_hidden_room_are_404_not_403(api):
     alice, eve = api.register(), api.register()
     room = api.room(alice, is_public=False)
     message = api.say(room, alice)
-    for response in (api.patch(f"/messages/{message['id']}", eve, json={"content": "x"}),
-                     api.delete(f"/messages/{message['id']}", eve),
-                     api.post(f"/messages/{message['id']}/pin", eve),
-                     api.post(f"/messages/{message['id']}/reactions", eve, json={"emoji": "x"})):
+    for response in (
+        api.patch(f"/messages/{message['id']}", eve, json={"content": "x"}),
+        api.delete(f"/messages/{message['id']}", eve),
+        api.post(f"/messages/{message['id']}/pin", eve),
+        api.post(f"/messages/{message['id']}/reactions", eve, json={"emoji": "x"}),
+    ):
         assert response.status_code == 404
 
 
@@ -269,8 +307,9 @@ def test_messages_older_than_retention_are_hidden(api, db):
     fresh = api.say(room, alice, "fresh")
     old = api.say(room, alice, "old")
     partitions_since(db, "8 days")
-    db.execute("UPDATE messages SET created_at = now() - interval '8 days' WHERE id = %s",
-               (old["id"],))
+    db.execute(
+        "UPDATE messages SET created_at = now() - interval '8 days' WHERE id = %s", (old["id"],)
+    )
     shown = api.get(f"/rooms/{room}/messages", alice).json["messages"]
     assert [m["id"] for m in shown] == [fresh["id"]]
     assert api.post(f"/messages/{old['id']}/pin", alice).status_code == 404
@@ -279,20 +318,26 @@ def test_messages_older_than_retention_are_hidden(api, db):
 def test_a_month_without_a_partition_is_created_and_the_post_succeeds(api, db):
     alice = api.register()
     room = api.room(alice)
-    month = datetime.now(timezone.utc)
+    month = datetime.now(UTC)
     partition = f"messages_y{month.year:04d}m{month.month:02d}"
     db.execute(f"ALTER TABLE messages DETACH PARTITION {partition}")
     db.execute(f"DROP TABLE {partition}")
     message = api.say(room, alice, "still works")
     assert db.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone() == (True,)
-    assert db.execute("SELECT count(*) FROM messages WHERE id = %s",
-                      (message["id"],)).fetchone() == (1,)
+    assert db.execute(
+        "SELECT count(*) FROM messages WHERE id = %s", (message["id"],)
+    ).fetchone() == (1,)
 
 
 def test_huge_or_malformed_ids_are_404(api):
     alice = api.register()
-    for path in ("/rooms/99999999999/messages", "/rooms/0/messages", "/rooms/-1/messages",
-                 "/rooms/2147483648", "/files/not-a-uuid"):
+    for path in (
+        "/rooms/99999999999/messages",
+        "/rooms/0/messages",
+        "/rooms/-1/messages",
+        "/rooms/2147483648",
+        "/files/not-a-uuid",
+    ):
         assert api.get(path, alice).status_code == 404, path
 
 
@@ -303,13 +348,23 @@ def test_reaction_count_stays_exact_when_a_user_who_reacted_is_deleted(api, db):
     api.join(room, carol)
     message = api.say(room, alice)
     for user, emoji in ((bob, "👍"), (bob, "🚀"), (carol, "👍")):
-        assert api.post(f"/messages/{message['id']}/reactions", user, json={"emoji": emoji}
-                        ).status_code == 201
+        assert (
+            api.post(
+                f"/messages/{message['id']}/reactions", user, json={"emoji": emoji}
+            ).status_code
+            == 201
+        )
     assert api.delete(f"/messages/{message['id']}/reactions/🚀", bob).status_code == 204
     db.execute("DELETE FROM users WHERE id = %s", (bob.id,))  # the account is erased
     seen = api.get(f"/rooms/{room}/messages", alice).json["messages"][0]
-    recount = db.execute("SELECT count(*) FROM reactions WHERE message_id = %s",
-                         (message["id"],)).fetchone()[0]
+    recount = db.execute(
+        "SELECT count(*) FROM reactions WHERE message_id = %s", (message["id"],)
+    ).fetchone()[0]
     assert seen["reaction_count"] == recount == 1
-    assert seen["reactions"] == {"👍": {"count": 1, "has_user_reacted": False, "users": [
-        {"user_id": carol.id, "username": carol.username}]}}
+    assert seen["reactions"] == {
+        "👍": {
+            "count": 1,
+            "has_user_reacted": False,
+            "users": [{"user_id": carol.id, "username": carol.username}],
+        }
+    }

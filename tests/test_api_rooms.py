@@ -3,36 +3,57 @@ invitations, max_members, kicks, roles, mutes, and their audit trail."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from tests.api_helpers import error_code
 
 
 def in_a_year() -> str:
-    return (datetime.now(timezone.utc) + timedelta(days=365)).isoformat()
+    return (datetime.now(UTC) + timedelta(days=365)).isoformat()
 
 
 def audit_events(db, event_type: str) -> list[tuple]:
-    return db.execute("SELECT user_id, room_id, event_data, request_id FROM audit_logs "
-                      "WHERE event_type = %s ORDER BY id", (event_type,)).fetchall()
+    return db.execute(
+        "SELECT user_id, room_id, event_data, request_id FROM audit_logs "
+        "WHERE event_type = %s ORDER BY id",
+        (event_type,),
+    ).fetchall()
 
 
 def test_create_room_makes_the_creator_its_owner_and_first_member(api):
     alice = api.register()
-    response = api.post("/rooms", alice, json={
-        "name": "Rust", "is_public": False, "max_members": 10, "slow_mode_seconds": 5,
-        "message_retention_days": 30})
+    response = api.post(
+        "/rooms",
+        alice,
+        json={
+            "name": "Rust",
+            "is_public": False,
+            "max_members": 10,
+            "slow_mode_seconds": 5,
+            "message_retention_days": 30,
+        },
+    )
     assert response.status_code == 201
     room = response.json
     assert room["owner"]["id"] == alice.id
-    assert (room["is_public"], room["max_members"], room["slow_mode_seconds"],
-            room["message_retention_days"], room["member_count"]) == (False, 10, 5, 30, 1)
+    assert (
+        room["is_public"],
+        room["max_members"],
+        room["slow_mode_seconds"],
+        room["message_retention_days"],
+        room["member_count"],
+    ) == (False, 10, 5, 30, 1)
 
 
 def test_out_of_range_settings_are_422(api, db):
     alice = api.register()
-    for settings in ({"max_members": 0}, {"slow_mode_seconds": 3601}, {"is_public": "yes"},
-                     {"name": ""}, {"name": "   "}):
+    for settings in (
+        {"max_members": 0},
+        {"slow_mode_seconds": 3601},
+        {"is_public": "yes"},
+        {"name": ""},
+        {"name": "   "},
+    ):
         response = api.post("/rooms", alice, json={"name": "x", **settings})
         assert response.status_code == 422, settings
     assert db.execute("SELECT count(*) FROM rooms").fetchone() == (0,)
@@ -84,10 +105,12 @@ def test_anyone_joins_a_public_room_once(api):
 def test_a_private_room_is_invisible_to_outsiders(api):
     owner, bob = api.register(), api.register()
     room = api.room(owner, is_public=False)
-    for response in (api.post(f"/rooms/{room}/members", bob, json={}),
-                     api.get(f"/rooms/{room}", bob),
-                     api.get(f"/rooms/{room}/messages", bob),
-                     api.post(f"/rooms/{room}/messages", bob, json={"content": "hi"})):
+    for response in (
+        api.post(f"/rooms/{room}/members", bob, json={}),
+        api.get(f"/rooms/{room}", bob),
+        api.get(f"/rooms/{room}/messages", bob),
+        api.post(f"/rooms/{room}/messages", bob, json={"content": "hi"}),
+    ):
         assert response.status_code == 404
         assert error_code(response) == "not_found"
     # ...exactly like a room that does not exist.
@@ -98,10 +121,10 @@ def test_private_rooms_are_entered_by_invitation_from_those_allowed_to_invite(ap
     owner, member, inviter, guest = (api.register() for _ in range(4))
     room = api.room(owner, is_public=False)
     for user in (member, inviter):
-        assert api.post(f"/rooms/{room}/members", owner, json={"user_id": user.id}
-                        ).status_code == 201
-    assert api.post(f"/rooms/{room}/members", member, json={"user_id": guest.id}
-                    ).status_code == 403
+        assert (
+            api.post(f"/rooms/{room}/members", owner, json={"user_id": user.id}).status_code == 201
+        )
+    assert api.post(f"/rooms/{room}/members", member, json={"user_id": guest.id}).status_code == 403
     api.patch(f"/rooms/{room}/members/{inviter.id}", owner, json={"can_invite": True})
     response = api.post(f"/rooms/{room}/members", inviter, json={"user_id": guest.id})
     assert response.status_code == 201
@@ -146,16 +169,26 @@ def test_roles_are_granted_below_your_own_rank_and_audited(api, db):
     room = api.room(owner)
     for user in (admin, mod, bob):
         api.join(room, user)
-    assert api.patch(f"/rooms/{room}/members/{admin.id}", owner, json={"role": "admin"}
-                     ).json["role"] == "admin"
-    assert api.patch(f"/rooms/{room}/members/{mod.id}", admin, json={"role": "moderator"}
-                     ).status_code == 200
-    assert api.patch(f"/rooms/{room}/members/{bob.id}", admin, json={"role": "admin"}
-                     ).status_code == 403
-    assert api.patch(f"/rooms/{room}/members/{bob.id}", mod, json={"role": "moderator"}
-                     ).status_code == 403
-    assert api.patch(f"/rooms/{room}/members/{bob.id}", mod, json={"can_invite": True}
-                     ).status_code == 403
+    assert (
+        api.patch(f"/rooms/{room}/members/{admin.id}", owner, json={"role": "admin"}).json["role"]
+        == "admin"
+    )
+    assert (
+        api.patch(f"/rooms/{room}/members/{mod.id}", admin, json={"role": "moderator"}).status_code
+        == 200
+    )
+    assert (
+        api.patch(f"/rooms/{room}/members/{bob.id}", admin, json={"role": "admin"}).status_code
+        == 403
+    )
+    assert (
+        api.patch(f"/rooms/{room}/members/{bob.id}", mod, json={"role": "moderator"}).status_code
+        == 403
+    )
+    assert (
+        api.patch(f"/rooms/{room}/members/{bob.id}", mod, json={"can_invite": True}).status_code
+        == 403
+    )
     changes = [e[2]["changes"] for e in audit_events(db, "member_permissions_changed")]
     assert changes == [{"role": ["member", "admin"]}, {"role": ["member", "moderator"]}]
 
@@ -166,13 +199,17 @@ def test_a_muted_member_cannot_post_until_muted_until(api, db):
     api.join(room, mod)
     api.join(room, bob)
     api.patch(f"/rooms/{room}/members/{mod.id}", owner, json={"role": "moderator"})
-    response = api.patch(f"/rooms/{room}/members/{bob.id}", mod,
-                         json={"is_muted": True, "muted_until": in_a_year()})
-    assert response.status_code == 200 and response.json["is_muted"]
+    response = api.patch(
+        f"/rooms/{room}/members/{bob.id}", mod, json={"is_muted": True, "muted_until": in_a_year()}
+    )
+    assert response.status_code == 200
+    assert response.json["is_muted"]
     assert api.post(f"/rooms/{room}/messages", bob, json={"content": "hi"}).status_code == 403
     assert len(audit_events(db, "member_muted")) == 1
-    db.execute("UPDATE room_members SET muted_until = now() - interval '1 second' "
-               "WHERE user_id = %s", (bob.id,))
+    db.execute(
+        "UPDATE room_members SET muted_until = now() - interval '1 second' WHERE user_id = %s",
+        (bob.id,),
+    )
     assert api.post(f"/rooms/{room}/messages", bob, json={"content": "hi"}).status_code == 201
 
 
@@ -181,8 +218,10 @@ def test_a_plain_member_cannot_mute(api):
     room = api.room(owner)
     api.join(room, bob)
     api.join(room, carol)
-    assert api.patch(f"/rooms/{room}/members/{carol.id}", bob, json={"is_muted": True}
-                     ).status_code == 403
+    assert (
+        api.patch(f"/rooms/{room}/members/{carol.id}", bob, json={"is_muted": True}).status_code
+        == 403
+    )
 
 
 def test_max_members_holds_under_concurrent_joins(app, api):
@@ -208,8 +247,9 @@ def test_muted_until_must_be_aware_and_at_most_ten_years_ahead(api):
     room = api.room(owner)
     api.join(room, bob)
     for until in ("9999-12-31T23:59:59-01:00", in_a_year()[:19]):  # the latter without zone
-        response = api.patch(f"/rooms/{room}/members/{bob.id}", owner,
-                             json={"is_muted": True, "muted_until": until})
+        response = api.patch(
+            f"/rooms/{room}/members/{bob.id}", owner, json={"is_muted": True, "muted_until": until}
+        )
         assert response.status_code == 422
         assert "muted_until" in response.json["error"]["fields"]
     # Nothing was stored that would break the member's later requests.
@@ -222,17 +262,26 @@ def test_can_manage_members_mutes_and_kicks_plain_members_only(api):
     for user in (manager, mod, bob, carol):
         api.join(room, user)
     api.patch(f"/rooms/{room}/members/{mod.id}", owner, json={"role": "moderator"})
-    assert api.patch(f"/rooms/{room}/members/{manager.id}", owner,
-                     json={"can_manage_members": True}).status_code == 200
+    assert (
+        api.patch(
+            f"/rooms/{room}/members/{manager.id}", owner, json={"can_manage_members": True}
+        ).status_code
+        == 200
+    )
     muted = api.patch(f"/rooms/{room}/members/{bob.id}", manager, json={"is_muted": True})
-    assert muted.status_code == 200 and muted.json["is_muted"]
+    assert muted.status_code == 200
+    assert muted.json["is_muted"]
     assert api.delete(f"/rooms/{room}/members/{carol.id}", manager).status_code == 204
     # Never on an equal or higher rank, nor roles and permissions.
-    assert api.patch(f"/rooms/{room}/members/{mod.id}", manager, json={"is_muted": True}
-                     ).status_code == 403
+    assert (
+        api.patch(f"/rooms/{room}/members/{mod.id}", manager, json={"is_muted": True}).status_code
+        == 403
+    )
     assert api.delete(f"/rooms/{room}/members/{mod.id}", manager).status_code == 403
-    assert api.patch(f"/rooms/{room}/members/{bob.id}", manager, json={"can_invite": True}
-                     ).status_code == 403
+    assert (
+        api.patch(f"/rooms/{room}/members/{bob.id}", manager, json={"can_invite": True}).status_code
+        == 403
+    )
 
 
 def test_an_archived_room_takes_no_reactions(api, db):
@@ -264,8 +313,11 @@ def test_a_mute_survives_leaving_and_rejoining_or_a_kick_and_an_invitation(api, 
     api.join(room, bob)
     api.join(room, carol)
     api.patch(f"/rooms/{room}/members/{bob.id}", owner, json={"is_muted": True})
-    api.patch(f"/rooms/{room}/members/{carol.id}", owner,
-              json={"is_muted": True, "muted_until": in_a_year()})
+    api.patch(
+        f"/rooms/{room}/members/{carol.id}",
+        owner,
+        json={"is_muted": True, "muted_until": in_a_year()},
+    )
     assert api.delete(f"/rooms/{room}/members/{bob.id}", bob).status_code == 204
     assert api.delete(f"/rooms/{room}/members/{carol.id}", owner).status_code == 204
     api.join(room, bob)
@@ -274,8 +326,11 @@ def test_a_mute_survives_leaving_and_rejoining_or_a_kick_and_an_invitation(api, 
         response = api.post(f"/rooms/{room}/messages", user, json={"content": "I'm back"})
         assert response.status_code == 403
     # A mute that ran out while they were away is not carried over.
-    api.patch(f"/rooms/{room}/members/{carol.id}", owner,
-              json={"is_muted": True, "muted_until": in_a_year()})
+    api.patch(
+        f"/rooms/{room}/members/{carol.id}",
+        owner,
+        json={"is_muted": True, "muted_until": in_a_year()},
+    )
     assert api.delete(f"/rooms/{room}/members/{carol.id}", carol).status_code == 204
     db.execute("UPDATE room_mutes SET muted_until = now() - interval '1 second'")
     api.join(room, carol)

@@ -8,14 +8,20 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
-    content_type_conformance, not_a_server_error, response_schema_conformance,
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
     status_code_conformance,
 )
 
 from tests.api_helpers import ApiClient
 
-CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance,
-          content_type_conformance]
+CHECKS = [
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+    content_type_conformance,
+]
 
 
 @pytest.fixture
@@ -39,8 +45,7 @@ schema = schemathesis.pytest.from_fixture("openapi")
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=20, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_server_errors_and_responses_match_the_schema(case, bearer):
     if case.operation.path == "/auth/logout":
         return  # would end the session the other generated requests use

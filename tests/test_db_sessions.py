@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
@@ -16,8 +16,10 @@ from psycopg import errors as pg_errors
 
 from tests.conftest import ADMIN_URL, ROOT, _admin, wait_for
 
-BOUND_SETTINGS = "SELECT setting::int FROM pg_settings " \
+BOUND_SETTINGS = (
+    "SELECT setting::int FROM pg_settings "
     "WHERE name IN ('statement_timeout', 'idle_in_transaction_session_timeout') ORDER BY name DESC"
+)
 
 
 @pytest.fixture
@@ -49,8 +51,15 @@ with session_scope() as session:
 
 def test_project_connections_are_utc_whatever_pgtz_and_the_database_default(zoned_database):
     env = {**os.environ, "DATABASE_URL": zoned_database, "PGTZ": "America/New_York"}
-    shown = subprocess.run([sys.executable, "-c", SHOW_ZONES], cwd=ROOT, env=env, check=True,
-                           capture_output=True, text=True, timeout=60).stdout.split()
+    shown = subprocess.run(
+        [sys.executable, "-c", SHOW_ZONES],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
     # The first two are connections made without the project's options.
     assert shown == ["America/New_York", "Pacific/Kiritimati", "UTC", "UTC"]
 
@@ -67,7 +76,9 @@ def test_each_kind_of_work_connects_with_its_bounds(database_url, kind):
     try:
         with psycopg.connect(libpq_url()) as conn:
             assert [r[0] for r in conn.execute(BOUND_SETTINGS)] == wanted
-            assert conn.info.get_parameters()["connect_timeout"] == str(expected.connect_timeout_seconds)
+            assert conn.info.get_parameters()["connect_timeout"] == str(
+                expected.connect_timeout_seconds
+            )
         with session_scope() as session:
             assert list(session.execute(text(BOUND_SETTINGS)).scalars()) == wanted
     finally:
@@ -89,8 +100,9 @@ def test_the_default_bounds_end_before_the_time_limits_they_serve():
     from veza import limits
 
     worker, maintenance = DEFAULT_BOUNDS["worker"], DEFAULT_BOUNDS["maintenance"]
-    shortest_soft = min(limits.DEFAULT_TIME_LIMITS[0], limits.FILE_TIME_LIMITS[0],
-                        limits.SCAN_TIME_LIMITS[0])
+    shortest_soft = min(
+        limits.DEFAULT_TIME_LIMITS[0], limits.FILE_TIME_LIMITS[0], limits.SCAN_TIME_LIMITS[0]
+    )
     assert worker.statement_timeout_ms < shortest_soft * 1000
     assert 2 * worker.connect_timeout_seconds < shortest_soft / 4
     assert maintenance.statement_timeout_ms < limits.MAINTENANCE_TIME_LIMITS[0] * 1000
@@ -108,34 +120,43 @@ def test_a_killed_processs_statement_ends_at_its_statement_timeout(db):
     """A worker killed at its hard time limit leaves its backend running the
     statement (PostgreSQL notices the dead client only when it next writes
     to it); statement_timeout is what ends it."""
-    running = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%killed mid-statement%'" \
+    running = (
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%killed mid-statement%'"
         " AND state = 'active' AND pid <> pg_backend_pid()"
+    )
     env = {**os.environ, "DB_STATEMENT_TIMEOUT_MS_WORKER": "3000"}
     proc = subprocess.Popen([sys.executable, "-c", SLEEP_IN_THE_DATABASE], cwd=ROOT, env=env)
     try:
-        wait_for(lambda: db.execute(running).fetchone()[0] == 1, timeout=30,
-                 what="the statement to start")
+        wait_for(
+            lambda: db.execute(running).fetchone()[0] == 1,
+            timeout=30,
+            what="the statement to start",
+        )
     finally:
         proc.kill()
         proc.wait()
-    wait_for(lambda: db.execute(running).fetchone()[0] == 0, timeout=30,
-             what="the killed process's statement to end (it would run 120 s unbounded)")
+    wait_for(
+        lambda: db.execute(running).fetchone()[0] == 0,
+        timeout=30,
+        what="the killed process's statement to end (it would run 120 s unbounded)",
+    )
 
 
 # (session TimeZone, the row's instant, the UTC month its partition covers).
 # Each instant's local date is in another month than its UTC date.
 BOUNDARY_ROWS = [
-    ("America/New_York", datetime(2001, 12, 1, 3, tzinfo=timezone.utc), date(2001, 12, 1)),
-    ("Pacific/Kiritimati", datetime(2001, 11, 30, 12, tzinfo=timezone.utc), date(2001, 11, 1)),
-    ("Pacific/Kiritimati", datetime(2001, 12, 31, 20, tzinfo=timezone.utc), date(2001, 12, 1)),
-    ("America/New_York", datetime(2002, 1, 1, 2, tzinfo=timezone.utc), date(2002, 1, 1)),
-    ("Asia/Kathmandu", datetime(2001, 11, 30, 18, 30, tzinfo=timezone.utc), date(2001, 11, 1)),
+    ("America/New_York", datetime(2001, 12, 1, 3, tzinfo=UTC), date(2001, 12, 1)),
+    ("Pacific/Kiritimati", datetime(2001, 11, 30, 12, tzinfo=UTC), date(2001, 11, 1)),
+    ("Pacific/Kiritimati", datetime(2001, 12, 31, 20, tzinfo=UTC), date(2001, 12, 1)),
+    ("America/New_York", datetime(2002, 1, 1, 2, tzinfo=UTC), date(2002, 1, 1)),
+    ("Asia/Kathmandu", datetime(2001, 11, 30, 18, 30, tzinfo=UTC), date(2001, 11, 1)),
 ]
 
 
-@pytest.mark.parametrize("zone, created_at, month", BOUNDARY_ROWS)
+@pytest.mark.parametrize(("zone", "created_at", "month"), BOUNDARY_ROWS)
 def test_a_missing_partition_is_found_for_the_rows_utc_month_in_any_session_zone(
-        db, zone, created_at, month):
+    db, zone, created_at, month
+):
     from sqlalchemy import text
 
     from db.engine import get_engine
@@ -151,7 +172,8 @@ def test_a_missing_partition_is_found_for_the_rows_utc_month_in_any_session_zone
             create_monthly_partitions(conn, "audit_logs", month, 1)
         db.execute(insert, (created_at,))  # the row lands in the partition made for it
         assert db.execute("SELECT tableoid::regclass::text FROM audit_logs").fetchone() == (
-            partition_name("audit_logs", month),)
+            partition_name("audit_logs", month),
+        )
     finally:
         with get_engine().begin() as conn:
             conn.execute(text(f'DROP TABLE IF EXISTS "{partition_name("audit_logs", month)}"'))

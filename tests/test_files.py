@@ -19,8 +19,17 @@ from tests.clamav import EICAR, EICAR_SIGNATURE
 from tests.conftest import ROOT, wait_for
 from tests.factories import make_user
 from tests.uploads import (
-    animated_gif, eicar_zip, encoded, gradient, jpeg_rotated_with_gps,
-    SRGB_PROFILE, long_animation, png_header_only, row, upload, zip_of_zeros,
+    SRGB_PROFILE,
+    animated_gif,
+    eicar_zip,
+    encoded,
+    gradient,
+    jpeg_rotated_with_gps,
+    long_animation,
+    png_header_only,
+    row,
+    upload,
+    zip_of_zeros,
 )
 
 
@@ -67,17 +76,23 @@ def test_a_clean_image_gets_a_webp_thumbnail_within_400px_never_upscaled(
     process(file_id)
 
     file = row(db, file_id)
-    assert file["processing_status"] == "completed" and file["is_processed"]
-    assert file["virus_scan_status"] == "clean" and file["virus_scan_result"] is None
-    assert file["mime_type"] == mime and file["metadata"]["mime_mismatch"] is False
+    assert file["processing_status"] == "completed"
+    assert file["is_processed"]
+    assert file["virus_scan_status"] == "clean"
+    assert file["virus_scan_result"] is None
+    assert file["mime_type"] == mime
+    assert file["metadata"]["mime_mismatch"] is False
     assert file["file_hash"] == hashlib.sha256(content).hexdigest()
     original = Image.open(io.BytesIO(content))
     assert file["metadata"]["image"] == {
-        "width": original.width, "height": original.height,
-        "format": original.format, "frame_count": frames,
+        "width": original.width,
+        "height": original.height,
+        "format": original.format,
+        "frame_count": frames,
     }
     thumb = thumbnail_of(file)
-    assert thumb.format == "WEBP" and thumb.size == size
+    assert thumb.format == "WEBP"
+    assert thumb.size == size
     assert getattr(thumb, "n_frames", 1) == 1  # an animation becomes a still
     assert file["metadata"]["clamd_version"].startswith("ClamAV")
 
@@ -90,9 +105,12 @@ def test_exif_orientation_is_applied_and_gps_does_not_reach_the_thumbnail(db, us
     thumb = thumbnail_of(file).convert("RGB")
     # 800x400 with "rotate 90° clockwise": portrait, the red left half on top.
     assert thumb.size == (200, 400)
-    red, green, blue = thumb.getpixel((100, 50))
-    assert red > 200 and blue < 60
-    assert not thumb.getexif() and "exif" not in thumb.info and "xmp" not in thumb.info
+    red, _green, blue = thumb.getpixel((100, 50))
+    assert red > 200
+    assert blue < 60
+    assert not thumb.getexif()
+    assert "exif" not in thumb.info
+    assert "xmp" not in thumb.info
     assert thumbnail_of(file).info["icc_profile"] == SRGB_PROFILE  # colours kept right
     # The original keeps its metadata: it is the user's file.
     assert file["metadata"]["image"]["width"] == 800
@@ -113,7 +131,8 @@ def test_infected_content_is_quarantined_refused_and_audited(db, user, name, con
     file = row(db, file_id)
     assert file["virus_scan_status"] == "infected"
     assert file["virus_scan_result"].startswith(EICAR_SIGNATURE)
-    assert file["processing_status"] == "failed" and file["is_processed"]
+    assert file["processing_status"] == "failed"
+    assert file["is_processed"]
     assert file["metadata"]["failure_reason"] == f"infected: {file['virus_scan_result']}"
     assert file["thumbnail_path"] is None
     sha256 = hashlib.sha256(content).hexdigest()
@@ -151,7 +170,8 @@ def test_a_claimed_type_that_differs_from_the_content_is_flagged(db, user):
     assert file["metadata"]["claimed_mime_type"] == "image/png"
     assert file["metadata"]["mime_mismatch"] is True
     # Not an image by content: completed after the scan, without a thumbnail.
-    assert file["processing_status"] == "completed" and file["thumbnail_path"] is None
+    assert file["processing_status"] == "completed"
+    assert file["thumbnail_path"] is None
 
 
 @pytest.mark.parametrize(
@@ -169,7 +189,8 @@ def test_bad_images_fail_with_a_reason_and_leave_no_thumbnail(db, user, name, co
     process(file_id)
 
     file = row(db, file_id)
-    assert file["processing_status"] == "failed" and file["is_processed"]
+    assert file["processing_status"] == "failed"
+    assert file["is_processed"]
     assert file["metadata"]["failed_step"] == "thumbnail"
     assert reason in file["metadata"]["failure_reason"]
     assert file["virus_scan_status"] == "clean"  # the scan ran; only the image is bad
@@ -183,7 +204,8 @@ def test_a_size_mismatch_fails_the_upload_without_storing_it(db, user):
     process(file_id)
 
     file = row(db, file_id)
-    assert file["processing_status"] == "failed" and file["file_hash"] is None
+    assert file["processing_status"] == "failed"
+    assert file["file_hash"] is None
     assert file["metadata"]["failure_reason"] == (
         "size mismatch: the upload said 4096 bytes, 12 arrived"
     )
@@ -216,9 +238,13 @@ def test_a_row_deleted_while_its_upload_is_being_hashed_is_left_alone(db, user, 
         holder.execute("SELECT 1 FROM files WHERE id = %s FOR UPDATE", (file_id,))
         worker = threading.Thread(target=hash_it)
         worker.start()
-        wait_for(lambda: db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND query LIKE 'SELECT files.%%FOR UPDATE'").fetchone()[0], what="hash_upload to wait")
+        wait_for(
+            lambda: db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'SELECT files.%%FOR UPDATE'"
+            ).fetchone()[0],
+            what="hash_upload to wait",
+        )
         holder.execute("DELETE FROM files WHERE id = %s", (file_id,))
         holder.commit()
     worker.join(30)
@@ -233,8 +259,10 @@ def test_identical_uploads_share_one_blob_and_each_keeps_its_row(db, user):
     process(second)
 
     a, b = row(db, first), row(db, second)
-    assert a["file_path"] == b["file_path"] and a["thumbnail_path"] == b["thumbnail_path"]
-    assert a["original_filename"] == "a.png" and b["original_filename"] == "b.png"
+    assert a["file_path"] == b["file_path"]
+    assert a["thumbnail_path"] == b["thumbnail_path"]
+    assert a["original_filename"] == "a.png"
+    assert b["original_filename"] == "b.png"
     blobs = [p for p in (storage_root() / "blobs").rglob("*") if p.is_file()]
     assert blobs.count(storage_root() / a["file_path"]) == 1
     assert not (storage_root() / "uploads" / str(a["uuid"])).exists()
@@ -253,10 +281,12 @@ def test_a_blob_is_deleted_only_when_no_row_references_it(db, user):
 
     db.execute("DELETE FROM files WHERE id = %s", (first,))
     assert not pipeline.delete_content_if_unreferenced(file["file_hash"])
-    assert blob.exists() and thumb.exists()
+    assert blob.exists()
+    assert thumb.exists()
     db.execute("DELETE FROM files WHERE id = %s", (second,))
     assert pipeline.delete_content_if_unreferenced(file["file_hash"])
-    assert not blob.exists() and not thumb.exists()
+    assert not blob.exists()
+    assert not thumb.exists()
 
 
 def test_running_the_pipeline_twice_changes_nothing(db, user):
@@ -285,7 +315,8 @@ def test_filenames_never_decide_where_content_is_stored(db, user, name):
     process(file_id)
 
     file = row(db, file_id)
-    assert file["processing_status"] == "completed" and file["original_filename"] == name
+    assert file["processing_status"] == "completed"
+    assert file["original_filename"] == name
     sha256 = hashlib.sha256(content).hexdigest()
     assert file["file_path"] == f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
     assert file["thumbnail_path"] == f"thumbs/{sha256}.webp"
@@ -301,13 +332,16 @@ def scan_with_clamd_down(clamd_server, caplog, file_id: int) -> int:
         scan.apply(args=[file_id])
     finally:
         clamd_server.start()
-    return len([r for r in caplog.records
-                if r.name == "veza.files.pipeline" and "clamd VERSION failed" in r.getMessage()])
+    return len(
+        [
+            r
+            for r in caplog.records
+            if r.name == "veza.files.pipeline" and "clamd VERSION failed" in r.getMessage()
+        ]
+    )
 
 
-def test_without_clamd_the_scan_retries_then_fails_and_never_passes(
-    db, user, clamd_server, caplog
-):
+def test_without_clamd_the_scan_retries_then_fails_and_never_passes(db, user, clamd_server, caplog):
     from tasks.files import scan
     from veza.files import pipeline
 
@@ -315,14 +349,18 @@ def test_without_clamd_the_scan_retries_then_fails_and_never_passes(
     pipeline.hash_upload(file_id)
     assert scan_with_clamd_down(clamd_server, caplog, file_id) == scan.max_retries + 1
     file = row(db, file_id)
-    assert file["virus_scan_status"] == "failed" and file["processing_status"] == "failed"
-    assert not file["is_processed"] and "clamd" in file["virus_scan_result"]
+    assert file["virus_scan_status"] == "failed"
+    assert file["processing_status"] == "failed"
+    assert not file["is_processed"]
+    assert "clamd" in file["virus_scan_result"]
 
     # A later scan (the maintenance job's) gets the verdict and finishes the file.
     process(file_id)
     file = row(db, file_id)
-    assert file["virus_scan_status"] == "clean" and file["processing_status"] == "completed"
-    assert file["virus_scan_result"] is None and file["is_processed"]
+    assert file["virus_scan_status"] == "clean"
+    assert file["processing_status"] == "completed"
+    assert file["virus_scan_result"] is None
+    assert file["is_processed"]
 
 
 # Run in a fresh process, measured by VmHWM (the peak RSS since exec;
@@ -361,7 +399,10 @@ def test_a_100_mb_upload_is_hashed_and_scanned_in_constant_memory(db, user):
 
     probe = subprocess.run(
         [sys.executable, "-c", MEMORY_PROBE, str(file_id)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     peak_growth_kib = int(probe.stdout.strip().splitlines()[-1])
 
@@ -379,13 +420,12 @@ def test_each_step_task_can_be_run_on_its_own_in_order(db, user):
         assert task.apply(args=[file_id]).state == "SUCCESS", task.name
 
     file = row(db, file_id)
-    assert file["processing_status"] == "completed" and file["thumbnail_path"]
+    assert file["processing_status"] == "completed"
+    assert file["thumbnail_path"]
     assert thumbnail_of(file).size == (400, 400)
 
 
-def test_a_verdict_is_reused_for_the_same_content_only_under_the_same_signatures(
-    db, user, caplog
-):
+def test_a_verdict_is_reused_for_the_same_content_only_under_the_same_signatures(db, user, caplog):
     caplog.set_level(logging.INFO, logger="veza.files.pipeline")
     content = b"the same attachment, sent three times"
     first, second, third = (upload(db, user, content) for _ in range(3))
@@ -395,8 +435,9 @@ def test_a_verdict_is_reused_for_the_same_content_only_under_the_same_signatures
 
     caplog.clear()
     db.execute(
-        "UPDATE files SET metadata = metadata || '{\"clamd_version\": \"ClamAV 0.1/1/old\"}'"
-        " WHERE id IN (%s, %s)", (first, second),
+        'UPDATE files SET metadata = metadata || \'{"clamd_version": "ClamAV 0.1/1/old"}\''
+        " WHERE id IN (%s, %s)",
+        (first, second),
     )
     process(third)
     assert "reusing the verdict" not in caplog.text
@@ -413,7 +454,7 @@ def virus_missed_by_old_signatures(db, user) -> int:
     db.execute(
         "UPDATE files SET virus_scan_status = 'clean', processing_status = 'completed',"
         " is_processed = true,"
-        " metadata = metadata || '{\"clamd_version\": \"ClamAV 0.1/1/old\"}' WHERE id = %s",
+        ' metadata = metadata || \'{"clamd_version": "ClamAV 0.1/1/old"}\' WHERE id = %s',
         (file_id,),
     )
     return file_id
@@ -445,7 +486,9 @@ def test_an_infected_verdict_reaches_the_archived_copies_of_the_content(mdb, use
     ).fetchall()
     live = row(db, file_id)
     assert live["file_path"].startswith("quarantine/")
-    assert archived == [("infected", "failed", live["file_path"], live["metadata"]["failure_reason"])]
+    assert archived == [
+        ("infected", "failed", live["file_path"], live["metadata"]["failure_reason"])
+    ]
 
 
 def test_a_rescan_that_cannot_reach_clamd_is_retried_keeps_the_file_clean_and_is_asked_again(
@@ -460,8 +503,10 @@ def test_a_rescan_that_cannot_reach_clamd_is_retried_keeps_the_file_clean_and_is
     file_id = virus_missed_by_old_signatures(db, user)
 
     def owed_scans() -> int:
-        return db.execute("SELECT count(*) FROM outbox WHERE task_name = 'files.scan'"
-                          " AND args = %s::jsonb", (f"[{file_id}]",)).fetchone()[0]
+        return db.execute(
+            "SELECT count(*) FROM outbox WHERE task_name = 'files.scan' AND args = %s::jsonb",
+            (f"[{file_id}]",),
+        ).fetchone()[0]
 
     run_task("maintenance.rescan_files")
     assert owed_scans() == 1
@@ -492,5 +537,6 @@ def test_streaming_to_a_clamd_elsewhere_finds_a_virus_past_the_first_chunks(clam
 
     scanner = Scanner(socket_path=None, host="127.0.0.1", port=TCP_PORT)
     verdict = scanner.scan(archive)
-    assert verdict.infected and verdict.signature.startswith(EICAR_SIGNATURE)
+    assert verdict.infected
+    assert verdict.signature.startswith(EICAR_SIGNATURE)
     assert not scanner.scan(clean).infected

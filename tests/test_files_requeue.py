@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from veza import jobs
 from tests.clamav import EICAR
 from tests.factories import make_user
 from tests.maintenance_helpers import run_task
 from tests.uploads import encoded, gradient, row, upload
+from veza import jobs
 
 
 def test_failed_files_go_through_again_and_infected_ones_stay_put(db, clamd_server):
@@ -21,7 +21,10 @@ def test_failed_files_go_through_again_and_infected_ones_stay_put(db, clamd_serv
     # clamd was down through every retry of the picture's scan.
     pipeline.scan_unavailable(picture, "clamd unreachable", final=True)
     pipeline.run_all(virus)
-    assert (row(db, picture)["processing_status"], row(db, picture)["virus_scan_status"]) == ("failed", "failed")
+    assert (row(db, picture)["processing_status"], row(db, picture)["virus_scan_status"]) == (
+        "failed",
+        "failed",
+    )
     assert row(db, virus)["virus_scan_status"] == "infected"
 
     dry = run_task("maintenance.requeue_failed_files", dry_run=True)
@@ -65,9 +68,9 @@ def test_a_file_whose_content_was_lost_fails_again_when_requeued_never_completes
 
 def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_final(db, clamd_server):
     from db.engine import session_scope
-    from veza.files.owed import owe
-    from veza.files import pipeline
     from veza import outbox
+    from veza.files import pipeline
+    from veza.files.owed import owe
     from veza.settings import get_settings
 
     user = make_user(db)
@@ -91,16 +94,20 @@ def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_fina
         assert latest_owed() != stalled
         assert row(db, file_id)["metadata"]["requeue_attempts"] == attempt
         assert requeue_stale() == {"stale_waiting": 1}  # the requeue has not started
-    assert db.execute("SELECT count(*) FILTER (WHERE started_at IS NULL), count(*) FROM outbox"
-                      ).fetchone() == (1, 1 + get_settings().max_file_attempts)
+    assert db.execute(
+        "SELECT count(*) FILTER (WHERE started_at IS NULL), count(*) FROM outbox"
+    ).fetchone() == (1, 1 + get_settings().max_file_attempts)
 
     outbox.mark_started(latest_owed())
     assert requeue_stale() == {"stale_failed": 1}
     stuck = row(db, file_id)
-    assert stuck["processing_status"] == "failed" and not stuck["is_processed"]
-    assert stuck["metadata"]["failed_step"] == "stuck" and "failure_reason" not in stuck["metadata"]
+    assert stuck["processing_status"] == "failed"
+    assert not stuck["is_processed"]
+    assert stuck["metadata"]["failed_step"] == "stuck"
+    assert "failure_reason" not in stuck["metadata"]
 
     pipeline.run_all(file_id)  # a late run of its pipeline (or requeue_failed_files)
     done = row(db, file_id)
     assert (done["processing_status"], done["virus_scan_status"]) == ("completed", "clean")
-    assert "failed_step" not in done["metadata"] and "error" not in done["metadata"]
+    assert "failed_step" not in done["metadata"]
+    assert "error" not in done["metadata"]

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
-from veza import jobs
 from tests.conftest import start_worker, wait_for
 from tests.factories import make_user
 from tests.uploads import encoded, gradient, upload
+from veza import jobs
 
 pytestmark = pytest.mark.slow
 
@@ -50,9 +50,13 @@ def test_the_request_id_reaches_the_chained_scan_and_thumbnail_tasks(db, clamd_s
             enqueue(session, jobs.PROCESS_FILE, file_id, request_id=request_id)
 
         def step_lines() -> dict[str, list[dict]]:
-            lines = [r for r in json_lines(worker.output()) if r.get("logger") == "veza.files.pipeline"]
-            steps = {step: [r for r in lines if f": {step}:" in r["message"]]
-                     for step in ("scan", "thumbnail")}
+            lines = [
+                r for r in json_lines(worker.output()) if r.get("logger") == "veza.files.pipeline"
+            ]
+            steps = {
+                step: [r for r in lines if f": {step}:" in r["message"]]
+                for step in ("scan", "thumbnail")
+            }
             return steps if all(steps.values()) else {}
 
         steps = wait_for(step_lines, timeout=60, what="the scan and thumbnail log lines")
@@ -84,4 +88,5 @@ def test_api_log_lines_carry_the_request_id(database_url, caplog):
         response = app.test_client().get("/_probe/log", headers={"X-Request-ID": request_id})
     assert response.headers["X-Request-ID"] == request_id
     records = [r for r in caplog.records if r.getMessage() == "handling the probe"]
-    assert records and records[0].request_id == request_id
+    assert records
+    assert records[0].request_id == request_id

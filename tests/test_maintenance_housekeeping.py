@@ -15,8 +15,8 @@ from tests.factories import make_room, make_user, post, scalar
 from tests.maintenance_helpers import run_task, runs
 from tests.processes import veza
 
-
 # ------------------------------------------------------------- partitions
+
 
 def test_partitions_are_made_ahead_across_a_year_end_boundary(mdb):
     db = mdb
@@ -25,19 +25,35 @@ def test_partitions_are_made_ahead_across_a_year_end_boundary(mdb):
     result = run_task("maintenance.ensure_partitions", today="2030-12-31", months_ahead=3)
 
     for month in ("2030m12", "2031m01", "2031m02", "2031m03"):
-        assert scalar(db, "SELECT to_regclass(%s)::text", (f"messages_y{month}",)) == f"messages_y{month}"
-        assert scalar(db, "SELECT to_regclass(%s)::text", (f"audit_logs_y{month}",)) == f"audit_logs_y{month}"
+        assert (
+            scalar(db, "SELECT to_regclass(%s)::text", (f"messages_y{month}",))
+            == f"messages_y{month}"
+        )
+        assert (
+            scalar(db, "SELECT to_regclass(%s)::text", (f"audit_logs_y{month}",))
+            == f"audit_logs_y{month}"
+        )
     # next month was missing: an error, audited
     assert result["counts"]["missing_next_month"] == 2
-    assert scalar(db, "SELECT count(*) FROM audit_logs WHERE event_type = 'maintenance.partition_missing'"
-                      " AND severity = 'error'") == 2
+    assert (
+        scalar(
+            db,
+            "SELECT count(*) FROM audit_logs WHERE event_type = 'maintenance.partition_missing'"
+            " AND severity = 'error'",
+        )
+        == 2
+    )
     owner = make_user(db, "owner")
     room = make_room(db, owner)
-    for at, partition in (("2030-12-31 23:59:59.999+00", "messages_y2030m12"),
-                          ("2031-01-01 00:00:00+00", "messages_y2031m01")):
+    for at, partition in (
+        ("2030-12-31 23:59:59.999+00", "messages_y2030m12"),
+        ("2031-01-01 00:00:00+00", "messages_y2031m01"),
+    ):
         message = post(db, owner, room, created_at=at)
-        assert scalar(db, "SELECT tableoid::regclass::text FROM messages WHERE id = %s",
-                      (message[0],)) == partition
+        assert (
+            scalar(db, "SELECT tableoid::regclass::text FROM messages WHERE id = %s", (message[0],))
+            == partition
+        )
 
     again = run_task("maintenance.ensure_partitions", today="2030-12-31", months_ahead=3)
     assert again["counts"].get("partitions_created", 0) == 0
@@ -45,6 +61,7 @@ def test_partitions_are_made_ahead_across_a_year_end_boundary(mdb):
 
 
 # --------------------------------------------------------------- sessions
+
 
 def test_sessions_expire_then_go_and_ended_locks_are_reset(mdb):
     db = mdb
@@ -59,11 +76,19 @@ def test_sessions_expire_then_go_and_ended_locks_are_reset(mdb):
     for name, expires in sessions.items():
         db.execute(
             "INSERT INTO user_sessions (user_id, token_hash, created_at, expires_at)"
-            f" VALUES (%s, %s, now() - interval '60 days', {expires})", (user, name.ljust(64, "x")))
-    db.execute("UPDATE users SET failed_login_attempts = 5, locked_until = now() - interval '1 minute'"
-               " WHERE id = %s", (locked,))
-    db.execute("UPDATE users SET failed_login_attempts = 5, locked_until = now() + interval '1 hour'"
-               " WHERE id = %s", (still_locked,))
+            f" VALUES (%s, %s, now() - interval '60 days', {expires})",
+            (user, name.ljust(64, "x")),
+        )
+    db.execute(
+        "UPDATE users SET failed_login_attempts = 5, locked_until = now() - interval '1 minute'"
+        " WHERE id = %s",
+        (locked,),
+    )
+    db.execute(
+        "UPDATE users SET failed_login_attempts = 5, locked_until = now() + interval '1 hour'"
+        " WHERE id = %s",
+        (still_locked,),
+    )
 
     dry = run_task("maintenance.expire_sessions", dry_run=True)
     assert dry["counts"]["sessions_deactivated"] == 2
@@ -73,24 +98,32 @@ def test_sessions_expire_then_go_and_ended_locks_are_reset(mdb):
 
     rows = dict(db.execute("SELECT left(token_hash, 12), is_active FROM user_sessions").fetchall())
     assert rows == {"livexxxxxxxx": True, "expiredxxxxx": False}
-    assert db.execute("SELECT failed_login_attempts, locked_until FROM users WHERE id = %s",
-                      (locked,)).fetchone() == (0, None)
+    assert db.execute(
+        "SELECT failed_login_attempts, locked_until FROM users WHERE id = %s", (locked,)
+    ).fetchone() == (0, None)
     assert scalar(db, "SELECT failed_login_attempts FROM users WHERE id = %s", (still_locked,)) == 5
 
 
 def test_finished_outbox_rows_are_pruned_after_the_retention(mdb):
     db = mdb
-    db.execute("INSERT INTO outbox (task_name, sent_at, finished_at, dead_at) VALUES"
-               " ('old', now() - interval '30 days', now() - interval '30 days', NULL),"
-               " ('recent', now(), now(), NULL), ('unsent', NULL, NULL, NULL),"
-               " ('never finished', now() - interval '30 days', NULL, NULL),"
-               " ('dead', now() - interval '30 days', NULL, now() - interval '29 days')")
+    db.execute(
+        "INSERT INTO outbox (task_name, sent_at, finished_at, dead_at) VALUES"
+        " ('old', now() - interval '30 days', now() - interval '30 days', NULL),"
+        " ('recent', now(), now(), NULL), ('unsent', NULL, NULL, NULL),"
+        " ('never finished', now() - interval '30 days', NULL, NULL),"
+        " ('dead', now() - interval '30 days', NULL, now() - interval '29 days')"
+    )
     run_task("maintenance.expire_sessions")
     assert {r[0] for r in db.execute("SELECT task_name FROM outbox")} == {
-        "recent", "unsent", "never finished", "dead"}
+        "recent",
+        "unsent",
+        "never finished",
+        "dead",
+    }
 
 
 # ------------------------------------------------------------------ files
+
 
 def store(relative: str, age_seconds: float = 0) -> Path:
     from veza.storage import storage
@@ -103,8 +136,15 @@ def store(relative: str, age_seconds: float = 0) -> Path:
     return path
 
 
-def file_row(db, owner, sha: str | None, path: str, expires: str = "NULL",
-             table: str = "files", status: str = "completed") -> None:
+def file_row(
+    db,
+    owner,
+    sha: str | None,
+    path: str,
+    expires: str = "NULL",
+    table: str = "files",
+    status: str = "completed",
+) -> None:
     db.execute(
         f"INSERT INTO {table} (id, uuid, filename, original_filename, file_path, file_size, mime_type,"
         " file_hash, uploaded_by, processing_status, virus_scan_status, metadata, download_count,"
@@ -121,8 +161,10 @@ def test_expiry_and_orphan_sweep_never_remove_referenced_or_young_content(mdb):
     db = mdb
     owner = make_user(db, "owner")
     hour = 3600
-    sha = {name: hashlib.sha256(name.encode()).hexdigest()
-           for name in ("kept", "archived", "orphan", "young", "shared", "expired")}
+    sha = {
+        name: hashlib.sha256(name.encode()).hexdigest()
+        for name in ("kept", "archived", "orphan", "young", "shared", "expired")
+    }
     paths = {name: store(storage.blob_path(h), 2 * hour) for name, h in sha.items()}
     paths["young"] = store(storage.blob_path(sha["young"]), 60)
     orphan_thumb = store(storage.thumbnail_path(sha["orphan"]), 2 * hour)
@@ -132,26 +174,43 @@ def test_expiry_and_orphan_sweep_never_remove_referenced_or_young_content(mdb):
     file_row(db, owner, sha["kept"], storage.blob_path(sha["kept"]))
     file_row(db, owner, sha["archived"], storage.blob_path(sha["archived"]), table="archived_files")
     # two rows share the hash; only one expires
-    file_row(db, owner, sha["shared"], storage.blob_path(sha["shared"]), expires="now() - interval '1 hour'")
+    file_row(
+        db,
+        owner,
+        sha["shared"],
+        storage.blob_path(sha["shared"]),
+        expires="now() - interval '1 hour'",
+    )
     file_row(db, owner, sha["shared"], storage.blob_path(sha["shared"]))
-    file_row(db, owner, sha["expired"], storage.blob_path(sha["expired"]), expires="now() - interval '1 hour'")
+    file_row(
+        db,
+        owner,
+        sha["expired"],
+        storage.blob_path(sha["expired"]),
+        expires="now() - interval '1 hour'",
+    )
     file_row(db, owner, "9" * 64, storage.blob_path("9" * 64))  # its content is missing
 
     result = run_task("maintenance.purge_expired_files")
 
     gone = {name for name, path in paths.items() if not path.exists()}
     assert gone == {"orphan", "expired"}
-    assert not orphan_thumb.exists() and not stale_upload.exists()
+    assert not orphan_thumb.exists()
+    assert not stale_upload.exists()
     assert kept_thumb.exists()
     assert scalar(db, "SELECT count(*) FROM files WHERE file_hash = %s", (sha["shared"],)) == 1
     assert scalar(db, "SELECT count(*) FROM files WHERE file_hash = %s", (sha["expired"],)) == 0
-    failed = db.execute("SELECT processing_status, metadata->>'failure_reason' FROM files"
-                        " WHERE file_hash = %s", ("9" * 64,)).fetchone()
-    assert failed[0] == "failed" and "missing" in failed[1]
+    failed = db.execute(
+        "SELECT processing_status, metadata->>'failure_reason' FROM files WHERE file_hash = %s",
+        ("9" * 64,),
+    ).fetchone()
+    assert failed[0] == "failed"
+    assert "missing" in failed[1]
     assert result["counts"]["blobs_missing"] == 1
 
 
 # ------------------------------------------------------------------ stats
+
 
 def test_rollup_stats_equal_the_seed_view(mdb):
     db = mdb
@@ -165,26 +224,36 @@ def test_rollup_stats_equal_the_seed_view(mdb):
         message = db.execute(
             "INSERT INTO messages (room_id, author_id, content, created_at, is_deleted)"
             f" VALUES (%s, %s, 'x', now() - interval '{age}', %s) RETURNING id, created_at",
-            (room, author, i % 7 == 0)).fetchone()
+            (room, author, i % 7 == 0),
+        ).fetchone()
         for reactor in users[: i % 3]:
-            db.execute("INSERT INTO reactions (message_id, message_created_at, user_id, emoji,"
-                       f" created_at) VALUES (%s, %s, %s, 'x', now() - interval '{ages[i % 4]}')",
-                       (message[0], message[1], reactor))
+            db.execute(
+                "INSERT INTO reactions (message_id, message_created_at, user_id, emoji,"
+                f" created_at) VALUES (%s, %s, %s, 'x', now() - interval '{ages[i % 4]}')",
+                (message[0], message[1], reactor),
+            )
     run_task("maintenance.refresh_room_stats")  # the task path works, and so on
-    columns = ("room_id, name, member_count, total_messages, messages_24h, messages_7d,"
-               " active_users_24h, last_message_at, reactions_24h")
+    columns = (
+        "room_id, name, member_count, total_messages, messages_24h, messages_7d,"
+        " active_users_24h, last_message_at, reactions_24h"
+    )
     with db.transaction():  # one NOW() for both
         db.execute("SELECT refresh_room_stats_rollup()")
         db.execute("REFRESH MATERIALIZED VIEW room_stats")
         rollup = db.execute(f"SELECT {columns} FROM room_stats_rollup ORDER BY room_id").fetchall()
         view = db.execute(f"SELECT {columns} FROM room_stats ORDER BY room_id").fetchall()
-    assert len(view) == 3 and any(row[4] for row in view) and any(row[8] for row in view)
+    assert len(view) == 3
+    assert any(row[4] for row in view)
+    assert any(row[8] for row in view)
     assert rollup == view
 
 
 # -------------------------------------------------------------- file jobs
 
-def test_stuck_files_are_requeued_only_once_their_work_started_and_stalled_then_failed_retryably(mdb):
+
+def test_stuck_files_are_requeued_only_once_their_work_started_and_stalled_then_failed_retryably(
+    mdb,
+):
     db = mdb
     owner = make_user(db, "owner")
     file_row(db, owner, None, "uploads/a", status="processing")
@@ -194,21 +263,31 @@ def test_stuck_files_are_requeued_only_once_their_work_started_and_stalled_then_
     file_row(db, owner, None, "uploads/c", status="pending")
     # Uploaded just now: not stuck yet.
     file_row(db, owner, None, "uploads/d", status="pending")
-    db.execute("UPDATE files SET virus_scan_status = 'pending' WHERE file_path IN ('uploads/c', 'uploads/d')")
+    db.execute(
+        "UPDATE files SET virus_scan_status = 'pending' WHERE file_path IN ('uploads/c', 'uploads/d')"
+    )
     db.execute("UPDATE files SET created_at = now() WHERE file_path = 'uploads/d'")
     from veza.settings import get_settings
 
     def an_hour_later() -> None:
-        db.execute("UPDATE files SET metadata = metadata || jsonb_build_object('requeued_at',"
-                   " now() - interval '1 hour') WHERE file_path <> 'uploads/d'")
+        db.execute(
+            "UPDATE files SET metadata = metadata || jsonb_build_object('requeued_at',"
+            " now() - interval '1 hour') WHERE file_path <> 'uploads/d'"
+        )
 
     def started_and_stalled() -> None:
         """A worker took each owed task an hour ago, and nothing came of it."""
-        db.execute("UPDATE outbox SET started_at = now() - interval '1 hour' WHERE started_at IS NULL")
+        db.execute(
+            "UPDATE outbox SET started_at = now() - interval '1 hour' WHERE started_at IS NULL"
+        )
 
     def unstarted_per_file() -> list[int]:
-        return [r[0] for r in db.execute("SELECT count(*) FROM outbox WHERE started_at IS NULL"
-                                         " GROUP BY args")]
+        return [
+            r[0]
+            for r in db.execute(
+                "SELECT count(*) FROM outbox WHERE started_at IS NULL GROUP BY args"
+            )
+        ]
 
     assert run_task("maintenance.requeue_stale_files")["counts"] == {"stale_requeued": 3}
     for _ in range(1, get_settings().max_file_attempts):
@@ -226,37 +305,51 @@ def test_stuck_files_are_requeued_only_once_their_work_started_and_stalled_then_
     an_hour_later()
     started_and_stalled()
     assert run_task("maintenance.requeue_stale_files")["counts"] == {"stale_failed": 3}
-    assert db.execute("SELECT processing_status::text, virus_scan_status::text FROM files"
-                      " ORDER BY file_path").fetchall() == [
-        ("failed", "clean"), ("failed", "failed"), ("failed", "pending"), ("pending", "pending"),
+    assert db.execute(
+        "SELECT processing_status::text, virus_scan_status::text FROM files ORDER BY file_path"
+    ).fetchall() == [
+        ("failed", "clean"),
+        ("failed", "failed"),
+        ("failed", "pending"),
+        ("pending", "pending"),
     ]
     # Stuck is no final failure_reason: the operator's requeue takes them up.
-    reasons = db.execute("SELECT metadata->>'failed_step', metadata->>'error', metadata ? 'failure_reason'"
-                         " FROM files WHERE processing_status = 'failed'").fetchall()
+    reasons = db.execute(
+        "SELECT metadata->>'failed_step', metadata->>'error', metadata ? 'failure_reason'"
+        " FROM files WHERE processing_status = 'failed'"
+    ).fetchall()
     attempts = get_settings().max_file_attempts
     assert set(reasons) == {("stuck", f"stuck: no progress after {attempts} requeues", False)}
     assert scalar(db, "SELECT count(*) FROM outbox") == 3 * attempts
     assert run_task("maintenance.requeue_failed_files")["counts"] == {"failed_requeued": 3}
 
 
-def test_rescan_retries_failed_scans_and_rescans_files_not_scanned_under_the_current_signatures(mdb):
+def test_rescan_retries_failed_scans_and_rescans_files_not_scanned_under_the_current_signatures(
+    mdb,
+):
     db = mdb
     owner = make_user(db, "owner")
     file_row(db, owner, "a" * 64, "blobs/a")  # clean, recent
     file_row(db, owner, "b" * 64, "blobs/b")
-    db.execute("UPDATE files SET metadata = '{\"clamd_version\": \"27000\"}'"
-               " WHERE file_hash = %s", ("a" * 64,))
+    db.execute(
+        'UPDATE files SET metadata = \'{"clamd_version": "27000"}\' WHERE file_hash = %s',
+        ("a" * 64,),
+    )
     db.execute("UPDATE files SET virus_scan_status = 'failed' WHERE file_hash = %s", ("b" * 64,))
     # Failed for good (clamd could not scan it whole): scanning again cannot help.
     file_row(db, owner, "c" * 64, "blobs/c", status="failed")
-    db.execute("UPDATE files SET virus_scan_status = 'failed', metadata = '{\"failed_step\": \"scan\","
-               " \"failure_reason\": \"too large to scan\"}' WHERE file_hash = %s", ("c" * 64,))
+    db.execute(
+        'UPDATE files SET virus_scan_status = \'failed\', metadata = \'{"failed_step": "scan",'
+        ' "failure_reason": "too large to scan"}\' WHERE file_hash = %s',
+        ("c" * 64,),
+    )
     clean_id = scalar(db, "SELECT id FROM files WHERE file_hash = %s", ("a" * 64,))
     failed_id = scalar(db, "SELECT id FROM files WHERE file_hash = %s", ("b" * 64,))
 
     def scans() -> list[int]:
-        return sorted(r[0][0] for r in db.execute(
-            "SELECT args FROM outbox WHERE task_name = 'files.scan'"))
+        return sorted(
+            r[0][0] for r in db.execute("SELECT args FROM outbox WHERE task_name = 'files.scan'")
+        )
 
     run_task("maintenance.rescan_files", signature_version="27000")
     assert scans() == [failed_id]  # the clean one was scanned under 27000 already
@@ -270,6 +363,7 @@ def test_rescan_retries_failed_scans_and_rescans_files_not_scanned_under_the_cur
 
 # --------------------------------------------------------------- schedule
 
+
 def test_every_maintenance_task_is_scheduled_with_expiry_and_overridable():
     code = (
         "import json; from beat_schedule import BEAT_SCHEDULE as s;"
@@ -277,13 +371,30 @@ def test_every_maintenance_task_is_scheduled_with_expiry_and_overridable():
         " for k, v in s.items()}))"
     )
     env = {**os.environ, "VEZA_SCHEDULE_PURGE_RETENTION": "*/5 * * * *"}
-    out = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                                    capture_output=True, text=True, check=True).stdout)
+    out = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     tasks = {v[0] for v in out.values()}
-    assert {f"maintenance.{n}" for n in ("purge_retention", "purge_expired_files", "expire_sessions",
-                                         "ensure_partitions", "refresh_room_stats",
-                                         "requeue_stale_files", "rescan_files",
-                                         "recount_counters")} <= tasks
+    assert {
+        f"maintenance.{n}"
+        for n in (
+            "purge_retention",
+            "purge_expired_files",
+            "expire_sessions",
+            "ensure_partitions",
+            "refresh_room_stats",
+            "requeue_stale_files",
+            "rescan_files",
+            "recount_counters",
+        )
+    } <= tasks
     assert "*/5" in out["purge_retention"][1]
     assert all(v[2] > 0 for v in out.values())
 
@@ -292,8 +403,11 @@ def test_the_command_line_runs_a_task_dry_and_restores(mdb):
     db = mdb
     owner = make_user(db, "owner")
     room = make_room(db, owner)
-    db.execute("INSERT INTO user_sessions (user_id, token_hash, created_at, expires_at)"
-               " VALUES (%s, 'x', now() - interval '2 days', now() - interval '1 day')", (owner,))
+    db.execute(
+        "INSERT INTO user_sessions (user_id, token_hash, created_at, expires_at)"
+        " VALUES (%s, 'x', now() - interval '2 days', now() - interval '1 day')",
+        (owner,),
+    )
 
     def veza_json(*args: str) -> dict:
         done = veza(*args)
@@ -301,8 +415,11 @@ def test_the_command_line_runs_a_task_dry_and_restores(mdb):
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     dry = veza_json("maintenance", "run", "expire_sessions", "--dry-run")
-    assert dry["status"] == "succeeded" and dry["counts"]["sessions_deactivated"] == 1
+    assert dry["status"] == "succeeded"
+    assert dry["counts"]["sessions_deactivated"] == 1
     assert scalar(db, "SELECT is_active FROM user_sessions") is True
     assert runs(db, "maintenance.expire_sessions")[0][:2] == ("succeeded", True)
-    restored = veza_json("restore", "--room", str(room), "--from", "2020-01-01", "--to", "2030-01-01")
+    restored = veza_json(
+        "restore", "--room", str(room), "--from", "2020-01-01", "--to", "2030-01-01"
+    )
     assert restored["messages"] == 0

@@ -25,19 +25,34 @@ def chat_history(db) -> dict[str, int]:
         for j, user in enumerate(users):
             for _ in range((i + j) % 4):
                 post(db, user, room)
-    db.execute("INSERT INTO users (username, email, password_hash)"
-               " SELECT 'quiet' || g, 'quiet' || g || '@example.com', 'x'"
-               " FROM generate_series(1, %s) g", (MEMBERS,))
-    db.execute("INSERT INTO room_members (room_id, user_id) SELECT %s, id FROM users"
-               " WHERE username LIKE 'quiet%%'", (rooms[0],))
+    db.execute(
+        "INSERT INTO users (username, email, password_hash)"
+        " SELECT 'quiet' || g, 'quiet' || g || '@example.com', 'x'"
+        " FROM generate_series(1, %s) g",
+        (MEMBERS,),
+    )
+    db.execute(
+        "INSERT INTO room_members (room_id, user_id) SELECT %s, id FROM users"
+        " WHERE username LIKE 'quiet%%'",
+        (rooms[0],),
+    )
     for a, b in ((users[0], users[1]), (users[2], users[3]), (users[4], users[5])):
-        conversation = db.execute("INSERT INTO direct_conversations (participant_ids)"
-                                  " VALUES (ARRAY[%s, %s]) RETURNING id", (a, b)).fetchone()[0]
-        db.execute("INSERT INTO direct_conversation_participants (conversation_id, user_id)"
-                   " VALUES (%s, %s), (%s, %s)", (conversation, a, conversation, b))
+        conversation = db.execute(
+            "INSERT INTO direct_conversations (participant_ids)"
+            " VALUES (ARRAY[%s, %s]) RETURNING id",
+            (a, b),
+        ).fetchone()[0]
+        db.execute(
+            "INSERT INTO direct_conversation_participants (conversation_id, user_id)"
+            " VALUES (%s, %s), (%s, %s)",
+            (conversation, a, conversation, b),
+        )
         sent = [post(db, author, conversation=conversation)[0] for author in (a, b, a, a, b)]
-        db.execute("UPDATE direct_conversation_participants SET last_read_message_id = %s"
-                   " WHERE conversation_id = %s AND user_id = %s", (sent[1], conversation, b))
+        db.execute(
+            "UPDATE direct_conversation_participants SET last_read_message_id = %s"
+            " WHERE conversation_id = %s AND user_id = %s",
+            (sent[1], conversation, b),
+        )
     db.execute("UPDATE messages SET is_deleted = true WHERE id % 5 = 0")
     index_members(db)
     db.execute(
@@ -45,16 +60,24 @@ def chat_history(db) -> dict[str, int]:
         " WHERE m.conversation_id = p.conversation_id AND m.author_id <> p.user_id AND NOT m.is_deleted"
         "  AND m.id > COALESCE(p.last_read_message_id, 0))"
     )
-    db.execute("UPDATE users u SET last_seen_at = (SELECT max(created_at) FROM messages WHERE author_id = u.id)")
+    db.execute(
+        "UPDATE users u SET last_seen_at = (SELECT max(created_at) FROM messages WHERE author_id = u.id)"
+    )
     # Seen since (a login, say): later than any message, and must stay so.
-    db.execute("UPDATE users SET last_seen_at = now() + interval '1 hour' WHERE id = %s", (users[5],))
-    assert counter_mismatches(db) == [] and last_seen_behind(db) == []
+    db.execute(
+        "UPDATE users SET last_seen_at = now() + interval '1 hour' WHERE id = %s", (users[5],)
+    )
+    assert counter_mismatches(db) == []
+    assert last_seen_behind(db) == []
     return {
         "first_member": scalar(db, "SELECT min(id) FROM room_members"),
         "last_member": scalar(db, "SELECT max(id) FROM room_members"),
         "poster": scalar(db, "SELECT id FROM room_members WHERE message_count > 1 LIMIT 1"),
-        "reader": scalar(db, "SELECT id FROM direct_conversation_participants"
-                             " WHERE last_read_message_id IS NOT NULL LIMIT 1"),
+        "reader": scalar(
+            db,
+            "SELECT id FROM direct_conversation_participants"
+            " WHERE last_read_message_id IS NOT NULL LIMIT 1",
+        ),
         "author": users[0],
         "seen_later": users[5],
     }
@@ -63,11 +86,15 @@ def chat_history(db) -> dict[str, int]:
 def corrupt(db, rows: dict[str, int]) -> dict[str, int]:
     """What lost messages.index work leaves behind, in a few rows; returns
     how many rows of each counter are now wrong."""
-    db.execute("UPDATE room_members SET message_count = message_count + 3 WHERE id IN (%s, %s)",
-               (rows["first_member"], rows["last_member"]))
+    db.execute(
+        "UPDATE room_members SET message_count = message_count + 3 WHERE id IN (%s, %s)",
+        (rows["first_member"], rows["last_member"]),
+    )
     db.execute("UPDATE room_members SET message_count = 0 WHERE id = %s", (rows["poster"],))
-    db.execute("UPDATE direct_conversation_participants SET unread_count = unread_count + 2"
-               " WHERE id = %s", (rows["reader"],))
+    db.execute(
+        "UPDATE direct_conversation_participants SET unread_count = unread_count + 2 WHERE id = %s",
+        (rows["reader"],),
+    )
     db.execute("UPDATE users SET last_seen_at = NULL WHERE id = %s", (rows["author"],))
     return {"member_counts_fixed": 3, "unread_counts_fixed": 1, "last_seen_fixed": 1}
 
@@ -85,7 +112,8 @@ def test_the_recount_fixes_exactly_the_counters_that_were_wrong(mdb):
     rows = chat_history(db)
     seen_later = scalar(db, "SELECT last_seen_at FROM users WHERE id = %s", (rows["seen_later"],))
     wrong = corrupt(db, rows)
-    assert counter_mismatches(db) != [] and last_seen_behind(db) != []
+    assert counter_mismatches(db) != []
+    assert last_seen_behind(db) != []
     before = counters(db)
 
     dry = run_task(RECOUNT, dry_run=True)
@@ -94,9 +122,13 @@ def test_the_recount_fixes_exactly_the_counters_that_were_wrong(mdb):
 
     done = run_task(RECOUNT)
     assert done["counts"] == wrong
-    assert counter_mismatches(db) == [] and last_seen_behind(db) == []
+    assert counter_mismatches(db) == []
+    assert last_seen_behind(db) == []
     # GREATEST: a last_seen_at later than every message is never lowered.
-    assert scalar(db, "SELECT last_seen_at FROM users WHERE id = %s", (rows["seen_later"],)) == seen_later
+    assert (
+        scalar(db, "SELECT last_seen_at FROM users WHERE id = %s", (rows["seen_later"],))
+        == seen_later
+    )
 
     again = run_task(RECOUNT)
     assert again["counts"] == dict.fromkeys(wrong, 0)
@@ -110,8 +142,10 @@ def test_a_row_held_by_a_chat_write_is_left_for_the_next_run(mdb):
     corrupt(db, rows)
     with psycopg.connect(libpq_url()) as chat:
         # A messages.index in flight holds the first member's row.
-        chat.execute("UPDATE room_members SET message_count = message_count WHERE id = %s",
-                     (rows["first_member"],))
+        chat.execute(
+            "UPDATE room_members SET message_count = message_count WHERE id = %s",
+            (rows["first_member"],),
+        )
         # Only if the recount waited for that row would it ever be released
         # before the run ends; then the row would be fixed, and this fails.
         release = threading.Timer(30, chat.rollback)
@@ -122,8 +156,9 @@ def test_a_row_held_by_a_chat_write_is_left_for_the_next_run(mdb):
             release.cancel()
         assert held["counts"]["member_counts_fixed"] == 2
         chat.rollback()
-    held_key = db.execute("SELECT room_id, user_id FROM room_members WHERE id = %s",
-                          (rows["first_member"],)).fetchone()
+    held_key = db.execute(
+        "SELECT room_id, user_id FROM room_members WHERE id = %s", (rows["first_member"],)
+    ).fetchone()
     assert [m[:3] for m in counter_mismatches(db)] == [("member", *held_key)]
     assert run_task(RECOUNT)["counts"]["member_counts_fixed"] == 1
     assert counter_mismatches(db) == []

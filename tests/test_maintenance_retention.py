@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from db.partitions import add_months, this_month
-
 from tests.factories import make_room, make_user, post, scalar
 from tests.maintenance_helpers import (
     counter_mismatches,
@@ -66,13 +65,18 @@ rooms_strategy = st.lists(
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(rooms=rooms_strategy)
 def test_retention_removes_exactly_the_messages_beyond_retention(mdb, rooms):
     db = mdb
-    db.execute("TRUNCATE users, rooms, archived_messages, archived_reactions, archived_files,"
-               " archived_reply_links, maintenance_runs RESTART IDENTITY CASCADE")
+    db.execute(
+        "TRUNCATE users, rooms, archived_messages, archived_reactions, archived_files,"
+        " archived_reply_links, maintenance_runs RESTART IDENTITY CASCADE"
+    )
     make_past_partitions(db)
     author = make_user(db, "author")
     fan = make_user(db, "fan")
@@ -96,8 +100,11 @@ def test_retention_removes_exactly_the_messages_beyond_retention(mdb, rooms):
     assert live_ids(db) == expected_kept
     assert archived_ids(db) == expected_gone
     assert counter_mismatches(db) == []
-    orphans = scalar(db, "SELECT count(*) FROM reactions r WHERE NOT EXISTS (SELECT 1 FROM messages m"
-                         " WHERE m.id = r.message_id AND m.created_at = r.message_created_at)")
+    orphans = scalar(
+        db,
+        "SELECT count(*) FROM reactions r WHERE NOT EXISTS (SELECT 1 FROM messages m"
+        " WHERE m.id = r.message_id AND m.created_at = r.message_created_at)",
+    )
     assert orphans == 0
 
 
@@ -120,7 +127,8 @@ def test_purge_archives_references_keeps_young_replies_and_restore_brings_all_ba
     untouched = post_aged(db, alice, keep, 20)
     index_members(db)
     before = db.execute(
-        "SELECT id, thread_count, reaction_count FROM messages ORDER BY id").fetchall()
+        "SELECT id, thread_count, reaction_count FROM messages ORDER BY id"
+    ).fetchall()
 
     dry = run_task(PURGE, dry_run=True)
     assert dry["counts"]["messages_deleted"] == 2
@@ -133,7 +141,10 @@ def test_purge_archives_references_keeps_young_replies_and_restore_brings_all_ba
     assert scalar(db, "SELECT count(*) FROM archived_files") == 1
     assert scalar(db, "SELECT count(*) FROM files") == 0
     assert scalar(db, "SELECT count(*) FROM message_mentions") == 0
-    assert scalar(db, "SELECT parent_message_id FROM messages WHERE id = %s", (young_reply[0],)) is None
+    assert (
+        scalar(db, "SELECT parent_message_id FROM messages WHERE id = %s", (young_reply[0],))
+        is None
+    )
     assert counter_mismatches(db) == []
     assert [r[0] for r in runs(db, PURGE)] == ["succeeded", "succeeded"]
     assert scalar(db, "SELECT count(*) FROM audit_logs WHERE event_type = %s", (PURGE,)) == 2
@@ -141,9 +152,12 @@ def test_purge_archives_references_keeps_young_replies_and_restore_brings_all_ba
     from veza.messages.retention import restore
 
     restored = restore(room, root[1] - timedelta(days=1), young_reply[1])
-    assert restored["messages"] == 2 and restored["replies_reattached"] == 1
-    assert db.execute(
-        "SELECT id, thread_count, reaction_count FROM messages ORDER BY id").fetchall() == before
+    assert restored["messages"] == 2
+    assert restored["replies_reattached"] == 1
+    assert (
+        db.execute("SELECT id, thread_count, reaction_count FROM messages ORDER BY id").fetchall()
+        == before
+    )
     assert scalar(db, "SELECT count(*) FROM reactions") == 2
     assert scalar(db, "SELECT count(*) FROM files") == 1
     assert scalar(db, "SELECT count(*) FROM message_mentions") == 1
@@ -197,21 +211,29 @@ def test_audit_logs_older_than_the_retention_go_by_whole_partitions(mdb):
     db.execute("SELECT create_monthly_partitions('audit_logs', %s, 1)", (old_month,))
     db.execute("SELECT create_monthly_partitions('audit_logs', %s, 1)", (kept_month,))
     for month in (old_month, kept_month):
-        db.execute("INSERT INTO audit_logs (event_type, event_data, created_at)"
-                   " VALUES ('x', '{}', %s)", (f"{month.isoformat()} 10:00:00+00",))
+        db.execute(
+            "INSERT INTO audit_logs (event_type, event_data, created_at) VALUES ('x', '{}', %s)",
+            (f"{month.isoformat()} 10:00:00+00",),
+        )
 
     run_task(PURGE)
 
-    assert scalar(db, "SELECT to_regclass(%s)",
-                  (f"audit_logs_y{old_month.year:04d}m{old_month.month:02d}",)) is None
+    assert (
+        scalar(
+            db,
+            "SELECT to_regclass(%s)",
+            (f"audit_logs_y{old_month.year:04d}m{old_month.month:02d}",),
+        )
+        is None
+    )
     assert scalar(db, "SELECT count(*) FROM audit_logs WHERE event_type = 'x'") == 1
 
 
 def test_a_partition_drop_killed_after_the_detach_is_finished_by_the_next_run(mdb):
-    from worker import app
     from veza.maintenance import partition_upkeep
-    from veza.messages import retention
     from veza.maintenance.run import Run
+    from veza.messages import retention
+    from worker import app
 
     db = mdb
     alice = make_user(db, "alice")
@@ -253,7 +275,9 @@ def test_a_reply_restored_before_its_parent_is_re_attached_when_the_parent_comes
     assert scalar(db, "SELECT parent_message_id FROM messages WHERE id = %s", (reply[0],)) is None
     restore(room, root[1], root[1] + timedelta(seconds=1))
 
-    assert scalar(db, "SELECT parent_message_id FROM messages WHERE id = %s", (reply[0],)) == root[0]
+    assert (
+        scalar(db, "SELECT parent_message_id FROM messages WHERE id = %s", (reply[0],)) == root[0]
+    )
     assert scalar(db, "SELECT thread_count FROM messages WHERE id = %s", (root[0],)) == 1
     assert scalar(db, "SELECT count(*) FROM archived_reply_links") == 0
     assert counter_mismatches(db) == []

@@ -5,9 +5,10 @@ purge needs at that point and waits until the purge waits on it."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -47,8 +48,11 @@ def fill_rooms(db) -> list[int]:
             (room, author, YOUNG // ROOMS),
         )
     keeper = make_room(db, author, "forever", message_retention_days=0)
-    db.execute("INSERT INTO messages (room_id, author_id, content, created_at)"
-               " VALUES (%s, %s, 'kept', now() - interval '3 days')", (keeper, author))
+    db.execute(
+        "INSERT INTO messages (room_id, author_id, content, created_at)"
+        " VALUES (%s, %s, 'kept', now() - interval '3 days')",
+        (keeper, author),
+    )
     db.execute(
         "INSERT INTO reactions (message_id, message_created_at, user_id, emoji)"
         " SELECT id, created_at, author_id, '+1' FROM messages WHERE content <> 'kept'"
@@ -84,8 +88,14 @@ def test_two_purges_at_once_one_skips_and_progress_is_published(mdb, redis_clien
 
 
 def waiting_on_a_lock(db) -> bool:
-    return scalar(db, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                      " AND wait_event_type = 'Lock'") > 0
+    return (
+        scalar(
+            db,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'",
+        )
+        > 0
+    )
 
 
 def kill_the_purge_while_blocked(db, lock: str, params=()) -> None:
@@ -102,8 +112,12 @@ def kill_the_purge_while_blocked(db, lock: str, params=()) -> None:
         with psycopg.connect(db.info.dsn) as holder:
             holder.execute(lock, params)
             app.send_task(PURGE)
-            wait_for(lambda: waiting_on_a_lock(db), timeout=60, interval=0.05,
-                     what="the purge to block on the held lock")
+            wait_for(
+                lambda: waiting_on_a_lock(db),
+                timeout=60,
+                interval=0.05,
+                what="the purge to block on the held lock",
+            )
             os.killpg(worker.proc.pid, signal.SIGKILL)
             worker.proc.wait()
             holder.rollback()
@@ -121,8 +135,14 @@ def test_a_purge_killed_in_its_room_batches_is_finished_by_the_next_run(mdb, red
     remaining = scalar(mdb, "SELECT count(*) FROM messages WHERE content LIKE 'old %%'")
     assert remaining == OLD - 5 * (OLD // ROOMS)
     # Whatever a batch did, it did whole: archive and live rows never overlap.
-    assert scalar(mdb, "SELECT count(*) FROM archived_messages a JOIN messages m"
-                       " ON m.id = a.id AND m.created_at = a.created_at") == 0
+    assert (
+        scalar(
+            mdb,
+            "SELECT count(*) FROM archived_messages a JOIN messages m"
+            " ON m.id = a.id AND m.created_at = a.created_at",
+        )
+        == 0
+    )
     assert counter_mismatches(mdb) == []
 
     run_task(PURGE)
@@ -142,13 +162,19 @@ def fill_old_month(db, months_ago: int, count: int) -> tuple[str, int]:
     db.execute(
         "INSERT INTO messages (room_id, author_id, content, created_at)"
         " SELECT %s, %s, 'old ' || g, %s + g * interval '1 second' FROM generate_series(1, %s) g",
-        (room, author, datetime(month.year, month.month, 1, tzinfo=timezone.utc), count),
+        (room, author, datetime(month.year, month.month, 1, tzinfo=UTC), count),
     )
-    db.execute("INSERT INTO reactions (message_id, message_created_at, user_id, emoji)"
-               " SELECT id, created_at, author_id, '+1' FROM messages WHERE room_id = %s", (room,))
+    db.execute(
+        "INSERT INTO reactions (message_id, message_created_at, user_id, emoji)"
+        " SELECT id, created_at, author_id, '+1' FROM messages WHERE room_id = %s",
+        (room,),
+    )
     index_members(db)
-    middle = scalar(db, "SELECT id FROM messages WHERE room_id = %s ORDER BY created_at, id"
-                        " OFFSET %s LIMIT 1", (room, count // 2))
+    middle = scalar(
+        db,
+        "SELECT id FROM messages WHERE room_id = %s ORDER BY created_at, id OFFSET %s LIMIT 1",
+        (room, count // 2),
+    )
     return partition_name("messages", month), middle
 
 
@@ -196,9 +222,9 @@ def test_each_phase_gets_its_share_and_runs_resume_where_the_last_stopped(mdb):
     """With no time at all, every phase still does one batch per run: a
     huge month cannot starve the room purges, and each run goes on from
     where the last stopped instead of starting over."""
-    from worker import app
-    from veza.messages import retention
     from veza.maintenance.run import Run
+    from veza.messages import retention
+    from worker import app
 
     app.loader.import_default_modules()
     rooms = fill_rooms(mdb)
@@ -212,19 +238,29 @@ def test_each_phase_gets_its_share_and_runs_resume_where_the_last_stopped(mdb):
     first = one_run()
     # One batch each: the month's, and the first room's.
     assert first.counts["archived_messages"] == 2 * 500
-    assert scalar(mdb, "SELECT count(*) FROM messages WHERE room_id = %s"
-                       " AND content LIKE 'old %%'", (rooms[0],)) == OLD // ROOMS - 500
-    assert first.counts["partition_drop_out_of_time"] == first.counts["room_batches_out_of_time"] == 1
+    assert (
+        scalar(
+            mdb,
+            "SELECT count(*) FROM messages WHERE room_id = %s AND content LIKE 'old %%'",
+            (rooms[0],),
+        )
+        == OLD // ROOMS - 500
+    )
+    assert (
+        first.counts["partition_drop_out_of_time"] == first.counts["room_batches_out_of_time"] == 1
+    )
     archived = [scalar(mdb, "SELECT count(*) FROM archived_messages")]
     for _ in range(60):
-        if scalar(mdb, "SELECT to_regclass(%s) IS NULL", (name,)) and scalar(
-                mdb, "SELECT count(*) FROM messages WHERE content LIKE 'old %%'") == 0:
+        if (
+            scalar(mdb, "SELECT to_regclass(%s) IS NULL", (name,))
+            and scalar(mdb, "SELECT count(*) FROM messages WHERE content LIKE 'old %%'") == 0
+        ):
             break
         one_run()
         archived.append(scalar(mdb, "SELECT count(*) FROM archived_messages"))
     else:
         raise AssertionError("repeated runs never finished the purge")
-    assert all(a < b for a, b in zip(archived, archived[1:])), "a run made no progress"
+    assert all(a < b for a, b in itertools.pairwise(archived)), "a run made no progress"
     assert archived[-1] == 1200 + OLD
     assert counter_mismatches(mdb) == []
 
@@ -232,8 +268,8 @@ def test_each_phase_gets_its_share_and_runs_resume_where_the_last_stopped(mdb):
 def test_a_run_that_loses_its_lock_connection_stops_and_is_recorded_failed(mdb):
     """The lock lives on its own idle connection: if PostgreSQL drops it,
     the lock is gone and another run may start, so this one must stop."""
-    from worker import app
     from veza.maintenance.run import LockLost, run_exclusively
+    from worker import app
 
     batches_after_the_loss = []
 
@@ -252,5 +288,7 @@ def test_a_run_that_loses_its_lock_connection_stops_and_is_recorded_failed(mdb):
 
     assert batches_after_the_loss == []
     [(status, error)] = mdb.execute(
-        "SELECT status, error FROM maintenance_runs WHERE task_name = %s", (PURGE,)).fetchall()
-    assert status == "failed" and error.startswith("LockLost")
+        "SELECT status, error FROM maintenance_runs WHERE task_name = %s", (PURGE,)
+    ).fetchall()
+    assert status == "failed"
+    assert error.startswith("LockLost")

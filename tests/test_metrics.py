@@ -9,9 +9,9 @@ import pytest
 from kombu import Connection, Exchange, Queue
 from prometheus_client.parser import text_string_to_metric_families
 
-from veza import jobs
 from tests.conftest import ManagedProcess, wait_for
 from tests.processes import free_port
+from veza import jobs
 
 
 def test_queue_depth_counts_every_priority_list(redis_client):
@@ -19,13 +19,17 @@ def test_queue_depth_counts_every_priority_list(redis_client):
 
     from worker.metrics import queue_depth
 
-    queue = Queue("veza-test-depth", Exchange("veza-test-depth"), "veza-test-depth",
-                  max_priority=9)
+    queue = Queue("veza-test-depth", Exchange("veza-test-depth"), "veza-test-depth", max_priority=9)
     with Connection(os.environ["REDIS_URL"]) as conn:
         producer = conn.Producer()
         for priority in (0, 0, 3, 9, 9):
-            producer.publish({"n": priority}, exchange=queue.exchange, routing_key="veza-test-depth",
-                             declare=[queue], priority=priority)
+            producer.publish(
+                {"n": priority},
+                exchange=queue.exchange,
+                routing_key="veza-test-depth",
+                declare=[queue],
+                priority=priority,
+            )
     assert queue_depth(redis_client, "veza-test-depth") == 5
 
 
@@ -59,13 +63,16 @@ def test_exporter_reports_queues_outbox_heartbeat_and_task_outcomes(db, celery_w
             # keep sending heartbeats until three are counted.
             with session_scope() as session:
                 enqueue(session, jobs.HEARTBEAT)
-            runs = sample(scrape(port), "veza_task_runs_total",
-                          task="system.heartbeat", outcome="succeeded")
+            runs = sample(
+                scrape(port), "veza_task_runs_total", task="system.heartbeat", outcome="succeeded"
+            )
             return (runs or 0) >= 3
 
         wait_for(heartbeat_counted, timeout=60, interval=0.5, what="three heartbeats counted")
-        db.execute("INSERT INTO outbox (task_name, sent_at, dead_at, dead_reason)"
-                   " VALUES ('files.process', now(), now(), 'poison: a test')")
+        db.execute(
+            "INSERT INTO outbox (task_name, sent_at, dead_at, dead_reason)"
+            " VALUES ('files.process', now(), now(), 'poison: a test')"
+        )
         text = scrape(port)
         for queue in ("default", "files", "scan", "maintenance"):
             assert sample(text, "veza_queue_depth", queue=queue) is not None
@@ -85,7 +92,8 @@ def test_exporter_serves_queue_depth_while_the_database_is_down(redis_client):
     port = free_port()
     unreachable = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/veza"
     exporter = ManagedProcess(
-        "exporter-nodb", [sys.executable, "-m", "worker.cli", "exporter", "--port", str(port)],
+        "exporter-nodb",
+        [sys.executable, "-m", "worker.cli", "exporter", "--port", str(port)],
         env={"DATABASE_URL": unreachable},
     ).start()
     try:

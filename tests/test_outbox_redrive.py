@@ -11,13 +11,13 @@ import uuid
 
 import pytest
 
-from veza import jobs
-from veza.jobs import Job
 from tests.clamav import EICAR
 from tests.conftest import start_worker, wait_for
 from tests.factories import make_user, outbox_row
 from tests.processes import veza
 from tests.uploads import encoded, gradient, row, upload
+from veza import jobs
+from veza.jobs import Job
 
 
 def owe(job: Job, *args) -> uuid.UUID:
@@ -29,8 +29,9 @@ def owe(job: Job, *args) -> uuid.UUID:
 
 
 @pytest.mark.slow
-def test_a_file_pipelines_row_is_finished_by_its_last_link_not_by_its_root(db, clamd_server,
-                                                                            relay, redis_client):
+def test_a_file_pipelines_row_is_finished_by_its_last_link_not_by_its_root(
+    db, clamd_server, relay, redis_client
+):
     user = make_user(db)
     clean = upload(db, user, encoded(gradient(64, 48), "PNG"), "a.png", "image/png")
     infected = upload(db, user, EICAR, "eicar.com", "application/octet-stream")
@@ -39,15 +40,21 @@ def test_a_file_pipelines_row_is_finished_by_its_last_link_not_by_its_root(db, c
     files_only = start_worker("files-only", queues="files", concurrency=1)
     try:
         for row_id in rows.values():
-            wait_for(lambda row_id=row_id: f"files.process[{row_id}] succeeded" in files_only.output(),
-                     timeout=60, what="files.process to return")
+            wait_for(
+                lambda row_id=row_id: f"files.process[{row_id}] succeeded" in files_only.output(),
+                timeout=60,
+                what="files.process to return",
+            )
             assert outbox_row(db, row_id)["started_at"] is not None
             assert outbox_row(db, row_id)["finished_at"] is None, "the chain has not run yet"
         scanner = start_worker("scan-only", queues="scan", concurrency=1, purge=False)
         try:
             for row_id in rows.values():
-                wait_for(lambda row_id=row_id: outbox_row(db, row_id)["finished_at"], timeout=90,
-                         what="the last link to finish the row")
+                wait_for(
+                    lambda row_id=row_id: outbox_row(db, row_id)["finished_at"],
+                    timeout=90,
+                    what="the last link to finish the row",
+                )
         finally:
             scanner.stop()
     finally:
@@ -55,7 +62,9 @@ def test_a_file_pipelines_row_is_finished_by_its_last_link_not_by_its_root(db, c
     # Finished means the pipeline's end, a recorded failure state included.
     assert row(db, clean)["processing_status"] == "completed"
     assert (row(db, infected)["processing_status"], row(db, infected)["virus_scan_status"]) == (
-        "failed", "infected")
+        "failed",
+        "infected",
+    )
 
 
 BROKEN_DEPLOY = """
@@ -64,13 +73,13 @@ BEGIN RAISE EXCEPTION 'users is read-only during the migration'; END $$ LANGUAGE
 CREATE TRIGGER refuse_user_updates BEFORE UPDATE ON users FOR EACH ROW
     EXECUTE FUNCTION refuse_user_updates();
 """
-FIXED_DEPLOY = ("DROP TRIGGER refuse_user_updates ON users;"
-                " DROP FUNCTION refuse_user_updates();")
+FIXED_DEPLOY = "DROP TRIGGER refuse_user_updates ON users; DROP FUNCTION refuse_user_updates();"
 
 
 @pytest.mark.slow
 def test_a_row_that_never_finishes_is_redriven_then_dead_and_a_replay_runs_it(
-        api, db, celery_worker, relay):
+    api, db, celery_worker, relay
+):
     settings = {"OUTBOX_REDRIVE_AFTER_SECONDS": "1", "OUTBOX_MAX_REDRIVES": "2"}
     alice = api.register()
     room = api.room(alice)
@@ -78,10 +87,14 @@ def test_a_row_that_never_finishes_is_redriven_then_dead_and_a_replay_runs_it(
     db.execute(BROKEN_DEPLOY)
     try:
         message = api.say(room, alice, "indexed only after the replay")
-        row_id = db.execute("SELECT id FROM outbox WHERE args = %s::jsonb",
-                            (f"[{message['id']}]",)).fetchone()[0]
-        wait_for(lambda: outbox_row(db, row_id)["last_error"], timeout=60,
-                 what="the task's failure to be recorded")
+        row_id = db.execute(
+            "SELECT id FROM outbox WHERE args = %s::jsonb", (f"[{message['id']}]",)
+        ).fetchone()[0]
+        wait_for(
+            lambda: outbox_row(db, row_id)["last_error"],
+            timeout=60,
+            what="the task's failure to be recorded",
+        )
 
         def reconciled_until_dead():
             ran = veza("maintenance", "run", "redrive_outbox", **settings)
@@ -90,13 +103,16 @@ def test_a_row_that_never_finishes_is_redriven_then_dead_and_a_replay_runs_it(
 
         wait_for(reconciled_until_dead, timeout=120, interval=0.5, what="the row to end dead")
         dead = outbox_row(db, row_id)
-        assert dead["redrives"] == 2 and dead["finished_at"] is None
+        assert dead["redrives"] == 2
+        assert dead["finished_at"] is None
         assert dead["dead_reason"].startswith("never finished after 2 re-drives; last error:")
         assert "messages.index" in dead["dead_reason"]
         assert "read-only during the migration" in dead["dead_reason"]
         # Sent again each time under the same task id.
-        wait_for(lambda: celery_worker.output().count(f"messages.index[{row_id}] received") == 3,
-                 what="three deliveries of the one task id")
+        wait_for(
+            lambda: celery_worker.output().count(f"messages.index[{row_id}] received") == 3,
+            what="three deliveries of the one task id",
+        )
         # Dead is final: the reconciler leaves it alone.
         assert veza("maintenance", "run", "redrive_outbox", **settings).returncode == 0
         assert outbox_row(db, row_id)["redrives"] == 2
@@ -104,7 +120,8 @@ def test_a_row_that_never_finishes_is_redriven_then_dead_and_a_replay_runs_it(
         shown = veza("outbox")
         assert shown.returncode == 0, shown.stderr
         assert "dead: 1" in shown.stdout
-        assert str(row_id) in shown.stdout and "read-only during the migration" in shown.stdout
+        assert str(row_id) in shown.stdout
+        assert "read-only during the migration" in shown.stdout
     finally:
         db.execute(FIXED_DEPLOY)
     member = "SELECT message_count FROM room_members WHERE room_id = %s AND user_id = %s"
@@ -112,14 +129,16 @@ def test_a_row_that_never_finishes_is_redriven_then_dead_and_a_replay_runs_it(
 
     replayed = veza("outbox", "replay", str(row_id))
     assert replayed.returncode == 0, replayed.stderr
-    wait_for(lambda: outbox_row(db, row_id)["finished_at"], timeout=60,
-             what="the replayed row to finish")
+    wait_for(
+        lambda: outbox_row(db, row_id)["finished_at"], timeout=60, what="the replayed row to finish"
+    )
     assert db.execute(member, (room, alice.id)).fetchone() == (1,)
     replayed_row = outbox_row(db, row_id)
     assert (replayed_row["dead_at"], replayed_row["redrives"]) == (None, 0)
     assert "dead: 0" in veza("outbox").stdout
-    audit = db.execute("SELECT event_data FROM audit_logs WHERE event_type = 'outbox.replay'"
-                       ).fetchone()[0]
+    audit = db.execute(
+        "SELECT event_data FROM audit_logs WHERE event_type = 'outbox.replay'"
+    ).fetchone()[0]
     assert audit["rows"][0]["id"] == str(row_id)
     assert "read-only" in audit["rows"][0]["dead_reason"]
 
@@ -127,18 +146,24 @@ def test_a_row_that_never_finishes_is_redriven_then_dead_and_a_replay_runs_it(
 def test_replay_refuses_a_row_that_is_not_dead(db):
     alive = owe(jobs.HEARTBEAT)
     refused = veza("outbox", "replay", str(alive), str(uuid.uuid4()))
-    assert refused.returncode == 1 and str(alive) in refused.stderr
-    assert outbox_row(db, alive)["sent_at"] is None and outbox_row(db, alive)["redrives"] == 0
+    assert refused.returncode == 1
+    assert str(alive) in refused.stderr
+    assert outbox_row(db, alive)["sent_at"] is None
+    assert outbox_row(db, alive)["redrives"] == 0
 
 
 def test_replay_all_dead_sends_every_dead_row_again(db):
     ids = [owe(jobs.HEARTBEAT) for _ in range(3)]
-    db.execute("UPDATE outbox SET sent_at = now(), dead_at = now(), dead_reason = 'test',"
-               " redrives = 5 WHERE id = ANY(%s)", (ids[:2],))
+    db.execute(
+        "UPDATE outbox SET sent_at = now(), dead_at = now(), dead_reason = 'test',"
+        " redrives = 5 WHERE id = ANY(%s)",
+        (ids[:2],),
+    )
     replayed = veza("outbox", "replay", "--all-dead")
     assert replayed.returncode == 0, replayed.stderr
-    assert db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL"
-                      " AND redrives = 0").fetchone() == (3,)
+    assert db.execute(
+        "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL AND redrives = 0"
+    ).fetchone() == (3,)
     assert [outbox_row(db, i)["dead_reason"] for i in ids] == ["test", "test", None]
 
 
@@ -168,6 +193,9 @@ def test_a_poison_link_of_a_chain_makes_its_outbox_row_dead(db):
     record_dead(str(root), link, "files.thumbnail", [7], {}, "poison: files.thumbnail dropped")
     dead = outbox_row(db, root)
     assert (dead["task_name"], dead["dead_reason"]) == (
-        "files.process", "poison: files.thumbnail dropped")
-    assert dead["dead_at"] is not None and dead["finished_at"] is None
+        "files.process",
+        "poison: files.thumbnail dropped",
+    )
+    assert dead["dead_at"] is not None
+    assert dead["finished_at"] is None
     assert outbox_row(db, link) == {}, "no row of its own for a link of an outbox row's work"

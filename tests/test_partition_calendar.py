@@ -7,7 +7,7 @@ make around now."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
@@ -18,8 +18,13 @@ from tests.factories import fresh_database, make_room, make_user, scalar
 from tests.maintenance_helpers import run_task
 
 # Each in a year of its own: one day's window must not see another's.
-CHOSEN_DAYS = [date(2081, 3, 1), date(2083, 1, 31), date(2084, 2, 29), date(2085, 12, 31),
-               date(2087, 1, 1)]
+CHOSEN_DAYS = [
+    date(2081, 3, 1),
+    date(2083, 1, 31),
+    date(2084, 2, 29),
+    date(2085, 12, 31),
+    date(2087, 1, 1),
+]
 
 
 def exists(db, name: str) -> bool:
@@ -28,8 +33,9 @@ def exists(db, name: str) -> bool:
 
 @pytest.mark.parametrize("today", CHOSEN_DAYS, ids=str)
 def test_the_window_runs_from_months_behind_to_months_ahead_of_a_chosen_day(db, today):
-    run_task("maintenance.ensure_partitions", today=today.isoformat(), months_behind=2,
-             months_ahead=1)
+    run_task(
+        "maintenance.ensure_partitions", today=today.isoformat(), months_behind=2, months_ahead=1
+    )
     current = today.replace(day=1)
     for months in (-2, -1, 0, 1):
         for table in ("messages", "audit_logs"):
@@ -44,13 +50,15 @@ def test_new_year_splits_at_midnight_utc_in_any_session_zone(db, zone):
     room = make_room(db, owner)
     db.execute("SELECT set_config('TimeZone', %s, false)", (zone,))
     try:
-        last_instant = datetime(2092, 1, 1, tzinfo=timezone.utc) - timedelta(microseconds=1)
+        last_instant = datetime(2092, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
         landed = {}
-        for at in (last_instant, datetime(2092, 1, 1, tzinfo=timezone.utc)):
+        for at in (last_instant, datetime(2092, 1, 1, tzinfo=UTC)):
             landed[at] = scalar(
-                db, "INSERT INTO messages (room_id, author_id, content, created_at)"
-                    " VALUES (%s, %s, 'x', %s) RETURNING tableoid::regclass::text",
-                (room, owner, at))
+                db,
+                "INSERT INTO messages (room_id, author_id, content, created_at)"
+                " VALUES (%s, %s, 'x', %s) RETURNING tableoid::regclass::text",
+                (room, owner, at),
+            )
     finally:
         db.execute("RESET TimeZone")
     assert list(landed.values()) == ["messages_y2091m12", "messages_y2092m01"]
@@ -78,18 +86,30 @@ def test_a_freshly_migrated_database_accepts_yesterdays_rows_on_any_day():
     with fresh_database("calendar") as url:
         alembic("upgrade", "head")
         with psycopg.connect(url, autocommit=True) as conn:
-            made = {row[0] for row in conn.execute(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                " WHERE i.inhparent = 'messages'::regclass")}
+            made = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                    " WHERE i.inhparent = 'messages'::regclass"
+                )
+            }
             window = {partition_name("messages", add_months(this_month(), m)) for m in range(-2, 4)}
             assert made == window
-            user = conn.execute("INSERT INTO users (username, email, password_hash)"
-                                " VALUES ('old', 'old@example.com', 'x') RETURNING id").fetchone()[0]
-            room = conn.execute("INSERT INTO rooms (name, owner_id) VALUES ('r', %s) RETURNING id",
-                                (user,)).fetchone()[0]
+            user = conn.execute(
+                "INSERT INTO users (username, email, password_hash)"
+                " VALUES ('old', 'old@example.com', 'x') RETURNING id"
+            ).fetchone()[0]
+            room = conn.execute(
+                "INSERT INTO rooms (name, owner_id) VALUES ('r', %s) RETURNING id", (user,)
+            ).fetchone()[0]
             for days in (1, 31, 40):
-                conn.execute("INSERT INTO messages (room_id, author_id, content, created_at)"
-                             " VALUES (%s, %s, 'backfill', now() - make_interval(days => %s))",
-                             (room, user, days))
-                conn.execute("INSERT INTO audit_logs (event_type, event_data, created_at)"
-                             " VALUES ('import', '{}', now() - make_interval(days => %s))", (days,))
+                conn.execute(
+                    "INSERT INTO messages (room_id, author_id, content, created_at)"
+                    " VALUES (%s, %s, 'backfill', now() - make_interval(days => %s))",
+                    (room, user, days),
+                )
+                conn.execute(
+                    "INSERT INTO audit_logs (event_type, event_data, created_at)"
+                    " VALUES ('import', '{}', now() - make_interval(days => %s))",
+                    (days,),
+                )

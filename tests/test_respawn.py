@@ -16,7 +16,8 @@ from tests.conftest import ROOT, ManagedProcess, wait_for
 
 def test_every_procfile_process_runs_under_respawn():
     lines = [line for line in (ROOT / "Procfile").read_text().splitlines() if line]
-    assert lines and all(line.split(": ", 1)[1].startswith("scripts/respawn ") for line in lines)
+    assert lines
+    assert all(line.split(": ", 1)[1].startswith("scripts/respawn ") for line in lines)
 
 
 def starts(honcho: ManagedProcess, name: str) -> int:
@@ -38,11 +39,15 @@ def test_a_process_that_dies_is_restarted_and_the_others_keep_running(tmp_path):
         "dies: scripts/respawn sh -c 'echo dies-started; exit 3'\n"
         "steady: scripts/respawn sh -c 'echo steady-started; exec sleep 600'\n"
     )
-    honcho = ManagedProcess("honcho", [sys.executable, "-m", "honcho", "start", "-f", str(procfile),
-                                       "-d", str(ROOT)]).start()
+    honcho = ManagedProcess(
+        "honcho", [sys.executable, "-m", "honcho", "start", "-f", str(procfile), "-d", str(ROOT)]
+    ).start()
     try:
-        wait_for(lambda: starts(honcho, "dies") >= 3, timeout=30,
-                 what="the dying process to be started three times")
+        wait_for(
+            lambda: starts(honcho, "dies") >= 3,
+            timeout=30,
+            what="the dying process to be started three times",
+        )
         assert honcho.proc.poll() is None, honcho.output()
         assert starts(honcho, "steady") == 1, honcho.output()
         assert "exited with status 3; starting it again" in honcho.output()
@@ -51,7 +56,11 @@ def test_a_process_that_dies_is_restarted_and_the_others_keep_running(tmp_path):
         honcho.proc.wait(timeout=20)
         # Each process's group is gone: respawn restarted nothing it was told to stop.
         for group in map(int, re.findall(r"started \(pid=(\d+)\)", honcho.output())):
-            wait_for(lambda: not group_alive(group), timeout=10, what=f"process group {group} to end")
+            wait_for(
+                lambda group=group: not group_alive(group),
+                timeout=10,
+                what=f"process group {group} to end",
+            )
         assert starts(honcho, "steady") == 1
     finally:
         honcho.stop()

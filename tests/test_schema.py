@@ -4,7 +4,7 @@ functions, the room_stats view and partitions."""
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
@@ -14,12 +14,13 @@ from alembic.migration import MigrationContext
 from tests.conftest import alembic
 from tests.factories import fresh_database, make_room, make_user, partitions_since, post, scalar
 
-
 # ------------------------------------------------------------- migrations
+
 
 @pytest.mark.slow
 def test_migrations_round_trip_on_an_empty_database():
     with fresh_database("roundtrip") as url:
+
         def objects() -> tuple:
             with psycopg.connect(url) as c:
                 return c.execute(
@@ -33,7 +34,9 @@ def test_migrations_round_trip_on_an_empty_database():
 
         alembic("upgrade", "head")
         created = objects()
-        assert created[0] > 50 and created[1] == 8 and created[2] >= 7
+        assert created[0] > 50
+        assert created[1] == 8
+        assert created[2] >= 7
         alembic("downgrade", "base")
         assert objects() == (0, 0, 0)
         alembic("upgrade", "head")
@@ -85,8 +88,11 @@ def test_check_constraints_reject_bad_rows(db, case):
     # For these the column's VARCHAR(n) refuses the value before the seed's
     # length CHECK (which repeats it) gets to run.
     too_long_for_type = {"long emoji", "long timezone"}
-    expected = (psycopg.errors.StringDataRightTruncation if case in too_long_for_type
-                else psycopg.errors.CheckViolation)
+    expected = (
+        psycopg.errors.StringDataRightTruncation
+        if case in too_long_for_type
+        else psycopg.errors.CheckViolation
+    )
     with pytest.raises(expected):
         db.execute(sql)
 
@@ -97,10 +103,14 @@ def test_good_rows_pass_the_same_constraints(db):
     room = make_room(db, user)
     msg, msg_at = post(db, user, room, content="x" * 4000)
     lo, hi = sorted((user, other))
-    db.execute("INSERT INTO direct_conversations (participant_ids) VALUES (ARRAY[%s, %s])", (lo, hi))
+    db.execute(
+        "INSERT INTO direct_conversations (participant_ids) VALUES (ARRAY[%s, %s])", (lo, hi)
+    )
     db.execute(
         "INSERT INTO files (filename, original_filename, file_path, file_size, uploaded_by, file_hash)"
-        " VALUES ('f', 'f', 'p', 104857600, %s, repeat('a', 64))", (user,))
+        " VALUES ('f', 'f', 'p', 104857600, %s, repeat('a', 64))",
+        (user,),
+    )
     db.execute(
         "INSERT INTO reactions (message_id, message_created_at, user_id, emoji) VALUES (%s, %s, %s, %s)",
         (msg, msg_at, user, "👍"),
@@ -108,6 +118,7 @@ def test_good_rows_pass_the_same_constraints(db):
 
 
 # --------------------------------------------------------------- triggers
+
 
 def recount(db, room: int) -> tuple[int, int]:
     return db.execute(
@@ -118,7 +129,9 @@ def recount(db, room: int) -> tuple[int, int]:
 
 
 def stored(db, room: int) -> tuple[int, int]:
-    return db.execute("SELECT member_count, message_count FROM rooms WHERE id = %s", (room,)).fetchone()
+    return db.execute(
+        "SELECT member_count, message_count FROM rooms WHERE id = %s", (room,)
+    ).fetchone()
 
 
 def test_counters_stay_exact_through_insert_soft_delete_restore_and_delete(db):
@@ -136,9 +149,13 @@ def test_counters_stay_exact_through_insert_soft_delete_restore_and_delete(db):
         target = rng.choice(ids)
         action = rng.choice(["soft", "restore", "hard", "post"])
         if action == "soft":
-            db.execute("UPDATE messages SET is_deleted = TRUE, deleted_at = now() WHERE id = %s", (target,))
+            db.execute(
+                "UPDATE messages SET is_deleted = TRUE, deleted_at = now() WHERE id = %s", (target,)
+            )
         elif action == "restore":
-            db.execute("UPDATE messages SET is_deleted = FALSE, deleted_at = NULL WHERE id = %s", (target,))
+            db.execute(
+                "UPDATE messages SET is_deleted = FALSE, deleted_at = NULL WHERE id = %s", (target,)
+            )
         elif action == "hard":
             db.execute("DELETE FROM messages WHERE id = %s", (target,))
         else:
@@ -149,7 +166,7 @@ def test_counters_stay_exact_through_insert_soft_delete_restore_and_delete(db):
 def test_deleting_a_soft_deleted_message_does_not_count_it_twice(db):
     owner = make_user(db, "owner")
     room = make_room(db, owner)
-    keep, _ = post(db, owner, room)
+    _keep, _ = post(db, owner, room)
     gone, _ = post(db, owner, room)
     db.execute("UPDATE messages SET is_deleted = TRUE WHERE id = %s", (gone,))
     db.execute("DELETE FROM messages WHERE id = %s", (gone,))
@@ -162,8 +179,10 @@ def test_direct_messages_keep_conversation_counters_current(db):
         "INSERT INTO direct_conversations (participant_ids) VALUES (ARRAY[%s, %s]) RETURNING id",
         (min(a, b), max(a, b)),
     ).fetchone()[0]
-    at = datetime.now(timezone.utc).replace(microsecond=0)
-    ids = [post(db, a, conversation=conv, created_at=at + timedelta(seconds=i))[0] for i in range(3)]
+    at = datetime.now(UTC).replace(microsecond=0)
+    ids = [
+        post(db, a, conversation=conv, created_at=at + timedelta(seconds=i))[0] for i in range(3)
+    ]
     db.execute("UPDATE messages SET is_deleted = TRUE WHERE id = %s", (ids[0],))
     db.execute("DELETE FROM messages WHERE id = %s", (ids[0],))
     count, last = db.execute(
@@ -228,6 +247,7 @@ def test_mentions_follow_edits_of_the_mentions_array(db):
 
 # -------------------------------------------------------------- functions
 
+
 def test_calculate_unread_count_matches_a_python_count(db):
     owner, reader = make_user(db, "owner"), make_user(db, "reader")
     room = make_room(db, owner)
@@ -243,15 +263,20 @@ def test_calculate_unread_count_matches_a_python_count(db):
         messages.append((mid, author, deleted))
 
     def expected(last_read: int | None) -> int:
-        return sum(1 for mid, author, deleted in messages
-                   if not deleted and author != reader and (last_read is None or mid > last_read))
+        return sum(
+            1
+            for mid, author, deleted in messages
+            if not deleted and author != reader and (last_read is None or mid > last_read)
+        )
 
     def unread() -> int:
         return scalar(db, "SELECT calculate_unread_count(%s, %s)", (reader, room))
 
     assert unread() == expected(None)
     last_read = messages[25][0]
-    db.execute("UPDATE room_members SET last_read_message_id = %s WHERE user_id = %s", (last_read, reader))
+    db.execute(
+        "UPDATE room_members SET last_read_message_id = %s WHERE user_id = %s", (last_read, reader)
+    )
     assert unread() == expected(last_read)
 
 
@@ -261,11 +286,13 @@ def test_refresh_room_stats_matches_a_direct_aggregate(db):
     rooms = [make_room(db, owner, f"room{i}") for i in range(3)]
     archived = make_room(db, owner, "old", is_archived=True)
     rng = random.Random(11)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     partitions_since(db, "10 days")
     for _ in range(80):
-        room = rng.choice(rooms + [archived])
-        mid, at = post(db, rng.choice(users), room, created_at=now - timedelta(hours=rng.uniform(0, 24 * 10)))
+        room = rng.choice([*rooms, archived])
+        mid, at = post(
+            db, rng.choice(users), room, created_at=now - timedelta(hours=rng.uniform(0, 24 * 10))
+        )
         if rng.random() < 0.15:
             db.execute("UPDATE messages SET is_deleted = TRUE WHERE id = %s", (mid,))
         for u in rng.sample(users, rng.randint(0, 3)):
@@ -282,7 +309,8 @@ def test_refresh_room_stats_matches_a_direct_aggregate(db):
     direct = []
     for room in sorted(rooms):
         live = db.execute(
-            "SELECT id, created_at, author_id FROM messages WHERE room_id = %s AND NOT is_deleted", (room,)
+            "SELECT id, created_at, author_id FROM messages WHERE room_id = %s AND NOT is_deleted",
+            (room,),
         ).fetchall()
         day, week = now - timedelta(hours=24), now - timedelta(days=7)
         reactors = db.execute(
@@ -291,26 +319,30 @@ def test_refresh_room_stats_matches_a_direct_aggregate(db):
             " WHERE m.room_id = %s AND NOT m.is_deleted AND r.created_at >= now() - interval '24 hours'",
             (room,),
         ).fetchall()
-        direct.append((
-            room,
-            len(live),
-            sum(1 for _, at, _ in live if at >= day),
-            sum(1 for _, at, _ in live if at >= week),
-            len({a for _, at, a in live if at >= day}),
-            max((at for _, at, _ in live), default=None),
-            len(reactors),
-        ))
+        direct.append(
+            (
+                room,
+                len(live),
+                sum(1 for _, at, _ in live if at >= day),
+                sum(1 for _, at, _ in live if at >= week),
+                len({a for _, at, a in live if at >= day}),
+                max((at for _, at, _ in live), default=None),
+                len(reactors),
+            )
+        )
     assert [v[:2] + v[3:4] + v[5:] for v in view] == [d[:2] + d[3:4] + d[5:] for d in direct]
     # The 24-hour windows are measured at refresh time; allow for the
     # seconds between the refresh and the Python clock.
-    for v, d in zip(view, direct):
-        assert abs(v[2] - d[2]) <= 1 and abs(v[4] - d[4]) <= 1
+    for v, d in zip(view, direct, strict=False):
+        assert abs(v[2] - d[2]) <= 1
+        assert abs(v[4] - d[4]) <= 1
 
 
 # ------------------------------------------------------------- partitions
 
+
 def premade_months() -> list[date]:
-    first = datetime.now(timezone.utc).date().replace(day=1)
+    first = datetime.now(UTC).date().replace(day=1)
     months = [first]
     for _ in range(3):
         months.append((months[-1] + timedelta(days=32)).replace(day=1))
@@ -322,7 +354,7 @@ def test_a_message_in_each_premade_month_lands_in_that_months_partition(db):
     room = make_room(db, owner)
     for month in premade_months():
         # First and last instant of the month, in UTC.
-        start = datetime(month.year, month.month, 1, tzinfo=timezone.utc)
+        start = datetime(month.year, month.month, 1, tzinfo=UTC)
         end = (start + timedelta(days=32)).replace(day=1) - timedelta(microseconds=1)
         for at in (start, end):
             mid, _ = post(db, owner, room, created_at=at)
@@ -342,8 +374,12 @@ def test_creating_partitions_is_idempotent(db):
     months = [first]
     for _ in range(5):
         months.append((months[-1] + timedelta(days=32)).replace(day=1))
-    missing = [f"messages_y{m.year:04d}m{m.month:02d}" for m in months
-               if scalar(db, "SELECT to_regclass(%s) IS NULL", (f"messages_y{m.year:04d}m{m.month:02d}",))]
+    missing = [
+        f"messages_y{m.year:04d}m{m.month:02d}"
+        for m in months
+        if scalar(db, "SELECT to_regclass(%s) IS NULL", (f"messages_y{m.year:04d}m{m.month:02d}",))
+    ]
     created = db.execute("SELECT create_monthly_partitions('messages', %s, 6)", (first,)).fetchall()
     again = db.execute("SELECT create_monthly_partitions('messages', %s, 6)", (first,)).fetchall()
-    assert [name for (name,) in created] == missing and again == []
+    assert [name for (name,) in created] == missing
+    assert again == []

@@ -68,7 +68,7 @@ def readme_defaults() -> dict[str, str]:
         values = default_cell.split(" / ")
         if len(values) != len(names):
             values = [default_cell] * len(names)
-        for name, value in zip(names, values):
+        for name, value in zip(names, values, strict=False):
             assert name not in defaults, f"{name} has two rows in README.md"
             defaults[name] = value
     return defaults
@@ -79,8 +79,11 @@ def model_defaults() -> dict[str, object]:
     one variable, DB_..._<KIND>, as in the README."""
     defaults: dict[str, object] = {}
     for field_name, field in Settings.model_fields.items():
-        name = field.validation_alias if isinstance(field.validation_alias, str) \
+        name = (
+            field.validation_alias
+            if isinstance(field.validation_alias, str)
             else field_name.upper()
+        )
         for kind in KINDS:
             if name.startswith("DB_") and name.endswith(f"_{kind.upper()}"):
                 name = name.removesuffix(kind.upper()) + KIND
@@ -108,12 +111,14 @@ def test_the_readme_and_the_settings_give_the_same_defaults():
             assert model[name] is None, name
             bound = name.removeprefix("DB_").removesuffix("_" + KIND).lower()
             stated = dict(re.findall(r"(\w+) `(\d+)`", cell))
-            assert stated == {kind.upper(): str(getattr(DEFAULT_BOUNDS[kind], bound))
-                              for kind in KINDS}, name
+            assert stated == {
+                kind.upper(): str(getattr(DEFAULT_BOUNDS[kind], bound)) for kind in KINDS
+            }, name
         elif name in COMPUTED:
             assert literal, f"{name}: README.md gives no value"
             unset, computed = COMPUTED[name]
-            assert model[name] == unset and int(literal.group(1)) == computed, name
+            assert model[name] == unset, name
+            assert int(literal.group(1)) == computed, name
         elif name in DESCRIBED:
             assert model[name] == DESCRIBED[name], name
         elif cell == "unset":
@@ -143,15 +148,20 @@ def test_a_bad_schedule_is_refused_with_its_variables_name(environment):
         scheduled("heartbeat", jobs.HEARTBEAT, "* * * * *", 50)
 
 
-@pytest.mark.parametrize("argv", [
-    ["-m", "celery", "-A", "worker", "worker", "-Q", "default", "-c", "1"],
-    ["-m", "worker.cli", "relay"],
-    ["-m", "gunicorn", "--bind", "127.0.0.1:0", "api:create_app()"],
-], ids=["worker", "relay", "api"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "celery", "-A", "worker", "worker", "-Q", "default", "-c", "1"],
+        ["-m", "worker.cli", "relay"],
+        ["-m", "gunicorn", "--bind", "127.0.0.1:0", "api:create_app()"],
+    ],
+    ids=["worker", "relay", "api"],
+)
 def test_a_process_with_a_bad_value_stops_at_start_naming_it(argv):
     env = {**os.environ, "METRICS_PORT": "9o"}
-    ran = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=60)
+    ran = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert ran.returncode != 0
     assert "invalid configuration: METRICS_PORT='9o'" in ran.stdout + ran.stderr
 
@@ -160,13 +170,19 @@ def environment_reads(path) -> list[str]:
     """The lines of a module that touch os.environ or call getenv."""
     source = path.read_text()
     lines = source.splitlines()
-    return [lines[node.lineno - 1].strip() for node in ast.walk(ast.parse(source))
-            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")]
+    return [
+        lines[node.lineno - 1].strip()
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
+    ]
 
 
 def test_only_the_settings_read_the_environment():
-    modules = [path for package in ("veza", "worker", "tasks", "api", "db")
-               for path in (ROOT / package).rglob("*.py")]
+    modules = [
+        path
+        for package in ("veza", "worker", "tasks", "api", "db")
+        for path in (ROOT / package).rglob("*.py")
+    ]
     modules += [ROOT / "beat_schedule.py", ROOT / "flowerconfig.py"]
     reads = {str(path.relative_to(ROOT)): environment_reads(path) for path in modules}
     assert reads.pop("veza/settings.py")  # the one reader

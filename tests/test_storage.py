@@ -39,8 +39,11 @@ GRACE = 3600  # ORPHAN_GRACE_SECONDS' default, which the sweep reads
 
 def stored_files() -> dict[str, int]:
     """Every file under STORAGE_DIR, with its size."""
-    return {str(path.relative_to(STORAGE)): path.stat().st_size
-            for path in STORAGE.rglob("*") if path.is_file()}
+    return {
+        str(path.relative_to(STORAGE)): path.stat().st_size
+        for path in STORAGE.rglob("*")
+        if path.is_file()
+    }
 
 
 def free_blocks() -> int:
@@ -54,19 +57,25 @@ def fill_disk() -> Path:
         try:
             while True:
                 out.write(bytes(4096))
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
+        except OSError as exc:  # the disk is full: what the filler is for
+            assert exc.errno == errno.ENOSPC, exc  # noqa: PT017  (set-up, not the test's subject)
     return filler
 
 
 @pytest.fixture
 def small_disk():
     """STORAGE_DIR on a 1 MiB tmpfs for this test."""
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(STORAGE)],
-                             capture_output=True, text=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(STORAGE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): "
-                    "the injected-ENOSPC tests cover the same paths")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({mounted.stderr.strip()}): "
+            "the injected-ENOSPC tests cover the same paths"
+        )
     try:
         yield
     finally:
@@ -94,16 +103,22 @@ def failing_fsync(monkeypatch):
 
 
 def upload_through_api(api, user, room, content: bytes):
-    return api.post(f"/rooms/{room}/files", user, content_type="multipart/form-data",
-                    data={"file": (io.BytesIO(content), "notes.txt", "text/plain")})
+    return api.post(
+        f"/rooms/{room}/files",
+        user,
+        content_type="multipart/form-data",
+        data={"file": (io.BytesIO(content), "notes.txt", "text/plain")},
+    )
 
 
 def rows_and_outbox(db) -> tuple[int, int]:
-    return db.execute("SELECT (SELECT count(*) FROM files), (SELECT count(*) FROM outbox)"
-                      ).fetchone()
+    return db.execute(
+        "SELECT (SELECT count(*) FROM files), (SELECT count(*) FROM outbox)"
+    ).fetchone()
 
 
 # ------------------------------------------------------------ full disk, API
+
 
 def test_a_full_disk_answers_507_leaves_nothing_and_a_later_upload_works(api, db, small_disk):
     alice = api.register()
@@ -127,7 +142,8 @@ def test_a_full_disk_answers_507_leaves_nothing_and_a_later_upload_works(api, db
 
 
 def test_an_upload_whose_fsync_finds_the_disk_full_answers_507_and_leaves_nothing(
-        api, db, failing_fsync):
+    api, db, failing_fsync
+):
     """Delayed allocation: every write was accepted, the fsync says ENOSPC."""
     alice = api.register()
     room = api.room(alice)
@@ -144,9 +160,11 @@ def test_an_upload_whose_fsync_finds_the_disk_full_answers_507_and_leaves_nothin
 
 # --------------------------------------------------------- full disk, worker
 
+
 @pytest.mark.slow
 def test_a_thumbnail_that_finds_the_disk_full_is_recorded_then_retried_once_space_is_freed(
-        db, clamd_server, small_disk):
+    db, clamd_server, small_disk
+):
     """The worker's step, on a real full filesystem: the file stays in
     processing (no permanent failure), says why, and completes by itself
     after an operator frees space."""
@@ -157,8 +175,11 @@ def test_a_thumbnail_that_finds_the_disk_full_is_recorded_then_retried_once_spac
         from worker import app
 
         app.send_task("files.process", args=[file_id])
-        wait_for(lambda: "last_storage_error" in row(db, file_id)["metadata"],
-                 timeout=60, what="the thumbnail step to record the full disk")
+        wait_for(
+            lambda: "last_storage_error" in row(db, file_id)["metadata"],
+            timeout=60,
+            what="the thumbnail step to record the full disk",
+        )
         file = row(db, file_id)
         assert file["metadata"]["last_storage_error"]["step"] == "thumbnail"
         assert "No space left" in file["metadata"]["last_storage_error"]["error"]
@@ -166,12 +187,16 @@ def test_a_thumbnail_that_finds_the_disk_full_is_recorded_then_retried_once_spac
         assert "failure_reason" not in file["metadata"]
 
         filler.unlink()
-        wait_for(lambda: row(db, file_id)["processing_status"] == "completed",
-                 timeout=120, what="the retried thumbnail to complete the file")
+        wait_for(
+            lambda: row(db, file_id)["processing_status"] == "completed",
+            timeout=120,
+            what="the retried thumbnail to complete the file",
+        )
     finally:
         worker.stop()
     file = row(db, file_id)
-    assert file["is_processed"] and file["thumbnail_path"] == f"thumbs/{file['file_hash']}.webp"
+    assert file["is_processed"]
+    assert file["thumbnail_path"] == f"thumbs/{file['file_hash']}.webp"
     with Image.open(STORAGE / file["thumbnail_path"]) as thumbnail:
         assert (thumbnail.format, thumbnail.size) == ("WEBP", (400, 267))
     # Every failed attempt removed its temporary file; the last one renamed its own.
@@ -179,6 +204,7 @@ def test_a_thumbnail_that_finds_the_disk_full_is_recorded_then_retried_once_spac
 
 
 # ----------------------------------------------------------------- fsync
+
 
 def infected_zip() -> bytes:
     """EICAR inside an archive with a unique member: new content each time
@@ -212,22 +238,27 @@ FSYNCS = {
     "the temporary file, before its rename": lambda p, upload, blob: p.startswith("tmp/"),
     "thumbs/": lambda p, upload, blob: p == "thumbs",
     "quarantine/": lambda p, upload, blob: p == "quarantine",
-    "the served directory that must stop naming it":
-        lambda p, upload, blob: p == str(Path(blob).parent),
+    "the served directory that must stop naming it": lambda p, upload, blob: (
+        p == str(Path(blob).parent)
+    ),
 }
 
 
-@pytest.mark.parametrize(("step", "failing"), [
-    ("hash", "the upload, before the blob name links to it"),
-    ("hash", "the blob's directory"),
-    ("hash", "the directory made above it"),
-    ("thumbnail", "the temporary file, before its rename"),
-    ("thumbnail", "thumbs/"),
-    ("quarantine", "quarantine/"),
-    ("quarantine", "the served directory that must stop naming it"),
-])
+@pytest.mark.parametrize(
+    ("step", "failing"),
+    [
+        ("hash", "the upload, before the blob name links to it"),
+        ("hash", "the blob's directory"),
+        ("hash", "the directory made above it"),
+        ("thumbnail", "the temporary file, before its rename"),
+        ("thumbnail", "thumbs/"),
+        ("quarantine", "quarantine/"),
+        ("quarantine", "the served directory that must stop naming it"),
+    ],
+)
 def test_content_is_recorded_only_once_its_file_and_directories_are_fsynced(
-        db, clamd_server, failing_fsync, step, failing):
+    db, clamd_server, failing_fsync, step, failing
+):
     """An fsync that fails means the write is not recorded, so the step
     must fsync before it commits; once fsync works the step records it,
     with the whole content in place."""
@@ -238,15 +269,21 @@ def test_content_is_recorded_only_once_its_file_and_directories_are_fsynced(
     file_id = upload(db, make_user(db), content, "f.png", "image/png")
     upload_path = row(db, file_id)["file_path"]
     blob = storage.blob_path(hashlib.sha256(content).hexdigest())
-    before = {"hash": [], "thumbnail": [pipeline.hash_upload, pipeline.sniff, pipeline.scan],
-              "quarantine": [pipeline.hash_upload, pipeline.sniff]}[step]
+    before = {
+        "hash": [],
+        "thumbnail": [pipeline.hash_upload, pipeline.sniff, pipeline.scan],
+        "quarantine": [pipeline.hash_upload, pipeline.sniff],
+    }[step]
     for earlier in before:
         earlier(file_id)
-    write = {"hash": pipeline.hash_upload, "thumbnail": pipeline.thumbnail,
-             "quarantine": pipeline.scan}[step]
+    write = {
+        "hash": pipeline.hash_upload,
+        "thumbnail": pipeline.thumbnail,
+        "quarantine": pipeline.scan,
+    }[step]
 
     failing_fsync(lambda p: FSYNCS[failing](p, upload_path, blob))
-    with pytest.raises(OSError):
+    with pytest.raises(OSError):  # noqa: PT011  (whatever the injected fsync failure raises)
         write(file_id)
     assert not recorded(step, row(db, file_id))
 
@@ -299,12 +336,15 @@ def test_tmp_debris_older_than_the_grace_is_swept_and_counted_and_younger_files_
 
     dry = run_task("maintenance.purge_expired_files", dry_run=True)
     assert dry["counts"]["tmp_removed"] == 2
-    assert dead_writer.exists() and old_upload.exists()
+    assert dead_writer.exists()
+    assert old_upload.exists()
 
     result = run_task("maintenance.purge_expired_files")
 
     assert result["counts"]["tmp_removed"] == 2
-    assert not dead_writer.exists() and not old_upload.exists()
-    assert just_inside.exists() and fresh.exists()
+    assert not dead_writer.exists()
+    assert not old_upload.exists()
+    assert just_inside.exists()
+    assert fresh.exists()
     again = run_task("maintenance.purge_expired_files")
     assert again["counts"]["tmp_removed"] == 0

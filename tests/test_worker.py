@@ -6,32 +6,42 @@ import time
 
 import pytest
 
-from veza import jobs
 from tests.conftest import wait_for
 from tests.processes import veza
+from veza import jobs
 
 
 def test_production_settings():
-    from worker import app
     from veza import limits
+    from worker import app
 
     app.loader.import_default_modules()
     conf = app.conf
-    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
-    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.task_serializer == "json"
+    assert conf.accept_content == ["json"]
+    assert conf.task_acks_late
+    assert conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert conf.broker_connection_retry_on_startup is True
     assert {q.name for q in conf.task_queues} >= {"files", "scan", "maintenance"}
-    assert conf.task_ignore_result and conf.result_expires
+    assert conf.task_ignore_result
+    assert conf.result_expires
     # Redelivery must not overtake a task still running or waiting to retry.
-    hard_limits = [t.time_limit or conf.task_time_limit for t in app.tasks.values()
-                   if not t.name.startswith("celery.")]
-    assert conf.broker_transport_options["visibility_timeout"] > max(hard_limits) + limits.RETRY_BACKOFF_MAX
+    hard_limits = [
+        t.time_limit or conf.task_time_limit
+        for t in app.tasks.values()
+        if not t.name.startswith("celery.")
+    ]
+    assert (
+        conf.broker_transport_options["visibility_timeout"]
+        > max(hard_limits) + limits.RETRY_BACKOFF_MAX
+    )
     # A hung Redis fails a command instead of hanging it (tests/chaos/test_redis_hung.py);
     # a read must still outwait kombu's 1 s BRPOP.
     for option in ("socket_timeout", "socket_connect_timeout"):
         assert conf.broker_transport_options[option] > 1
-    assert conf.redis_socket_timeout and conf.redis_socket_connect_timeout
+    assert conf.redis_socket_timeout
+    assert conf.redis_socket_connect_timeout
 
 
 def test_every_task_has_soft_and_hard_time_limits_and_an_explicit_queue():
@@ -44,7 +54,9 @@ def test_every_task_has_soft_and_hard_time_limits_and_an_explicit_queue():
     for task in ours:
         soft = task.soft_time_limit or app.conf.task_soft_time_limit
         hard = task.time_limit or app.conf.task_time_limit
-        assert soft and hard and soft < hard, task.name
+        assert soft, task.name
+        assert hard, task.name
+        assert soft < hard, task.name
         route = app.conf.task_routes
         assert any(
             task.name == pattern or (pattern.endswith("*") and task.name.startswith(pattern[:-1]))
@@ -56,8 +68,8 @@ def test_every_task_has_soft_and_hard_time_limits_and_an_explicit_queue():
 @pytest.mark.slow
 def test_outbox_work_runs_on_a_real_worker(db, redis_client, celery_worker, relay):
     from db.engine import session_scope
-    from veza.redis_store import HEARTBEAT_KEY
     from veza.outbox import enqueue
+    from veza.redis_store import HEARTBEAT_KEY
 
     redis_client.delete(HEARTBEAT_KEY)
     before = time.time()
@@ -71,7 +83,8 @@ def test_outbox_work_runs_on_a_real_worker(db, redis_client, celery_worker, rela
     created_at, started_at, finished_at = wait_for(
         lambda: db.execute(
             "SELECT created_at, started_at, finished_at FROM outbox WHERE id = %s"
-            " AND sent_at IS NOT NULL AND finished_at IS NOT NULL", (task_id,)
+            " AND sent_at IS NOT NULL AND finished_at IS NOT NULL",
+            (task_id,),
         ).fetchone(),
         what="outbox row sent and finished",
     )
@@ -110,15 +123,20 @@ def test_the_relay_lives_on_after_an_unexpected_error(db, redis_client, celery_w
     assert relay.proc.poll() is None, relay.output()
     with session_scope() as session:
         task_id = enqueue(session, jobs.HEARTBEAT)
-    wait_for(lambda: db.execute("SELECT sent_at FROM outbox WHERE id = %s", (task_id,)).fetchone()[0],
-             what="the relay to publish after the error")
+    wait_for(
+        lambda: db.execute("SELECT sent_at FROM outbox WHERE id = %s", (task_id,)).fetchone()[0],
+        what="the relay to publish after the error",
+    )
 
 
 def test_veza_outbox_fails_the_healthcheck_when_the_oldest_unsent_row_is_stale(db):
-    db.execute("INSERT INTO outbox (id, task_name, args, kwargs, created_at)"
-               " VALUES (gen_random_uuid(), 'system.heartbeat', '[]', '{}', now() - interval '5 minutes')")
+    db.execute(
+        "INSERT INTO outbox (id, task_name, args, kwargs, created_at)"
+        " VALUES (gen_random_uuid(), 'system.heartbeat', '[]', '{}', now() - interval '5 minutes')"
+    )
 
     stale = veza("outbox")
-    assert stale.returncode == 1 and "unsent: 1" in stale.stdout
+    assert stale.returncode == 1
+    assert "unsent: 1" in stale.stdout
     assert "stale" in stale.stderr
     assert veza("outbox", OUTBOX_STALE_SECONDS="600").returncode == 0

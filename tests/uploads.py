@@ -15,12 +15,16 @@ from PIL import Image, ImageCms
 
 from tests.clamav import EICAR
 
-
 SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-def upload(db, user_id: int, content: bytes, filename: str = "file.bin",
-           claimed_mime_type: str = "application/octet-stream") -> int:
+def upload(
+    db,
+    user_id: int,
+    content: bytes,
+    filename: str = "file.bin",
+    claimed_mime_type: str = "application/octet-stream",
+) -> int:
     """Write the content and its row exactly as the upload API does."""
     from veza.storage import storage
 
@@ -32,15 +36,22 @@ def upload(db, user_id: int, content: bytes, filename: str = "file.bin",
     return db.execute(
         "INSERT INTO files (uuid, filename, original_filename, file_path, file_size, uploaded_by,"
         " metadata) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (file_uuid, "upload", filename, relative, len(content), user_id,
-         json.dumps({"claimed_mime_type": claimed_mime_type})),
+        (
+            file_uuid,
+            "upload",
+            filename,
+            relative,
+            len(content),
+            user_id,
+            json.dumps({"claimed_mime_type": claimed_mime_type}),
+        ),
     ).fetchone()[0]
 
 
 def row(db, file_id: int) -> dict:
     cursor = db.execute("SELECT * FROM files WHERE id = %s", (file_id,))
     names = [column.name for column in cursor.description]
-    return dict(zip(names, cursor.fetchone()))
+    return dict(zip(names, cursor.fetchone(), strict=False))
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -64,9 +75,7 @@ def jpeg_rotated_with_gps() -> bytes:
     gps = exif.get_ifd(0x8825)
     gps[1], gps[2] = "N", (48.0, 51.0, 24.0)
     gps[3], gps[4] = "E", (2.0, 21.0, 3.0)
-    return encoded(
-        gradient(800, 400), "JPEG", exif=exif, quality=90, icc_profile=SRGB_PROFILE
-    )
+    return encoded(gradient(800, 400), "JPEG", exif=exif, quality=90, icc_profile=SRGB_PROFILE)
 
 
 def animated_gif(frames: int = 3) -> bytes:
@@ -77,7 +86,7 @@ def animated_gif(frames: int = 3) -> bytes:
 
 def long_animation(frames: int, size: int) -> bytes:
     """A GIF of `frames` full-canvas frames that differ by one pixel each:
-    a few KB on disk, frames × size² pixels to decode."""
+    a few KB on disk, frames x size² pixels to decode."""
     base = Image.new("P", (size, size), 0)
     images = []
     for i in range(frames):
@@ -90,6 +99,7 @@ def long_animation(frames: int, size: int) -> bytes:
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height pixels of greyscale but holds a
     few hundred bytes: a decompression bomb's header."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         checksum = struct.pack(">I", zlib.crc32(kind + data))
         return struct.pack(">I", len(data)) + kind + data + checksum
@@ -103,10 +113,12 @@ def zip_of_zeros(mib: int) -> bytes:
     """A harmless archive of a few hundred KiB that expands to `mib` MiB."""
     out = io.BytesIO()
     block = bytes(1024 * 1024)
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("zeros.bin", "w") as member:
-            for _ in range(mib):
-                member.write(block)
+    with (
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("zeros.bin", "w") as member,
+    ):
+        for _ in range(mib):
+            member.write(block)
     return out.getvalue()
 
 

@@ -42,7 +42,7 @@ def test_with_clamd_down_no_file_is_clean_and_all_finish_once_it_is_back(
 
     clamd_server.stop()
     try:
-        for file_id in file_ids + [virus]:  # the virus twice: a duplicate delivery
+        for file_id in [*file_ids, virus]:  # the virus twice: a duplicate delivery
             app.send_task("files.process", args=[file_id])
 
         def all_waiting_for_clamd():
@@ -56,10 +56,14 @@ def test_with_clamd_down_no_file_is_clean_and_all_finish_once_it_is_back(
 
     wait_for(
         lambda: all(r[2] != "processing" for r in statuses(db, file_ids)),
-        timeout=90, interval=0.3, what="every file to finish",
+        timeout=90,
+        interval=0.3,
+        what="every file to finish",
     )
     assert [r[1:3] for r in statuses(db, file_ids)] == [
-        ("clean", "completed"), ("clean", "completed"), ("infected", "failed"),
+        ("clean", "completed"),
+        ("clean", "completed"),
+        ("infected", "failed"),
     ]
     assert row(db, picture)["thumbnail_path"] is not None
     assert row(db, virus)["file_path"].startswith("quarantine/")

@@ -9,6 +9,7 @@ connection open and silent, then it forwards to the real PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from urllib.parse import urlsplit
@@ -64,22 +65,24 @@ class SilentThenForwarding:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @pytest.fixture
 def database_behind_proxy(database_url):
     url = urlsplit(database_url)
     proxy = SilentThenForwarding((url.hostname, url.port or 5432))
-    yield proxy, url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{proxy.port}").geturl()
+    yield (
+        proxy,
+        url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{proxy.port}").geturl(),
+    )
     proxy.close()
 
 
-def test_a_task_whose_database_never_answers_is_retried_and_then_done(api, db,
-                                                                      database_behind_proxy):
+def test_a_task_whose_database_never_answers_is_retried_and_then_done(
+    api, db, database_behind_proxy
+):
     from tasks.messages import index
 
     proxy, silent_url = database_behind_proxy
@@ -89,17 +92,27 @@ def test_a_task_whose_database_never_answers_is_retried_and_then_done(api, db,
     count = "SELECT message_count FROM room_members WHERE user_id = %s"
     assert db.execute(count, (alice.id,)).fetchone() == (0,)
 
-    worker = start_worker("unreachable-db", queues=QUEUE, concurrency=1,
-                          env={"DATABASE_URL": silent_url, "DB_CONNECT_TIMEOUT_SECONDS_WORKER": "1"})
+    worker = start_worker(
+        "unreachable-db",
+        queues=QUEUE,
+        concurrency=1,
+        env={"DATABASE_URL": silent_url, "DB_CONNECT_TIMEOUT_SECONDS_WORKER": "1"},
+    )
     try:
         task_id = index.apply_async((message["id"],), queue=QUEUE).id
-        wait_for(lambda: f"Task messages.index[{task_id}] retry" in worker.output(), timeout=60,
-                 what="the task to be retried on its database timeout")
+        wait_for(
+            lambda: f"Task messages.index[{task_id}] retry" in worker.output(),
+            timeout=60,
+            what="the task to be retried on its database timeout",
+        )
         assert db.execute(count, (alice.id,)).fetchone() == (0,)
 
         proxy.forward()
-        wait_for(lambda: db.execute(count, (alice.id,)).fetchone() == (1,), timeout=120,
-                 what="the retried task to do its work")
+        wait_for(
+            lambda: db.execute(count, (alice.id,)).fetchone() == (1,),
+            timeout=120,
+            what="the retried task to do its work",
+        )
         log = worker.output()
         assert "SoftTimeLimitExceeded" not in log
         assert f"Task messages.index[{task_id}] succeeded" in log

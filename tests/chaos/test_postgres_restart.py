@@ -23,7 +23,7 @@ from tests.uploads import upload
 
 pytestmark = pytest.mark.slow
 
-PG_BIN = Path("/usr/lib/postgresql") / sorted(os.listdir("/usr/lib/postgresql"))[-1] / "bin"
+PG_BIN = Path("/usr/lib/postgresql") / max(os.listdir("/usr/lib/postgresql")) / "bin"
 
 
 class PrivatePostgres:
@@ -42,15 +42,27 @@ class PrivatePostgres:
     def init(self) -> None:
         if os.geteuid() == 0:
             subprocess.run(["chown", "postgres", str(self.dir)], check=True)
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres")
+        self._run(
+            str(PG_BIN / "initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres"
+        )
         self.start()
         with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE veza")
 
     def _ctl(self, action: str) -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-w", "-m", "fast",
-                  "-l", str(self.dir / "log"),
-                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", action)
+        self._run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.dir / "data"),
+            "-w",
+            "-m",
+            "fast",
+            "-l",
+            str(self.dir / "log"),
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+            action,
+        )
 
     def start(self) -> None:
         self._ctl("start")
@@ -67,8 +79,13 @@ def private_postgres():
     server = PrivatePostgres()
     server.init()
     try:
-        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
-                       capture_output=True, env={**os.environ, "DATABASE_URL": server.url})
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "DATABASE_URL": server.url},
+        )
         yield server
     finally:
         server.stop()
@@ -76,7 +93,9 @@ def private_postgres():
 
 
 @pytest.mark.timeout(600)
-def test_tasks_retry_and_finish_across_a_postgres_restart(private_postgres, clamd_server, redis_client):
+def test_tasks_retry_and_finish_across_a_postgres_restart(
+    private_postgres, clamd_server, redis_client
+):
     from worker import app
 
     def connect():
@@ -89,21 +108,34 @@ def test_tasks_retry_and_finish_across_a_postgres_restart(private_postgres, clam
     def states() -> list[str]:
         try:
             with connect() as db:
-                return [r[0] for r in db.execute(
-                    "SELECT processing_status::text FROM files ORDER BY id").fetchall()]
+                return [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT processing_status::text FROM files ORDER BY id"
+                    ).fetchall()
+                ]
         except psycopg.OperationalError:
             return []
 
-    worker = start_worker("pg-restart", queues="files,scan", concurrency=2,
-                          env={"DATABASE_URL": private_postgres.url})
+    worker = start_worker(
+        "pg-restart", queues="files,scan", concurrency=2, env={"DATABASE_URL": private_postgres.url}
+    )
     try:
         for file_id in ids:
             app.send_task("files.process", args=[file_id])
-        wait_for(lambda: 0 < states().count("completed") < len(ids), timeout=120, interval=0.05,
-                 what="the workers to be part-way through")
+        wait_for(
+            lambda: 0 < states().count("completed") < len(ids),
+            timeout=120,
+            interval=0.05,
+            what="the workers to be part-way through",
+        )
         private_postgres.restart()
-        wait_for(lambda: states() == ["completed"] * len(ids), timeout=240, interval=0.5,
-                 what="every file to finish after the restart")
+        wait_for(
+            lambda: states() == ["completed"] * len(ids),
+            timeout=240,
+            interval=0.5,
+            what="every file to finish after the restart",
+        )
         assert worker.proc.poll() is None
     finally:
         worker.stop()

@@ -42,20 +42,31 @@ def test_writes_succeed_while_redis_is_down_and_their_work_runs_after(api, db, p
     # Stopped only once the warm-up is acknowledged: kombu 5.7's worker dies
     # ("Unrecoverable error", in Channel.close) when Redis goes away while it
     # holds an unacknowledged message, which is not what this test is about.
-    wait_for(lambda: redis.Redis(port=port).hlen("unacked") == 0, timeout=30,
-             what="the warm-up message to be acknowledged")
+    wait_for(
+        lambda: redis.Redis(port=port).hlen("unacked") == 0,
+        timeout=30,
+        what="the warm-up message to be acknowledged",
+    )
 
     procs["redis"].stop()
-    statuses = [api.post(f"/rooms/{room}/messages", alice, json={"content": f"m{i}"}).status_code
-                for i in range(WRITES)]
+    statuses = [
+        api.post(f"/rooms/{room}/messages", alice, json={"content": f"m{i}"}).status_code
+        for i in range(WRITES)
+    ]
     assert statuses == [201] * WRITES
     assert started(db) == 1
     assert db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone() == (WRITES,)
 
     procs["redis"] = start_redis(port)
-    wait_for(lambda: started(db) == WRITES + 1, timeout=120,
-             what=f"all {WRITES} tasks to start after Redis came back")
+    wait_for(
+        lambda: started(db) == WRITES + 1,
+        timeout=120,
+        what=f"all {WRITES} tasks to start after Redis came back",
+    )
     # ...and they did their work: the author's recount covers every message.
     count = "SELECT message_count FROM room_members WHERE user_id = %s"
-    wait_for(lambda: db.execute(count, (alice.id,)).fetchone() == (WRITES + 1,), timeout=30,
-             what="the recount to include every message")
+    wait_for(
+        lambda: db.execute(count, (alice.id,)).fetchone() == (WRITES + 1,),
+        timeout=30,
+        what="the recount to include every message",
+    )

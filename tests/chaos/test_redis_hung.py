@@ -43,18 +43,27 @@ def test_a_hung_redis_leaves_no_session_idle_in_a_transaction(api, db):
         alice = api.register()
         room = api.room(alice)
         api.say(room, alice, "warm-up: the relay and the worker are wired to this Redis")
-        wait_for(lambda: count(db, "SELECT count(*) FROM outbox WHERE finished_at IS NOT NULL"),
-                 timeout=60, what="the warm-up task to finish")
+        wait_for(
+            lambda: count(db, "SELECT count(*) FROM outbox WHERE finished_at IS NOT NULL"),
+            timeout=60,
+            what="the warm-up task to finish",
+        )
 
         os.kill(procs["redis"].proc.pid, signal.SIGSTOP)
         offenders, posted = [], 1
         try:
             hung_until = time.monotonic() + HUNG_SECONDS
             while time.monotonic() < hung_until:
-                assert api.post(f"/rooms/{room}/messages", alice,
-                                json={"content": f"m{posted}"}).status_code == 201
+                assert (
+                    api.post(
+                        f"/rooms/{room}/messages", alice, json={"content": f"m{posted}"}
+                    ).status_code
+                    == 201
+                )
                 posted += 1
-                offenders += db.execute(IDLE_IN_TRANSACTION, (IDLE_IN_TRANSACTION_BOUND,)).fetchall()
+                offenders += db.execute(
+                    IDLE_IN_TRANSACTION, (IDLE_IN_TRANSACTION_BOUND,)
+                ).fetchall()
                 time.sleep(0.2)
             # The relay did try: a publish timed out on the hung broker.
             assert count(db, "SELECT count(*) FROM outbox WHERE last_error IS NOT NULL") > 0
@@ -62,8 +71,13 @@ def test_a_hung_redis_leaves_no_session_idle_in_a_transaction(api, db):
             os.kill(procs["redis"].proc.pid, signal.SIGCONT)
         assert offenders == []
 
-        wait_for(lambda: count(db, "SELECT count(*) FROM outbox WHERE finished_at IS NOT NULL")
-                 == posted, timeout=120, what="every write's work to be done after SIGCONT")
+        wait_for(
+            lambda: (
+                count(db, "SELECT count(*) FROM outbox WHERE finished_at IS NOT NULL") == posted
+            ),
+            timeout=120,
+            what="every write's work to be done after SIGCONT",
+        )
         member = "SELECT message_count FROM room_members WHERE user_id = %s"
         assert db.execute(member, (alice.id,)).fetchone() == (posted,)
     finally:

@@ -53,23 +53,42 @@ def test_messages_lost_by_redis_are_redriven_until_every_counter_is_right(api, d
             author = (alice, bob)[i % 2]
             path = f"/rooms/{room}/messages" if i % 5 else f"/conversations/{conversation}/messages"
             assert api.post(path, author, json={"content": f"m{i}"}).status_code == 201
-        wait_for(lambda: count(db, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == POSTS,
-                 timeout=60, what="the relay to publish every post")
+        wait_for(
+            lambda: count(db, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == POSTS,
+            timeout=60,
+            what="the relay to publish every post",
+        )
 
         redis.Redis(port=port).flushall()
         assert count(db, "SELECT count(*) FROM outbox WHERE started_at IS NOT NULL") == 0
         # No post's bookkeeping was done: both authors' counts are off.
         assert set(db.execute(MISMATCHES).fetchall()) == {
-            (kind, user.id) for kind in ("member", "unread", "last_seen") for user in (alice, bob)}
+            (kind, user.id) for kind in ("member", "unread", "last_seen") for user in (alice, bob)
+        }
 
-        procs["worker"] = start_worker_on(port, "wiped-worker", "default,maintenance",
-                                          {"OUTBOX_REDRIVE_AFTER_SECONDS": "2"})
-        procs["beat"] = ManagedProcess("wiped-beat", [
-            sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "INFO",
-        ], {**on_redis(port), "VEZA_SCHEDULE_REDRIVE_OUTBOX": "1"}).start()
+        procs["worker"] = start_worker_on(
+            port, "wiped-worker", "default,maintenance", {"OUTBOX_REDRIVE_AFTER_SECONDS": "2"}
+        )
+        procs["beat"] = ManagedProcess(
+            "wiped-beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "beat",
+                "-l",
+                "INFO",
+            ],
+            {**on_redis(port), "VEZA_SCHEDULE_REDRIVE_OUTBOX": "1"},
+        ).start()
 
-        wait_for(lambda: count(db, "SELECT count(*) FROM outbox WHERE finished_at IS NOT NULL")
-                 == POSTS, timeout=120, what="every lost post's work to be re-driven and finish")
+        wait_for(
+            lambda: count(db, "SELECT count(*) FROM outbox WHERE finished_at IS NOT NULL") == POSTS,
+            timeout=120,
+            what="every lost post's work to be re-driven and finish",
+        )
         assert db.execute(MISMATCHES).fetchall() == []
         assert count(db, "SELECT count(*) FROM outbox WHERE redrives = 1") == POSTS
         assert count(db, "SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL") == 0

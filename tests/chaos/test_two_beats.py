@@ -26,9 +26,12 @@ def heartbeat_runs(worker_log: str, since: float) -> int:
         if not line.startswith("{"):
             continue
         record = json.loads(line)
-        if record.get("logger") == "celery.app.trace" \
-                and record["message"].startswith("Task system.heartbeat[") \
-                and " succeeded in " in record["message"] and _epoch(record["time"]) >= since:
+        if (
+            record.get("logger") == "celery.app.trace"
+            and record["message"].startswith("Task system.heartbeat[")
+            and " succeeded in " in record["message"]
+            and _epoch(record["time"]) >= since
+        ):
             runs += 1
     return runs
 
@@ -41,8 +44,11 @@ def start_beat(name: str) -> ManagedProcess:
     return ManagedProcess(
         name,
         [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "INFO"],
-        env={"VEZA_SCHEDULE_HEARTBEAT": str(PERIOD), "BEAT_LOCK_TIMEOUT": str(LOCK_TIMEOUT),
-             "TZ": "UTC"},
+        env={
+            "VEZA_SCHEDULE_HEARTBEAT": str(PERIOD),
+            "BEAT_LOCK_TIMEOUT": str(LOCK_TIMEOUT),
+            "TZ": "UTC",
+        },
     ).start()
 
 
@@ -66,8 +72,11 @@ def test_two_beats_fire_each_schedule_once_and_fail_over(celery_worker, redis_cl
         standby_log_at_kill = len(standby.output())
         os.killpg(holder.proc.pid, signal.SIGKILL)
         since = time.time()
-        wait_for(lambda: heartbeat_runs(celery_worker.output(), since + LOCK_TIMEOUT) >= 3,
-                 timeout=LOCK_TIMEOUT + 10 * PERIOD, what="the standby beat to take over")
+        wait_for(
+            lambda: heartbeat_runs(celery_worker.output(), since + LOCK_TIMEOUT) >= 3,
+            timeout=LOCK_TIMEOUT + 10 * PERIOD,
+            what="the standby beat to take over",
+        )
         # The heartbeats after the kill are the standby's: it took the lock
         # only now, so they are a fail-over, not the old holder's leftovers.
         assert ACQUIRED in standby.output()[standby_log_at_kill:]

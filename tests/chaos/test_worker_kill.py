@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 def file_states(db, ids: list[int]) -> list[tuple]:
     return db.execute(
         "SELECT processing_status::text, virus_scan_status::text, file_hash, thumbnail_path"
-        " FROM files WHERE id = ANY(%s)", (ids,),
+        " FROM files WHERE id = ANY(%s)",
+        (ids,),
     ).fetchall()
 
 
@@ -39,12 +40,18 @@ def hundred_uploads(db) -> list[int]:
     """100 uploads: 40 distinct pictures, 40 copies of them, 20 text files."""
     user = make_user(db)
     rng = random.Random(5)
-    pictures = [encoded(gradient(rng.randint(200, 900), rng.randint(200, 900)), "PNG")
-                for _ in range(40)]
-    ids = [upload(db, user, content, f"p{i}.png", "image/png") for i, content in enumerate(pictures)]
-    ids += [upload(db, user, content, f"copy{i}.png", "image/png") for i, content in enumerate(pictures)]
-    ids += [upload(db, user, f"notes {i}\n".encode() * 50, f"n{i}.txt", "text/plain")
-            for i in range(20)]
+    pictures = [
+        encoded(gradient(rng.randint(200, 900), rng.randint(200, 900)), "PNG") for _ in range(40)
+    ]
+    ids = [
+        upload(db, user, content, f"p{i}.png", "image/png") for i, content in enumerate(pictures)
+    ]
+    ids += [
+        upload(db, user, content, f"copy{i}.png", "image/png") for i, content in enumerate(pictures)
+    ]
+    ids += [
+        upload(db, user, f"notes {i}\n".encode() * 50, f"n{i}.txt", "text/plain") for i in range(20)
+    ]
     return ids
 
 
@@ -78,11 +85,18 @@ def test_sigkill_twenty_times_across_a_hundred_uploads_loses_nothing(db, clamd_s
             time.sleep(rng.uniform(0.1, 0.4))
         assert kills == 20
         # The kills hit tasks in flight, not just idle processes.
-        wait_for(lambda: "WorkerLostError" in worker.output(), timeout=10,
-                 what="a task lost with its process")
+        wait_for(
+            lambda: "WorkerLostError" in worker.output(),
+            timeout=10,
+            what="a task lost with its process",
+        )
 
-        wait_for(lambda: all(s[0] in ("completed", "failed") for s in file_states(db, ids)),
-                 timeout=240, interval=0.5, what="all 100 files to finish")
+        wait_for(
+            lambda: all(s[0] in ("completed", "failed") for s in file_states(db, ids)),
+            timeout=240,
+            interval=0.5,
+            what="all 100 files to finish",
+        )
     finally:
         worker.stop()
 
@@ -91,7 +105,8 @@ def test_sigkill_twenty_times_across_a_hundred_uploads_loses_nothing(db, clamd_s
     hashes = {s[2] for s in states}
     assert sorted(stored("blobs")) == sorted(hashes)  # one blob per content, none extra
     thumbnailed = {f"{s[2]}.webp" for s in states if s[3]}
-    assert len(thumbnailed) == 40 and sorted(stored("thumbs")) == sorted(thumbnailed)
+    assert len(thumbnailed) == 40
+    assert sorted(stored("thumbs")) == sorted(thumbnailed)
     assert stored("uploads") == []  # nothing left behind in staging
 
 
@@ -103,8 +118,12 @@ def test_sigterm_finishes_or_hands_back_the_task_in_flight(db, clamd_server):
     worker = start_worker("terminated", queues="files,scan", concurrency=1)
     for file_id in ids:
         app.send_task("files.process", args=[file_id])
-    wait_for(lambda: any(s[0] == "processing" for s in file_states(db, ids)),
-             timeout=60, interval=0.05, what="a file in flight")
+    wait_for(
+        lambda: any(s[0] == "processing" for s in file_states(db, ids)),
+        timeout=60,
+        interval=0.05,
+        what="a file in flight",
+    )
     worker.proc.send_signal(signal.SIGTERM)
     try:
         exit_code = worker.proc.wait(timeout=120)
@@ -117,7 +136,11 @@ def test_sigterm_finishes_or_hands_back_the_task_in_flight(db, clamd_server):
     # Whatever the stopped worker did not finish is still owed: a new worker does it.
     successor = start_worker("successor", queues="files,scan", concurrency=1, purge=False)
     try:
-        wait_for(lambda: all(s[0] == "completed" for s in file_states(db, ids)),
-                 timeout=180, interval=0.5, what="the remaining files to finish")
+        wait_for(
+            lambda: all(s[0] == "completed" for s in file_states(db, ids)),
+            timeout=180,
+            interval=0.5,
+            what="the remaining files to finish",
+        )
     finally:
         successor.stop()
