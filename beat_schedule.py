@@ -46,20 +46,16 @@ BEAT_SCHEDULE: dict[str, dict] = dict(
         scheduled("heartbeat", jobs.HEARTBEAT, "* * * * *", expires=50),
         # Maintenance (docs/maintenance.md): each expires before its next run.
         scheduled("purge_retention", jobs.PURGE_RETENTION, "17 3 * * *", expires=3600),
-        scheduled("purge_expired_files", jobs.PURGE_EXPIRED_FILES, "27 * * * *",
-                  expires=1800),
+        scheduled("purge_expired_files", jobs.PURGE_EXPIRED_FILES, "27 * * * *", expires=1800),
         scheduled("expire_sessions", jobs.EXPIRE_SESSIONS, "*/15 * * * *", expires=600),
         scheduled("ensure_partitions", jobs.ENSURE_PARTITIONS, "7 1 * * *", expires=3600),
-        scheduled("refresh_room_stats", jobs.REFRESH_ROOM_STATS, "*/5 * * * *",
-                  expires=240),
-        scheduled("requeue_stale_files", jobs.REQUEUE_STALE_FILES, "*/10 * * * *",
-                  expires=500),
+        scheduled("refresh_room_stats", jobs.REFRESH_ROOM_STATS, "*/5 * * * *", expires=240),
+        scheduled("requeue_stale_files", jobs.REQUEUE_STALE_FILES, "*/10 * * * *", expires=500),
         scheduled("rescan_files", jobs.RESCAN_FILES, "47 */6 * * *", expires=3600),
         # Daily: the outbox re-drive repairs lost messages.index work within
         # minutes; this pass, which reads every message once, is the net
         # under that net (docs/maintenance.md).
-        scheduled("recount_counters", jobs.RECOUNT_COUNTERS, "37 4 * * *",
-                  expires=3600),
+        scheduled("recount_counters", jobs.RECOUNT_COUNTERS, "37 4 * * *", expires=3600),
         # Owed work that never finished is sent again (docs/operations.md).
         scheduled("redrive_outbox", jobs.REDRIVE_OUTBOX, "* * * * *", expires=50),
     ]

@@ -66,24 +66,28 @@ def password_matches(password_hash: str, password: str) -> bool:
 
 def user_out(user: User, *, with_email: bool = False) -> UserOut:
     fields = {name: getattr(user, name) for name in UserOut.model_fields}
-    return UserOut(**fields | {"role": user.role.value,
-                               "email": user.email if with_email else None})
+    return UserOut(
+        **fields | {"role": user.role.value, "email": user.email if with_email else None}
+    )
 
 
 # ------------------------------------------------------------ bearer check
+
 
 def unauthorized(message: str = "A valid bearer token is required.") -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def find_session(session: Session, token: str, *, refresh: bool
-                 ) -> tuple[UserSession, User] | None:
+def find_session(session: Session, token: str, *, refresh: bool) -> tuple[UserSession, User] | None:
     """The active, unexpired session of this token and kind, and its active
     user; None otherwise. One query: it runs on every request. A refresh
     session is locked, so that one refresh token is redeemed only once."""
     digest = token_hash(token)
-    query = (select(UserSession, User).join(User, User.id == UserSession.user_id)
-             .where(UserSession.token_hash == digest))
+    query = (
+        select(UserSession, User)
+        .join(User, User.id == UserSession.user_id)
+        .where(UserSession.token_hash == digest)
+    )
     found = session.execute(query.with_for_update(of=UserSession) if refresh else query).first()
     if found is None:
         return None
@@ -115,22 +119,35 @@ def authenticate(session: Session) -> User:
 
 # ---------------------------------------------------------------- sessions
 
+
 def open_session(session: Session, user: User) -> TokensOut:
     access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     issued = now()
     access_row = UserSession(
-        user_id=user.id, token_hash=token_hash(access), expires_at=issued + ACCESS_TOKEN_TTL,
-        ip_address=client_ip(), user_agent=user_agent(),
+        user_id=user.id,
+        token_hash=token_hash(access),
+        expires_at=issued + ACCESS_TOKEN_TTL,
+        ip_address=client_ip(),
+        user_agent=user_agent(),
     )
     session.add(access_row)
     session.flush()
-    session.add(UserSession(
-        user_id=user.id, token_hash=token_hash(refresh), access_token_jti=access_row.id,
-        expires_at=issued + REFRESH_TOKEN_TTL, ip_address=client_ip(), user_agent=user_agent(),
-    ))
+    session.add(
+        UserSession(
+            user_id=user.id,
+            token_hash=token_hash(refresh),
+            access_token_jti=access_row.id,
+            expires_at=issued + REFRESH_TOKEN_TTL,
+            ip_address=client_ip(),
+            user_agent=user_agent(),
+        )
+    )
     return TokensOut(
-        access_token=access, refresh_token=refresh, expires_at=access_row.expires_at,
-        refresh_expires_at=issued + REFRESH_TOKEN_TTL, user=user_out(user, with_email=True),
+        access_token=access,
+        refresh_token=refresh,
+        expires_at=access_row.expires_at,
+        refresh_expires_at=issued + REFRESH_TOKEN_TTL,
+        user=user_out(user, with_email=True),
     )
 
 
@@ -145,8 +162,17 @@ def close_session(session: Session, access_row_id) -> None:
 
 # --------------------------------------------------------------- endpoints
 
-@operation(bp, "POST", "/auth/register", summary="Create an account", auth=False,
-           body=RegisterIn, responses={201: UserOut}, errors=(409,))
+
+@operation(
+    bp,
+    "POST",
+    "/auth/register",
+    summary="Create an account",
+    auth=False,
+    body=RegisterIn,
+    responses={201: UserOut},
+    errors=(409,),
+)
 def register(session: Session, body: RegisterIn):
     taken = session.scalars(
         select(User.username, User.email).where(
@@ -156,7 +182,9 @@ def register(session: Session, body: RegisterIn):
     if taken:
         raise ApiError(409, "account_exists", "That username or email is already registered.")
     user = User(
-        username=body.username, email=body.email, display_name=body.display_name,
+        username=body.username,
+        email=body.email,
+        display_name=body.display_name,
         password_hash=hasher.hash(body.password),
     )
     session.add(user)
@@ -165,23 +193,43 @@ def register(session: Session, body: RegisterIn):
     return user_out(user, with_email=True), 201
 
 
-@operation(bp, "POST", "/auth/login", summary="Log in with a username or email", auth=False,
-           body=LoginIn, responses={200: TokensOut}, errors=(401, 423))
+@operation(
+    bp,
+    "POST",
+    "/auth/login",
+    summary="Log in with a username or email",
+    auth=False,
+    body=LoginIn,
+    responses={200: TokensOut},
+    errors=(401, 423),
+)
 def login(session: Session, body: LoginIn):
     user = session.scalar(
         select(User)
-        .where(or_(User.username == body.login, func.lower(User.email) == body.login.lower()),
-               User.deleted_at.is_(None))
+        .where(
+            or_(User.username == body.login, func.lower(User.email) == body.login.lower()),
+            User.deleted_at.is_(None),
+        )
         .with_for_update()
     )
     if user is None:
         password_matches(DUMMY_HASH, body.password)
-        audit.record(session, "login_failed", {"login": body.login, "reason": "unknown_user"},
-                     user_id=None, severity=AuditSeverity.warning)
+        audit.record(
+            session,
+            "login_failed",
+            {"login": body.login, "reason": "unknown_user"},
+            user_id=None,
+            severity=AuditSeverity.warning,
+        )
         return invalid_credentials()
     if user.locked_until is not None and user.locked_until > now():
-        audit.record(session, "login_failed", {"reason": "locked"}, user_id=user.id,
-                     severity=AuditSeverity.warning)
+        audit.record(
+            session,
+            "login_failed",
+            {"reason": "locked"},
+            user_id=user.id,
+            severity=AuditSeverity.warning,
+        )
         return locked(user)
     if not user.is_active or not password_matches(user.password_hash, body.password):
         return failed_login(session, user)
@@ -199,15 +247,24 @@ def failed_login(session: Session, user: User):
     """Count the failure (committed with the 401/423: the response is a
     normal return, not an exception, precisely so that it commits)."""
     user.failed_login_attempts += 1
-    audit.record(session, "login_failed",
-                 {"reason": "bad_password", "attempt": user.failed_login_attempts},
-                 user_id=user.id, severity=AuditSeverity.warning)
+    audit.record(
+        session,
+        "login_failed",
+        {"reason": "bad_password", "attempt": user.failed_login_attempts},
+        user_id=user.id,
+        severity=AuditSeverity.warning,
+    )
     if user.failed_login_attempts < MAX_FAILED_LOGINS:
         return invalid_credentials()
     user.failed_login_attempts = 0
     user.locked_until = now() + LOCKOUT
-    audit.record(session, "account_locked", {"locked_until": user.locked_until.isoformat()},
-                 user_id=user.id, severity=AuditSeverity.warning)
+    audit.record(
+        session,
+        "account_locked",
+        {"locked_until": user.locked_until.isoformat()},
+        user_id=user.id,
+        severity=AuditSeverity.warning,
+    )
     return locked(user)
 
 
@@ -217,13 +274,23 @@ def invalid_credentials():
 
 def locked(user: User):
     return error_response(
-        423, "account_locked", "Too many failed logins; the account is locked for now.",
+        423,
+        "account_locked",
+        "Too many failed logins; the account is locked for now.",
         {"locked_until": user.locked_until.isoformat()},
     )
 
 
-@operation(bp, "POST", "/auth/refresh", summary="Trade a refresh token for new tokens",
-           auth=False, body=RefreshIn, responses={200: TokensOut}, errors=(401,))
+@operation(
+    bp,
+    "POST",
+    "/auth/refresh",
+    summary="Trade a refresh token for new tokens",
+    auth=False,
+    body=RefreshIn,
+    responses={200: TokensOut},
+    errors=(401,),
+)
 def refresh(session: Session, body: RefreshIn):
     found = find_session(session, body.refresh_token, refresh=True)
     if found is None:

@@ -95,11 +95,14 @@ def connect_options(url: str | None = None, kind: str | None = None) -> dict[str
     project's session settings added. Parameters the URL sets itself win,
     and its own `options` come after ours (so a GUC it sets wins too)."""
     limits = bounds(kind)
-    options = " ".join(f"-c {name}={value}" for name, value in (
-        ("TimeZone", "UTC"),
-        ("statement_timeout", limits.statement_timeout_ms),
-        ("idle_in_transaction_session_timeout", limits.idle_in_transaction_timeout_ms),
-    ))
+    options = " ".join(
+        f"-c {name}={value}"
+        for name, value in (
+            ("TimeZone", "UTC"),
+            ("statement_timeout", limits.statement_timeout_ms),
+            ("idle_in_transaction_session_timeout", limits.idle_in_transaction_timeout_ms),
+        )
+    )
     own = dict(parse_qsl(urlsplit(url or database_url()).query))
     if "options" in own:
         options = f"{options} {own.pop('options')}"

@@ -74,16 +74,17 @@ def months_behind(conn: Connection, today: date | None = None) -> int:
     configured = get_settings().partition_months_behind
     if configured is not None:
         return configured
-    longest_days = conn.execute(text(
-        "SELECT COALESCE(max(message_retention_days), 0) FROM rooms"
-    )).scalar_one()
+    longest_days = conn.execute(
+        text("SELECT COALESCE(max(message_retention_days), 0) FROM rooms")
+    ).scalar_one()
     today = today or datetime.now(timezone.utc).date()
     oldest_kept = month_of(today - timedelta(days=longest_days))
     return max(MIN_MONTHS_BEHIND, months_between(oldest_kept, month_of(today)))
 
 
-def ensure_monthly_partitions(conn: Connection, today: date | None = None,
-                              behind: int | None = None, ahead: int | None = None) -> list[str]:
+def ensure_monthly_partitions(
+    conn: Connection, today: date | None = None, behind: int | None = None, ahead: int | None = None
+) -> list[str]:
     """Create every missing partition of the window around `today`'s month
     (default: now, in UTC), for every partitioned table; returns the names
     created."""
@@ -91,11 +92,16 @@ def ensure_monthly_partitions(conn: Connection, today: date | None = None,
     behind = months_behind(conn, current) if behind is None else behind
     ahead = months_ahead() if ahead is None else ahead
     first = add_months(current, -behind)
-    return [name for table in PARTITIONED_TABLES
-            for name in create_monthly_partitions(conn, table, first, behind + 1 + ahead)]
+    return [
+        name
+        for table in PARTITIONED_TABLES
+        for name in create_monthly_partitions(conn, table, first, behind + 1 + ahead)
+    ]
 
 
-def create_monthly_partitions(conn: Connection, table: str, first_month: date, months: int) -> list[str]:
+def create_monthly_partitions(
+    conn: Connection, table: str, first_month: date, months: int
+) -> list[str]:
     """Create the missing partitions of `table` for `months` months from
     `first_month`; returns the names created. Idempotent and concurrency-safe
     (the SQL function takes an advisory lock per table)."""

@@ -105,8 +105,9 @@ class Scanner:
         if socket_path:
             self._clamd: _UnixClamd | _TcpClamd = _UnixClamd(socket_path, timeout)
         else:
-            self._clamd = _TcpClamd(host or settings.clamd_host, port or settings.clamd_port,
-                                    timeout)
+            self._clamd = _TcpClamd(
+                host or settings.clamd_host, port or settings.clamd_port, timeout
+            )
 
     def version(self) -> str:
         """The signature version: clamd's whole VERSION line, engine/

@@ -72,7 +72,13 @@ def write_thumbnail(source: Path, out: BinaryIO) -> ImageInfo:
 
 # What Pillow's decoders raise on truncated, corrupt or hostile data.
 DECODER_ERRORS = (
-    OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, ZeroDivisionError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    ZeroDivisionError,
     struct.error,
 )
 

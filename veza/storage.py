@@ -220,7 +220,9 @@ class LocalStorage:
         """Remove everything kept for this hash: blob, quarantined copy,
         thumbnail."""
         for relative in (
-            self.blob_path(sha256), self.quarantine_path(sha256), self.thumbnail_path(sha256)
+            self.blob_path(sha256),
+            self.quarantine_path(sha256),
+            self.thumbnail_path(sha256),
         ):
             self.remove(relative)
 
