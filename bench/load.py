@@ -83,8 +83,7 @@ from bench.stack import (
     throwaway_database,
     wait_until,
 )
-
-from veza.settings import reload_settings  # noqa: E402
+from veza.settings import reload_settings
 
 os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = DATABASE_URL, REDIS_URL
 reload_settings()

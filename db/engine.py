@@ -25,7 +25,8 @@ from veza.settings import get_settings
 # libpq puts PGTZ into the startup packet after the `options` below, so a
 # PGTZ in the environment would beat our TimeZone=UTC and every timestamp
 # would be read and written in that zone.
-os.environ.pop("PGTZ", None)
+# Not configuration: removing a libpq variable that would override ours.
+os.environ.pop("PGTZ", None)  # noqa: TID251
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
 from psycopg import errors as pg_errors
@@ -50,12 +50,12 @@ def month_of(moment: date | datetime) -> date:
     """The first day of the UTC month holding `moment` (a date is taken
     as it is; an aware datetime is converted to UTC first)."""
     if isinstance(moment, datetime):
-        moment = moment.astimezone(timezone.utc).date()
+        moment = moment.astimezone(UTC).date()
     return moment.replace(day=1)
 
 
 def this_month() -> date:
-    return month_of(datetime.now(timezone.utc))
+    return month_of(datetime.now(UTC))
 
 
 def months_between(earlier: date, later: date) -> int:
@@ -77,7 +77,7 @@ def months_behind(conn: Connection, today: date | None = None) -> int:
     longest_days = conn.execute(
         text("SELECT COALESCE(max(message_retention_days), 0) FROM rooms")
     ).scalar_one()
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     oldest_kept = month_of(today - timedelta(days=longest_days))
     return max(MIN_MONTHS_BEHIND, months_between(oldest_kept, month_of(today)))
 
@@ -88,7 +88,7 @@ def ensure_monthly_partitions(
     """Create every missing partition of the window around `today`'s month
     (default: now, in UTC), for every partitioned table; returns the names
     created."""
-    current = month_of(today or datetime.now(timezone.utc))
+    current = month_of(today or datetime.now(UTC))
     behind = months_behind(conn, current) if behind is None else behind
     ahead = months_ahead() if ahead is None else ahead
     first = add_months(current, -behind)

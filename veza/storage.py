@@ -31,7 +31,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -151,10 +151,9 @@ class LocalStorage:
             target.parent.mkdir(parents=True, exist_ok=True)
             source = self.absolute(upload)
             _fsync(source)  # the content, before the blob name can point at it
-            try:
+            # FileExistsError: an identical upload got there first: same bytes, keep one.
+            with suppress(FileExistsError):
                 os.link(source, target)
-            except FileExistsError:
-                pass  # an identical upload got there first: same bytes, keep one
             self._sync_file_and_directories(target)
         return relative
 

@@ -29,7 +29,8 @@ def owe(session: Session, job: Job, file_id: int, **options: Any) -> uuid.UUID:
     outbox_id = outbox.enqueue(session, job, file_id, **options)
     session.execute(
         text(
-            "UPDATE files SET metadata = metadata || jsonb_build_object('outbox_id', CAST(:outbox_id AS text))"
+            "UPDATE files"
+            " SET metadata = metadata || jsonb_build_object('outbox_id', CAST(:outbox_id AS text))"
             " WHERE id = :id"
         ),
         {"outbox_id": str(outbox_id), "id": file_id},

@@ -150,7 +150,9 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
         _start_processing(row)
 
     try:
-        content = open(storage.absolute(file.file_path), "rb")
+        # Opened here and closed by the `with` below: only the open's
+        # FileNotFoundError means the upload is missing.
+        content = open(storage.absolute(file.file_path), "rb")  # noqa: SIM115
     except FileNotFoundError:
         current = _load(file_id)
         if current is None or current.file_hash is not None:

@@ -32,13 +32,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from veza import jobs
+from veza.clamav import Scanner, ScanUnavailable
 from veza.files.owed import owe
 from veza.jobs import Job
-from veza.clamav import Scanner, ScanUnavailable
 from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.run import Run
-from veza.statements import compose
 from veza.settings import get_settings
+from veza.statements import compose
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,8 @@ def requeue_failed(run: Run) -> None:
                 "  THEN 'pending'::virus_scan_status ELSE virus_scan_status END,"
                 # requeued_at restarts the stuck-file clock (the file is pending
                 # again), and the stuck-file attempts start over.
-                " metadata = (metadata - 'failure_reason' - 'failed_step' - 'error' - 'requeue_attempts')"
+                " metadata = (metadata - 'failure_reason' - 'failed_step' - 'error'"
+                "  - 'requeue_attempts')"
                 "  || jsonb_build_object('requeued_at', now())"
                 " WHERE id = ANY(:ids)"
             ),

@@ -34,8 +34,8 @@ from db.partitions import (
 )
 from veza import audit
 from veza.maintenance.run import Run
-from veza.statements import compose
 from veza.settings import get_settings
+from veza.statements import compose
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from psycopg import sql
 from sqlalchemy import text
 
-from veza.messages.counters import DM_UNREAD, MEMBER_MESSAGES, Counter, last_seen
 from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.run import Run
+from veza.messages.counters import DM_UNREAD, MEMBER_MESSAGES, Counter, last_seen
 from veza.statements import identifiers
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -47,12 +48,12 @@ from db.partitions import (
     months_behind,
     months_between,
 )
-from veza.messages.counters import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
 from veza.maintenance import partition_upkeep
 from veza.maintenance.batched import KeysetBatches, apply_in_batches
 from veza.maintenance.run import Run, timed_batches
-from veza.statements import compose, identifiers
+from veza.messages.counters import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
 from veza.settings import get_settings
+from veza.statements import compose, identifiers
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ def batch_authors(session: Session, params: dict[str, Any]) -> list[dict]:
         dict(row)
         for row in session.execute(
             over_batch(
-                "WITH {batch} {pairs} FROM messages m JOIN d ON m.id = d.id AND m.created_at = d.created_at",
+                "WITH {batch} {pairs}"
+                " FROM messages m JOIN d ON m.id = d.id AND m.created_at = d.created_at",
                 pairs=AUTHOR_PAIRS,
             ),
             params,
@@ -207,7 +209,8 @@ def with_old_replies(session: Session, batch: Batch, cutoff: datetime) -> Batch:
                 " SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[]))"
                 " UNION"
                 " SELECT c.id, c.created_at FROM messages c"
-                " JOIN doomed ON c.parent_message_id = doomed.id AND c.parent_created_at = doomed.created_at"
+                " JOIN doomed"
+                "  ON c.parent_message_id = doomed.id AND c.parent_created_at = doomed.created_at"
                 " WHERE c.created_at < :cutoff"
                 ") SELECT id, created_at FROM doomed"
             ),
@@ -265,7 +268,8 @@ def detach_replies(session: Session, params: dict[str, Any], which: str) -> int:
             "WITH {batch} INSERT INTO archived_reply_links"
             " (message_id, message_created_at, parent_message_id, parent_created_at)"
             " SELECT c.id, c.created_at, c.parent_message_id, c.parent_created_at"
-            " FROM messages c JOIN d ON c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
+            " FROM messages c"
+            " JOIN d ON c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
             " WHERE {which} ON CONFLICT DO NOTHING",
             which=sql.SQL(which),
         ),
@@ -380,7 +384,8 @@ def covered_by_retention(name: str) -> bool:
     with session_scope() as session:
         return session.execute(
             compose(
-                "SELECT NOT EXISTS (SELECT 1 FROM {partition} m LEFT JOIN rooms r ON r.id = m.room_id"
+                "SELECT NOT EXISTS (SELECT 1 FROM {partition} m"
+                " LEFT JOIN rooms r ON r.id = m.room_id"
                 " WHERE r.id IS NULL OR r.message_retention_days = 0"
                 " OR m.created_at >= now() - make_interval(days => r.message_retention_days))",
                 partition=sql.Identifier(name),
@@ -393,9 +398,12 @@ def covered_by_retention(name: str) -> bool:
 # run unlinked fail this test, so a run resumes where the last one stopped;
 # a reaction added to an unlinked row meanwhile is caught all the same.
 STILL_LINKED = sql.SQL(
-    "NOT EXISTS (SELECT 1 FROM archived_messages a WHERE a.id = m.id AND a.created_at = m.created_at)"
-    " OR EXISTS (SELECT 1 FROM reactions x WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
-    " OR EXISTS (SELECT 1 FROM files x WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+    "NOT EXISTS (SELECT 1 FROM archived_messages a"
+    "  WHERE a.id = m.id AND a.created_at = m.created_at)"
+    " OR EXISTS (SELECT 1 FROM reactions x"
+    "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+    " OR EXISTS (SELECT 1 FROM files x"
+    "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
     " OR EXISTS (SELECT 1 FROM message_mentions x"
     "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
     " OR EXISTS (SELECT 1 FROM messages x"
@@ -529,7 +537,7 @@ def restore(room_id: int, start: datetime, end: datetime) -> dict[str, int]:
         # Partitions made above can be dropped meanwhile (a purge of a
         # covered month): a batch that meets a missing month makes it.
         restored = creating_missing_partitions(
-            lambda: restore_next_batch(room_id, start, end, size)
+            partial(restore_next_batch, room_id, start, end, size)
         )
         if restored is None:
             return counts
@@ -612,7 +620,8 @@ def restore_batch(session: Session, batch: Batch) -> dict[str, int]:
     messages = session.execute(
         over_batch(
             "WITH {batch} INSERT INTO messages ({columns})"
-            " SELECT {values} FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
+            " SELECT {values} FROM archived_messages a"
+            " JOIN d ON a.id = d.id AND a.created_at = d.created_at"
             " CROSS JOIN LATERAL (SELECT a.parent_message_id IS NOT NULL AND ("
             "  EXISTS (SELECT 1 FROM messages x"
             "   WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
@@ -690,7 +699,8 @@ def reattach_replies(session: Session, params: dict[str, Any]) -> int:
             "UPDATE messages p SET thread_count = p.thread_count + x.n,"
             " is_thread_root = p.thread_count + x.n > 0"
             " FROM (SELECT id, created_at, count(*) AS n"
-            "  FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[])) AS u(id, created_at)"
+            "  FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[]))"
+            "  AS u(id, created_at)"
             "  GROUP BY id, created_at) x"
             " WHERE p.id = x.id AND p.created_at = x.created_at"
         ),
@@ -699,7 +709,8 @@ def reattach_replies(session: Session, params: dict[str, Any]) -> int:
     session.execute(
         text(
             "DELETE FROM archived_reply_links l"
-            " USING unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[])) AS u(id, created_at)"
+            " USING unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[]))"
+            " AS u(id, created_at)"
             " WHERE l.message_id = u.id AND l.message_created_at = u.created_at"
         ),
         {"ids": [r.id for r in reattached], "ts": [r.created_at for r in reattached]},
