@@ -9,6 +9,8 @@ interval shorter than cron's minute (VEZA_SCHEDULE_HEARTBEAT=15).
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery.schedules import crontab
 
 from veza import jobs
@@ -24,7 +26,9 @@ def parse_schedule(expression: str) -> crontab | float:
     return crontab(minute, hour, day_of_month, month_of_year, day_of_week)
 
 
-def scheduled(name: str, job: Job, cron: str, expires: int, **kwargs) -> tuple[str, dict]:
+def scheduled(
+    name: str, job: Job, cron: str, expires: int, **kwargs: Any
+) -> tuple[str, dict[str, Any]]:
     """A beat entry named `name` running `job` on `cron` (overridable by
     VEZA_SCHEDULE_<NAME>), whose message expires after `expires` seconds."""
     expression = get_settings().schedules.get(name, cron)
@@ -40,7 +44,7 @@ def scheduled(name: str, job: Job, cron: str, expires: int, **kwargs) -> tuple[s
     }
 
 
-BEAT_SCHEDULE: dict[str, dict] = dict(
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = dict(
     [
         # Liveness: a stale heartbeat means no worker consumes (docs/operations.md).
         scheduled("heartbeat", jobs.HEARTBEAT, "* * * * *", expires=50),

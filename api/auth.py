@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Blueprint, g, request
+from flask import Blueprint, Response, g, request
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -113,8 +114,9 @@ def authenticate(session: Session) -> User:
     found = find_session(session, token.strip(), refresh=False)
     if found is None:
         raise unauthorized()
-    g.auth_session, g.user = found
-    return g.user
+    auth_session, user = found
+    g.auth_session, g.user = auth_session, user
+    return user
 
 
 # ---------------------------------------------------------------- sessions
@@ -151,7 +153,7 @@ def open_session(session: Session, user: User) -> TokensOut:
     )
 
 
-def close_session(session: Session, access_row_id) -> None:
+def close_session(session: Session, access_row_id: uuid.UUID) -> None:
     """Deactivate an access session and the refresh session issued with it."""
     session.execute(
         update(UserSession)
@@ -173,7 +175,7 @@ def close_session(session: Session, access_row_id) -> None:
     responses={201: UserOut},
     errors=(409,),
 )
-def register(session: Session, body: RegisterIn):
+def register(session: Session, body: RegisterIn) -> tuple[UserOut, int]:
     taken = session.scalars(
         select(User.username, User.email).where(
             or_(User.username == body.username, func.lower(User.email) == body.email.lower())
@@ -203,7 +205,7 @@ def register(session: Session, body: RegisterIn):
     responses={200: TokensOut},
     errors=(401, 423),
 )
-def login(session: Session, body: LoginIn):
+def login(session: Session, body: LoginIn) -> TokensOut | Response:
     user = session.scalar(
         select(User)
         .where(
@@ -230,7 +232,7 @@ def login(session: Session, body: LoginIn):
             user_id=user.id,
             severity=AuditSeverity.warning,
         )
-        return locked(user)
+        return locked(user.locked_until)
     if not user.is_active or not password_matches(user.password_hash, body.password):
         return failed_login(session, user)
     if hasher.check_needs_rehash(user.password_hash):
@@ -243,7 +245,7 @@ def login(session: Session, body: LoginIn):
     return tokens
 
 
-def failed_login(session: Session, user: User):
+def failed_login(session: Session, user: User) -> Response:
     """Count the failure (committed with the 401/423: the response is a
     normal return, not an exception, precisely so that it commits)."""
     user.failed_login_attempts += 1
@@ -265,19 +267,19 @@ def failed_login(session: Session, user: User):
         user_id=user.id,
         severity=AuditSeverity.warning,
     )
-    return locked(user)
+    return locked(user.locked_until)
 
 
-def invalid_credentials():
+def invalid_credentials() -> Response:
     return error_response(401, "invalid_credentials", "Wrong login or password.")
 
 
-def locked(user: User):
+def locked(until: datetime) -> Response:
     return error_response(
         423,
         "account_locked",
         "Too many failed logins; the account is locked for now.",
-        {"locked_until": user.locked_until.isoformat()},
+        {"locked_until": until.isoformat()},
     )
 
 
@@ -291,17 +293,18 @@ def locked(user: User):
     responses={200: TokensOut},
     errors=(401,),
 )
-def refresh(session: Session, body: RefreshIn):
+def refresh(session: Session, body: RefreshIn) -> TokensOut:
     found = find_session(session, body.refresh_token, refresh=True)
     if found is None:
         raise unauthorized("The refresh token is invalid, expired or already used.")
     row, user = found
+    assert row.access_token_jti is not None  # a refresh row (find_session)
     close_session(session, row.access_token_jti)
     return open_session(session, user)
 
 
 @operation(bp, "POST", "/auth/logout", summary="End this session", responses={204: None})
-def logout(session: Session):
+def logout(session: Session) -> tuple[None, int]:
     close_session(session, g.auth_session.id)
     audit.record(session, "logout", {}, user_id=g.user.id)
     return None, 204

@@ -15,9 +15,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import CursorResult, Engine, Result, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from veza.settings import get_settings
@@ -161,3 +162,10 @@ def dispose_engines() -> None:
     children), without closing the parent's sockets."""
     for engine in _engines.values():
         engine.dispose(close=False)
+
+
+def affected(result: Result[Any]) -> int:
+    """The rows an INSERT, UPDATE or DELETE changed. Session.execute is typed
+    as returning a Result whatever the statement; a DML statement's result is
+    a CursorResult, the kind that has a rowcount."""
+    return cast("CursorResult[Any]", result).rowcount

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from psycopg import errors as pg_errors
 from sqlalchemy import Connection, text
@@ -171,7 +171,9 @@ def creating_missing_partitions(transaction: Callable[[], T], attempts: int = 3)
     raise AssertionError("unreachable")
 
 
-def include_object(obj, name, type_, reflected, compare_to) -> bool:
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
     """Alembic filter: partitions are made at run time, not modelled."""
     if type_ == "table":
         return not PARTITION_NAME.match(name or "")

@@ -26,13 +26,14 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from db.engine import session_scope
+from db.engine import affected, session_scope
 from db.models import AuditSeverity, Outbox
 from veza import audit
 from veza.jobs import Job
@@ -87,10 +88,15 @@ def summary() -> Summary:
                 ),
             ).where(Outbox.finished_at.is_(None))
         ).one()
-    return Summary(unsent, in_flight, dead, float(oldest) if oldest is not None else None)
+    # SQLAlchemy types EXTRACT as a non-null int; here it is a numeric, and
+    # NULL when nothing is unsent.
+    age = float(oldest) if oldest is not None else None  # type: ignore[redundant-expr]
+    return Summary(unsent, in_flight, dead, age)
 
 
-def dead_rows(limit: int = 50) -> list[Row]:
+def dead_rows(
+    limit: int = 50,
+) -> Sequence[Row[uuid.UUID, str, list[Any], datetime | None, int, str | None]]:
     """The dead rows, oldest death first, for `veza outbox`."""
     with session_scope() as session:
         return session.execute(
@@ -126,7 +132,7 @@ def row_id(task_id: str | None) -> uuid.UUID | None:
         return None  # not from the outbox (beat, or a direct send)
 
 
-def _stamp(task_id: str, while_null, **values: Any) -> None:
+def _stamp(task_id: str, while_null: InstrumentedAttribute[datetime | None], **values: Any) -> None:
     """Set `values` on the outbox row a task id names, if there is one and
     its column `while_null` is still NULL."""
     if (row := row_id(task_id)) is None:
@@ -171,9 +177,8 @@ def record_dead(
     now = func.clock_timestamp()
     with session_scope() as session:
         root = row_id(root_id)
-        found = (
-            root is not None
-            and session.execute(
+        found = root is not None and affected(
+            session.execute(
                 update(Outbox)
                 .where(Outbox.id == root)
                 .values(
@@ -183,7 +188,7 @@ def record_dead(
                     claimed_until=None,
                     sent_at=func.coalesce(Outbox.sent_at, now),
                 )
-            ).rowcount
+            )
         )
         if found:
             return
@@ -205,7 +210,7 @@ def record_dead(
         )
 
 
-def replay(ids: Sequence[uuid.UUID] | None) -> list[Row]:
+def replay(ids: Sequence[uuid.UUID] | None) -> Sequence[Row[uuid.UUID, str, str | None]]:
     """Dead rows (those of `ids`, or all when None) back to unsent, with
     their re-drive count reset, for the relay to publish again under the
     same task id. `dead_reason` is kept (why it last died), and an audit row

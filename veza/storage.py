@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from veza.settings import get_settings
 
@@ -95,7 +95,7 @@ class LocalStorage:
     def quarantine_path(self, sha256: str) -> str:
         return f"quarantine/{sha256}"
 
-    def save_upload(self, stream: BinaryIO, file_uuid: uuid.UUID, limit: int) -> tuple[str, int]:
+    def save_upload(self, stream: IO[bytes], file_uuid: uuid.UUID, limit: int) -> tuple[str, int]:
         """Stream an upload to uploads/<uuid>, counting as it goes.
 
         Written through atomic_writer, so a partial upload only ever exists

@@ -24,15 +24,16 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import magic
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from db.engine import session_scope
+from db.engine import affected, session_scope
 from db.models import AuditSeverity, File, FileProcessingStatus, VirusScanStatus
 from veza import audit, images
 from veza.clamav import Scanner, TooLargeToScan, Verdict
@@ -43,8 +44,11 @@ log = logging.getLogger(__name__)
 VERDICTS = (VirusScanStatus.clean, VirusScanStatus.infected)
 
 
-class _StepLog(logging.LoggerAdapter):
-    def process(self, msg, kwargs):
+class _StepLog(logging.LoggerAdapter[logging.Logger]):
+    def process(
+        self, msg: object, kwargs: MutableMapping[str, Any]
+    ) -> tuple[str, MutableMapping[str, Any]]:
+        assert self.extra is not None  # always given, by _log below
         return f"file {self.extra['file_uuid']} task {self.extra['task_id']}: {msg}", kwargs
 
 
@@ -311,21 +315,23 @@ def _quarantine(
         "failed_step": "scan",
         "failure_reason": f"infected: {signature}",
     }
-    archived = session.execute(
-        text(
-            "UPDATE archived_files SET file_path = :path, thumbnail_path = NULL,"
-            " virus_scan_status = 'infected', virus_scan_result = :signature,"
-            " processing_status = 'failed', is_processed = true,"
-            " metadata = metadata || CAST(:failure AS jsonb)"
-            " WHERE file_hash = :sha256 AND virus_scan_status <> 'infected'"
-        ),
-        {
-            "path": quarantined,
-            "signature": signature,
-            "failure": json.dumps(failure),
-            "sha256": sha256,
-        },
-    ).rowcount
+    archived = affected(
+        session.execute(
+            text(
+                "UPDATE archived_files SET file_path = :path, thumbnail_path = NULL,"
+                " virus_scan_status = 'infected', virus_scan_result = :signature,"
+                " processing_status = 'failed', is_processed = true,"
+                " metadata = metadata || CAST(:failure AS jsonb)"
+                " WHERE file_hash = :sha256 AND virus_scan_status <> 'infected'"
+            ),
+            {
+                "path": quarantined,
+                "signature": signature,
+                "failure": json.dumps(failure),
+                "sha256": sha256,
+            },
+        )
+    )
     if archived:
         log.critical(
             "scan: %s INFECTED with %s: %d archived rows marked", sha256, signature, archived
@@ -392,6 +398,7 @@ def thumbnail(file_id: int, task_id: str | None = None) -> None:
         file is None
         or _failed_for_good(file)
         or file.virus_scan_status is not VirusScanStatus.clean
+        or file.file_hash is None  # never, once clean: for the type checker
         or file.thumbnail_path is not None
         or not file.mime_type.startswith("image/")
     ):

@@ -26,6 +26,7 @@ scanning file is owed files.scan again, any other files.process.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from psycopg import sql
 from sqlalchemy import text
@@ -160,7 +161,9 @@ def rescan(run: Run, signature_version: str | None = None) -> None:
     current = signature_version or current_signature_version()
     if current is None:
         return
-    run.counts["signature_version"] = current
+    # The one string among the counts (docs/maintenance.md): the run reports
+    # the signature version it rescanned against.
+    run.counts["signature_version"] = current  # type: ignore[assignment]
     enqueue_scans(
         run,
         "rescanned",
@@ -184,7 +187,9 @@ def retry_failed_scans(run: Run) -> None:
     )
 
 
-def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None = None) -> None:
+def enqueue_scans(
+    run: Run, key: str, where: str, params: dict[str, Any], bump: str | None = None
+) -> None:
     batches = KeysetBatches(
         run,
         "SELECT id FROM files WHERE {where} AND {after} ORDER BY {key} LIMIT :size",

@@ -178,7 +178,8 @@ def remove_unreferenced(paths: list[str]) -> int:
     pipeline.delete_content_if_unreferenced, which checks again under the
     content lock (a new upload of the same bytes may have just claimed it).
     Returns how many contents and uploads were removed."""
-    doomed = [(path, reference_key(path)) for path in unreferenced(paths)]
+    # unreferenced() returns only the paths it has a key for.
+    doomed = [(path, key) for path in unreferenced(paths) if (key := reference_key(path))]
     hashes = sorted({key[1] for _, key in doomed if key[0] == "hash"})
     removed = sum(delete_content_if_unreferenced(sha256) for sha256 in hashes)
     for path, key in doomed:

@@ -17,7 +17,7 @@ from psycopg import sql
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from db.engine import session_scope
+from db.engine import affected, session_scope
 from veza.maintenance.run import Run
 from veza.statements import compose
 
@@ -56,7 +56,7 @@ def apply_in_batches(
     )
     for size in run.batches(initial=1000):
         with session_scope() as session:
-            done = session.execute(statement, {**params, "size": size}).rowcount
+            done = affected(session.execute(statement, {**params, "size": size}))
         run.add(**{key: done})
         if done < size:
             return

@@ -63,9 +63,9 @@ def attached(conn: psycopg.Connection, parent: str) -> list[Partition]:
     ).fetchall()
     return sorted(
         (
-            Partition(name, partition_month(name), pending)
+            Partition(name, month, pending)
             for name, pending in rows
-            if partition_month(name)
+            if (month := partition_month(name))
         ),
         key=lambda p: p.month,
     )
@@ -81,9 +81,9 @@ def leftovers(conn: psycopg.Connection, parent: str) -> list[Partition]:
         (f"{parent}\\_y%",),
     ).fetchall()
     detached = [
-        Partition(name, partition_month(name), attached=False)
+        Partition(name, month, attached=False)
         for (name,) in rows
-        if partition_month(name)
+        if (month := partition_month(name))
     ]
     return pending + detached
 
@@ -160,9 +160,12 @@ def drop_old_audit_partitions(run: Run) -> None:
 
 
 def to_regclass(session: Session, name: str) -> bool:
-    return session.execute(
-        text("SELECT to_regclass(:name) IS NOT NULL"), {"name": sql.Identifier(name).as_string()}
-    ).scalar_one()
+    return bool(
+        session.execute(
+            text("SELECT to_regclass(:name) IS NOT NULL"),
+            {"name": sql.Identifier(name).as_string()},
+        ).scalar_one()
+    )
 
 
 def drop(

@@ -204,7 +204,7 @@ class LockLost(RuntimeError):
 
 # Without keepalives a connection dropped by a firewall or a failover goes
 # unnoticed on an idle socket; the lock would be gone while we carry on.
-KEEPALIVES = {
+KEEPALIVES: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 30,
     "keepalives_interval": 10,
@@ -243,9 +243,9 @@ def advisory_lock(key: str) -> Iterator[AdvisoryLock | None]:
     None when another run holds it. If the process dies, PostgreSQL drops
     the connection and the lock."""
     with psycopg.connect(libpq_url(), autocommit=True, **KEEPALIVES) as conn:
-        acquired = conn.execute(
+        [(acquired,)] = conn.execute(
             "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
-        ).fetchone()[0]
+        ).fetchall()
         lock = AdvisoryLock(conn, key) if acquired else None
         try:
             yield lock

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from psycopg import sql
 from sqlalchemy import text
 
+from db.engine import affected
 from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.run import Run
 from veza.messages.counters import DM_UNREAD, MEMBER_MESSAGES, Counter, last_seen
@@ -88,4 +89,4 @@ def recount_table(run: Run, job: Recount) -> None:
     )
     for session, batch in job.batches(run):
         result = session.execute(change, {"ids": [row.id for row in batch]})
-        run.add(**{job.name: result.scalar_one() if run.dry_run else result.rowcount})
+        run.add(**{job.name: result.scalar_one() if run.dry_run else affected(result)})

@@ -38,7 +38,7 @@ from psycopg import sql
 from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
-from db.engine import libpq_url, session_scope
+from db.engine import affected, libpq_url, session_scope
 from db.models import File, Message, Reaction
 from db.partitions import (
     add_months,
@@ -47,6 +47,7 @@ from db.partitions import (
     month_of,
     months_behind,
     months_between,
+    this_month,
 )
 from veza.maintenance import partition_upkeep
 from veza.maintenance.batched import KeysetBatches, apply_in_batches
@@ -79,7 +80,7 @@ def over_batch(template: str, **parts: sql.Composable) -> TextClause:
 AUTHOR_PAIRS = sql.SQL("SELECT DISTINCT m.room_id, m.conversation_id, m.author_id")
 
 
-def batch_authors(session: Session, params: dict[str, Any]) -> list[dict]:
+def batch_authors(session: Session, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The distinct (room or conversation, author) pairs of a batch."""
     return [
         dict(row)
@@ -94,7 +95,7 @@ def batch_authors(session: Session, params: dict[str, Any]) -> list[dict]:
     ]
 
 
-def partition_authors(session: Session, name: str) -> list[dict]:
+def partition_authors(session: Session, name: str) -> list[dict[str, Any]]:
     """The distinct (room or conversation, author) pairs of a partition."""
     return [
         dict(row)
@@ -108,7 +109,7 @@ def partition_authors(session: Session, name: str) -> list[dict]:
     ]
 
 
-def recount_member_counters(session: Session, authors: list[dict]) -> None:
+def recount_member_counters(session: Session, authors: list[dict[str, Any]]) -> None:
     """messages.index's recounts, for every pair a batch touched: a room
     member's message_count, and in a DM the others' unread_count (only
     messages from others count as unread, so the author's pair suffices)."""
@@ -247,13 +248,15 @@ def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetim
     detached = detach_replies(session, params, "c.created_at >= :cutoff")
     archived = archive_rows(session, params)
     authors = batch_authors(session, params)
-    deleted = session.execute(
-        over_batch(
-            "WITH {batch} DELETE FROM messages m USING d"
-            " WHERE m.id = d.id AND m.created_at = d.created_at"
-        ),
-        params,
-    ).rowcount
+    deleted = affected(
+        session.execute(
+            over_batch(
+                "WITH {batch} DELETE FROM messages m USING d"
+                " WHERE m.id = d.id AND m.created_at = d.created_at"
+            ),
+            params,
+        )
+    )
     recount_member_counters(session, authors)
     run.add(messages_deleted=deleted, replies_detached=detached, **archived)
 
@@ -275,15 +278,18 @@ def detach_replies(session: Session, params: dict[str, Any], which: str) -> int:
         ),
         params,
     )
-    return session.execute(
-        over_batch(
-            "WITH {batch} UPDATE messages c SET parent_message_id = NULL, parent_created_at = NULL"
-            " FROM d WHERE c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-            " AND {which}",
-            which=sql.SQL(which),
-        ),
-        params,
-    ).rowcount
+    return affected(
+        session.execute(
+            over_batch(
+                "WITH {batch} UPDATE messages c"
+                " SET parent_message_id = NULL, parent_created_at = NULL"
+                " FROM d WHERE c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
+                " AND {which}",
+                which=sql.SQL(which),
+            ),
+            params,
+        )
+    )
 
 
 def archive_rows(session: Session, params: dict[str, Any]) -> dict[str, int]:
@@ -308,18 +314,20 @@ def archive_rows(session: Session, params: dict[str, Any]) -> dict[str, int]:
     }
     counts = {}
     for archive, (live, names, join) in copies.items():
-        counts[archive] = session.execute(
-            over_batch(
-                "WITH {batch} INSERT INTO {archive} ({columns})"
-                " SELECT {values} FROM {live} x JOIN d ON {join} ON CONFLICT DO NOTHING",
-                archive=sql.Identifier(archive),
-                columns=identifiers(names),
-                values=identifiers(names, "x"),
-                live=sql.Identifier(live),
-                join=sql.SQL(join),
-            ),
-            params,
-        ).rowcount
+        counts[archive] = affected(
+            session.execute(
+                over_batch(
+                    "WITH {batch} INSERT INTO {archive} ({columns})"
+                    " SELECT {values} FROM {live} x JOIN d ON {join} ON CONFLICT DO NOTHING",
+                    archive=sql.Identifier(archive),
+                    columns=identifiers(names),
+                    values=identifiers(names, "x"),
+                    live=sql.Identifier(live),
+                    join=sql.SQL(join),
+                ),
+                params,
+            )
+        )
     return counts
 
 
@@ -345,11 +353,9 @@ def drop_covered_message_partitions(run: Run) -> list[partition_upkeep.Partition
         for partition in partition_upkeep.leftovers(conn, "messages"):
             finish_message_partition_drop(run, partition)
         candidates = [
-            p
-            for p in partition_upkeep.attached(conn, "messages")
-            if p.end <= partition_upkeep.this_month()
+            p for p in partition_upkeep.attached(conn, "messages") if p.end <= this_month()
         ]
-    window_start = add_months(partition_upkeep.this_month(), -partition_months_behind())
+    window_start = add_months(this_month(), -partition_months_behind())
     dropping = []
     for partition in candidates:
         if not covered_by_retention(partition.name) or (
@@ -372,25 +378,29 @@ def partition_months_behind() -> int:
 
 def is_empty(name: str) -> bool:
     with session_scope() as session:
-        return session.execute(
-            compose(
-                "SELECT NOT EXISTS (SELECT 1 FROM {partition})",
-                partition=sql.Identifier(name),
-            )
-        ).scalar_one()
+        return bool(
+            session.execute(
+                compose(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {partition})",
+                    partition=sql.Identifier(name),
+                )
+            ).scalar_one()
+        )
 
 
 def covered_by_retention(name: str) -> bool:
     with session_scope() as session:
-        return session.execute(
-            compose(
-                "SELECT NOT EXISTS (SELECT 1 FROM {partition} m"
-                " LEFT JOIN rooms r ON r.id = m.room_id"
-                " WHERE r.id IS NULL OR r.message_retention_days = 0"
-                " OR m.created_at >= now() - make_interval(days => r.message_retention_days))",
-                partition=sql.Identifier(name),
-            )
-        ).scalar_one()
+        return bool(
+            session.execute(
+                compose(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {partition} m"
+                    " LEFT JOIN rooms r ON r.id = m.room_id"
+                    " WHERE r.id IS NULL OR r.message_retention_days = 0"
+                    " OR m.created_at >= now() - make_interval(days => r.message_retention_days))",
+                    partition=sql.Identifier(name),
+                )
+            ).scalar_one()
+        )
 
 
 # A row of the partition still to unlink: not archived yet, or referenced
@@ -492,9 +502,11 @@ def subtract_counters(session: Session, name: str) -> int:
     )
     # Detached already: its rows no longer count in `messages`.
     recount_member_counters(session, partition_authors(session, name))
-    return session.execute(
-        compose("SELECT count(*) FROM {partition}", partition=partition)
-    ).scalar_one()
+    return int(
+        session.execute(
+            compose("SELECT count(*) FROM {partition}", partition=partition)
+        ).scalar_one()
+    )
 
 
 # ---------------------------------------------------------------- archive
@@ -617,41 +629,45 @@ def restore_batch(session: Session, batch: Batch) -> dict[str, int]:
         ),
         params,
     )
-    messages = session.execute(
-        over_batch(
-            "WITH {batch} INSERT INTO messages ({columns})"
-            " SELECT {values} FROM archived_messages a"
-            " JOIN d ON a.id = d.id AND a.created_at = d.created_at"
-            " CROSS JOIN LATERAL (SELECT a.parent_message_id IS NOT NULL AND ("
-            "  EXISTS (SELECT 1 FROM messages x"
-            "   WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
-            "  OR EXISTS (SELECT 1 FROM d y"
-            "   WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
-            " ) AS ok) p"
-            " ORDER BY a.created_at, a.id ON CONFLICT DO NOTHING",
-            columns=identifiers(MESSAGE_COLUMNS),
-            values=values,
-        ),
-        params,
-    ).rowcount
+    messages = affected(
+        session.execute(
+            over_batch(
+                "WITH {batch} INSERT INTO messages ({columns})"
+                " SELECT {values} FROM archived_messages a"
+                " JOIN d ON a.id = d.id AND a.created_at = d.created_at"
+                " CROSS JOIN LATERAL (SELECT a.parent_message_id IS NOT NULL AND ("
+                "  EXISTS (SELECT 1 FROM messages x"
+                "   WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
+                "  OR EXISTS (SELECT 1 FROM d y"
+                "   WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
+                " ) AS ok) p"
+                " ORDER BY a.created_at, a.id ON CONFLICT DO NOTHING",
+                columns=identifiers(MESSAGE_COLUMNS),
+                values=values,
+            ),
+            params,
+        )
+    )
     counts = {"messages": messages}
     for live, archive, names in (
         ("reactions", "archived_reactions", REACTION_COLUMNS),
         ("files", "archived_files", FILE_COLUMNS),
     ):
         tables = {"live": sql.Identifier(live), "archive": sql.Identifier(archive)}
-        counts[live] = session.execute(
-            over_batch(
-                "WITH {batch} INSERT INTO {live} ({columns})"
-                " SELECT {values} FROM {archive} a"
-                " JOIN d ON a.message_id = d.id AND a.message_created_at = d.created_at"
-                " ON CONFLICT DO NOTHING",
-                columns=identifiers(names),
-                values=identifiers(names, "a"),
-                **tables,
-            ),
-            params,
-        ).rowcount
+        counts[live] = affected(
+            session.execute(
+                over_batch(
+                    "WITH {batch} INSERT INTO {live} ({columns})"
+                    " SELECT {values} FROM {archive} a"
+                    " JOIN d ON a.message_id = d.id AND a.message_created_at = d.created_at"
+                    " ON CONFLICT DO NOTHING",
+                    columns=identifiers(names),
+                    values=identifiers(names, "a"),
+                    **tables,
+                ),
+                params,
+            )
+        )
         session.execute(
             over_batch(
                 "WITH {batch} DELETE FROM {archive} a USING d"
