@@ -26,8 +26,7 @@ from veza.settings import get_settings
 # libpq puts PGTZ into the startup packet after the `options` below, so a
 # PGTZ in the environment would beat our TimeZone=UTC and every timestamp
 # would be read and written in that zone.
-# Not configuration: removing a libpq variable that would override ours.
-os.environ.pop("PGTZ", None)  # noqa: TID251
+os.environ.pop("PGTZ", None)
 
 
 @dataclass(frozen=True)
