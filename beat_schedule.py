@@ -9,6 +9,8 @@ interval shorter than cron's minute (VEZA_SCHEDULE_HEARTBEAT=15).
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery.schedules import crontab
 
 from veza import jobs
@@ -24,7 +26,9 @@ def parse_schedule(expression: str) -> crontab | float:
     return crontab(minute, hour, day_of_month, month_of_year, day_of_week)
 
 
-def scheduled(name: str, job: Job, cron: str, expires: int, **kwargs) -> tuple[str, dict]:
+def scheduled(
+    name: str, job: Job, cron: str, expires: int, **kwargs: Any
+) -> tuple[str, dict[str, Any]]:
     """A beat entry named `name` running `job` on `cron` (overridable by
     VEZA_SCHEDULE_<NAME>), whose message expires after `expires` seconds."""
     expression = get_settings().schedules.get(name, cron)
@@ -40,26 +44,22 @@ def scheduled(name: str, job: Job, cron: str, expires: int, **kwargs) -> tuple[s
     }
 
 
-BEAT_SCHEDULE: dict[str, dict] = dict(
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = dict(
     [
         # Liveness: a stale heartbeat means no worker consumes (docs/operations.md).
         scheduled("heartbeat", jobs.HEARTBEAT, "* * * * *", expires=50),
         # Maintenance (docs/maintenance.md): each expires before its next run.
         scheduled("purge_retention", jobs.PURGE_RETENTION, "17 3 * * *", expires=3600),
-        scheduled("purge_expired_files", jobs.PURGE_EXPIRED_FILES, "27 * * * *",
-                  expires=1800),
+        scheduled("purge_expired_files", jobs.PURGE_EXPIRED_FILES, "27 * * * *", expires=1800),
         scheduled("expire_sessions", jobs.EXPIRE_SESSIONS, "*/15 * * * *", expires=600),
         scheduled("ensure_partitions", jobs.ENSURE_PARTITIONS, "7 1 * * *", expires=3600),
-        scheduled("refresh_room_stats", jobs.REFRESH_ROOM_STATS, "*/5 * * * *",
-                  expires=240),
-        scheduled("requeue_stale_files", jobs.REQUEUE_STALE_FILES, "*/10 * * * *",
-                  expires=500),
+        scheduled("refresh_room_stats", jobs.REFRESH_ROOM_STATS, "*/5 * * * *", expires=240),
+        scheduled("requeue_stale_files", jobs.REQUEUE_STALE_FILES, "*/10 * * * *", expires=500),
         scheduled("rescan_files", jobs.RESCAN_FILES, "47 */6 * * *", expires=3600),
         # Daily: the outbox re-drive repairs lost messages.index work within
         # minutes; this pass, which reads every message once, is the net
         # under that net (docs/maintenance.md).
-        scheduled("recount_counters", jobs.RECOUNT_COUNTERS, "37 4 * * *",
-                  expires=3600),
+        scheduled("recount_counters", jobs.RECOUNT_COUNTERS, "37 4 * * *", expires=3600),
         # Owed work that never finished is sent again (docs/operations.md).
         scheduled("redrive_outbox", jobs.REDRIVE_OUTBOX, "* * * * *", expires=50),
     ]

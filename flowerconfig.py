@@ -16,9 +16,10 @@ basic_auth = _auth.split(",")
 # behind a load balancer signs cookies the same way.
 # Without FLOWER_COOKIE_SECRET it is derived from the credentials (never the
 # credentials themselves), so it still changes when they do.
-cookie_secret = _settings.flower_cookie_secret or hashlib.sha256(
-    b"veza-flower-cookie:" + _auth.encode()
-).hexdigest()
+cookie_secret = (
+    _settings.flower_cookie_secret
+    or hashlib.sha256(b"veza-flower-cookie:" + _auth.encode()).hexdigest()
+)
 
 address = _settings.flower_address
 port = _settings.flower_port

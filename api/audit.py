@@ -25,7 +25,15 @@ def record(
 ) -> None:
     resource_type, resource_id = resource or (None, None)
     audit.record(
-        session, event_type, data, severity=severity, user_id=user_id, room_id=room_id,
-        resource_type=resource_type, resource_id=resource_id,
-        ip_address=client_ip(), user_agent=user_agent(), request_id=request_id(),
+        session,
+        event_type,
+        data,
+        severity=severity,
+        user_id=user_id,
+        room_id=room_id,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        ip_address=client_ip(),
+        user_agent=user_agent(),
+        request_id=request_id(),
     )

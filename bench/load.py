@@ -82,9 +82,8 @@ from bench.stack import (
     throwaway_database,
     wait_until,
 )
-from tests.processes import free_port  # noqa: E402
-
-from veza.settings import reload_settings  # noqa: E402
+from tests.processes import free_port
+from veza.settings import reload_settings
 
 os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = DATABASE_URL, REDIS_URL
 reload_settings()

@@ -26,9 +26,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.maintenance_data import bench_database, generate
 
-COLUMNS = sql.SQL(", ").join(map(sql.Identifier, (
-    "room_id", "name", "member_count", "total_messages", "messages_24h", "messages_7d",
-    "active_users_24h", "last_message_at", "reactions_24h")))
+COLUMNS = sql.SQL(", ").join(
+    map(
+        sql.Identifier,
+        (
+            "room_id",
+            "name",
+            "member_count",
+            "total_messages",
+            "messages_24h",
+            "messages_7d",
+            "active_users_24h",
+            "last_message_at",
+            "reactions_24h",
+        ),
+    )
+)
 
 
 def seconds(conn: psycopg.Connection, statement: str) -> float:
@@ -66,11 +79,13 @@ def main() -> None:
         with conn.transaction():
             conn.execute("SELECT refresh_room_stats_rollup()")
             conn.execute("REFRESH MATERIALIZED VIEW room_stats")
-            differing = conn.execute(sql.SQL(
-                "SELECT count(*) FROM ((SELECT {c} FROM room_stats_rollup"
-                " EXCEPT SELECT {c} FROM room_stats) UNION ALL"
-                " (SELECT {c} FROM room_stats EXCEPT SELECT {c} FROM room_stats_rollup)) d"
-            ).format(c=COLUMNS)).fetchone()[0]
+            differing = conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM ((SELECT {c} FROM room_stats_rollup"
+                    " EXCEPT SELECT {c} FROM room_stats) UNION ALL"
+                    " (SELECT {c} FROM room_stats EXCEPT SELECT {c} FROM room_stats_rollup)) d"
+                ).format(c=COLUMNS)
+            ).fetchone()[0]
             rooms = conn.execute("SELECT count(*) FROM room_stats").fetchone()[0]
         total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
 

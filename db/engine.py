@@ -15,9 +15,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import CursorResult, Engine, Result, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from veza.settings import get_settings
@@ -95,11 +96,14 @@ def connect_options(url: str | None = None, kind: str | None = None) -> dict[str
     project's session settings added. Parameters the URL sets itself win,
     and its own `options` come after ours (so a GUC it sets wins too)."""
     limits = bounds(kind)
-    options = " ".join(f"-c {name}={value}" for name, value in (
-        ("TimeZone", "UTC"),
-        ("statement_timeout", limits.statement_timeout_ms),
-        ("idle_in_transaction_session_timeout", limits.idle_in_transaction_timeout_ms),
-    ))
+    options = " ".join(
+        f"-c {name}={value}"
+        for name, value in (
+            ("TimeZone", "UTC"),
+            ("statement_timeout", limits.statement_timeout_ms),
+            ("idle_in_transaction_session_timeout", limits.idle_in_transaction_timeout_ms),
+        )
+    )
     own = dict(parse_qsl(urlsplit(url or database_url()).query))
     if "options" in own:
         options = f"{options} {own.pop('options')}"
@@ -157,3 +161,10 @@ def dispose_engines() -> None:
     children), without closing the parent's sockets."""
     for engine in _engines.values():
         engine.dispose(close=False)
+
+
+def affected(result: Result[Any]) -> int:
+    """The rows an INSERT, UPDATE or DELETE changed. Session.execute is typed
+    as returning a Result whatever the statement; a DML statement's result is
+    a CursorResult, the kind that has a rowcount."""
+    return cast("CursorResult[Any]", result).rowcount

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
-from typing import TypeVar
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 from psycopg import errors as pg_errors
 from sqlalchemy import Connection, text
@@ -50,12 +50,12 @@ def month_of(moment: date | datetime) -> date:
     """The first day of the UTC month holding `moment` (a date is taken
     as it is; an aware datetime is converted to UTC first)."""
     if isinstance(moment, datetime):
-        moment = moment.astimezone(timezone.utc).date()
+        moment = moment.astimezone(UTC).date()
     return moment.replace(day=1)
 
 
 def this_month() -> date:
-    return month_of(datetime.now(timezone.utc))
+    return month_of(datetime.now(UTC))
 
 
 def months_between(earlier: date, later: date) -> int:
@@ -74,28 +74,34 @@ def months_behind(conn: Connection, today: date | None = None) -> int:
     configured = get_settings().partition_months_behind
     if configured is not None:
         return configured
-    longest_days = conn.execute(text(
-        "SELECT COALESCE(max(message_retention_days), 0) FROM rooms"
-    )).scalar_one()
-    today = today or datetime.now(timezone.utc).date()
+    longest_days = conn.execute(
+        text("SELECT COALESCE(max(message_retention_days), 0) FROM rooms")
+    ).scalar_one()
+    today = today or datetime.now(UTC).date()
     oldest_kept = month_of(today - timedelta(days=longest_days))
     return max(MIN_MONTHS_BEHIND, months_between(oldest_kept, month_of(today)))
 
 
-def ensure_monthly_partitions(conn: Connection, today: date | None = None,
-                              behind: int | None = None, ahead: int | None = None) -> list[str]:
+def ensure_monthly_partitions(
+    conn: Connection, today: date | None = None, behind: int | None = None, ahead: int | None = None
+) -> list[str]:
     """Create every missing partition of the window around `today`'s month
     (default: now, in UTC), for every partitioned table; returns the names
     created."""
-    current = month_of(today or datetime.now(timezone.utc))
+    current = month_of(today or datetime.now(UTC))
     behind = months_behind(conn, current) if behind is None else behind
     ahead = months_ahead() if ahead is None else ahead
     first = add_months(current, -behind)
-    return [name for table in PARTITIONED_TABLES
-            for name in create_monthly_partitions(conn, table, first, behind + 1 + ahead)]
+    return [
+        name
+        for table in PARTITIONED_TABLES
+        for name in create_monthly_partitions(conn, table, first, behind + 1 + ahead)
+    ]
 
 
-def create_monthly_partitions(conn: Connection, table: str, first_month: date, months: int) -> list[str]:
+def create_monthly_partitions(
+    conn: Connection, table: str, first_month: date, months: int
+) -> list[str]:
     """Create the missing partitions of `table` for `months` months from
     `first_month`; returns the names created. Idempotent and concurrency-safe
     (the SQL function takes an advisory lock per table)."""
@@ -165,7 +171,9 @@ def creating_missing_partitions(transaction: Callable[[], T], attempts: int = 3)
     raise AssertionError("unreachable")
 
 
-def include_object(obj, name, type_, reflected, compare_to) -> bool:
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
     """Alembic filter: partitions are made at run time, not modelled."""
     if type_ == "table":
         return not PARTITION_NAME.match(name or "")

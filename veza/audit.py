@@ -30,15 +30,17 @@ def record(
     user_agent: str | None = None,
     request_id: uuid.UUID | None = None,
 ) -> None:
-    session.add(AuditLog(
-        event_type=event_type,
-        event_data=data,
-        user_id=user_id,
-        room_id=room_id,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        ip_address=ip_address,
-        user_agent=user_agent,
-        request_id=request_id,
-        severity=severity,
-    ))
+    session.add(
+        AuditLog(
+            event_type=event_type,
+            event_data=data,
+            user_id=user_id,
+            room_id=room_id,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            ip_address=ip_address,
+            user_agent=user_agent,
+            request_id=request_id,
+            severity=severity,
+        )
+    )

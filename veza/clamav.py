@@ -64,7 +64,8 @@ class _UnixClamd(clamd.ClamdUnixSocket):
                     [b"\0"],
                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [content.fileno()]))],
                 )
-                return self._recv_response()
+                reply: str = self._recv_response()
+                return reply
             finally:
                 self._close_socket()
 
@@ -82,7 +83,8 @@ class _TcpClamd(clamd.ClamdNetworkSocket):
                     self.clamd_socket.sendall(struct.pack("!L", length))
                     self.clamd_socket.sendall(view[:length])
                 self.clamd_socket.sendall(struct.pack("!L", 0))
-                return self._recv_response()
+                reply: str = self._recv_response()
+                return reply
             finally:
                 self._close_socket()
 
@@ -105,8 +107,9 @@ class Scanner:
         if socket_path:
             self._clamd: _UnixClamd | _TcpClamd = _UnixClamd(socket_path, timeout)
         else:
-            self._clamd = _TcpClamd(host or settings.clamd_host, port or settings.clamd_port,
-                                    timeout)
+            self._clamd = _TcpClamd(
+                host or settings.clamd_host, port or settings.clamd_port, timeout
+            )
 
     def version(self) -> str:
         """The signature version: clamd's whole VERSION line, engine/
@@ -115,7 +118,8 @@ class Scanner:
         while it is unchanged, and the rescan picks files whose stored one
         differs from this."""
         try:
-            return self._clamd.version()
+            version: str = self._clamd.version()
+            return version
         except (clamd.ClamdError, OSError) as exc:
             raise ScanUnavailable(f"clamd VERSION failed: {exc}") from exc
 

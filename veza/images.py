@@ -72,7 +72,13 @@ def write_thumbnail(source: Path, out: BinaryIO) -> ImageInfo:
 
 # What Pillow's decoders raise on truncated, corrupt or hostile data.
 DECODER_ERRORS = (
-    OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, ZeroDivisionError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    ZeroDivisionError,
     struct.error,
 )
 
@@ -88,13 +94,14 @@ def _decoded_still(source: Path) -> tuple[ImageInfo, Image.Image]:
         ):
             info = _checked_info(image)
             image.draft("RGB", THUMBNAIL_BOX)  # JPEG only: decode at 1/2..1/8 scale
+            still: Image.Image = image
             if image.mode not in ("RGB", "RGBA"):
                 # Before resizing: palette images would otherwise resample
                 # by nearest neighbour.
                 has_alpha = "A" in image.getbands() or "transparency" in image.info
-                image = image.convert("RGBA" if has_alpha else "RGB")
-            image.thumbnail(THUMBNAIL_BOX, reducing_gap=REDUCING_GAP)
-            return info, ImageOps.exif_transpose(image)
+                still = image.convert("RGBA" if has_alpha else "RGB")
+            still.thumbnail(THUMBNAIL_BOX, reducing_gap=REDUCING_GAP)
+            return info, ImageOps.exif_transpose(still)
     except UnsupportedImage:
         raise
     except Image.DecompressionBombError as exc:
@@ -118,4 +125,7 @@ def _checked_info(image: Image.Image) -> ImageInfo:
             f"{MAX_ANIMATION_PIXELS} pixel budget for an animation"
         )
     image.seek(0)
+    # Image.open sets the format of every image it reads; Pillow types it
+    # as optional because an image made in memory has none.
+    assert image.format is not None
     return ImageInfo(width=width, height=height, format=image.format, frame_count=frame_count)

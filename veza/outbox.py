@@ -26,13 +26,14 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from db.engine import session_scope
+from db.engine import affected, session_scope
 from db.models import AuditSeverity, Outbox
 from veza import audit
 from veza.jobs import Job
@@ -80,19 +81,33 @@ def summary() -> Summary:
                 func.count().filter(Outbox.sent_at.is_(None)),
                 func.count().filter(Outbox.sent_at.is_not(None), Outbox.dead_at.is_(None)),
                 func.count().filter(Outbox.dead_at.is_not(None)),
-                func.extract("epoch", func.clock_timestamp()
-                             - func.min(Outbox.created_at).filter(Outbox.sent_at.is_(None))),
+                func.extract(
+                    "epoch",
+                    func.clock_timestamp()
+                    - func.min(Outbox.created_at).filter(Outbox.sent_at.is_(None)),
+                ),
             ).where(Outbox.finished_at.is_(None))
         ).one()
-    return Summary(unsent, in_flight, dead, float(oldest) if oldest is not None else None)
+    # SQLAlchemy types EXTRACT as a non-null int; here it is a numeric, and
+    # NULL when nothing is unsent.
+    age = float(oldest) if oldest is not None else None  # type: ignore[redundant-expr]
+    return Summary(unsent, in_flight, dead, age)
 
 
-def dead_rows(limit: int = 50) -> list[Row]:
+def dead_rows(
+    limit: int = 50,
+) -> Sequence[Row[uuid.UUID, str, list[Any], datetime | None, int, str | None]]:
     """The dead rows, oldest death first, for `veza outbox`."""
     with session_scope() as session:
         return session.execute(
-            select(Outbox.id, Outbox.task_name, Outbox.args, Outbox.dead_at, Outbox.redrives,
-                   Outbox.dead_reason)
+            select(
+                Outbox.id,
+                Outbox.task_name,
+                Outbox.args,
+                Outbox.dead_at,
+                Outbox.redrives,
+                Outbox.dead_reason,
+            )
             .where(Outbox.dead_at.is_not(None), Outbox.finished_at.is_(None))
             .order_by(Outbox.dead_at)
             .limit(limit)
@@ -117,7 +132,7 @@ def row_id(task_id: str | None) -> uuid.UUID | None:
         return None  # not from the outbox (beat, or a direct send)
 
 
-def _stamp(task_id: str, while_null, **values: Any) -> None:
+def _stamp(task_id: str, while_null: InstrumentedAttribute[datetime | None], **values: Any) -> None:
     """Set `values` on the outbox row a task id names, if there is one and
     its column `while_null` is still NULL."""
     if (row := row_id(task_id)) is None:
@@ -147,8 +162,14 @@ def record_error(task_id: str, error: str) -> None:
     _stamp(task_id, Outbox.finished_at, last_error=error[:1000])
 
 
-def record_dead(root_id: str, task_id: str, task_name: str, args: Sequence[Any],
-                kwargs: dict[str, Any], reason: str) -> None:
+def record_dead(
+    root_id: str,
+    task_id: str,
+    task_name: str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    reason: str,
+) -> None:
     """Record a message dropped for good (a poison message). The work it
     was part of is the outbox row `root_id`, which becomes dead; a message
     that came from no outbox row (beat, a direct send) gets a dead row of
@@ -156,25 +177,40 @@ def record_dead(root_id: str, task_id: str, task_name: str, args: Sequence[Any],
     now = func.clock_timestamp()
     with session_scope() as session:
         root = row_id(root_id)
-        found = root is not None and session.execute(
-            update(Outbox)
-            .where(Outbox.id == root)
-            .values(dead_at=now, dead_reason=reason, finished_at=None, claimed_until=None,
-                    sent_at=func.coalesce(Outbox.sent_at, now))
-        ).rowcount
+        found = root is not None and affected(
+            session.execute(
+                update(Outbox)
+                .where(Outbox.id == root)
+                .values(
+                    dead_at=now,
+                    dead_reason=reason,
+                    finished_at=None,
+                    claimed_until=None,
+                    sent_at=func.coalesce(Outbox.sent_at, now),
+                )
+            )
+        )
         if found:
             return
         session.execute(
             insert(Outbox)
-            .values(id=row_id(task_id) or uuid.uuid4(), task_name=task_name, args=list(args),
-                    kwargs=dict(kwargs), sent_at=now, dead_at=now, dead_reason=reason)
-            .on_conflict_do_update(index_elements=[Outbox.id],
-                                   set_={"dead_at": now, "dead_reason": reason,
-                                         "finished_at": None})
+            .values(
+                id=row_id(task_id) or uuid.uuid4(),
+                task_name=task_name,
+                args=list(args),
+                kwargs=dict(kwargs),
+                sent_at=now,
+                dead_at=now,
+                dead_reason=reason,
+            )
+            .on_conflict_do_update(
+                index_elements=[Outbox.id],
+                set_={"dead_at": now, "dead_reason": reason, "finished_at": None},
+            )
         )
 
 
-def replay(ids: Sequence[uuid.UUID] | None) -> list[Row]:
+def replay(ids: Sequence[uuid.UUID] | None) -> Sequence[Row[uuid.UUID, str, str | None]]:
     """Dead rows (those of `ids`, or all when None) back to unsent, with
     their re-drive count reset, for the relay to publish again under the
     same task id. `dead_reason` is kept (why it last died), and an audit row
@@ -186,13 +222,27 @@ def replay(ids: Sequence[uuid.UUID] | None) -> list[Row]:
         rows = session.execute(
             update(Outbox)
             .where(*condition)
-            .values(sent_at=None, started_at=None, finished_at=None, claimed_until=None,
-                    redrives=0, dead_at=None)
+            .values(
+                sent_at=None,
+                started_at=None,
+                finished_at=None,
+                claimed_until=None,
+                redrives=0,
+                dead_at=None,
+            )
             .returning(Outbox.id, Outbox.task_name, Outbox.dead_reason)
         ).all()
         if rows:
-            audit.record(session, "outbox.replay",
-                         {"rows": [{"id": str(row.id), "task": row.task_name,
-                                    "dead_reason": row.dead_reason} for row in rows]},
-                         resource_type="outbox", severity=AuditSeverity.warning)
+            audit.record(
+                session,
+                "outbox.replay",
+                {
+                    "rows": [
+                        {"id": str(row.id), "task": row.task_name, "dead_reason": row.dead_reason}
+                        for row in rows
+                    ]
+                },
+                resource_type="outbox",
+                severity=AuditSeverity.warning,
+            )
     return rows

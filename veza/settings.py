@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     def _psycopg3(cls, url: str) -> str:
         for bare in ("postgresql://", "postgres://"):
             if url.startswith(bare):
-                return "postgresql+psycopg://" + url[len(bare):]
+                return "postgresql+psycopg://" + url[len(bare) :]
         return url
 
     @field_validator("storage_dir")
@@ -149,8 +149,11 @@ class _ScheduleOverrides(PydanticBaseSettingsSource):
         return None, field_name, False  # __call__ gathers them all at once
 
     def __call__(self) -> dict[str, Any]:
-        found = {name[len(SCHEDULE_PREFIX):].lower(): value for name, value in os.environ.items()
-                 if name.startswith(SCHEDULE_PREFIX) and value}
+        found = {
+            name[len(SCHEDULE_PREFIX) :].lower(): value
+            for name, value in os.environ.items()
+            if name.startswith(SCHEDULE_PREFIX) and value
+        }
         return {SCHEDULES: found} if found else {}
 
 

@@ -31,9 +31,9 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from veza.settings import get_settings
 
@@ -95,7 +95,7 @@ class LocalStorage:
     def quarantine_path(self, sha256: str) -> str:
         return f"quarantine/{sha256}"
 
-    def save_upload(self, stream: BinaryIO, file_uuid: uuid.UUID, limit: int) -> tuple[str, int]:
+    def save_upload(self, stream: IO[bytes], file_uuid: uuid.UUID, limit: int) -> tuple[str, int]:
         """Stream an upload to uploads/<uuid>, counting as it goes.
 
         Written through atomic_writer, so a partial upload only ever exists
@@ -151,10 +151,9 @@ class LocalStorage:
             target.parent.mkdir(parents=True, exist_ok=True)
             source = self.absolute(upload)
             _fsync(source)  # the content, before the blob name can point at it
-            try:
+            # FileExistsError: an identical upload got there first: same bytes, keep one.
+            with suppress(FileExistsError):
                 os.link(source, target)
-            except FileExistsError:
-                pass  # an identical upload got there first: same bytes, keep one
             self._sync_file_and_directories(target)
         return relative
 
@@ -220,7 +219,9 @@ class LocalStorage:
         """Remove everything kept for this hash: blob, quarantined copy,
         thumbnail."""
         for relative in (
-            self.blob_path(sha256), self.quarantine_path(sha256), self.thumbnail_path(sha256)
+            self.blob_path(sha256),
+            self.quarantine_path(sha256),
+            self.thumbnail_path(sha256),
         ):
             self.remove(relative)
 

@@ -27,8 +27,12 @@ from veza.jobs import Job
 def owe(session: Session, job: Job, file_id: int, **options: Any) -> uuid.UUID:
     """Owe `job(file_id)`, in the caller's transaction, and link it."""
     outbox_id = outbox.enqueue(session, job, file_id, **options)
-    session.execute(text(
-        "UPDATE files SET metadata = metadata || jsonb_build_object('outbox_id', CAST(:outbox_id AS text))"
-        " WHERE id = :id"
-    ), {"outbox_id": str(outbox_id), "id": file_id})
+    session.execute(
+        text(
+            "UPDATE files"
+            " SET metadata = metadata || jsonb_build_object('outbox_id', CAST(:outbox_id AS text))"
+            " WHERE id = :id"
+        ),
+        {"outbox_id": str(outbox_id), "id": file_id},
+    )
     return outbox_id

@@ -24,15 +24,16 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import magic
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from db.engine import session_scope
+from db.engine import affected, session_scope
 from db.models import AuditSeverity, File, FileProcessingStatus, VirusScanStatus
 from veza import audit, images
 from veza.clamav import Scanner, TooLargeToScan, Verdict
@@ -43,8 +44,11 @@ log = logging.getLogger(__name__)
 VERDICTS = (VirusScanStatus.clean, VirusScanStatus.infected)
 
 
-class _StepLog(logging.LoggerAdapter):
-    def process(self, msg, kwargs):
+class _StepLog(logging.LoggerAdapter[logging.Logger]):
+    def process(
+        self, msg: object, kwargs: MutableMapping[str, Any]
+    ) -> tuple[str, MutableMapping[str, Any]]:
+        assert self.extra is not None  # always given, by _log below
         return f"file {self.extra['file_uuid']} task {self.extra['task_id']}: {msg}", kwargs
 
 
@@ -150,7 +154,9 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
         _start_processing(row)
 
     try:
-        content = open(storage.absolute(file.file_path), "rb")
+        # Opened here and closed by the `with` below: only the open's
+        # FileNotFoundError means the upload is missing.
+        content = open(storage.absolute(file.file_path), "rb")  # noqa: SIM115
     except FileNotFoundError:
         current = _load(file_id)
         if current is None or current.file_hash is not None:
@@ -160,7 +166,8 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
         size_on_disk = os.fstat(content.fileno()).st_size
         if size_on_disk != file.file_size:
             return fail(
-                file_id, "hash",
+                file_id,
+                "hash",
                 f"size mismatch: the upload said {file.file_size} bytes, {size_on_disk} arrived",
                 task_id,
             )
@@ -226,7 +233,9 @@ def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = Non
     # Raises ScanUnavailable for a rescan of a clean file too: the rescan is
     # retried like any scan (the file stays clean meanwhile), never dropped.
     version = scanner.version()
-    if file.virus_scan_status is VirusScanStatus.clean and version == file.meta.get("clamd_version"):
+    if file.virus_scan_status is VirusScanStatus.clean and version == file.meta.get(
+        "clamd_version"
+    ):
         step_log.info("scan: already clean under %s, skipped", version)
         return
 
@@ -272,9 +281,13 @@ def _record_verdict(
         # Content lock before row locks, the order hash_upload takes them in.
         lock_content(session, sha256)
         file = session.get(File, file_id, with_for_update=True)
-        if file is None or file.virus_scan_status is VirusScanStatus.infected or (
-            file.virus_scan_status is VirusScanStatus.clean
-            and file.meta.get("clamd_version") == version
+        if (
+            file is None
+            or file.virus_scan_status is VirusScanStatus.infected
+            or (
+                file.virus_scan_status is VirusScanStatus.clean
+                and file.meta.get("clamd_version") == version
+            )
         ):
             return  # a concurrent run recorded this verdict already
         if verdict.infected:
@@ -297,20 +310,33 @@ def _quarantine(
     a restore must not bring back a clean row whose bytes are quarantined."""
     quarantined = storage.quarantine(sha256)
     storage.remove(storage.thumbnail_path(sha256))
-    failure = {"clamd_version": version, "failed_step": "scan", "failure_reason": f"infected: {signature}"}
-    archived = session.execute(text(
-        "UPDATE archived_files SET file_path = :path, thumbnail_path = NULL,"
-        " virus_scan_status = 'infected', virus_scan_result = :signature,"
-        " processing_status = 'failed', is_processed = true,"
-        " metadata = metadata || CAST(:failure AS jsonb)"
-        " WHERE file_hash = :sha256 AND virus_scan_status <> 'infected'"
-    ), {"path": quarantined, "signature": signature, "failure": json.dumps(failure),
-        "sha256": sha256}).rowcount
+    failure = {
+        "clamd_version": version,
+        "failed_step": "scan",
+        "failure_reason": f"infected: {signature}",
+    }
+    archived = affected(
+        session.execute(
+            text(
+                "UPDATE archived_files SET file_path = :path, thumbnail_path = NULL,"
+                " virus_scan_status = 'infected', virus_scan_result = :signature,"
+                " processing_status = 'failed', is_processed = true,"
+                " metadata = metadata || CAST(:failure AS jsonb)"
+                " WHERE file_hash = :sha256 AND virus_scan_status <> 'infected'"
+            ),
+            {
+                "path": quarantined,
+                "signature": signature,
+                "failure": json.dumps(failure),
+                "sha256": sha256,
+            },
+        )
+    )
     if archived:
-        log.critical("scan: %s INFECTED with %s: %d archived rows marked", sha256, signature, archived)
-    rows = session.scalars(
-        select(File).where(File.file_hash == sha256).with_for_update()
-    ).all()
+        log.critical(
+            "scan: %s INFECTED with %s: %d archived rows marked", sha256, signature, archived
+        )
+    rows = session.scalars(select(File).where(File.file_hash == sha256).with_for_update()).all()
     for row in rows:
         row.file_path = quarantined
         row.thumbnail_path = None
@@ -322,11 +348,20 @@ def _quarantine(
         row.is_processed = True
         row.meta = {**row.meta, **failure}
         audit.record(
-            session, "file.infected",
-            {"file_uuid": str(row.uuid), "file_hash": sha256, "signature": signature,
-             "original_filename": row.original_filename, "clamd_version": version},
-            user_id=row.uploaded_by, room_id=row.room_id, resource_type="file",
-            resource_id=row.id, severity=AuditSeverity.critical,
+            session,
+            "file.infected",
+            {
+                "file_uuid": str(row.uuid),
+                "file_hash": sha256,
+                "signature": signature,
+                "original_filename": row.original_filename,
+                "clamd_version": version,
+            },
+            user_id=row.uploaded_by,
+            room_id=row.room_id,
+            resource_type="file",
+            resource_id=row.id,
+            severity=AuditSeverity.critical,
         )
         _log(row, task_id).critical("scan: INFECTED with %s, quarantined", signature)
 
@@ -342,7 +377,9 @@ def scan_unavailable(file_id: int, error: str, final: bool, task_id: str | None 
             return
         if file.virus_scan_status is VirusScanStatus.clean:
             _log(file, task_id).warning(
-                "rescan: %s; stays clean under %s%s", error, file.meta.get("clamd_version"),
+                "rescan: %s; stays clean under %s%s",
+                error,
+                file.meta.get("clamd_version"),
                 " (giving up until the next rescan)" if final else "",
             )
             return
@@ -361,6 +398,7 @@ def thumbnail(file_id: int, task_id: str | None = None) -> None:
         file is None
         or _failed_for_good(file)
         or file.virus_scan_status is not VirusScanStatus.clean
+        or file.file_hash is None  # never, once clean: for the type checker
         or file.thumbnail_path is not None
         or not file.mime_type.startswith("image/")
     ):
@@ -418,10 +456,15 @@ def run_all(file_id: int, scanner: Scanner | None = None) -> None:
 
 def content_referenced(session: Session, sha256: str) -> bool:
     """A file row, live or archived (restorable), still holds this content."""
-    return bool(session.scalar(text(
-        "SELECT EXISTS (SELECT 1 FROM files WHERE file_hash = :h)"
-        " OR EXISTS (SELECT 1 FROM archived_files WHERE file_hash = :h)"
-    ), {"h": sha256}))
+    return bool(
+        session.scalar(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM files WHERE file_hash = :h)"
+                " OR EXISTS (SELECT 1 FROM archived_files WHERE file_hash = :h)"
+            ),
+            {"h": sha256},
+        )
+    )
 
 
 def delete_content_if_unreferenced(sha256: str) -> bool:

@@ -26,19 +26,20 @@ scanning file is owed files.scan again, any other files.process.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from veza import jobs
+from veza.clamav import Scanner, ScanUnavailable
 from veza.files.owed import owe
 from veza.jobs import Job
-from veza.clamav import Scanner, ScanUnavailable
 from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.run import Run
-from veza.statements import compose
 from veza.settings import get_settings
+from veza.statements import compose
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ def requeue_stale(run: Run, stale_seconds: float | None = None) -> None:
     for their work to start. `stale_seconds` overrides STALE_FILE_MINUTES."""
     if stale_seconds is None:
         stale_seconds = get_settings().stale_file_minutes * 60
-    for session, rows in KeysetBatches(run, STALE, {"seconds": stale_seconds}, key=("f.id",),
-                                       initial=200):
+    for session, rows in KeysetBatches(
+        run, STALE, {"seconds": stale_seconds}, key=("f.id",), initial=200
+    ):
         for row in rows:
             if row.waiting:
                 run.add(stale_waiting=1)
@@ -79,11 +81,14 @@ def requeue_stale(run: Run, stale_seconds: float | None = None) -> None:
 
 
 def requeue(session: Session, file_id: int, job: Job) -> None:
-    session.execute(text(
-        "UPDATE files SET metadata = metadata || jsonb_build_object("
-        " 'requeue_attempts', COALESCE((metadata->>'requeue_attempts')::int, 0) + 1,"
-        " 'requeued_at', now()) WHERE id = :id"
-    ), {"id": file_id})
+    session.execute(
+        text(
+            "UPDATE files SET metadata = metadata || jsonb_build_object("
+            " 'requeue_attempts', COALESCE((metadata->>'requeue_attempts')::int, 0) + 1,"
+            " 'requeued_at', now()) WHERE id = :id"
+        ),
+        {"id": file_id},
+    )
     owe(session, job, file_id)
 
 
@@ -93,14 +98,17 @@ def give_up(session: Session, file_id: int, attempts: int) -> None:
     step takes as final). The reason is in metadata.error, a scan left
     `scanning` is `failed`, and requeue_failed_files (or any later run of
     the file's pipeline, a failed scan's retry included) takes it up again."""
-    session.execute(text(
-        "UPDATE files SET processing_status = 'failed',"
-        " virus_scan_status = CASE WHEN virus_scan_status = 'scanning'"
-        "  THEN 'failed'::virus_scan_status ELSE virus_scan_status END,"
-        " metadata = metadata || jsonb_build_object('failed_step', 'stuck',"
-        "  'error', CAST(:error AS text))"
-        " WHERE id = :id"
-    ), {"id": file_id, "error": f"stuck: no progress after {attempts} requeues"})
+    session.execute(
+        text(
+            "UPDATE files SET processing_status = 'failed',"
+            " virus_scan_status = CASE WHEN virus_scan_status = 'scanning'"
+            "  THEN 'failed'::virus_scan_status ELSE virus_scan_status END,"
+            " metadata = metadata || jsonb_build_object('failed_step', 'stuck',"
+            "  'error', CAST(:error AS text))"
+            " WHERE id = :id"
+        ),
+        {"id": file_id, "error": f"stuck: no progress after {attempts} requeues"},
+    )
     log.warning("file %s: stuck through %d requeues; marked failed (retryable)", file_id, attempts)
 
 
@@ -110,27 +118,35 @@ def requeue_failed(run: Run) -> None:
     cleared and the file goes back to pending, in the same transaction as its
     outbox row, so the pipeline (which skips files that failed for good)
     runs it from the start."""
-    batches = KeysetBatches(run, (
-        "SELECT id FROM files"
-        " WHERE (processing_status = 'failed' OR virus_scan_status = 'failed')"
-        " AND virus_scan_status <> 'infected' AND {after} ORDER BY {key} LIMIT :size"
-        " FOR UPDATE SKIP LOCKED"
-    ), initial=200)
+    batches = KeysetBatches(
+        run,
+        (
+            "SELECT id FROM files"
+            " WHERE (processing_status = 'failed' OR virus_scan_status = 'failed')"
+            " AND virus_scan_status <> 'infected' AND {after} ORDER BY {key} LIMIT :size"
+            " FOR UPDATE SKIP LOCKED"
+        ),
+        initial=200,
+    )
     for session, rows in batches:
         ids = [row.id for row in rows]
         run.add(failed_requeued=len(ids))
         if run.dry_run:
             continue
-        session.execute(text(
-            "UPDATE files SET processing_status = 'pending', is_processed = false,"
-            " virus_scan_status = CASE WHEN virus_scan_status = 'failed'"
-            "  THEN 'pending'::virus_scan_status ELSE virus_scan_status END,"
-            # requeued_at restarts the stuck-file clock (the file is pending
-            # again), and the stuck-file attempts start over.
-            " metadata = (metadata - 'failure_reason' - 'failed_step' - 'error' - 'requeue_attempts')"
-            "  || jsonb_build_object('requeued_at', now())"
-            " WHERE id = ANY(:ids)"
-        ), {"ids": ids})
+        session.execute(
+            text(
+                "UPDATE files SET processing_status = 'pending', is_processed = false,"
+                " virus_scan_status = CASE WHEN virus_scan_status = 'failed'"
+                "  THEN 'pending'::virus_scan_status ELSE virus_scan_status END,"
+                # requeued_at restarts the stuck-file clock (the file is pending
+                # again), and the stuck-file attempts start over.
+                " metadata = (metadata - 'failure_reason' - 'failed_step' - 'error'"
+                "  - 'requeue_attempts')"
+                "  || jsonb_build_object('requeued_at', now())"
+                " WHERE id = ANY(:ids)"
+            ),
+            {"ids": ids},
+        )
         for file_id in ids:
             owe(session, jobs.PROCESS_FILE, file_id)
 
@@ -145,28 +161,41 @@ def rescan(run: Run, signature_version: str | None = None) -> None:
     current = signature_version or current_signature_version()
     if current is None:
         return
-    run.counts["signature_version"] = current
-    enqueue_scans(run, "rescanned",
-                  "virus_scan_status = 'clean' AND created_at >= now() - make_interval(days => :days)"
-                  " AND metadata->>'clamd_version' IS DISTINCT FROM :current",
-                  {"days": get_settings().rescan_days, "current": current})
+    # The one string among the counts (docs/maintenance.md): the run reports
+    # the signature version it rescanned against.
+    run.counts["signature_version"] = current  # type: ignore[assignment]
+    enqueue_scans(
+        run,
+        "rescanned",
+        "virus_scan_status = 'clean' AND created_at >= now() - make_interval(days => :days)"
+        " AND metadata->>'clamd_version' IS DISTINCT FROM :current",
+        {"days": get_settings().rescan_days, "current": current},
+    )
 
 
 def retry_failed_scans(run: Run) -> None:
     """Scans that got no verdict (clamd unavailable), a bounded number of
     times; not files failed for good (failure_reason: too large to scan,
     stuck), which the pipeline would skip: requeue_failed is for those."""
-    enqueue_scans(run, "scans_retried",
-                  "virus_scan_status = 'failed' AND NOT metadata ? 'failure_reason'"
-                  " AND COALESCE((metadata->>'scan_retries')::int, 0) < :max",
-                  {"max": get_settings().max_scan_retries},
-                  bump="'scan_retries', COALESCE((metadata->>'scan_retries')::int, 0) + 1")
+    enqueue_scans(
+        run,
+        "scans_retried",
+        "virus_scan_status = 'failed' AND NOT metadata ? 'failure_reason'"
+        " AND COALESCE((metadata->>'scan_retries')::int, 0) < :max",
+        {"max": get_settings().max_scan_retries},
+        bump="'scan_retries', COALESCE((metadata->>'scan_retries')::int, 0) + 1",
+    )
 
 
-def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None = None) -> None:
+def enqueue_scans(
+    run: Run, key: str, where: str, params: dict[str, Any], bump: str | None = None
+) -> None:
     batches = KeysetBatches(
-        run, "SELECT id FROM files WHERE {where} AND {after} ORDER BY {key} LIMIT :size",
-        params, initial=200, where=sql.SQL(where),
+        run,
+        "SELECT id FROM files WHERE {where} AND {after} ORDER BY {key} LIMIT :size",
+        params,
+        initial=200,
+        where=sql.SQL(where),
     )
     for session, rows in batches:
         ids = [row.id for row in rows]
@@ -174,10 +203,14 @@ def enqueue_scans(run: Run, key: str, where: str, params: dict, bump: str | None
         if run.dry_run:
             continue
         if bump:
-            session.execute(compose(
-                "UPDATE files SET metadata = metadata || jsonb_build_object({bump})"
-                " WHERE id = ANY(:ids)", bump=sql.SQL(bump),
-            ), {"ids": ids})
+            session.execute(
+                compose(
+                    "UPDATE files SET metadata = metadata || jsonb_build_object({bump})"
+                    " WHERE id = ANY(:ids)",
+                    bump=sql.SQL(bump),
+                ),
+                {"ids": ids},
+            )
         for file_id in ids:
             owe(session, jobs.SCAN_FILE, file_id)
 

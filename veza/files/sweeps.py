@@ -53,17 +53,23 @@ def purge_expired(run: Run) -> None:
     for size in run.batches():
         with session_scope() as session:
             if run.dry_run:
-                rows = session.execute(text(
-                    "SELECT id, file_hash, file_path, thumbnail_path FROM files"
-                    " WHERE expires_at < now() AND id > :after ORDER BY id LIMIT :size"
-                ), {"after": after, "size": size}).all()
+                rows = session.execute(
+                    text(
+                        "SELECT id, file_hash, file_path, thumbnail_path FROM files"
+                        " WHERE expires_at < now() AND id > :after ORDER BY id LIMIT :size"
+                    ),
+                    {"after": after, "size": size},
+                ).all()
             else:
-                rows = session.execute(text(
-                    "DELETE FROM files WHERE id IN (SELECT id FROM files"
-                    "  WHERE expires_at < now() AND id > :after ORDER BY id LIMIT :size"
-                    "  FOR UPDATE SKIP LOCKED)"
-                    " RETURNING id, file_hash, file_path, thumbnail_path"
-                ), {"after": after, "size": size}).all()
+                rows = session.execute(
+                    text(
+                        "DELETE FROM files WHERE id IN (SELECT id FROM files"
+                        "  WHERE expires_at < now() AND id > :after ORDER BY id LIMIT :size"
+                        "  FOR UPDATE SKIP LOCKED)"
+                        " RETURNING id, file_hash, file_path, thumbnail_path"
+                    ),
+                    {"after": after, "size": size},
+                ).all()
         if not rows:
             return
         after = max(row.id for row in rows)
@@ -150,15 +156,20 @@ def unreferenced(paths: list[str]) -> list[str]:
     hashes = [key[1] for key in keyed.values() if key and key[0] == "hash"]
     uuids = [key[1] for key in keyed.values() if key and key[0] == "uuid"]
     with session_scope() as session:
-        held = set(session.execute(text(
-            "SELECT h FROM unnest(CAST(:hashes AS text[])) h"
-            " WHERE EXISTS (SELECT 1 FROM files f WHERE f.file_hash = h)"
-            " OR EXISTS (SELECT 1 FROM archived_files a WHERE a.file_hash = h)"
-            " UNION ALL"
-            " SELECT u::text FROM unnest(CAST(:uuids AS uuid[])) u"
-            " WHERE EXISTS (SELECT 1 FROM files f WHERE f.uuid = u)"
-            " OR EXISTS (SELECT 1 FROM archived_files a WHERE a.uuid = u)"
-        ), {"hashes": hashes, "uuids": uuids}).scalars())
+        held = set(
+            session.execute(
+                text(
+                    "SELECT h FROM unnest(CAST(:hashes AS text[])) h"
+                    " WHERE EXISTS (SELECT 1 FROM files f WHERE f.file_hash = h)"
+                    " OR EXISTS (SELECT 1 FROM archived_files a WHERE a.file_hash = h)"
+                    " UNION ALL"
+                    " SELECT u::text FROM unnest(CAST(:uuids AS uuid[])) u"
+                    " WHERE EXISTS (SELECT 1 FROM files f WHERE f.uuid = u)"
+                    " OR EXISTS (SELECT 1 FROM archived_files a WHERE a.uuid = u)"
+                ),
+                {"hashes": hashes, "uuids": uuids},
+            ).scalars()
+        )
     return [path for path, key in keyed.items() if key and key[1] not in held]
 
 
@@ -167,7 +178,8 @@ def remove_unreferenced(paths: list[str]) -> int:
     pipeline.delete_content_if_unreferenced, which checks again under the
     content lock (a new upload of the same bytes may have just claimed it).
     Returns how many contents and uploads were removed."""
-    doomed = [(path, reference_key(path)) for path in unreferenced(paths)]
+    # unreferenced() returns only the paths it has a key for.
+    doomed = [(path, key) for path in unreferenced(paths) if (key := reference_key(path))]
     hashes = sorted({key[1] for _, key in doomed if key[0] == "hash"})
     removed = sum(delete_content_if_unreferenced(sha256) for sha256 in hashes)
     for path, key in doomed:
@@ -182,17 +194,24 @@ def fail_rows_with_missing_blobs(run: Run, grace_seconds: int | None = None) -> 
     failed with the reason, and report it (counts, and a warning per row).
     Rows younger than the grace period may still be moving their content."""
     grace = get_settings().orphan_grace_seconds if grace_seconds is None else grace_seconds
-    batches = KeysetBatches(run, (
-        "SELECT id, file_path FROM files"
-        " WHERE {after} AND processing_status <> 'failed'"
-        " AND created_at < now() - make_interval(secs => :grace)"
-        " ORDER BY {key} LIMIT :size"
-    ), {"grace": grace}, initial=1000)
+    batches = KeysetBatches(
+        run,
+        (
+            "SELECT id, file_path FROM files"
+            " WHERE {after} AND processing_status <> 'failed'"
+            " AND created_at < now() - make_interval(secs => :grace)"
+            " ORDER BY {key} LIMIT :size"
+        ),
+        {"grace": grace},
+        initial=1000,
+    )
     for session, rows in batches:
         missing = [row for row in rows if not storage.absolute(row.file_path).exists()]
         run.add(blobs_missing=len(missing))
         for row in missing:
-            log.warning("file %d: stored content %s is missing; marked failed", row.id, row.file_path)
+            log.warning(
+                "file %d: stored content %s is missing; marked failed", row.id, row.file_path
+            )
         if run.dry_run:
             continue
         for row in missing:

@@ -17,13 +17,19 @@ from psycopg import sql
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from db.engine import session_scope
+from db.engine import affected, session_scope
 from veza.maintenance.run import Run
 from veza.statements import compose
 
 
-def apply_in_batches(run: Run, key: str, table: str, where: str,
-                     params: dict[str, Any] | None = None, set_clause: str | None = None) -> None:
+def apply_in_batches(
+    run: Run,
+    key: str,
+    table: str,
+    where: str,
+    params: dict[str, Any] | None = None,
+    set_clause: str | None = None,
+) -> None:
     """DELETE (or UPDATE ... SET `set_clause`) the rows of `table` matching
     `where`, counting them under `key`. An UPDATE must make the rows stop
     matching `where`. Rows locked by someone else are left for next time
@@ -32,20 +38,25 @@ def apply_in_batches(run: Run, key: str, table: str, where: str,
     parts = {"table": sql.Identifier(table), "where": sql.SQL(where)}
     if run.dry_run:
         with session_scope() as session:
-            count = session.execute(compose("SELECT count(*) FROM {table} WHERE {where}", **parts),
-                                    params)
+            count = session.execute(
+                compose("SELECT count(*) FROM {table} WHERE {where}", **parts), params
+            )
             run.add(**{key: count.scalar_one()})
         return
     target = sql.SQL("SELECT ctid FROM {table} WHERE {where} LIMIT :size FOR UPDATE SKIP LOCKED")
     parts["target"] = target.format(**parts)
     statement = (
-        compose("UPDATE {table} SET {set_clause} WHERE ctid IN ({target})",
-                set_clause=sql.SQL(set_clause), **parts)
-        if set_clause else compose("DELETE FROM {table} WHERE ctid IN ({target})", **parts)
+        compose(
+            "UPDATE {table} SET {set_clause} WHERE ctid IN ({target})",
+            set_clause=sql.SQL(set_clause),
+            **parts,
+        )
+        if set_clause
+        else compose("DELETE FROM {table} WHERE ctid IN ({target})", **parts)
     )
     for size in run.batches(initial=1000):
         with session_scope() as session:
-            done = session.execute(statement, {**params, "size": size}).rowcount
+            done = affected(session.execute(statement, {**params, "size": size}))
         run.add(**{key: done})
         if done < size:
             return
@@ -64,16 +75,23 @@ class KeysetBatches:
     run's phase is out of time (Run.batches); the caller reports which, and
     the next run resumes what is left."""
 
-    def __init__(self, run: Run, query: str, params: dict[str, Any] | None = None,
-                 key: Sequence[str] = ("id",), initial: int = 500,
-                 **parts: sql.Composable) -> None:
+    def __init__(
+        self,
+        run: Run,
+        query: str,
+        params: dict[str, Any] | None = None,
+        key: Sequence[str] = ("id",),
+        initial: int = 500,
+        **parts: sql.Composable,
+    ) -> None:
         self.run, self.params, self.initial = run, params or {}, initial
         self.columns = [column.split(".")[-1] for column in key]
         order = sql.SQL(", ").join(sql.Identifier(*column.split(".")) for column in key)
         last = sql.SQL(", ").join(sql.SQL(f":after_{i}") for i in range(len(key)))
         self.first = compose(query, after=sql.SQL("true"), key=order, **parts)
-        self.rest = compose(query, after=sql.SQL("({}) > ({})").format(order, last), key=order,
-                            **parts)
+        self.rest = compose(
+            query, after=sql.SQL("({}) > ({})").format(order, last), key=order, **parts
+        )
         self.exhausted = False
 
     def __iter__(self) -> Iterator[tuple[Session, Sequence[Row[Any]]]]:

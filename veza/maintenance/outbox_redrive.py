@@ -28,23 +28,35 @@ from veza.settings import get_settings
 
 # Sent, unfinished, alive, and due: the plain bound lets the partial index
 # idx_outbox_unfinished find the candidates, the doubling one decides.
-DUE = ("finished_at IS NULL AND dead_at IS NULL"
-       " AND sent_at < now() - make_interval(secs => :after)"
-       " AND sent_at < now() - make_interval(secs => :after * power(2, redrives))")
+DUE = (
+    "finished_at IS NULL AND dead_at IS NULL"
+    " AND sent_at < now() - make_interval(secs => :after)"
+    " AND sent_at < now() - make_interval(secs => :after * power(2, redrives))"
+)
 
 
 def redrive(run: Run) -> None:
-    params = {"after": get_settings().outbox_redrive_after_seconds,
-              "max": get_settings().outbox_max_redrives}
+    params = {
+        "after": get_settings().outbox_redrive_after_seconds,
+        "max": get_settings().outbox_max_redrives,
+    }
     apply_in_batches(
-        run, "outbox_dead", "outbox", f"{DUE} AND redrives >= :max", params,
+        run,
+        "outbox_dead",
+        "outbox",
+        f"{DUE} AND redrives >= :max",
+        params,
         set_clause="dead_at = now(), dead_reason = 'never finished after ' || redrives"
-                   " || ' re-drives; last error: ' || COALESCE(last_error, 'none recorded')",
+        " || ' re-drives; last error: ' || COALESCE(last_error, 'none recorded')",
     )
     apply_in_batches(
-        run, "outbox_redriven", "outbox", f"{DUE} AND redrives < :max", params,
+        run,
+        "outbox_redriven",
+        "outbox",
+        f"{DUE} AND redrives < :max",
+        params,
         set_clause="sent_at = NULL, started_at = NULL, claimed_until = NULL,"
-                   " redrives = redrives + 1",
+        " redrives = redrives + 1",
     )
     if run.counts["outbox_redriven"] and not run.dry_run:
         with session_scope() as session:  # wake the relay now, not at its next poll
@@ -52,6 +64,10 @@ def redrive(run: Run) -> None:
 
 
 def prune_finished(run: Run) -> None:
-    apply_in_batches(run, "outbox_pruned", "outbox",
-                     "finished_at < now() - make_interval(days => :days)",
-                     {"days": get_settings().outbox_retention_days})
+    apply_in_batches(
+        run,
+        "outbox_pruned",
+        "outbox",
+        "finished_at < now() - make_interval(days => :days)",
+        {"days": get_settings().outbox_retention_days},
+    )

@@ -34,8 +34,8 @@ from db.partitions import (
 )
 from veza import audit
 from veza.maintenance.run import Run
-from veza.statements import compose
 from veza.settings import get_settings
+from veza.statements import compose
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,11 @@ def attached(conn: psycopg.Connection, parent: str) -> list[Partition]:
         (parent,),
     ).fetchall()
     return sorted(
-        (Partition(name, partition_month(name), pending) for name, pending in rows if partition_month(name)),
+        (
+            Partition(name, month, pending)
+            for name, pending in rows
+            if (month := partition_month(name))
+        ),
         key=lambda p: p.month,
     )
 
@@ -76,7 +80,11 @@ def leftovers(conn: psycopg.Connection, parent: str) -> list[Partition]:
         " AND NOT c.relispartition",
         (f"{parent}\\_y%",),
     ).fetchall()
-    detached = [Partition(name, partition_month(name), attached=False) for (name,) in rows if partition_month(name)]
+    detached = [
+        Partition(name, month, attached=False)
+        for (name,) in rows
+        if (month := partition_month(name))
+    ]
     return pending + detached
 
 
@@ -89,12 +97,19 @@ def detach_concurrently(parent: str, partition: Partition) -> None:
     """Detach without an exclusive lock on the parent (needs autocommit)."""
     how = sql.SQL("FINALIZE" if partition.detach_pending else "CONCURRENTLY")
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} {}").format(
-            sql.Identifier(parent), sql.Identifier(partition.name), how))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DETACH PARTITION {} {}").format(
+                sql.Identifier(parent), sql.Identifier(partition.name), how
+            )
+        )
 
 
-def ensure(run: Run, months_ahead: int | None = None, today: date | None = None,
-           months_behind: int | None = None) -> None:
+def ensure(
+    run: Run,
+    months_ahead: int | None = None,
+    today: date | None = None,
+    months_behind: int | None = None,
+) -> None:
     """Create the window's missing partitions (db/partitions.py: from
     PARTITION_MONTHS_BEHIND months back to PARTITION_MONTHS_AHEAD ahead of
     this month, or of `today`'s), for every partitioned table. A missing
@@ -112,14 +127,21 @@ def ensure(run: Run, months_ahead: int | None = None, today: date | None = None,
             ).scalar_one()
             if missing:
                 run.add(missing_next_month=1)
-                log.error("partition %s for next month is missing", partition_name(table, next_month))
+                log.error(
+                    "partition %s for next month is missing", partition_name(table, next_month)
+                )
                 if not run.dry_run:
-                    audit.record(session, "maintenance.partition_missing",
-                                 {"table": table, "month": next_month.isoformat()},
-                                 resource_type="partition", severity=AuditSeverity.error)
+                    audit.record(
+                        session,
+                        "maintenance.partition_missing",
+                        {"table": table, "month": next_month.isoformat()},
+                        resource_type="partition",
+                        severity=AuditSeverity.error,
+                    )
         if not run.dry_run:
-            created = ensure_monthly_partitions(conn, current, behind=months_behind,
-                                                ahead=months_ahead)
+            created = ensure_monthly_partitions(
+                conn, current, behind=months_behind, ahead=months_ahead
+            )
             run.add(partitions_created=len(created))
 
 
@@ -138,12 +160,19 @@ def drop_old_audit_partitions(run: Run) -> None:
 
 
 def to_regclass(session: Session, name: str) -> bool:
-    return session.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
-                           {"name": sql.Identifier(name).as_string()}).scalar_one()
+    return bool(
+        session.execute(
+            text("SELECT to_regclass(:name) IS NOT NULL"),
+            {"name": sql.Identifier(name).as_string()},
+        ).scalar_one()
+    )
 
 
-def drop(parent: str, partition: Partition,
-         before_drop: Callable[[Session, str], int] = lambda session, name: 0) -> int:
+def drop(
+    parent: str,
+    partition: Partition,
+    before_drop: Callable[[Session, str], int] = lambda session, name: 0,
+) -> int:
     """Detach (unless already detached) and drop; `before_drop` runs in the
     DROP's transaction, so what it fixes and the drop commit together.
     Returns what `before_drop` returned (0 when the table was gone)."""
@@ -157,13 +186,16 @@ def drop(parent: str, partition: Partition,
         # bench/retention.py). The lock is held for this short transaction
         # only; past lock_timeout the run fails and the next run finishes
         # the drop (`leftovers`), rather than queueing chat traffic behind us.
-        session.execute(text("SELECT set_config('lock_timeout', :timeout, true)"),
-                        {"timeout": DROP_LOCK_TIMEOUT})
+        session.execute(
+            text("SELECT set_config('lock_timeout', :timeout, true)"),
+            {"timeout": DROP_LOCK_TIMEOUT},
+        )
         if not to_regclass(session, partition.name):
             return 0
         tables = {"parent": sql.Identifier(parent), "partition": sql.Identifier(partition.name)}
-        session.execute(compose("LOCK TABLE {parent}, {partition} IN ACCESS EXCLUSIVE MODE",
-                                **tables))
+        session.execute(
+            compose("LOCK TABLE {parent}, {partition} IN ACCESS EXCLUSIVE MODE", **tables)
+        )
         result = before_drop(session, partition.name)
         session.execute(compose("DROP TABLE {partition}", **tables))
     log.info("dropped partition %s", partition.name)

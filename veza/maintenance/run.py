@@ -58,8 +58,13 @@ class BatchSizer:
     seconds: a fixed size is either too slow on a loaded server (long
     transactions, lock waits for chat traffic) or too chatty on an idle one."""
 
-    def __init__(self, initial: int = 500, minimum: int = 10, maximum: int = 20_000,
-                 target: float = BATCH_TARGET_SECONDS) -> None:
+    def __init__(
+        self,
+        initial: int = 500,
+        minimum: int = 10,
+        maximum: int = 20_000,
+        target: float = BATCH_TARGET_SECONDS,
+    ) -> None:
         self.size, self.minimum, self.maximum, self.target = initial, minimum, maximum, target
 
     def observe(self, seconds: float) -> None:
@@ -69,8 +74,11 @@ class BatchSizer:
             self.size = min(self.maximum, self.size * 2)
 
 
-def timed_batches(initial: int = 500, after_each: Callable[[], None] = lambda: None,
-                  keep_going: Callable[[], bool] = lambda: True) -> Iterator[int]:
+def timed_batches(
+    initial: int = 500,
+    after_each: Callable[[], None] = lambda: None,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> Iterator[int]:
     """Yield batch sizes until `keep_going()` says stop (checked after each
     batch, so at least one batch always runs); the caller does one batch
     per size and breaks when there is nothing left. The time between two
@@ -138,8 +146,9 @@ class Run:
         finally:
             if self._phase_cut:
                 self.add(**{f"{name}_out_of_time": 1})
-                log.warning("%s: phase %s ran out of time; the next run resumes it",
-                            self.name, name)
+                log.warning(
+                    "%s: phase %s ran out of time; the next run resumes it", self.name, name
+                )
             self._phase_deadline = None
 
     def progress(self, force: bool = False) -> None:
@@ -152,13 +161,24 @@ class Run:
             self.lock.check()
         # Logged too: `veza maintenance run` shows progress on the terminal.
         log.info("%s progress (%s): %s", self.name, self.phase_name or "-", dict(self.counts))
-        self.report({"run_id": self.run_id, "dry_run": self.dry_run, "phase": self.phase_name,
-                     "counts": dict(self.counts)})
+        self.report(
+            {
+                "run_id": self.run_id,
+                "dry_run": self.dry_run,
+                "phase": self.phase_name,
+                "counts": dict(self.counts),
+            }
+        )
 
 
-def run_exclusively(name: str, body: Callable[..., None], dry_run: bool, options: dict[str, Any],
-                    task_id: str | None = None,
-                    report: ProgressReport = lambda meta: None) -> dict[str, Any]:
+def run_exclusively(
+    name: str,
+    body: Callable[..., None],
+    dry_run: bool,
+    options: dict[str, Any],
+    task_id: str | None = None,
+    report: ProgressReport = lambda meta: None,
+) -> dict[str, Any]:
     """Run `body(run, **options)` as the maintenance run `name`, under the
     rules above; its outcome as the task's result."""
     with advisory_lock(f"veza:maintenance:{name}") as lock:
@@ -184,8 +204,12 @@ class LockLost(RuntimeError):
 
 # Without keepalives a connection dropped by a firewall or a failover goes
 # unnoticed on an idle socket; the lock would be gone while we carry on.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-              "keepalives_count": 3}
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 @dataclass
@@ -219,9 +243,9 @@ def advisory_lock(key: str) -> Iterator[AdvisoryLock | None]:
     None when another run holds it. If the process dies, PostgreSQL drops
     the connection and the lock."""
     with psycopg.connect(libpq_url(), autocommit=True, **KEEPALIVES) as conn:
-        acquired = conn.execute(
+        [(acquired,)] = conn.execute(
             "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
-        ).fetchone()[0]
+        ).fetchall()
         lock = AdvisoryLock(conn, key) if acquired else None
         try:
             yield lock
@@ -236,8 +260,11 @@ def start_run(name: str, dry_run: bool, task_id: str | None) -> int:
         session.execute(
             update(MaintenanceRun)
             .where(MaintenanceRun.task_name == name, MaintenanceRun.status == "running")
-            .values(status="failed", error="abandoned: the run died before finishing",
-                    finished_at=func.clock_timestamp())
+            .values(
+                status="failed",
+                error="abandoned: the run died before finishing",
+                finished_at=func.clock_timestamp(),
+            )
         )
         row = MaintenanceRun(task_name=name, task_id=task_id, dry_run=dry_run)
         session.add(row)
@@ -250,31 +277,64 @@ def finish_run(run: Run, status: str, error: str | None = None) -> None:
         session.execute(
             update(MaintenanceRun)
             .where(MaintenanceRun.id == run.run_id)
-            .values(status=status, counts=dict(run.counts), error=error,
-                    finished_at=func.clock_timestamp())
+            .values(
+                status=status,
+                counts=dict(run.counts),
+                error=error,
+                finished_at=func.clock_timestamp(),
+            )
         )
-        record_audit(session, run.name, run.run_id, run.task_id, run.dry_run, status,
-                     dict(run.counts), error)
-    log.log(logging.ERROR if error else logging.INFO, "%s run %d %s: %s%s", run.name,
-            run.run_id, status, dict(run.counts), f" ({error})" if error else "")
+        record_audit(
+            session, run.name, run.run_id, run.task_id, run.dry_run, status, dict(run.counts), error
+        )
+    log.log(
+        logging.ERROR if error else logging.INFO,
+        "%s run %d %s: %s%s",
+        run.name,
+        run.run_id,
+        status,
+        dict(run.counts),
+        f" ({error})" if error else "",
+    )
 
 
 def record_skipped(name: str, dry_run: bool, task_id: str | None) -> int:
     with session_scope() as session:
-        row = MaintenanceRun(task_name=name, task_id=task_id, dry_run=dry_run,
-                             status="skipped", finished_at=func.clock_timestamp())
+        row = MaintenanceRun(
+            task_name=name,
+            task_id=task_id,
+            dry_run=dry_run,
+            status="skipped",
+            finished_at=func.clock_timestamp(),
+        )
         session.add(row)
         session.flush()
         record_audit(session, name, row.id, task_id, dry_run, "skipped", {}, None)
         return row.id
 
 
-def record_audit(session: Session, name: str, run_id: int, task_id: str | None, dry_run: bool,
-                 status: str, counts: dict[str, int], error: str | None) -> None:
+def record_audit(
+    session: Session,
+    name: str,
+    run_id: int,
+    task_id: str | None,
+    dry_run: bool,
+    status: str,
+    counts: dict[str, int],
+    error: str | None,
+) -> None:
     audit.record(
-        session, name,
-        {"run_id": run_id, "task_id": task_id, "dry_run": dry_run, "status": status,
-         "counts": counts, "error": error},
-        resource_type="maintenance_run", resource_id=run_id,
+        session,
+        name,
+        {
+            "run_id": run_id,
+            "task_id": task_id,
+            "dry_run": dry_run,
+            "status": status,
+            "counts": counts,
+            "error": error,
+        },
+        resource_type="maintenance_run",
+        resource_id=run_id,
         severity=AuditSeverity.error if status == "failed" else AuditSeverity.info,
     )

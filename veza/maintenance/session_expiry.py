@@ -11,14 +11,28 @@ def expire(run: Run) -> None:
     """Sessions past expires_at stop working at once (deactivated), and are
     deleted SESSION_DELETE_GRACE_DAYS later, so that an operator looking
     into a recent incident still finds them."""
-    apply_in_batches(run, "sessions_deactivated", "user_sessions",
-                     "is_active AND expires_at < now()", set_clause="is_active = false")
-    apply_in_batches(run, "sessions_deleted", "user_sessions",
-                     "expires_at < now() - make_interval(days => :days)",
-                     {"days": get_settings().session_delete_grace_days})
+    apply_in_batches(
+        run,
+        "sessions_deactivated",
+        "user_sessions",
+        "is_active AND expires_at < now()",
+        set_clause="is_active = false",
+    )
+    apply_in_batches(
+        run,
+        "sessions_deleted",
+        "user_sessions",
+        "expires_at < now() - make_interval(days => :days)",
+        {"days": get_settings().session_delete_grace_days},
+    )
 
 
 def reset_expired_locks(run: Run) -> None:
     """A user whose lock has run out starts again from zero failed logins."""
-    apply_in_batches(run, "locks_reset", "users", "locked_until < now()",
-                     set_clause="locked_until = NULL, failed_login_attempts = 0")
+    apply_in_batches(
+        run,
+        "locks_reset",
+        "users",
+        "locked_until < now()",
+        set_clause="locked_until = NULL, failed_login_attempts = 0",
+    )

@@ -39,32 +39,56 @@ class Counter:
 
     def fix(self, rows: str) -> str:
         """UPDATE the rows the condition `rows` selects, where wrong."""
-        return self._compose("UPDATE {table} AS {alias} SET {column} = {value}"
-                             " WHERE ({rows}) AND {wrong}", rows)
+        return self._compose(
+            "UPDATE {table} AS {alias} SET {column} = {value} WHERE ({rows}) AND {wrong}", rows
+        )
 
     def count_wrong(self, rows: str) -> str:
         """How many of the rows `rows` selects fix() would change."""
-        return self._compose("SELECT count(*) FROM {table} AS {alias} WHERE ({rows}) AND {wrong}",
-                             rows)
+        return self._compose(
+            "SELECT count(*) FROM {table} AS {alias} WHERE ({rows}) AND {wrong}", rows
+        )
 
     def _compose(self, template: str, rows: str) -> str:
-        alias, column, value = sql.Identifier(self.alias), sql.Identifier(self.column), sql.SQL(self.value)
-        return sql.SQL(template).format(
-            table=sql.Identifier(self.table), alias=alias, column=column, value=value,
-            rows=sql.SQL(rows), wrong=sql.SQL("{}.{} IS DISTINCT FROM {}").format(alias, column, value),
-        ).as_string()
+        alias, column, value = (
+            sql.Identifier(self.alias),
+            sql.Identifier(self.column),
+            sql.SQL(self.value),
+        )
+        return (
+            sql.SQL(template)
+            .format(
+                table=sql.Identifier(self.table),
+                alias=alias,
+                column=column,
+                value=value,
+                rows=sql.SQL(rows),
+                wrong=sql.SQL("{}.{} IS DISTINCT FROM {}").format(alias, column, value),
+            )
+            .as_string()
+        )
 
 
 # A member's live messages in the room.
-MEMBER_MESSAGES = Counter("room_members", "rm", "message_count", """(
+MEMBER_MESSAGES = Counter(
+    "room_members",
+    "rm",
+    "message_count",
+    """(
     SELECT count(*) FROM messages m
-    WHERE m.room_id = rm.room_id AND m.author_id = rm.user_id AND NOT m.is_deleted)""")
+    WHERE m.room_id = rm.room_id AND m.author_id = rm.user_id AND NOT m.is_deleted)""",
+)
 
 # A DM participant's unread: live messages from the others after their read marker.
-DM_UNREAD = Counter("direct_conversation_participants", "p", "unread_count", """(
+DM_UNREAD = Counter(
+    "direct_conversation_participants",
+    "p",
+    "unread_count",
+    """(
     SELECT count(*) FROM messages m
     WHERE m.conversation_id = p.conversation_id AND m.author_id <> p.user_id
-      AND NOT m.is_deleted AND m.id > COALESCE(p.last_read_message_id, 0))""")
+      AND NOT m.is_deleted AND m.id > COALESCE(p.last_read_message_id, 0))""",
+)
 
 
 def last_seen(at: str) -> Counter:
@@ -74,16 +98,25 @@ def last_seen(at: str) -> Counter:
 
 RECOUNT_ROOM_MEMBER = MEMBER_MESSAGES.fix("rm.room_id = :room_id AND rm.user_id = :author_id")
 # Only messages from others count as unread: the author's own row is not touched.
-RECOUNT_DM_UNREAD = DM_UNREAD.fix("p.conversation_id = :conversation_id AND p.user_id <> :author_id")
+RECOUNT_DM_UNREAD = DM_UNREAD.fix(
+    "p.conversation_id = :conversation_id AND p.user_id <> :author_id"
+)
 TOUCH_AUTHOR = last_seen(":created_at").fix("u.id = :author_id")
 
 
 def index_message(session: Session, message_id: int) -> bool:
     """Apply the message's bookkeeping; False when the message is gone."""
-    message = session.execute(
-        text("SELECT room_id, conversation_id, author_id, created_at FROM messages "
-             "WHERE id = :id"), {"id": message_id},
-    ).mappings().first()
+    message = (
+        session.execute(
+            text(
+                "SELECT room_id, conversation_id, author_id, created_at FROM messages "
+                "WHERE id = :id"
+            ),
+            {"id": message_id},
+        )
+        .mappings()
+        .first()
+    )
     if message is None:
         return False
     if message["room_id"] is not None:

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from psycopg import sql
 from sqlalchemy import text
 
-from veza.messages.counters import DM_UNREAD, MEMBER_MESSAGES, Counter, last_seen
+from db.engine import affected
 from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.run import Run
+from veza.messages.counters import DM_UNREAD, MEMBER_MESSAGES, Counter, last_seen
 from veza.statements import identifiers
 
 
@@ -46,23 +47,32 @@ class Recount:
         """The ids of its table's rows, in key order, a batch per
         transaction; locked in a real run (a dry run locks nothing either)."""
         lock = "" if run.dry_run else " FOR NO KEY UPDATE SKIP LOCKED"
-        return KeysetBatches(run, "SELECT {columns} FROM {table} WHERE {after}"
-                                  " ORDER BY {key} LIMIT :size" + lock,
-                             key=self.key, table=sql.Identifier(self.counter.table),
-                             columns=identifiers(dict.fromkeys(("id", *self.key))))
+        return KeysetBatches(
+            run,
+            "SELECT {columns} FROM {table} WHERE {after} ORDER BY {key} LIMIT :size" + lock,
+            key=self.key,
+            table=sql.Identifier(self.counter.table),
+            columns=identifiers(dict.fromkeys(("id", *self.key))),
+        )
 
     def rows(self) -> str:
         """The condition selecting the batch's rows, by id."""
-        return sql.SQL("{}.id = ANY(CAST(:ids AS integer[]))").format(
-            sql.Identifier(self.counter.alias)).as_string()
+        return (
+            sql.SQL("{}.id = ANY(CAST(:ids AS integer[]))")
+            .format(sql.Identifier(self.counter.alias))
+            .as_string()
+        )
 
 
 RECOUNTS = (
     Recount(MEMBER_MESSAGES, ("room_id", "user_id"), "member_counts_fixed"),
     Recount(DM_UNREAD, ("conversation_id", "user_id"), "unread_counts_fixed"),
     # At least the author's latest message, as messages.index leaves it.
-    Recount(last_seen("(SELECT max(m.created_at) FROM messages m WHERE m.author_id = u.id)"),
-            ("id",), "last_seen_fixed"),
+    Recount(
+        last_seen("(SELECT max(m.created_at) FROM messages m WHERE m.author_id = u.id)"),
+        ("id",),
+        "last_seen_fixed",
+    ),
 )
 
 
@@ -74,8 +84,9 @@ def recount(run: Run) -> None:
 def recount_table(run: Run, job: Recount) -> None:
     """Every row of the counter's table, in key order, a batch per transaction."""
     run.add(**{job.name: 0})  # reported even when nothing was wrong
-    change = text(job.counter.count_wrong(job.rows()) if run.dry_run
-                  else job.counter.fix(job.rows()))
+    change = text(
+        job.counter.count_wrong(job.rows()) if run.dry_run else job.counter.fix(job.rows())
+    )
     for session, batch in job.batches(run):
         result = session.execute(change, {"ids": [row.id for row in batch]})
-        run.add(**{job.name: result.scalar_one() if run.dry_run else result.rowcount})
+        run.add(**{job.name: result.scalar_one() if run.dry_run else affected(result)})

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -37,7 +38,7 @@ from psycopg import sql
 from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
-from db.engine import libpq_url, session_scope
+from db.engine import affected, libpq_url, session_scope
 from db.models import File, Message, Reaction
 from db.partitions import (
     add_months,
@@ -46,13 +47,14 @@ from db.partitions import (
     month_of,
     months_behind,
     months_between,
+    this_month,
 )
-from veza.messages.counters import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
 from veza.maintenance import partition_upkeep
 from veza.maintenance.batched import KeysetBatches, apply_in_batches
 from veza.maintenance.run import Run, timed_batches
-from veza.statements import compose, identifiers
+from veza.messages.counters import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
 from veza.settings import get_settings
+from veza.statements import compose, identifiers
 
 log = logging.getLogger(__name__)
 
@@ -78,29 +80,49 @@ def over_batch(template: str, **parts: sql.Composable) -> TextClause:
 AUTHOR_PAIRS = sql.SQL("SELECT DISTINCT m.room_id, m.conversation_id, m.author_id")
 
 
-def batch_authors(session: Session, params: dict[str, Any]) -> list[dict]:
+def batch_authors(session: Session, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The distinct (room or conversation, author) pairs of a batch."""
-    return [dict(row) for row in session.execute(over_batch(
-        "WITH {batch} {pairs} FROM messages m JOIN d ON m.id = d.id AND m.created_at = d.created_at",
-        pairs=AUTHOR_PAIRS,
-    ), params).mappings()]
+    return [
+        dict(row)
+        for row in session.execute(
+            over_batch(
+                "WITH {batch} {pairs}"
+                " FROM messages m JOIN d ON m.id = d.id AND m.created_at = d.created_at",
+                pairs=AUTHOR_PAIRS,
+            ),
+            params,
+        ).mappings()
+    ]
 
 
-def partition_authors(session: Session, name: str) -> list[dict]:
+def partition_authors(session: Session, name: str) -> list[dict[str, Any]]:
     """The distinct (room or conversation, author) pairs of a partition."""
-    return [dict(row) for row in session.execute(compose(
-        "{pairs} FROM {partition} m", pairs=AUTHOR_PAIRS, partition=sql.Identifier(name),
-    )).mappings()]
+    return [
+        dict(row)
+        for row in session.execute(
+            compose(
+                "{pairs} FROM {partition} m",
+                pairs=AUTHOR_PAIRS,
+                partition=sql.Identifier(name),
+            )
+        ).mappings()
+    ]
 
 
-def recount_member_counters(session: Session, authors: list[dict]) -> None:
+def recount_member_counters(session: Session, authors: list[dict[str, Any]]) -> None:
     """messages.index's recounts, for every pair a batch touched: a room
     member's message_count, and in a DM the others' unread_count (only
     messages from others count as unread, so the author's pair suffices)."""
-    in_rooms = [{"room_id": a["room_id"], "author_id": a["author_id"]}
-                for a in authors if a["room_id"] is not None]
-    in_conversations = [{"conversation_id": a["conversation_id"], "author_id": a["author_id"]}
-                        for a in authors if a["conversation_id"] is not None]
+    in_rooms = [
+        {"room_id": a["room_id"], "author_id": a["author_id"]}
+        for a in authors
+        if a["room_id"] is not None
+    ]
+    in_conversations = [
+        {"conversation_id": a["conversation_id"], "author_id": a["author_id"]}
+        for a in authors
+        if a["conversation_id"] is not None
+    ]
     if in_rooms:
         session.execute(text(RECOUNT_ROOM_MEMBER), in_rooms)
     if in_conversations:
@@ -112,6 +134,7 @@ def batch_params(batch: Batch) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- purge
+
 
 def purge(run: Run) -> None:
     """The whole purge_retention task, in four phases, each with its own
@@ -138,24 +161,35 @@ def purge(run: Run) -> None:
 
 def rooms_with_retention() -> list[tuple[int, datetime]]:
     with session_scope() as session:
-        return [tuple(row) for row in session.execute(text(
-            "SELECT id, now() - make_interval(days => message_retention_days) FROM rooms"
-            " WHERE message_retention_days > 0 ORDER BY id"
-        ))]
+        return [
+            tuple(row)
+            for row in session.execute(
+                text(
+                    "SELECT id, now() - make_interval(days => message_retention_days) FROM rooms"
+                    " WHERE message_retention_days > 0 ORDER BY id"
+                )
+            )
+        ]
 
 
-def purge_room(run: Run, room_id: int, cutoff: datetime,
-               skip_partitions: list[str] | tuple[str, ...] = ()) -> bool:
+def purge_room(
+    run: Run, room_id: int, cutoff: datetime, skip_partitions: list[str] | tuple[str, ...] = ()
+) -> bool:
     """Archive and delete the room's messages older than `cutoff`, oldest
     first, one batch per transaction; True when none are left, False when
     the phase ran out of time first. The cut-off is fixed for the run, so
     the end state does not depend on how long the run took."""
-    batches = KeysetBatches(run, (
-        "SELECT id, created_at FROM messages"
-        " WHERE room_id = :room AND created_at < :cutoff AND {after}"
-        " AND NOT (tableoid::regclass::text = ANY(CAST(:skip AS text[])))"
-        " ORDER BY {key} LIMIT :size"
-    ), {"room": room_id, "cutoff": cutoff, "skip": list(skip_partitions)}, key=MESSAGE_KEY)
+    batches = KeysetBatches(
+        run,
+        (
+            "SELECT id, created_at FROM messages"
+            " WHERE room_id = :room AND created_at < :cutoff AND {after}"
+            " AND NOT (tableoid::regclass::text = ANY(CAST(:skip AS text[])))"
+            " ORDER BY {key} LIMIT :size"
+        ),
+        {"room": room_id, "cutoff": cutoff, "skip": list(skip_partitions)},
+        key=MESSAGE_KEY,
+    )
     for session, rows in batches:
         batch = [tuple(row) for row in rows]
         if run.dry_run:
@@ -168,29 +202,44 @@ def purge_room(run: Run, room_id: int, cutoff: datetime,
 def with_old_replies(session: Session, batch: Batch, cutoff: datetime) -> Batch:
     """The batch plus every reply under it that is also past the cut-off
     (deleting a parent cascades to its replies, so they are archived now)."""
-    return [tuple(row) for row in session.execute(text(
-        "WITH RECURSIVE doomed(id, created_at) AS ("
-        " SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[]))"
-        " UNION"
-        " SELECT c.id, c.created_at FROM messages c"
-        " JOIN doomed ON c.parent_message_id = doomed.id AND c.parent_created_at = doomed.created_at"
-        " WHERE c.created_at < :cutoff"
-        ") SELECT id, created_at FROM doomed"
-    ), {**batch_params(batch), "cutoff": cutoff})]
+    return [
+        tuple(row)
+        for row in session.execute(
+            text(
+                "WITH RECURSIVE doomed(id, created_at) AS ("
+                " SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[]))"
+                " UNION"
+                " SELECT c.id, c.created_at FROM messages c"
+                " JOIN doomed"
+                "  ON c.parent_message_id = doomed.id AND c.parent_created_at = doomed.created_at"
+                " WHERE c.created_at < :cutoff"
+                ") SELECT id, created_at FROM doomed"
+            ),
+            {**batch_params(batch), "cutoff": cutoff},
+        )
+    ]
 
 
 def count_batch(run: Run, session: Session, batch: Batch, cutoff: datetime) -> None:
-    counts = session.execute(over_batch(
-        "WITH {batch} SELECT"
-        " (SELECT count(*) FROM reactions r"
-        "  JOIN d ON r.message_id = d.id AND r.message_created_at = d.created_at),"
-        " (SELECT count(*) FROM files f"
-        "  JOIN d ON f.message_id = d.id AND f.message_created_at = d.created_at),"
-        " (SELECT count(*) FROM messages c JOIN d ON c.parent_message_id = d.id"
-        "  AND c.parent_created_at = d.created_at WHERE c.created_at >= :cutoff)"
-    ), {**batch_params(batch), "cutoff": cutoff}).one()
-    run.add(messages_deleted=len(batch), archived_messages=len(batch),
-            archived_reactions=counts[0], archived_files=counts[1], replies_detached=counts[2])
+    counts = session.execute(
+        over_batch(
+            "WITH {batch} SELECT"
+            " (SELECT count(*) FROM reactions r"
+            "  JOIN d ON r.message_id = d.id AND r.message_created_at = d.created_at),"
+            " (SELECT count(*) FROM files f"
+            "  JOIN d ON f.message_id = d.id AND f.message_created_at = d.created_at),"
+            " (SELECT count(*) FROM messages c JOIN d ON c.parent_message_id = d.id"
+            "  AND c.parent_created_at = d.created_at WHERE c.created_at >= :cutoff)"
+        ),
+        {**batch_params(batch), "cutoff": cutoff},
+    ).one()
+    run.add(
+        messages_deleted=len(batch),
+        archived_messages=len(batch),
+        archived_reactions=counts[0],
+        archived_files=counts[1],
+        replies_detached=counts[2],
+    )
 
 
 def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetime) -> None:
@@ -199,10 +248,15 @@ def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetim
     detached = detach_replies(session, params, "c.created_at >= :cutoff")
     archived = archive_rows(session, params)
     authors = batch_authors(session, params)
-    deleted = session.execute(over_batch(
-        "WITH {batch} DELETE FROM messages m USING d"
-        " WHERE m.id = d.id AND m.created_at = d.created_at"
-    ), params).rowcount
+    deleted = affected(
+        session.execute(
+            over_batch(
+                "WITH {batch} DELETE FROM messages m USING d"
+                " WHERE m.id = d.id AND m.created_at = d.created_at"
+            ),
+            params,
+        )
+    )
     recount_member_counters(session, authors)
     run.add(messages_deleted=deleted, replies_detached=detached, **archived)
 
@@ -212,42 +266,73 @@ def detach_replies(session: Session, params: dict[str, Any], which: str) -> int:
     detach them (an UPDATE of the parent columns fires no counter trigger;
     the parent is about to go, so its thread_count goes with it). `which`:
     the SQL condition on the reply `c` that picks them."""
-    session.execute(over_batch(
-        "WITH {batch} INSERT INTO archived_reply_links"
-        " (message_id, message_created_at, parent_message_id, parent_created_at)"
-        " SELECT c.id, c.created_at, c.parent_message_id, c.parent_created_at"
-        " FROM messages c JOIN d ON c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-        " WHERE {which} ON CONFLICT DO NOTHING", which=sql.SQL(which),
-    ), params)
-    return session.execute(over_batch(
-        "WITH {batch} UPDATE messages c SET parent_message_id = NULL, parent_created_at = NULL"
-        " FROM d WHERE c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-        " AND {which}", which=sql.SQL(which),
-    ), params).rowcount
+    session.execute(
+        over_batch(
+            "WITH {batch} INSERT INTO archived_reply_links"
+            " (message_id, message_created_at, parent_message_id, parent_created_at)"
+            " SELECT c.id, c.created_at, c.parent_message_id, c.parent_created_at"
+            " FROM messages c"
+            " JOIN d ON c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
+            " WHERE {which} ON CONFLICT DO NOTHING",
+            which=sql.SQL(which),
+        ),
+        params,
+    )
+    return affected(
+        session.execute(
+            over_batch(
+                "WITH {batch} UPDATE messages c"
+                " SET parent_message_id = NULL, parent_created_at = NULL"
+                " FROM d WHERE c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
+                " AND {which}",
+                which=sql.SQL(which),
+            ),
+            params,
+        )
+    )
 
 
 def archive_rows(session: Session, params: dict[str, Any]) -> dict[str, int]:
     """Copy the batch's messages, reactions and file rows to the archive.
     ON CONFLICT: a message archived, restored and purged again."""
     copies = {
-        "archived_messages": ("messages", MESSAGE_COLUMNS, "x.id = d.id AND x.created_at = d.created_at"),
-        "archived_reactions": ("reactions", REACTION_COLUMNS,
-                               "x.message_id = d.id AND x.message_created_at = d.created_at"),
-        "archived_files": ("files", FILE_COLUMNS,
-                           "x.message_id = d.id AND x.message_created_at = d.created_at"),
+        "archived_messages": (
+            "messages",
+            MESSAGE_COLUMNS,
+            "x.id = d.id AND x.created_at = d.created_at",
+        ),
+        "archived_reactions": (
+            "reactions",
+            REACTION_COLUMNS,
+            "x.message_id = d.id AND x.message_created_at = d.created_at",
+        ),
+        "archived_files": (
+            "files",
+            FILE_COLUMNS,
+            "x.message_id = d.id AND x.message_created_at = d.created_at",
+        ),
     }
     counts = {}
     for archive, (live, names, join) in copies.items():
-        counts[archive] = session.execute(over_batch(
-            "WITH {batch} INSERT INTO {archive} ({columns})"
-            " SELECT {values} FROM {live} x JOIN d ON {join} ON CONFLICT DO NOTHING",
-            archive=sql.Identifier(archive), columns=identifiers(names),
-            values=identifiers(names, "x"), live=sql.Identifier(live), join=sql.SQL(join),
-        ), params).rowcount
+        counts[archive] = affected(
+            session.execute(
+                over_batch(
+                    "WITH {batch} INSERT INTO {archive} ({columns})"
+                    " SELECT {values} FROM {live} x JOIN d ON {join} ON CONFLICT DO NOTHING",
+                    archive=sql.Identifier(archive),
+                    columns=identifiers(names),
+                    values=identifiers(names, "x"),
+                    live=sql.Identifier(live),
+                    join=sql.SQL(join),
+                ),
+                params,
+            )
+        )
     return counts
 
 
 # ------------------------------------------------------ whole partitions
+
 
 def drop_covered_message_partitions(run: Run) -> list[partition_upkeep.Partition]:
     """Drop past monthly partitions of messages in which no message would
@@ -267,13 +352,15 @@ def drop_covered_message_partitions(run: Run) -> list[partition_upkeep.Partition
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
         for partition in partition_upkeep.leftovers(conn, "messages"):
             finish_message_partition_drop(run, partition)
-        candidates = [p for p in partition_upkeep.attached(conn, "messages")
-                      if p.end <= partition_upkeep.this_month()]
-    window_start = add_months(partition_upkeep.this_month(), -partition_months_behind())
+        candidates = [
+            p for p in partition_upkeep.attached(conn, "messages") if p.end <= this_month()
+        ]
+    window_start = add_months(this_month(), -partition_months_behind())
     dropping = []
     for partition in candidates:
         if not covered_by_retention(partition.name) or (
-                partition.month >= window_start and is_empty(partition.name)):
+            partition.month >= window_start and is_empty(partition.name)
+        ):
             continue
         run.add(message_partitions_dropped=1)
         dropping.append(partition)
@@ -291,19 +378,29 @@ def partition_months_behind() -> int:
 
 def is_empty(name: str) -> bool:
     with session_scope() as session:
-        return session.execute(compose(
-            "SELECT NOT EXISTS (SELECT 1 FROM {partition})", partition=sql.Identifier(name),
-        )).scalar_one()
+        return bool(
+            session.execute(
+                compose(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {partition})",
+                    partition=sql.Identifier(name),
+                )
+            ).scalar_one()
+        )
 
 
 def covered_by_retention(name: str) -> bool:
     with session_scope() as session:
-        return session.execute(compose(
-            "SELECT NOT EXISTS (SELECT 1 FROM {partition} m LEFT JOIN rooms r ON r.id = m.room_id"
-            " WHERE r.id IS NULL OR r.message_retention_days = 0"
-            " OR m.created_at >= now() - make_interval(days => r.message_retention_days))",
-            partition=sql.Identifier(name),
-        )).scalar_one()
+        return bool(
+            session.execute(
+                compose(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {partition} m"
+                    " LEFT JOIN rooms r ON r.id = m.room_id"
+                    " WHERE r.id IS NULL OR r.message_retention_days = 0"
+                    " OR m.created_at >= now() - make_interval(days => r.message_retention_days))",
+                    partition=sql.Identifier(name),
+                )
+            ).scalar_one()
+        )
 
 
 # A row of the partition still to unlink: not archived yet, or referenced
@@ -311,9 +408,12 @@ def covered_by_retention(name: str) -> bool:
 # run unlinked fail this test, so a run resumes where the last one stopped;
 # a reaction added to an unlinked row meanwhile is caught all the same.
 STILL_LINKED = sql.SQL(
-    "NOT EXISTS (SELECT 1 FROM archived_messages a WHERE a.id = m.id AND a.created_at = m.created_at)"
-    " OR EXISTS (SELECT 1 FROM reactions x WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
-    " OR EXISTS (SELECT 1 FROM files x WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+    "NOT EXISTS (SELECT 1 FROM archived_messages a"
+    "  WHERE a.id = m.id AND a.created_at = m.created_at)"
+    " OR EXISTS (SELECT 1 FROM reactions x"
+    "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+    " OR EXISTS (SELECT 1 FROM files x"
+    "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
     " OR EXISTS (SELECT 1 FROM message_mentions x"
     "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
     " OR EXISTS (SELECT 1 FROM messages x"
@@ -325,12 +425,18 @@ def unlink_partition(run: Run, partition: partition_upkeep.Partition) -> bool:
     """Archive the partition's rows and remove every reference to them, a
     batch per transaction; True when nothing is left to unlink, False when
     the phase ran out of time first."""
-    batches = KeysetBatches(run, (
-        "SELECT id, created_at FROM {partition} m"
-        " WHERE {after} AND ({still_linked} OR CAST(:dry_run AS boolean))"
-        " ORDER BY {key} LIMIT :size"
-    ), {"dry_run": run.dry_run}, key=MESSAGE_KEY, partition=sql.Identifier(partition.name),
-        still_linked=STILL_LINKED)
+    batches = KeysetBatches(
+        run,
+        (
+            "SELECT id, created_at FROM {partition} m"
+            " WHERE {after} AND ({still_linked} OR CAST(:dry_run AS boolean))"
+            " ORDER BY {key} LIMIT :size"
+        ),
+        {"dry_run": run.dry_run},
+        key=MESSAGE_KEY,
+        partition=sql.Identifier(partition.name),
+        still_linked=STILL_LINKED,
+    )
     for session, rows in batches:
         if run.dry_run:
             run.add(messages_deleted=len(rows))
@@ -342,17 +448,22 @@ def unlink_partition(run: Run, partition: partition_upkeep.Partition) -> bool:
         detached = detach_replies(session, params, "true")
         archived = archive_rows(session, params)
         for referencing in ("reactions", "files", "message_mentions"):
-            session.execute(over_batch(
-                "WITH {batch} DELETE FROM {referencing} x USING d"
-                " WHERE x.message_id = d.id AND x.message_created_at = d.created_at",
-                referencing=sql.Identifier(referencing),
-            ), params)
+            session.execute(
+                over_batch(
+                    "WITH {batch} DELETE FROM {referencing} x USING d"
+                    " WHERE x.message_id = d.id AND x.message_created_at = d.created_at",
+                    referencing=sql.Identifier(referencing),
+                ),
+                params,
+            )
         run.add(replies_detached=detached, **archived)
     return batches.exhausted
 
 
 def finish_message_partition_drop(run: Run, partition: partition_upkeep.Partition) -> None:
-    run.add(messages_deleted=partition_upkeep.drop("messages", partition, before_drop=subtract_counters))
+    run.add(
+        messages_deleted=partition_upkeep.drop("messages", partition, before_drop=subtract_counters)
+    )
 
 
 def subtract_counters(session: Session, name: str) -> int:
@@ -360,47 +471,68 @@ def subtract_counters(session: Session, name: str) -> int:
     conversation's) message_count and their parent's thread_count; returns
     how many rows the DROP deletes."""
     partition = sql.Identifier(name)
-    session.execute(compose(
-        "UPDATE rooms r SET message_count = r.message_count - d.n"
-        " FROM (SELECT room_id, count(*) AS n FROM {partition}"
-        "  WHERE NOT is_deleted AND room_id IS NOT NULL GROUP BY room_id) d"
-        " WHERE r.id = d.room_id", partition=partition,
-    ))
-    session.execute(compose(
-        "UPDATE direct_conversations c SET message_count = c.message_count - d.n"
-        " FROM (SELECT conversation_id, count(*) AS n FROM {partition}"
-        "  WHERE NOT is_deleted AND conversation_id IS NOT NULL GROUP BY conversation_id) d"
-        " WHERE c.id = d.conversation_id", partition=partition,
-    ))
-    session.execute(compose(
-        "UPDATE messages p SET thread_count = p.thread_count - d.n,"
-        " is_thread_root = p.thread_count - d.n > 0"
-        " FROM (SELECT parent_message_id, parent_created_at, count(*) AS n"
-        "  FROM {partition} WHERE NOT is_deleted AND parent_message_id IS NOT NULL"
-        "  GROUP BY parent_message_id, parent_created_at) d"
-        " WHERE p.id = d.parent_message_id AND p.created_at = d.parent_created_at",
-        partition=partition,
-    ))
+    session.execute(
+        compose(
+            "UPDATE rooms r SET message_count = r.message_count - d.n"
+            " FROM (SELECT room_id, count(*) AS n FROM {partition}"
+            "  WHERE NOT is_deleted AND room_id IS NOT NULL GROUP BY room_id) d"
+            " WHERE r.id = d.room_id",
+            partition=partition,
+        )
+    )
+    session.execute(
+        compose(
+            "UPDATE direct_conversations c SET message_count = c.message_count - d.n"
+            " FROM (SELECT conversation_id, count(*) AS n FROM {partition}"
+            "  WHERE NOT is_deleted AND conversation_id IS NOT NULL GROUP BY conversation_id) d"
+            " WHERE c.id = d.conversation_id",
+            partition=partition,
+        )
+    )
+    session.execute(
+        compose(
+            "UPDATE messages p SET thread_count = p.thread_count - d.n,"
+            " is_thread_root = p.thread_count - d.n > 0"
+            " FROM (SELECT parent_message_id, parent_created_at, count(*) AS n"
+            "  FROM {partition} WHERE NOT is_deleted AND parent_message_id IS NOT NULL"
+            "  GROUP BY parent_message_id, parent_created_at) d"
+            " WHERE p.id = d.parent_message_id AND p.created_at = d.parent_created_at",
+            partition=partition,
+        )
+    )
     # Detached already: its rows no longer count in `messages`.
     recount_member_counters(session, partition_authors(session, name))
-    return session.execute(compose("SELECT count(*) FROM {partition}",
-                                   partition=partition)).scalar_one()
+    return int(
+        session.execute(
+            compose("SELECT count(*) FROM {partition}", partition=partition)
+        ).scalar_one()
+    )
 
 
 # ---------------------------------------------------------------- archive
 
-ARCHIVE_TABLES = ("archived_messages", "archived_reactions", "archived_files", "archived_reply_links")
+ARCHIVE_TABLES = (
+    "archived_messages",
+    "archived_reactions",
+    "archived_files",
+    "archived_reply_links",
+)
 
 
 def purge_archive(run: Run) -> None:
     """Archived rows past ARCHIVE_RETENTION_DAYS are gone for good."""
     for table in ARCHIVE_TABLES:
-        apply_in_batches(run, f"{table}_purged", table,
-                         "archived_at < now() - make_interval(days => :days)",
-                         {"days": get_settings().archive_retention_days})
+        apply_in_batches(
+            run,
+            f"{table}_purged",
+            table,
+            "archived_at < now() - make_interval(days => :days)",
+            {"days": get_settings().archive_retention_days},
+        )
 
 
 # ---------------------------------------------------------------- restore
+
 
 def restore(room_id: int, start: datetime, end: datetime) -> dict[str, int]:
     """Put a room's archived messages from [start, end) back, with their
@@ -416,7 +548,9 @@ def restore(room_id: int, start: datetime, end: datetime) -> dict[str, int]:
     for size in timed_batches():
         # Partitions made above can be dropped meanwhile (a purge of a
         # covered month): a batch that meets a missing month makes it.
-        restored = creating_missing_partitions(lambda: restore_next_batch(room_id, start, end, size))
+        restored = creating_missing_partitions(
+            partial(restore_next_batch, room_id, start, end, size)
+        )
         if restored is None:
             return counts
         for key, value in restored.items():
@@ -424,27 +558,37 @@ def restore(room_id: int, start: datetime, end: datetime) -> dict[str, int]:
     return counts
 
 
-def restore_next_batch(room_id: int, start: datetime, end: datetime,
-                       size: int) -> dict[str, int] | None:
+def restore_next_batch(
+    room_id: int, start: datetime, end: datetime, size: int
+) -> dict[str, int] | None:
     """Restore the oldest `size` archived messages of the range, in one
     transaction; None when none are left. No keyset (KeysetBatches): a
     restored batch leaves the archive, so the oldest left is the next one,
     and a batch that meets a dropped month is retried whole."""
     with session_scope() as session:
-        batch = [tuple(row) for row in session.execute(text(
-            "SELECT id, created_at FROM archived_messages"
-            " WHERE room_id = :room AND created_at >= :start AND created_at < :end"
-            " ORDER BY created_at, id LIMIT :size"
-        ), {"room": room_id, "start": start, "end": end, "size": size})]
+        batch = [
+            tuple(row)
+            for row in session.execute(
+                text(
+                    "SELECT id, created_at FROM archived_messages"
+                    " WHERE room_id = :room AND created_at >= :start AND created_at < :end"
+                    " ORDER BY created_at, id LIMIT :size"
+                ),
+                {"room": room_id, "start": start, "end": end, "size": size},
+            )
+        ]
         return restore_batch(session, batch) if batch else None
 
 
 def ensure_partitions_for(room_id: int, start: datetime, end: datetime) -> None:
     with session_scope() as session:
-        first, last = session.execute(text(
-            "SELECT min(created_at), max(created_at) FROM archived_messages"
-            " WHERE room_id = :room AND created_at >= :start AND created_at < :end"
-        ), {"room": room_id, "start": start, "end": end}).one()
+        first, last = session.execute(
+            text(
+                "SELECT min(created_at), max(created_at) FROM archived_messages"
+                " WHERE room_id = :room AND created_at >= :start AND created_at < :end"
+            ),
+            {"room": room_id, "start": start, "end": end},
+        ).one()
         if first is None:
             return
         # Months are UTC months (db/partitions.py), whatever the session's zone.
@@ -465,55 +609,82 @@ def restore_batch(session: Session, batch: Batch) -> dict[str, int]:
         "parent_message_id": sql.SQL("CASE WHEN p.ok THEN a.parent_message_id END"),
         "parent_created_at": sql.SQL("CASE WHEN p.ok THEN a.parent_created_at END"),
     }
-    values = sql.SQL(", ").join(restored_columns.get(name, sql.Identifier("a", name))
-                                for name in MESSAGE_COLUMNS)
+    values = sql.SQL(", ").join(
+        restored_columns.get(name, sql.Identifier("a", name)) for name in MESSAGE_COLUMNS
+    )
     # A reply whose parent is still archived comes back top-level; its link
     # is kept so that restoring the parent later re-attaches it.
-    session.execute(over_batch(
-        "WITH {batch} INSERT INTO archived_reply_links"
-        " (message_id, message_created_at, parent_message_id, parent_created_at)"
-        " SELECT a.id, a.created_at, a.parent_message_id, a.parent_created_at"
-        " FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
-        " WHERE a.parent_message_id IS NOT NULL"
-        " AND NOT EXISTS (SELECT 1 FROM messages x"
-        "  WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
-        " AND NOT EXISTS (SELECT 1 FROM d y"
-        "  WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
-        " ON CONFLICT DO NOTHING"
-    ), params)
-    messages = session.execute(over_batch(
-        "WITH {batch} INSERT INTO messages ({columns})"
-        " SELECT {values} FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
-        " CROSS JOIN LATERAL (SELECT a.parent_message_id IS NOT NULL AND ("
-        "  EXISTS (SELECT 1 FROM messages x"
-        "   WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
-        "  OR EXISTS (SELECT 1 FROM d y"
-        "   WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
-        " ) AS ok) p"
-        " ORDER BY a.created_at, a.id ON CONFLICT DO NOTHING",
-        columns=identifiers(MESSAGE_COLUMNS), values=values,
-    ), params).rowcount
+    session.execute(
+        over_batch(
+            "WITH {batch} INSERT INTO archived_reply_links"
+            " (message_id, message_created_at, parent_message_id, parent_created_at)"
+            " SELECT a.id, a.created_at, a.parent_message_id, a.parent_created_at"
+            " FROM archived_messages a JOIN d ON a.id = d.id AND a.created_at = d.created_at"
+            " WHERE a.parent_message_id IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM messages x"
+            "  WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
+            " AND NOT EXISTS (SELECT 1 FROM d y"
+            "  WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
+            " ON CONFLICT DO NOTHING"
+        ),
+        params,
+    )
+    messages = affected(
+        session.execute(
+            over_batch(
+                "WITH {batch} INSERT INTO messages ({columns})"
+                " SELECT {values} FROM archived_messages a"
+                " JOIN d ON a.id = d.id AND a.created_at = d.created_at"
+                " CROSS JOIN LATERAL (SELECT a.parent_message_id IS NOT NULL AND ("
+                "  EXISTS (SELECT 1 FROM messages x"
+                "   WHERE x.id = a.parent_message_id AND x.created_at = a.parent_created_at)"
+                "  OR EXISTS (SELECT 1 FROM d y"
+                "   WHERE y.id = a.parent_message_id AND y.created_at = a.parent_created_at)"
+                " ) AS ok) p"
+                " ORDER BY a.created_at, a.id ON CONFLICT DO NOTHING",
+                columns=identifiers(MESSAGE_COLUMNS),
+                values=values,
+            ),
+            params,
+        )
+    )
     counts = {"messages": messages}
-    for live, archive, names in (("reactions", "archived_reactions", REACTION_COLUMNS),
-                                 ("files", "archived_files", FILE_COLUMNS)):
+    for live, archive, names in (
+        ("reactions", "archived_reactions", REACTION_COLUMNS),
+        ("files", "archived_files", FILE_COLUMNS),
+    ):
         tables = {"live": sql.Identifier(live), "archive": sql.Identifier(archive)}
-        counts[live] = session.execute(over_batch(
-            "WITH {batch} INSERT INTO {live} ({columns})"
-            " SELECT {values} FROM {archive} a"
-            " JOIN d ON a.message_id = d.id AND a.message_created_at = d.created_at"
-            " ON CONFLICT DO NOTHING",
-            columns=identifiers(names), values=identifiers(names, "a"), **tables,
-        ), params).rowcount
-        session.execute(over_batch(
-            "WITH {batch} DELETE FROM {archive} a USING d"
-            " WHERE a.message_id = d.id AND a.message_created_at = d.created_at", **tables,
-        ), params)
+        counts[live] = affected(
+            session.execute(
+                over_batch(
+                    "WITH {batch} INSERT INTO {live} ({columns})"
+                    " SELECT {values} FROM {archive} a"
+                    " JOIN d ON a.message_id = d.id AND a.message_created_at = d.created_at"
+                    " ON CONFLICT DO NOTHING",
+                    columns=identifiers(names),
+                    values=identifiers(names, "a"),
+                    **tables,
+                ),
+                params,
+            )
+        )
+        session.execute(
+            over_batch(
+                "WITH {batch} DELETE FROM {archive} a USING d"
+                " WHERE a.message_id = d.id AND a.message_created_at = d.created_at",
+                **tables,
+            ),
+            params,
+        )
     counts["replies_reattached"] = reattach_replies(session, params)
     recount_member_counters(session, batch_authors(session, params))
-    session.execute(over_batch(
-        "WITH {batch} DELETE FROM archived_messages a USING d"
-        " WHERE a.id = d.id AND a.created_at = d.created_at"
-    ), params)
+    session.execute(
+        over_batch(
+            "WITH {batch} DELETE FROM archived_messages a USING d"
+            " WHERE a.id = d.id AND a.created_at = d.created_at"
+        ),
+        params,
+    )
     return counts
 
 
@@ -521,32 +692,43 @@ def reattach_replies(session: Session, params: dict[str, Any]) -> int:
     """Links whose two ends are live again (one of them in this batch):
     re-attach the reply, and count it into its parent's thread_count by
     hand (the counter trigger does not watch the parent columns)."""
-    reattached = session.execute(over_batch(
-        "WITH {batch}, links AS ("
-        " SELECT l.* FROM archived_reply_links l JOIN d"
-        "  ON (l.message_id = d.id AND l.message_created_at = d.created_at)"
-        "  OR (l.parent_message_id = d.id AND l.parent_created_at = d.created_at))"
-        " UPDATE messages c SET parent_message_id = l.parent_message_id,"
-        "  parent_created_at = l.parent_created_at"
-        " FROM links l WHERE c.id = l.message_id AND c.created_at = l.message_created_at"
-        "  AND c.parent_message_id IS NULL AND EXISTS (SELECT 1 FROM messages p"
-        "   WHERE p.id = l.parent_message_id AND p.created_at = l.parent_created_at)"
-        " RETURNING c.id, c.created_at, c.parent_message_id, c.parent_created_at, c.is_deleted"
-    ), params).all()
+    reattached = session.execute(
+        over_batch(
+            "WITH {batch}, links AS ("
+            " SELECT l.* FROM archived_reply_links l JOIN d"
+            "  ON (l.message_id = d.id AND l.message_created_at = d.created_at)"
+            "  OR (l.parent_message_id = d.id AND l.parent_created_at = d.created_at))"
+            " UPDATE messages c SET parent_message_id = l.parent_message_id,"
+            "  parent_created_at = l.parent_created_at"
+            " FROM links l WHERE c.id = l.message_id AND c.created_at = l.message_created_at"
+            "  AND c.parent_message_id IS NULL AND EXISTS (SELECT 1 FROM messages p"
+            "   WHERE p.id = l.parent_message_id AND p.created_at = l.parent_created_at)"
+            " RETURNING c.id, c.created_at, c.parent_message_id, c.parent_created_at, c.is_deleted"
+        ),
+        params,
+    ).all()
     if not reattached:
         return 0
     live = [row for row in reattached if not row.is_deleted]
-    session.execute(text(
-        "UPDATE messages p SET thread_count = p.thread_count + x.n,"
-        " is_thread_root = p.thread_count + x.n > 0"
-        " FROM (SELECT id, created_at, count(*) AS n"
-        "  FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[])) AS u(id, created_at)"
-        "  GROUP BY id, created_at) x"
-        " WHERE p.id = x.id AND p.created_at = x.created_at"
-    ), {"ids": [r.parent_message_id for r in live], "ts": [r.parent_created_at for r in live]})
-    session.execute(text(
-        "DELETE FROM archived_reply_links l"
-        " USING unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[])) AS u(id, created_at)"
-        " WHERE l.message_id = u.id AND l.message_created_at = u.created_at"
-    ), {"ids": [r.id for r in reattached], "ts": [r.created_at for r in reattached]})
+    session.execute(
+        text(
+            "UPDATE messages p SET thread_count = p.thread_count + x.n,"
+            " is_thread_root = p.thread_count + x.n > 0"
+            " FROM (SELECT id, created_at, count(*) AS n"
+            "  FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[]))"
+            "  AS u(id, created_at)"
+            "  GROUP BY id, created_at) x"
+            " WHERE p.id = x.id AND p.created_at = x.created_at"
+        ),
+        {"ids": [r.parent_message_id for r in live], "ts": [r.parent_created_at for r in live]},
+    )
+    session.execute(
+        text(
+            "DELETE FROM archived_reply_links l"
+            " USING unnest(CAST(:ids AS integer[]), CAST(:ts AS timestamptz[]))"
+            " AS u(id, created_at)"
+            " WHERE l.message_id = u.id AND l.message_created_at = u.created_at"
+        ),
+        {"ids": [r.id for r in reattached], "ts": [r.created_at for r in reattached]},
+    )
     return len(reattached)
