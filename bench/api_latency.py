@@ -41,7 +41,7 @@ from bench.stack import (
     throwaway_database,
     wait_until,
 )
-from tests.processes import free_port  # noqa: E402
+from tests.processes import free_port
 
 GOAL_P50_MS, GOAL_P99_MS = 10.0, 100.0
 
