@@ -222,34 +222,14 @@ def start_worker(
     told to take over what is queued, its queues are emptied first: a message
     an earlier test left behind (the rest of a chain whose worker it stopped)
     must not run in this one."""
+    from tests.processes import worker_argv
     from worker import app
 
     if purge:
         purge_queues(queues)
 
     hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h"
-    proc = ManagedProcess(
-        name,
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            str(concurrency),
-            "-n",
-            hostname,
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "INFO",
-        ],
-        env,
-    ).start()
+    proc = ManagedProcess(name, worker_argv(queues, concurrency, hostname), env).start()
     wanted = hostname.split("@")[0]
 
     def answered() -> bool:
