@@ -3,6 +3,7 @@ invitations, max_members, kicks, roles, mutes, and their audit trail."""
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from tests.api_helpers import error_code
+from tests.conftest import alembic
+from tests.factories import fresh_database, make_room, make_user
 
 
 def in_a_year() -> str:
@@ -469,12 +472,19 @@ def test_a_kick_bans_from_rejoining_posting_reacting_and_editing_until_the_ban_e
         "edit": api.patch(f"/messages/{old['id']}", bob, json={"content": "rewritten"}),
         "react": api.post(f"/messages/{old['id']}/reactions", bob, json={"emoji": "👍"}),
         "post": api.post(f"/rooms/{room}/messages", bob, json={"content": "back"}),
+        "upload": api.post(
+            f"/rooms/{room}/files",
+            bob,
+            content_type="multipart/form-data",
+            data={"file": (io.BytesIO(b"notes"), "notes.txt", "text/plain")},
+        ),
     }
     assert {name: r.status_code for name, r in writes.items()} == dict.fromkeys(writes, 403)
     assert db.execute("SELECT content FROM messages WHERE id = %s", (old["id"],)).fetchone() == (
         "before the kick",
     )
     assert db.execute("SELECT count(*) FROM reactions").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM files").fetchone() == (0,)
     listed = api.get(f"/rooms/{room}/bans", mod)
     assert [(b["user"]["id"], b["banned_by"]) for b in listed.json["bans"]] == [(bob.id, mod.id)]
     # Once the ban has run out, they are back.
@@ -609,3 +619,36 @@ def test_moderation_never_acts_on_an_equal_or_higher_rank_or_oneself(api, db, ac
     for actor, target in allowed:
         assert attempt(actor, target).status_code in (200, 204), (actor, target)
     assert state() != before
+
+
+@pytest.mark.slow
+def test_migration_0008_repairs_mutes_stored_out_of_readable_range():
+    """A membership muted until 1 BC (stored before the bounds) is readable
+    again after the upgrade: the mute that 'ended' then is lifted, and one
+    ending past 9999 lasts until lifted."""
+    with fresh_database("bans") as url:
+        alembic("upgrade", "0006")
+        with psycopg.connect(url, autocommit=True) as conn:
+            owner, bob, carol = (make_user(conn) for _ in range(3))
+            room = make_room(conn, owner)
+            for user, until in ((bob, YEAR_ONE), (carol, "294276-01-01 00:00:00+00")):
+                conn.execute(
+                    "INSERT INTO room_members (room_id, user_id, is_muted, muted_until)"
+                    " VALUES (%s, %s, true, %s::timestamptz)",
+                    (room, user, until),
+                )
+                conn.execute(
+                    "INSERT INTO room_mutes (room_id, user_id, muted_until)"
+                    " VALUES (%s, %s, %s::timestamptz)",
+                    (room, user, until),
+                )
+            with pytest.raises(psycopg.DataError):  # the finding: unreadable
+                conn.execute("SELECT muted_until FROM room_members").fetchall()
+        alembic("upgrade", "head")
+        with psycopg.connect(url, autocommit=True) as conn:
+            members = conn.execute(
+                "SELECT user_id, is_muted, muted_until FROM room_members ORDER BY user_id"
+            ).fetchall()
+            mutes = conn.execute("SELECT user_id, muted_until FROM room_mutes").fetchall()
+    assert members == [(bob, False, None), (carol, True, None)]
+    assert mutes == [(carol, None)]
