@@ -52,8 +52,8 @@ def managing_rank(room: Room, member: RoomMember | None) -> int:
 
 
 def check_outranks(room: Room, me: RoomMember, target: RoomMember, refusal: str) -> None:
-    """Nobody acts on themselves, nor on an equal or higher rank."""
-    if me.user_id == target.user_id or managing_rank(room, me) <= managing_rank(room, target):
+    """Nobody acts on an equal or higher rank (nor so on themselves)."""
+    if managing_rank(room, me) <= managing_rank(room, target):
         raise forbidden(refusal)
 
 

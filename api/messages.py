@@ -433,7 +433,9 @@ def check_reaction_cap(session: Session, message: Message) -> None:
     reactions to it count one after the other."""
     limit = get_settings().max_reactions_per_user_per_message
     mine = session.scalar(
-        select(func.count()).where(
+        select(func.count())
+        .select_from(Reaction)
+        .where(
             Reaction.message_id == message.id,
             Reaction.message_created_at == message.created_at,
             Reaction.user_id == g.user.id,
