@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -301,28 +302,34 @@ def test_the_database_refuses_a_muted_until_it_could_not_give_back(api, db):
             db.execute(statement, (YEAR_ONE, bob.id, room)[: statement.count("%s")])
 
 
-def input_models() -> list[type]:
-    from api.schemas import Input
+def client_models() -> list[tuple[type, Callable[[type, dict], object]]]:
+    """Every body and query-string model of every operation, each with the
+    way api/spec.py parses it (bodies as JSON, strictly; queries as strings)."""
+    import api.v1  # noqa: F401  (registers every operation)
+    from api.spec import OPERATIONS
 
-    found, todo = [], [Input]
-    while todo:
-        model = todo.pop()
-        todo.extend(model.__subclasses__())
-        found.append(model)
+    def as_body(model, data):
+        return model.model_validate_json(json.dumps(data))
+
+    def as_query(model, data):
+        return model.model_validate(data)
+
+    found = [(op.body, as_body) for op in OPERATIONS if op.body is not None]
+    found += [(op.query, as_query) for op in OPERATIONS if op.query is not None]
     return found
 
 
 def test_every_client_supplied_instant_is_bounded_at_input():
-    """Whatever input model takes a timestamp, now or later, refuses instants
-    PostgreSQL would store and psycopg could not read back."""
+    """Whatever body or query takes a timestamp, now or later, refuses
+    instants PostgreSQL would store and psycopg could not read back."""
     checked = []
-    for model in input_models():
+    for model, parse in client_models():
         for name, prop in model.model_json_schema().get("properties", {}).items():
             if '"date-time"' not in json.dumps(prop):  # datetime, AwareDatetime...
                 continue
             for bad in (YEAR_ONE, "9999-12-31T23:59:59-14:00", "1999-12-31T23:59:59Z"):
                 with pytest.raises(ValidationError) as refused:
-                    model.model_validate_json(json.dumps({name: bad}))
+                    parse(model, {name: bad})
                 assert any(e["loc"] == (name,) for e in refused.value.errors()), (model, name)
             checked.append(f"{model.__name__}.{name}")
     assert "MemberPatch.muted_until" in checked
