@@ -1,19 +1,21 @@
 """Who may see and do what in a room or conversation.
 
-Anything a user may not see answers 404, exactly like an id that does not
-exist, so ids cannot be probed; 403 is kept for things the user can see
-but not do (a member editing someone else's message).
+Anything a user may not see answers 404, with a body byte for byte that of
+an id that does not exist (whatever the kind of thing: room, message,
+conversation, member, user, file), so ids cannot be probed; 403 is kept
+for things the user can see but not do (a member editing someone else's
+message).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.errors import ApiError
-from db.models import DirectConversation, Message, Room, RoomMember, RoomMemberRole, User
+from api.errors import NOT_FOUND_CODE, NOT_FOUND_MESSAGE, ApiError
+from db.models import DirectConversation, Message, Room, RoomBan, RoomMember, RoomMemberRole, User
 
 # Ranks order who may act on whom: nobody acts on an equal or higher rank.
 RANK = {RoomMemberRole.member: 0, RoomMemberRole.moderator: 1, RoomMemberRole.admin: 2}
@@ -22,8 +24,9 @@ MODERATOR_RANK = RANK[RoomMemberRole.moderator]
 ADMIN_RANK = RANK[RoomMemberRole.admin]
 
 
-def not_found(what: str = "resource") -> ApiError:
-    return ApiError(404, "not_found", f"No such {what}.")
+def not_found() -> ApiError:
+    """The one answer for anything unknown or hidden: it names nothing."""
+    return ApiError(404, NOT_FOUND_CODE, NOT_FOUND_MESSAGE)
 
 
 def forbidden(message: str) -> ApiError:
@@ -39,11 +42,30 @@ def rank(room: Room, member: RoomMember | None) -> int:
 
 
 def managing_rank(room: Room, member: RoomMember | None) -> int:
-    """The rank a member acts with when muting or kicking: can_manage_members
-    lets a plain member do so as a moderator would (so on plain members only)."""
+    """The rank a member acts with, and is protected with, in moderation:
+    can_manage_members makes a plain member a moderator for it, so they
+    mute and kick plain members only, and only those above a moderator
+    act on them."""
     if member is not None and member.can_manage_members:
         return max(rank(room, member), MODERATOR_RANK)
     return rank(room, member)
+
+
+def check_outranks(room: Room, me: RoomMember, target: RoomMember, refusal: str) -> None:
+    """Nobody acts on an equal or higher rank (nor so on themselves)."""
+    if managing_rank(room, me) <= managing_rank(room, target):
+        raise forbidden(refusal)
+
+
+def active_ban(session: Session, room_id: int, user_id: int) -> RoomBan | None:
+    """The user's ban from the room, while it lasts (an expired row is inert)."""
+    return session.scalar(
+        select(RoomBan).where(
+            RoomBan.room_id == room_id,
+            RoomBan.user_id == user_id,
+            RoomBan.banned_until > func.now(),
+        )
+    )
 
 
 def membership(
@@ -65,11 +87,11 @@ def visible_room(
     )
     found = session.execute(query.with_for_update(of=Room) if lock else query).first()
     if found is None:
-        raise not_found("room")
+        raise not_found()
     room: Room = found[0]
     member: RoomMember | None = found[1]  # an outer join: None when the user is not in the room
     if member is None and not room.is_public:
-        raise not_found("room")
+        raise not_found()
     return room, member
 
 
@@ -86,7 +108,7 @@ def participant_conversation(
 ) -> DirectConversation:
     conversation = session.get(DirectConversation, conversation_id)
     if conversation is None or user.id not in conversation.participant_ids:
-        raise not_found("conversation")
+        raise not_found()
     return conversation
 
 
@@ -104,14 +126,14 @@ def visible_message(
     query = select(Message).where(Message.id == message_id, Message.is_deleted.is_(False))
     message = session.scalar(query.with_for_update() if lock else query)
     if message is None:
-        raise not_found("message")
+        raise not_found()
     if message.conversation_id is not None:
         participant_conversation(session, message.conversation_id, user)
         return message, None, None
     assert message.room_id is not None  # the table's CHECK: a room or a conversation, not both
     room, member = visible_room(session, message.room_id, user)
     if past_retention(room, message):
-        raise not_found("message")
+        raise not_found()
     return message, room, member
 
 

@@ -60,7 +60,7 @@ def open_conversation(session: Session, body: ConversationIn) -> tuple[Conversat
         )
     other = session.get(User, body.user_id)
     if other is None or other.deleted_at is not None or not other.is_active:
-        raise not_found("user")
+        raise not_found()
     pair = sorted((g.user.id, other.id))
     created_id = session.scalar(
         insert(DirectConversation)

@@ -10,6 +10,11 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
+# Every 404 says this and nothing more: an unknown id, a hidden one, an
+# out-of-range one and an unknown path are indistinguishable (api/access.py).
+NOT_FOUND_CODE = "not_found"
+NOT_FOUND_MESSAGE = "Not found."
+
 
 class ApiError(Exception):
     """An error the client can act on; raised anywhere in a request."""
@@ -51,6 +56,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
+        if err.code == 404:
+            return error_response(404, NOT_FOUND_CODE, NOT_FOUND_MESSAGE)
         code = (err.name or "error").lower().replace(" ", "_")
         allow = err.get_response().headers.get("Allow")
         headers = {"Allow": allow} if allow else None

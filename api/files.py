@@ -69,7 +69,7 @@ def attached_message(session: Session, room: Room, raw_id: str | None) -> Messag
         )
     )
     if message is None:
-        raise not_found("message")
+        raise not_found()
     if message.author_id != g.user.id:
         raise forbidden("Files can only be attached to your own messages.")
     return message
@@ -159,7 +159,7 @@ def visible_file(session: Session, file_uuid: uuid.UUID, *, lock: bool = False) 
     query = select(File).where(File.uuid == file_uuid)
     row = session.scalar(query.with_for_update() if lock else query)
     if row is None:
-        raise not_found("file")
+        raise not_found()
     if row.message_id is not None:
         # An attachment lives and dies with its message, for everyone:
         # a message deleted by a moderator, past retention or in a room the
@@ -167,7 +167,7 @@ def visible_file(session: Session, file_uuid: uuid.UUID, *, lock: bool = False) 
         visible_message(session, row.message_id, g.user)
     elif row.uploaded_by != g.user.id:
         if row.room_id is None:
-            raise not_found("file")
+            raise not_found()
         visible_room(session, row.room_id, g.user)  # 404 when the room is hidden
     return row
 
@@ -195,7 +195,7 @@ def released_file(session: Session, file_uuid: uuid.UUID) -> File:
 
 def attachment(path: Path, mime_type: str, download_name: str) -> Response:
     if not path.is_file():
-        raise not_found("file content")
+        raise not_found()
     response = send_file(
         path,
         mimetype=mime_type,
@@ -247,10 +247,10 @@ def get_file_content(session: Session, file_uuid: uuid.UUID) -> Response:
 def get_file_thumbnail(session: Session, file_uuid: uuid.UUID) -> Response:
     row = released_file(session, file_uuid)
     if row.thumbnail_path is None:
-        raise not_found("thumbnail")
+        raise not_found()
     path = storage.absolute(row.thumbnail_path)
     if not path.is_file():
-        raise not_found("thumbnail")
+        raise not_found()
     stem = row.original_filename.rsplit(".", 1)[0]
     # The worker writes every thumbnail as WebP (veza/storage.py): no sniffing.
     return attachment(path, THUMBNAIL_MIME_TYPE, f"{stem}-thumbnail.webp")

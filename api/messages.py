@@ -34,6 +34,7 @@ from api.access import (
 from api.errors import ApiError
 from api.request_context import client_ip, request_id, user_agent
 from api.schemas import (
+    MAX_CONTENT_LENGTH,
     Author,
     MessageEdit,
     MessageIn,
@@ -57,6 +58,9 @@ from db.models import (
     User,
 )
 from veza import jobs, outbox
+from veza.messages.reactions import NotAnEmoji, canonical_emoji
+from veza.messages.sanitize import sanitize_html
+from veza.settings import get_settings
 
 bp = Blueprint("messages", __name__)
 
@@ -120,7 +124,7 @@ def message_out(session: Session, message_id: int, room: Room | None = None) -> 
         retention_days=room.message_retention_days if room else 0,
     )
     if not found:
-        raise not_found("message")
+        raise not_found()
     return found[0]
 
 
@@ -168,7 +172,7 @@ def parent_reference(
         )
     )
     if created_at is None:
-        raise not_found("parent message")
+        raise not_found()
     return created_at
 
 
@@ -182,6 +186,7 @@ def create_message(
     """Insert a message and owe its indexing task, in the caller's transaction."""
     room_id = room.id if room else None
     conversation_id = conversation.id if conversation else None
+    content = stored_content(body.content_type, body.content)
     # INSERT ... RETURNING the whole row: one round trip, and the answer is
     # built from it (a new message has no reactions to aggregate yet).
     message = session.scalars(
@@ -191,7 +196,7 @@ def create_message(
                 "room_id": room_id,
                 "conversation_id": conversation_id,
                 "author_id": g.user.id,
-                "content": body.content,
+                "content": content,
                 "raw_content": body.content,
                 "content_type": MessageContentType(body.content_type),
                 "parent_message_id": body.parent_message_id,
@@ -201,7 +206,7 @@ def create_message(
                     room_id=room_id,
                     conversation_id=conversation_id,
                 ),
-                "mentions": mentioned_user_ids(session, body.content),
+                "mentions": mentioned_user_ids(session, content),
                 "ip_address": client_ip(),
                 "user_agent": user_agent(),
             }
@@ -209,6 +214,22 @@ def create_message(
     ).one()  # a month without a partition fails here (see api.spec)
     outbox.enqueue(session, jobs.INDEX_MESSAGE, message.id, request_id=request_id())
     return new_message_out(message)
+
+
+def stored_content(content_type: str, content: str) -> str:
+    """What is stored (and served) as `content`: HTML sanitised
+    (veza/messages/sanitize.py), anything else as sent. raw_content keeps
+    what was sent. What the sanitiser leaves must still be a message."""
+    if content_type != MessageContentType.html.value:
+        return content
+    clean = sanitize_html(content)
+    if not clean.strip():
+        problem = "has no content left once sanitised"
+    elif len(clean) > MAX_CONTENT_LENGTH:
+        problem = f"is over {MAX_CONTENT_LENGTH} characters once sanitised"
+    else:
+        return clean
+    raise ApiError(422, "validation_failed", "The body is not valid.", {"content": problem})
 
 
 def new_message_out(message: Message) -> MessageOut:
@@ -234,7 +255,8 @@ def new_message_out(message: Message) -> MessageOut:
 
 
 def check_not_silenced(room: Room, member: RoomMember) -> None:
-    """Archived rooms and muted members (until muted_until) post nothing."""
+    """Archived rooms and muted members (until muted_until) write nothing:
+    no post, edit, reaction or upload."""
     if room.is_archived:
         raise ApiError(409, "room_archived", "The room is archived.")
     if muted_now(member):
@@ -312,12 +334,12 @@ def list_room_messages(session: Session, room_id: int, query: PageQuery) -> Mess
     errors=(403, 409),
 )
 def edit_message(session: Session, message_id: int, body: MessageEdit) -> MessageOut:
-    message, room, _ = visible_message(session, message_id, g.user, lock=True)
+    message, room = writable_message(session, message_id)
     if message.author_id != g.user.id:
         raise forbidden("Only the author may edit a message.")
-    check_still_writable(session, message, room)
-    message.content = message.raw_content = body.content
-    message.mentions = mentioned_user_ids(session, body.content)
+    message.content = stored_content(message.content_type.value, body.content)
+    message.raw_content = body.content
+    message.mentions = mentioned_user_ids(session, message.content)
     message.is_edited = True
     message.edit_count += 1
     message.edited_at = message.updated_at = func.now()
@@ -388,22 +410,44 @@ def unpin_message(session: Session, message_id: int) -> MessageOut:
     return set_pinned(session, message_id, False)
 
 
-def check_still_writable(session: Session, message: Message, room: Room | None) -> None:
-    """Edits and reactions are writes too: an archived room or a blocked
-    conversation takes none."""
-    if room is not None and room.is_archived:
-        raise ApiError(409, "room_archived", "The room is archived.")
-    if message.conversation_id is not None:
+def writable_message(session: Session, message_id: int) -> tuple[Message, Room | None]:
+    """A message the user may still write to: edit, react, unreact. In a
+    room that takes membership (a user who left, or was kicked and banned,
+    writes nothing there), no mute in force and a room not archived; in a
+    DM, a conversation not blocked."""
+    message, room, member = visible_message(session, message_id, g.user, lock=True)
+    if room is None:
+        assert message.conversation_id is not None
         # Loaded by visible_message already: get() answers from the session.
         check_conversation_open(session.get_one(DirectConversation, message.conversation_id))
-
-
-def reactable_message(session: Session, message_id: int) -> tuple[Message, Room | None]:
-    message, room, member = visible_message(session, message_id, g.user, lock=True)
-    if room is not None and member is None:
+        return message, None
+    if member is None:
         raise forbidden("Join the room first.")
-    check_still_writable(session, message, room)
+    check_not_silenced(room, member)
     return message, room
+
+
+def check_reaction_cap(session: Session, message: Message) -> None:
+    """MAX_REACTIONS_PER_USER_PER_MESSAGE distinct reactions per user and
+    message. The message row is locked (writable_message), so concurrent
+    reactions to it count one after the other."""
+    limit = get_settings().max_reactions_per_user_per_message
+    mine = session.scalar(
+        select(func.count())
+        .select_from(Reaction)
+        .where(
+            Reaction.message_id == message.id,
+            Reaction.message_created_at == message.created_at,
+            Reaction.user_id == g.user.id,
+        )
+    )
+    if mine is not None and mine >= limit:
+        raise ApiError(
+            409,
+            "reaction_limit",
+            f"At most {limit} reactions per message; remove one first.",
+            {"limit": limit},
+        )
 
 
 @operation(
@@ -416,7 +460,8 @@ def reactable_message(session: Session, message_id: int) -> tuple[Message, Room 
     errors=(403, 409),
 )
 def add_reaction(session: Session, message_id: int, body: ReactionIn) -> tuple[MessageOut, int]:
-    message, room = reactable_message(session, message_id)
+    message, room = writable_message(session, message_id)
+    check_reaction_cap(session, message)
     inserted = session.execute(
         text(
             "INSERT INTO reactions (message_id, message_created_at, user_id, emoji) "
@@ -444,19 +489,29 @@ def add_reaction(session: Session, message_id: int, body: ReactionIn) -> tuple[M
     errors=(403,),
 )
 def remove_reaction(session: Session, message_id: int, emoji: str) -> tuple[None, int]:
-    message, _ = reactable_message(session, message_id)
+    message, _ = writable_message(session, message_id)
     reaction = session.scalar(
         select(Reaction).where(
             Reaction.message_id == message.id,
             Reaction.message_created_at == message.created_at,
             Reaction.user_id == g.user.id,
-            Reaction.emoji == emoji,
+            Reaction.emoji == stored_emoji(emoji),
         )
     )
     if reaction is None:
-        raise not_found("reaction")
+        raise not_found()
     session.delete(reaction)
     return None, 204
+
+
+def stored_emoji(emoji: str) -> str:
+    """The form a reaction named in a path is stored in: :+1: and 👍 are the
+    same reaction. A reaction stored before emoji were validated is named
+    as it was stored."""
+    try:
+        return canonical_emoji(emoji)
+    except NotAnEmoji:
+        return emoji
 
 
 # ------------------------------------------------------- reading and stats
@@ -482,7 +537,7 @@ def mark_read(session: Session, room_id: int, body: ReadIn) -> UnreadOut:
         select(Message.id).where(Message.id == body.message_id, Message.room_id == room.id)
     )
     if in_room is None:
-        raise not_found("message")
+        raise not_found()
     # Only forward: an older marker arriving late must not resurrect unreads.
     session.execute(
         update(RoomMember)

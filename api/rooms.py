@@ -1,13 +1,14 @@
 """Rooms and their members: create, change settings, archive, join, invite,
-leave, kick, roles and mutes."""
+leave, kick (a ban for a time), lift bans, roles and mutes."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, g
-from sqlalchemy import func
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from api import audit
@@ -15,6 +16,8 @@ from api.access import (
     ADMIN_RANK,
     MODERATOR_RANK,
     RANK,
+    active_ban,
+    check_outranks,
     forbidden,
     managing_rank,
     member_of,
@@ -25,9 +28,21 @@ from api.access import (
     visible_room,
 )
 from api.errors import ApiError
-from api.schemas import MemberAdd, MemberOut, MemberPatch, RoomCreate, RoomOut, RoomPatch, UserRef
+from api.schemas import (
+    BanList,
+    BanOut,
+    KickQuery,
+    MemberAdd,
+    MemberOut,
+    MemberPatch,
+    RoomCreate,
+    RoomOut,
+    RoomPatch,
+    UserRef,
+)
 from api.spec import operation
-from db.models import AuditSeverity, Room, RoomMember, RoomMemberRole, RoomMute, User
+from db.models import AuditSeverity, Room, RoomBan, RoomMember, RoomMemberRole, RoomMute, User
+from veza.settings import get_settings
 
 bp = Blueprint("rooms", __name__)
 
@@ -175,10 +190,11 @@ def add_member(session: Session, room_id: int, body: MemberAdd) -> tuple[MemberO
             raise forbidden("You may not invite to this room.")
         invitee = session.get(User, target_id)
         if invitee is None or invitee.deleted_at is not None or not invitee.is_active:
-            raise not_found("user")
+            raise not_found()
         if membership(session, room.id, target_id) is not None:
             raise ApiError(409, "already_member", "That user is already a member.")
         invited_by = g.user.id
+    check_not_banned(session, room, target_id)
     if room.is_archived:
         raise ApiError(409, "room_archived", "The room is archived.")
     if room.member_count >= room.max_members:
@@ -196,36 +212,146 @@ def add_member(session: Session, room_id: int, body: MemberAdd) -> tuple[MemberO
     return member_out(session, room, member), 201
 
 
+def check_not_banned(session: Session, room: Room, user_id: int) -> None:
+    """A banned user neither rejoins nor is invited back before the ban
+    ends; an ended ban's row goes now."""
+    ban = active_ban(session, room.id, user_id)
+    if ban is not None:
+        raise ApiError(
+            403,
+            "banned",
+            "You are banned from this room."
+            if user_id == g.user.id
+            else "That user is banned from this room.",
+            {"banned_until": ban.banned_until.isoformat()},
+        )
+    session.execute(delete(RoomBan).where(RoomBan.room_id == room.id, RoomBan.user_id == user_id))
+
+
 @operation(
     bp,
     "DELETE",
     "/rooms/<id:room_id>/members/<id:user_id>",
-    summary="Leave (your own id) or kick a member",
+    summary="Leave (your own id), or kick a member, which bans them for ?ban_seconds=",
+    query=KickQuery,
     responses={204: None},
     errors=(403, 409),
 )
-def remove_member(session: Session, room_id: int, user_id: int) -> tuple[None, int]:
+def remove_member(
+    session: Session, room_id: int, user_id: int, query: KickQuery
+) -> tuple[None, int]:
     room, me = member_of(session, room_id, g.user)
-    target = membership(session, room.id, user_id)
+    target = membership(session, room.id, user_id, lock=True)
     if target is None:
-        raise not_found("member")
+        raise not_found()
     if user_id == room.owner_id:
         raise ApiError(409, "owner_cannot_leave", "The owner cannot leave or be removed.")
-    if user_id != g.user.id:
-        acting_rank = managing_rank(room, me)
-        if acting_rank < MODERATOR_RANK or acting_rank <= rank(room, target):
-            raise forbidden("You may not remove this member.")
-        audit.record(
-            session,
-            "member_kicked",
-            {"user_id": user_id},
-            user_id=g.user.id,
-            room_id=room.id,
-            resource=("user", user_id),
-            severity=AuditSeverity.warning,
-        )
+    if user_id == g.user.id:
+        if query.ban_seconds is not None:
+            raise ApiError(
+                422,
+                "validation_failed",
+                "The query string is not valid.",
+                {"ban_seconds": "only a kick bans"},
+            )
+    else:
+        kick(session, room, me, target, query.ban_seconds)
     remember_mute(session, target)
     session.delete(target)
+    return None, 204
+
+
+def kick(
+    session: Session, room: Room, me: RoomMember, target: RoomMember, ban_seconds: int | None
+) -> None:
+    """A kick is a ban for ban_seconds (KICK_BAN_DEFAULT_SECONDS unless
+    given): otherwise the member of a public room would be back at once."""
+    if managing_rank(room, me) < MODERATOR_RANK:
+        raise forbidden("You may not remove this member.")
+    check_outranks(room, me, target, "You may not remove this member.")
+    seconds = ban_seconds or get_settings().kick_ban_default_seconds
+    fields = {
+        "banned_until": func.now() + timedelta(seconds=seconds),
+        "banned_by": me.user_id,
+        "banned_by_rank": managing_rank(room, me),
+        "created_at": func.now(),
+    }
+    banned_until = session.scalars(
+        insert(RoomBan)
+        .values(room_id=room.id, user_id=target.user_id, **fields)
+        .on_conflict_do_update(index_elements=[RoomBan.room_id, RoomBan.user_id], set_=fields)
+        .returning(RoomBan.banned_until)
+    ).one()
+    audit.record(
+        session,
+        "member_kicked",
+        {"user_id": target.user_id, "banned_until": banned_until.isoformat()},
+        user_id=g.user.id,
+        room_id=room.id,
+        resource=("user", target.user_id),
+        severity=AuditSeverity.warning,
+    )
+
+
+def ban_out(session: Session, ban: RoomBan) -> BanOut:
+    return BanOut(
+        room_id=ban.room_id,
+        user=user_ref(session.get_one(User, ban.user_id)),
+        banned_until=ban.banned_until,
+        banned_by=ban.banned_by,
+        created_at=ban.created_at,
+    )
+
+
+def moderator_of(session: Session, room_id: int) -> tuple[Room, RoomMember]:
+    room, me = member_of(session, room_id, g.user)
+    if managing_rank(room, me) < MODERATOR_RANK:
+        raise forbidden("Only moderators see and lift bans.")
+    return room, me
+
+
+@operation(
+    bp,
+    "GET",
+    "/rooms/<id:room_id>/bans",
+    summary="The room's bans in force (moderators)",
+    responses={200: BanList},
+    errors=(403,),
+)
+def list_bans(session: Session, room_id: int) -> BanList:
+    room, _ = moderator_of(session, room_id)
+    bans = session.scalars(
+        select(RoomBan)
+        .where(RoomBan.room_id == room.id, RoomBan.banned_until > func.now())
+        .order_by(RoomBan.banned_until)
+    )
+    return BanList(bans=[ban_out(session, ban) for ban in bans])
+
+
+@operation(
+    bp,
+    "DELETE",
+    "/rooms/<id:room_id>/bans/<id:user_id>",
+    summary="Lift a ban before it ends (a rank at least the banner's)",
+    responses={204: None},
+    errors=(403,),
+)
+def lift_ban(session: Session, room_id: int, user_id: int) -> tuple[None, int]:
+    room, me = moderator_of(session, room_id)
+    ban = active_ban(session, room.id, user_id)
+    if ban is None:
+        raise not_found()
+    if managing_rank(room, me) < ban.banned_by_rank:
+        raise forbidden("Only a rank at least that of the ban's author may lift it.")
+    session.delete(ban)
+    audit.record(
+        session,
+        "member_unbanned",
+        {"user_id": user_id, "banned_until": ban.banned_until.isoformat()},
+        user_id=g.user.id,
+        room_id=room.id,
+        resource=("user", user_id),
+    )
     return None, 204
 
 
@@ -261,7 +387,11 @@ def update_member(session: Session, room_id: int, user_id: int, body: MemberPatc
     room, me = member_of(session, room_id, g.user)
     target = membership(session, room.id, user_id, lock=True)
     if target is None:
-        raise not_found("member")
+        raise not_found()
+    if user_id == g.user.id:
+        # A muted moderator would unmute themselves, a member with
+        # can_manage_members lift their own mute or grant themselves more.
+        raise forbidden("Nobody changes their own role, permissions or mute.")
     changes = body.model_dump(exclude_unset=True)
     reject_nulls(changes, NULLABLE_MEMBER_FIELDS)
     check_member_change(room, me, target, changes)
@@ -295,9 +425,8 @@ def check_member_change(
     """Roles and permissions are for the owner and admins, mutes also for
     moderators and can_manage_members; nobody acts on an equal or higher
     rank, or grants a rank equal to their own."""
+    check_outranks(room, me, target, "You may not change a member of equal or higher rank.")
     acting_rank = managing_rank(room, me)
-    if acting_rank <= rank(room, target):
-        raise forbidden("You may not change a member of equal or higher rank.")
     if {"role", "can_invite", "can_manage_messages", "can_manage_members"} & changes.keys():
         my_rank = rank(room, me)
         if my_rank < ADMIN_RANK:

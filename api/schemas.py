@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from veza.messages.reactions import canonical_emoji
+
 USERNAME_PATTERN = r"^[a-zA-Z0-9_-]{3,50}$"
 # The database's own valid_email check, so that what passes here is stored.
 EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
@@ -36,14 +38,33 @@ def has_visible_text(value: str) -> str:
     return value
 
 
-# A mute lasts at most this long: any bound keeps muted_until readable
-# (a year-10000 instant is storable in PostgreSQL but not in Python).
-MAX_MUTE = timedelta(days=3653)
+# Every client-supplied instant lies in this range, checked at input: a
+# value outside it is a 422 and never reaches the database. PostgreSQL
+# stores instants Python cannot read back (year 0 and BC, after 9999), and a
+# row holding one answers an error on every read of it. Nothing a client
+# may date is older than this project or more than a decade ahead.
+EARLIEST_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_AHEAD = timedelta(days=3653)
+# A mute or a ban given a time lasts at most a year (and a day, for leap
+# years); one meant to last longer is given without a time (a mute lasts
+# until lifted) or given again.
+MAX_SANCTION = timedelta(days=366)
 
 
-def within_max_mute(value: datetime) -> datetime:
-    if value > datetime.now(UTC) + MAX_MUTE:
-        raise ValueError("must be at most 10 years ahead")
+def sane_instant(value: datetime) -> datetime:
+    try:
+        in_range = EARLIEST_INSTANT <= value <= datetime.now(UTC) + LATEST_AHEAD
+    except OverflowError:  # within a day of year 1 or 9999, in UTC
+        in_range = False
+    if not in_range:
+        raise ValueError("must lie between 2000-01-01 and 10 years from now")
+    return value
+
+
+def in_the_coming_year(value: datetime) -> datetime:
+    now = datetime.now(UTC)
+    if not now < sane_instant(value) <= now + MAX_SANCTION:
+        raise ValueError("must be in the future, at most 366 days ahead")
     return value
 
 
@@ -52,13 +73,21 @@ Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Username = Annotated[Text, StringConstraints(pattern=USERNAME_PATTERN)]
 Email = Annotated[Text, StringConstraints(pattern=EMAIL_PATTERN, max_length=255)]
 Password = Annotated[Text, StringConstraints(min_length=8, max_length=1024)]
+MAX_CONTENT_LENGTH = 4000  # messages' valid_content CHECK
 Content = Annotated[
-    Text, StringConstraints(min_length=1, max_length=4000), AfterValidator(has_visible_text)
+    Text,
+    StringConstraints(min_length=1, max_length=MAX_CONTENT_LENGTH),
+    AfterValidator(has_visible_text),
 ]
 RoomName = Annotated[
     Text, StringConstraints(min_length=1, max_length=100), AfterValidator(has_visible_text)
 ]
-Emoji = Annotated[Text, StringConstraints(min_length=1, max_length=20)]
+# One emoji, as a :shortcode: or a Unicode sequence, turned into its fully
+# qualified Unicode form (veza/messages/reactions.py); 100 characters bound
+# the work before the lookup (the longest shortcode has 78).
+Emoji = Annotated[
+    Text, StringConstraints(min_length=1, max_length=100), AfterValidator(canonical_emoji)
+]
 ContentType = Literal["text", "markdown", "html", "code"]
 MemberRole = Literal["member", "moderator", "admin"]
 
@@ -122,7 +151,7 @@ class MemberPatch(Input):
     can_manage_members: bool | None = None
     is_muted: bool | None = None
     # With is_muted: the mute ends then; without, it lasts until lifted.
-    muted_until: Annotated[AwareDatetime, AfterValidator(within_max_mute)] | None = None
+    muted_until: Annotated[AwareDatetime, AfterValidator(in_the_coming_year)] | None = None
 
 
 class MessageIn(Input):
@@ -145,6 +174,15 @@ class ReadIn(Input):
 
 class ConversationIn(Input):
     user_id: Id
+
+
+class KickQuery(BaseModel):
+    """A kick bans from the room for ban_seconds (default
+    KICK_BAN_DEFAULT_SECONDS), at most MAX_SANCTION."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ban_seconds: Annotated[int, Field(ge=1, le=int(MAX_SANCTION.total_seconds()))] | None = None
 
 
 class PageQuery(BaseModel):
@@ -243,6 +281,18 @@ class MemberOut(BaseModel):
     last_read_message_id: int | None
     joined_at: datetime
     invited_by: int | None
+
+
+class BanOut(BaseModel):
+    room_id: int
+    user: UserRef
+    banned_until: datetime
+    banned_by: int | None
+    created_at: datetime
+
+
+class BanList(BaseModel):
+    bans: list[BanOut]
 
 
 class ReactionUser(BaseModel):

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -200,12 +201,19 @@ class Room(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=NOW)
 
 
+# Instants psycopg can read back into Python (0008): no BC, nothing past 9999.
+READABLE_INSTANT = "BETWEEN '2000-01-01 00:00:00+00' AND '9999-01-01 00:00:00+00'"
+
+
 class RoomMute(Base):
     """A mute in force when its member left or was kicked (0004), applied
     again when they rejoin the room."""
 
     __tablename__ = "room_mutes"
-    __table_args__ = (Index("idx_room_mutes_user", "user_id"),)
+    __table_args__ = (
+        Index("idx_room_mutes_user", "user_id"),
+        CheckConstraint(f"muted_until {READABLE_INSTANT}", name="valid_muted_until"),
+    )
 
     room_id: Mapped[int] = mapped_column(
         ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
@@ -214,6 +222,28 @@ class RoomMute(Base):
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
     )
     muted_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+class RoomBan(Base):
+    """A kick's ban (0008): the user cannot rejoin or be invited back before
+    banned_until; lifting it early takes banned_by_rank or more."""
+
+    __tablename__ = "room_bans"
+    __table_args__ = (
+        Index("idx_room_bans_user", "user_id"),
+        CheckConstraint(f"banned_until {READABLE_INSTANT}", name="valid_banned_until"),
+    )
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    banned_until: Mapped[datetime]
+    banned_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    banned_by_rank: Mapped[int] = mapped_column(SmallInteger)
     created_at: Mapped[datetime] = mapped_column(server_default=NOW)
 
 
@@ -234,6 +264,7 @@ class RoomMember(Base):
             postgresql_where=text("is_muted = false"),
         ),
         Index("idx_room_members_joined", "joined_at"),
+        CheckConstraint(f"muted_until {READABLE_INSTANT}", name="valid_muted_until"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -33,7 +33,7 @@ def test_only_the_two_participants_read_and_write(api, db):
     for response in (
         api.get(f"/conversations/{conversation}/messages", eve),
         api.post(f"/conversations/{conversation}/messages", eve, json={"content": "hi"}),
-        api.post(f"/messages/{message_id}/reactions", eve, json={"emoji": "x"}),
+        api.post(f"/messages/{message_id}/reactions", eve, json={"emoji": "👍"}),
         api.delete(f"/messages/{message_id}", eve),
     ):
         assert response.status_code == 404
@@ -88,3 +88,27 @@ def test_a_blocked_conversation_refuses_edits_and_reactions(api, db):
         False,
         0,
     )
+
+
+def test_html_direct_messages_are_sanitised_and_their_reactions_are_emoji(api, db):
+    alice, bob = api.register(), api.register()
+    conversation = api.post("/conversations", alice, json={"user_id": bob.id}).json["id"]
+    raw = '<b>hey</b><img src=x onerror=alert(1)><a href="https://example.com">x</a>'
+    sent = api.post(
+        f"/conversations/{conversation}/messages",
+        alice,
+        json={"content": raw, "content_type": "html"},
+    ).json
+    clean = '<b>hey</b><a href="https://example.com" rel="nofollow noopener">x</a>'
+    assert (sent["content"], sent["raw_content"]) == (clean, raw)
+    edited = api.patch(
+        f"/messages/{sent['id']}", alice, json={"content": "<u>hi</u><iframe src=//evil>"}
+    ).json
+    assert edited["content"] == "<u>hi</u>"
+    assert db.execute("SELECT content, raw_content FROM messages").fetchone() == (
+        "<u>hi</u>",
+        "<u>hi</u><iframe src=//evil>",
+    )
+    path = f"/messages/{sent['id']}/reactions"
+    assert api.post(path, bob, json={"emoji": "<b>"}).status_code == 422
+    assert list(api.post(path, bob, json={"emoji": ":heart:"}).json["reactions"]) == ["❤️"]

@@ -4,6 +4,7 @@ missing partitions and the outbox row every post owes."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 
 import pytest
@@ -255,7 +256,7 @@ def test_messages_of_a_hidden_room_are_404_not_403(api):
         api.patch(f"/messages/{message['id']}", eve, json={"content": "x"}),
         api.delete(f"/messages/{message['id']}", eve),
         api.post(f"/messages/{message['id']}/pin", eve),
-        api.post(f"/messages/{message['id']}/reactions", eve, json={"emoji": "x"}),
+        api.post(f"/messages/{message['id']}/reactions", eve, json={"emoji": "👍"}),
     ):
         assert response.status_code == 404
 
@@ -368,3 +369,177 @@ def test_reaction_count_stays_exact_when_a_user_who_reacted_is_deleted(api, db):
             "users": [{"user_id": carol.id, "username": carol.username}],
         }
     }
+
+
+# ------------------------------------------------ muted, sanitised, emoji
+
+
+def test_a_muted_member_posts_edits_reacts_and_uploads_nothing(api, db):
+    owner, bob = api.register(), api.register()
+    room = api.room(owner)
+    api.join(room, bob)
+    old = api.say(room, bob, "before the mute")
+    path = f"/messages/{old['id']}/reactions"
+    assert api.post(path, bob, json={"emoji": "👍"}).status_code == 201
+    api.patch(f"/rooms/{room}/members/{bob.id}", owner, json={"is_muted": True})
+    # The finding: a muted member could still edit old messages and react.
+    writes = {
+        "post": api.post(f"/rooms/{room}/messages", bob, json={"content": "hi"}),
+        "edit": api.patch(f"/messages/{old['id']}", bob, json={"content": "rewritten"}),
+        "react": api.post(path, bob, json={"emoji": "🎉"}),
+        "unreact": api.delete(f"{path}/👍", bob),
+        "upload": api.post(
+            f"/rooms/{room}/files",
+            bob,
+            content_type="multipart/form-data",
+            data={"file": (io.BytesIO(b"notes"), "notes.txt", "text/plain")},
+        ),
+    }
+    assert {name: r.status_code for name, r in writes.items()} == dict.fromkeys(writes, 403)
+    assert db.execute("SELECT content FROM messages").fetchall() == [("before the mute",)]
+    assert db.execute("SELECT emoji FROM reactions").fetchall() == [("👍",)]
+    assert db.execute("SELECT count(*) FROM files").fetchone() == (0,)
+    api.patch(f"/rooms/{room}/members/{bob.id}", owner, json={"is_muted": False})
+    assert api.patch(f"/messages/{old['id']}", bob, json={"content": "edited"}).status_code == 200
+
+
+XSS = (
+    '<p onclick="steal()">Hi <b>all</b> <img src=x onerror=alert(1)>'
+    '<a href="https://example.com" target="_blank">site</a> '
+    '<a href="javascript:alert(2)">js</a><script>alert(3)</script></p>'
+)
+SANITISED = (
+    "<p>Hi <b>all</b> "
+    '<a href="https://example.com" rel="nofollow noopener">site</a> '
+    '<a rel="nofollow noopener">js</a></p>'
+)
+
+
+def test_html_content_is_sanitised_on_post_and_edit_and_raw_content_keeps_what_was_sent(api):
+    alice = api.register()
+    room = api.room(alice)
+    posted = api.say(room, alice, XSS, content_type="html")
+    assert (posted["content"], posted["raw_content"]) == (SANITISED, XSS)
+    listed = api.get(f"/rooms/{room}/messages", alice).json["messages"][0]
+    assert (listed["content"], listed["raw_content"]) == (SANITISED, XSS)
+    edited = api.patch(
+        f"/messages/{posted['id']}", alice, json={"content": "<i>x</i><svg/onload=1>"}
+    ).json
+    assert (edited["content"], edited["raw_content"]) == ("<i>x</i>", "<i>x</i><svg/onload=1>")
+    # Other content types are not HTML: stored as sent, for the client to escape.
+    text = api.say(room, alice, "<b>1 < 2</b>")
+    assert text["content"] == text["raw_content"] == "<b>1 < 2</b>"
+
+
+def test_html_with_nothing_left_once_sanitised_is_422(api, db):
+    alice = api.register()
+    room = api.room(alice)
+    for content in ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>"):
+        response = api.post(
+            f"/rooms/{room}/messages", alice, json={"content": content, "content_type": "html"}
+        )
+        assert response.status_code == 422
+        assert "content" in response.json["error"]["fields"]
+    assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("👍", "👍"),
+        (":thumbs_up:", "👍"),
+        (":+1:", "👍"),
+        ("❤", "❤️"),  # unqualified: stored fully qualified
+        ("👍🏽", "👍🏽"),  # a skin tone
+        ("👩‍💻", "👩‍💻"),  # a ZWJ sequence
+        ("👨‍👩‍👧‍👦", "👨‍👩‍👧‍👦"),
+        ("🇫🇷", "🇫🇷"),  # a flag
+        ("🏴󠁧󠁢󠁥󠁮󠁧󠁿", "🏴󠁧󠁢󠁥󠁮󠁧󠁿"),  # a subdivision flag (tag sequence)
+        ("1️⃣", "1️⃣"),  # a keycap
+        (":keycap_1:", "1️⃣"),
+    ],
+)
+def test_emoji_are_taken_as_shortcodes_or_unicode_sequences_and_stored_fully_qualified(
+    api, db, sent, stored
+):
+    alice = api.register()
+    room = api.room(alice)
+    message = api.say(room, alice)
+    response = api.post(f"/messages/{message['id']}/reactions", alice, json={"emoji": sent})
+    assert response.status_code == 201
+    assert list(response.json["reactions"]) == [stored]
+    assert db.execute("SELECT emoji FROM reactions").fetchall() == [(stored,)]
+    # The same emoji in another form is the same reaction, and removes it.
+    again = api.post(f"/messages/{message['id']}/reactions", alice, json={"emoji": stored})
+    assert error_code(again) == "already_reacted"
+    assert api.delete(f"/messages/{message['id']}/reactions/{sent}", alice).status_code == 204
+
+
+@pytest.mark.parametrize(
+    "emoji", ["x", "lol", "👍👍", "🏽", ":nope:", ":thumbs_up", "a👍", " 👍", "😀" * 21]
+)
+def test_anything_but_one_emoji_is_422_on_the_emoji_field(api, db, emoji):
+    alice = api.register()
+    room = api.room(alice)
+    message = api.say(room, alice)
+    response = api.post(f"/messages/{message['id']}/reactions", alice, json={"emoji": emoji})
+    assert response.status_code == 422
+    assert "emoji" in response.json["error"]["fields"]
+    assert db.execute("SELECT count(*) FROM reactions").fetchone() == (0,)
+
+
+def test_one_user_puts_at_most_the_cap_of_reactions_on_one_message(api, db):
+    # The finding: one user added 300 distinct reactions to one message.
+    alice, bob = api.register(), api.register()
+    room = api.room(alice)
+    api.join(room, bob)
+    message = api.say(room, alice)
+    path = f"/messages/{message['id']}/reactions"
+    faces = [chr(code) for code in range(0x1F600, 0x1F600 + 21)]  # 😀 onwards
+    for face in faces[:20]:
+        assert api.post(path, alice, json={"emoji": face}).status_code == 201
+    refused = api.post(path, alice, json={"emoji": faces[20]})
+    assert (refused.status_code, error_code(refused)) == (409, "reaction_limit")
+    assert refused.json["error"]["fields"] == {"limit": 20}
+    # The cap is per user: others still react; removing one makes room.
+    assert api.post(path, bob, json={"emoji": faces[20]}).status_code == 201
+    assert api.delete(f"{path}/{faces[0]}", alice).status_code == 204
+    assert api.post(path, alice, json={"emoji": faces[20]}).status_code == 201
+    assert db.execute(
+        "SELECT user_id, count(*) FROM reactions GROUP BY user_id ORDER BY user_id"
+    ).fetchall() == [(alice.id, 20), (bob.id, 1)]
+
+
+# ------------------------------------------------------------ one 404
+
+
+def test_every_not_visible_answer_is_the_same_404_body(api, db):
+    alice, bob, eve = api.register(), api.register(), api.register()
+    public, private = api.room(alice), api.room(alice, is_public=False)
+    secret = api.say(private, alice, "secret")
+    deleted = api.say(public, alice, "gone")
+    api.delete(f"/messages/{deleted['id']}", alice)
+    dm = api.post("/conversations", alice, json={"user_id": bob.id}).json["id"]
+    whisper = api.post(f"/conversations/{dm}/messages", alice, json={"content": "psst"}).json
+    missing = 2_000_000_000
+    answers = {
+        "missing room": api.get(f"/rooms/{missing}", eve),
+        "private room": api.get(f"/rooms/{private}", eve),
+        "private room's messages": api.get(f"/rooms/{private}/messages", eve),
+        "missing message": api.patch(f"/messages/{missing}", eve, json={"content": "x"}),
+        "private message": api.patch(f"/messages/{secret['id']}", eve, json={"content": "x"}),
+        "private message's pin": api.post(f"/messages/{secret['id']}/pin", eve),
+        "deleted message": api.post(f"/messages/{deleted['id']}/pin", alice),
+        "foreign conversation": api.get(f"/conversations/{dm}/messages", eve),
+        "missing conversation": api.get(f"/conversations/{missing}/messages", eve),
+        "foreign direct message": api.delete(f"/messages/{whisper['id']}", eve),
+        "missing user": api.post(f"/rooms/{public}/members", alice, json={"user_id": missing}),
+        "missing member": api.delete(f"/rooms/{public}/members/{missing}", alice),
+        "missing reaction": api.delete(f"/messages/{secret['id']}/reactions/👍", alice),
+        "missing file": api.get("/files/6f1d3c8e-2a4b-4c5d-9e6f-7a8b9c0d1e2f", eve),
+        "out-of-range id": api.get("/rooms/99999999999", eve),
+        "unknown path": api.get("/nothing/here", eve),
+    }
+    assert {name: r.status_code for name, r in answers.items()} == dict.fromkeys(answers, 404)
+    bodies = {r.get_data() for r in answers.values()}
+    assert bodies == {b'{"error":{"code":"not_found","message":"Not found.","fields":{}}}\n'}

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     # later re-drive waits twice as long as the one before (outbox.redrive).
     outbox_redrive_after_seconds: int = 600
     outbox_max_redrives: int = 5
+    # Rooms (docs/api.md, "Access rules and choices"). Distinct reactions one
+    # user may put on one message: a handful is expression, hundreds is
+    # flooding the message (and its aggregated answer) for everyone.
+    max_reactions_per_user_per_message: int = Field(default=20, ge=1)
+    # How long a kick bans from the room when the kicker names no duration
+    # (?ban_seconds=); at most a year and a day, as a named duration.
+    kick_ban_default_seconds: int = Field(default=86_400, ge=1, le=31_622_400)
     # Seconds a Redis connect or command may take before it fails. A Redis that
     # accepts connections and never answers (SIGSTOPped, a half-open connection
     # after a failover) would otherwise hang a publish, a task's Redis call or
