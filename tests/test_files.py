@@ -156,9 +156,14 @@ def test_an_archive_too_large_to_scan_fails_the_scan_and_is_neither_clean_nor_in
     file = row(db, file_id)
     assert (file["virus_scan_status"], file["processing_status"]) == ("failed", "failed")
     assert file["metadata"]["failed_step"] == "scan"
-    assert file["metadata"]["failure_reason"] == "too large to scan"
+    # clamd's Heuristics.Limits.Exceeded.MaxScanSize, in our inspection's words.
+    assert file["metadata"]["failure_reason"] == (
+        "unscannable: expands beyond the scanner's limit of 110 MiB"
+    )
     assert file["file_path"].startswith("blobs/")  # not quarantined
-    assert db.execute("SELECT count(*) FROM audit_logs").fetchone() == (0,)
+    assert db.execute("SELECT event_type, severity::text FROM audit_logs").fetchall() == [
+        ("file.unscannable", "warning")
+    ]
 
 
 def test_a_claimed_type_that_differs_from_the_content_is_flagged(db, user):
@@ -352,7 +357,8 @@ def test_without_clamd_the_scan_retries_then_fails_and_never_passes(db, user, cl
     assert file["virus_scan_status"] == "failed"
     assert file["processing_status"] == "failed"
     assert not file["is_processed"]
-    assert "clamd" in file["virus_scan_result"]
+    # What clients see: no socket path, no clamd error text (that is logged).
+    assert file["virus_scan_result"] == "the virus scanner is unavailable"
 
     # A later scan (the maintenance job's) gets the verdict and finishes the file.
     process(file_id)
