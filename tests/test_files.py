@@ -546,3 +546,45 @@ def test_streaming_to_a_clamd_elsewhere_finds_a_virus_past_the_first_chunks(clam
     assert verdict.infected
     assert verdict.signature.startswith(EICAR_SIGNATURE)
     assert not scanner.scan(clean).infected
+
+
+THUMBNAIL_PROBE = textwrap.dedent("""
+    import sys
+    from veza.files import pipeline
+    def high_water_kib():
+        return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+    pipeline._load(int(sys.argv[1]))      # imports and connections warmed up
+    before = high_water_kib()
+    pipeline.thumbnail(int(sys.argv[1]))
+    print(high_water_kib() - before)
+""")
+
+
+def test_a_small_png_declaring_7000x7000_pixels_stays_within_the_decode_budget(db, user):
+    """208 KB on disk, 7000x7000 RGBA: decoding it took ~385 MiB of the
+    worker's memory. Refused from its header now, with the reason recorded."""
+    from veza.files import pipeline
+    from veza.settings import get_settings
+
+    content = encoded(Image.new("RGBA", (7000, 7000), (200, 30, 30, 128)), "PNG")
+    file_id = upload(db, user, content, "huge.png", "image/png")
+    pipeline.hash_upload(file_id)
+    pipeline.sniff(file_id)
+    pipeline.scan(file_id)
+    probe = subprocess.run(
+        [sys.executable, "-c", THUMBNAIL_PROBE, str(file_id)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peak_growth_kib = int(probe.stdout.strip().splitlines()[-1])
+
+    file = row(db, file_id)
+    budget_kib = get_settings().thumbnail_decode_budget_mib * 1024
+    assert peak_growth_kib < budget_kib, f"peak RSS grew by {peak_growth_kib} KiB"
+    assert file["thumbnail_path"] is None
+    assert file["virus_scan_status"] == "clean"  # still served
+    assert file["metadata"]["failure_reason"] == (
+        "no thumbnail: decoding 7000x7000 RGBA takes 374 MiB, over the 128 MiB budget"
+    )
