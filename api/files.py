@@ -29,6 +29,7 @@ from api.spec import operation
 from db.models import File, Message, Room, VirusScanStatus
 from veza import jobs
 from veza.files.owed import owe
+from veza.files.pipeline import is_unscannable
 from veza.settings import get_settings
 from veza.storage import EmptyUpload, StorageFull, UploadTooLarge, storage
 
@@ -209,7 +210,7 @@ def released_file(session: Session, file_uuid: uuid.UUID) -> File:
     operator allows it, an unscannable file to its own uploader)."""
     row = visible_file(session, file_uuid, lock=True)
     status = row.virus_scan_status
-    if row.meta.get("unscannable") and uploader_may_have_it_back(row):
+    if is_unscannable(row) and uploader_may_have_it_back(row):
         return row
     if status is VirusScanStatus.infected:
         raise ApiError(

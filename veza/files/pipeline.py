@@ -47,6 +47,7 @@ VERDICTS = (VirusScanStatus.clean, VirusScanStatus.infected)
 # What a client sees while clamd cannot be reached: the error itself (a
 # socket path, a host) stays in the logs.
 SCANNER_UNAVAILABLE = "the virus scanner is unavailable"
+# The prefix of an unscannable file's failure_reason (api/files.py reads it).
 UNSCANNABLE = "unscannable"
 
 
@@ -275,13 +276,23 @@ def inspected_verdict(scanner: Scanner, path: Path) -> Verdict:
     return verdict
 
 
+def is_unscannable(file: File) -> bool:
+    """Failed for good because it could not be inspected (not requeued since)."""
+    reason = file.meta.get("failure_reason")
+    return (
+        file.virus_scan_status is VirusScanStatus.failed
+        and isinstance(reason, str)
+        and reason.startswith(f"{UNSCANNABLE}: ")
+    )
+
+
 def _record_unscannable(file_id: int, exc: Unscannable, version: str, task_id: str | None) -> None:
     """Content that cannot be inspected is neither clean nor infected: the
     scan is failed, for good (a signature update cannot open an encrypted
     archive, so rescans skip it: it has a failure_reason), the file is not
     served, and the uploader's attempt is audited. Other rows with the same
     content get the same answer from their own scan."""
-    reason = f"{UNSCANNABLE}: {exc.reason}"
+    reason = f"{UNSCANNABLE}: {exc.reason}"  # what is_unscannable() recognises
     with session_scope() as session:
         file = session.get(File, file_id, with_for_update=True)
         if file is None or file.virus_scan_status is VirusScanStatus.infected:
@@ -297,7 +308,6 @@ def _record_unscannable(file_id: int, exc: Unscannable, version: str, task_id: s
             "clamd_version": version,
             "failed_step": "scan",
             "failure_reason": reason,
-            UNSCANNABLE: True,
         }
         audit.record(
             session,
