@@ -5,7 +5,7 @@ tests and benchmarks call these directly.
 Every step is idempotent: it reads the row, skips if its result is already
 there, does its slow work outside any transaction, then writes its result
 under a row lock, checking again. A permanent failure (bad input: size
-mismatch, corrupt image, infected content) is recorded once, as
+mismatch, corrupt image, infected or unscannable content) is recorded once, as
 processing_status = failed with metadata.failure_reason and failed_step,
 and every later step skips such a row. A scan that could not get a verdict
 is not permanent: virus_scan_status = failed, and running the scan again
@@ -218,7 +218,9 @@ def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = Non
     same signature version). Raises ScanUnavailable when there is none: the
     caller retries, then calls scan_unavailable(final=True).
 
-    Infected is final. Clean holds for the signature version it was reached
+    Infected is final, and so is unscannable (clamd's heuristics for what
+    it could not inspect, or our own inspection after its OK:
+    inspected_verdict). Clean holds for the signature version it was reached
     under (clamd's whole VERSION line, Scanner.version): a clean file is
     scanned again once clamd's version differs from its own (the
     maintenance job's rescan), and stays clean, and downloadable, until a
