@@ -209,8 +209,11 @@ def test_bytes_per_day_quota_counts_the_upload_itself(api, db, environment):
     environment(UPLOAD_QUOTA_BYTES_PER_DAY="100")
     alice = api.register()
     room = api.room(alice)
+    stored = stored_names()
     too_big = upload(api, alice, room, b"w" * 101)
     assert too_big.status_code == 413  # larger than a whole day's quota: never fits
+    assert counts(db) == (0, 0)
+    assert stored_names() == stored
     assert upload(api, alice, room, b"x" * 60).status_code == 202
     before, stored = counts(db), stored_names()
 

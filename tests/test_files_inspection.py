@@ -83,6 +83,10 @@ REASONS = [
         "unscannable: a broken executable (Heuristics.Broken.Executable)",
     ),
     ("truncated.zip", "unscannable: the file is a corrupt or unreadable archive"),
+    (
+        "picture-with-zip.jpg",
+        "unscannable: archive member readme.txt is compressed with LZMA",
+    ),
 ]
 
 

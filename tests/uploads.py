@@ -289,6 +289,9 @@ def unscannable_archives() -> dict[str, bytes]:
         "deep.zip": nested_zips(20),
         "truncated.zip": zipped({"readme.txt": README * 1000})[:-30],
         "encrypted.pdf": encrypted_pdf(),
+        # A picture with a zip appended (what self-extractors look like).
+        "picture-with-zip.jpg": encoded(gradient(64, 64), "JPEG")
+        + zipped({"readme.txt": README}, zipfile.ZIP_LZMA),
         # An ELF cut after its headers: clamd cannot parse it.
         "truncated-program": Path("/bin/ls").read_bytes()[:2000],
     }

@@ -137,8 +137,21 @@ def _inspect(content: IO[bytes], name: str | None, depth: int, budget: _Budget) 
     if sniffed in NOT_UNPACKED:
         raise _Found(f"{what} is {sniffed}, a format the scanner does not unpack")
     walk = _walker(head, sniffed)
-    if walk is None:
-        return
+    if walk is not None:
+        _walk(walk, content, what, depth, budget)
+    elif depth == 0 and _has_appended_zip(content):
+        # A zip after other content (a self-extractor, a picture with an
+        # archive appended): clamd finds such zips, and so must we.
+        _walk(_zip_members, content, "the zip appended to the file", depth, budget)
+
+
+def _walk(
+    walk: Callable[[IO[bytes], _Budget], Members],
+    content: IO[bytes],
+    what: str,
+    depth: int,
+    budget: _Budget,
+) -> None:
     if depth >= MAX_NESTING:
         raise _Found(f"archives nested deeper than the scanner's limit of {MAX_NESTING}")
     try:
@@ -149,6 +162,21 @@ def _inspect(content: IO[bytes], name: str | None, depth: int, budget: _Budget) 
         raise
     except READ_ERRORS as exc:
         raise _Found(f"{what} is a corrupt or unreadable archive ({exc})") from exc
+
+
+def _has_appended_zip(content: IO[bytes]) -> bool:
+    """Whether a zip's central directory ends the file and opens: only then
+    is it walked (a stray end-of-directory signature in other data is not
+    an archive)."""
+    try:
+        if not zipfile.is_zipfile(content):
+            return False
+        with zipfile.ZipFile(content) as archive:
+            return bool(archive.infolist())
+    except READ_ERRORS:
+        return False
+    finally:
+        content.seek(0)
 
 
 Members = Iterator[tuple[str, "_SpooledMember"]]
