@@ -249,3 +249,45 @@ def test_an_image_over_the_decode_budget_gets_no_thumbnail_and_is_still_served(a
     response = api.get(f"/files/{file_uuid}/content", alice)
     assert response.status_code == 200
     assert response.data == content
+
+
+def test_concurrent_uploads_of_one_user_count_each_other(api, app, db, environment):
+    """Two uploads that both passed the early check (nothing used yet) wait
+    for the user's quota lock, held here until both wait on it; the second
+    to get it sees the first's committed row: one 202, one 429."""
+    import threading
+
+    import psycopg
+
+    from api.quotas import QUOTA_LOCK_CLASS
+    from db.engine import libpq_url
+    from tests.api_helpers import ApiClient
+    from tests.conftest import wait_for
+
+    environment(UPLOAD_QUOTA_FILES_PER_HOUR="1")
+    alice = api.register()
+    room = api.room(alice)
+    statuses: list[int] = []
+
+    def upload_one(content: bytes) -> None:
+        statuses.append(upload(ApiClient(app.test_client()), alice, room, content).status_code)
+
+    with psycopg.connect(libpq_url(), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", (QUOTA_LOCK_CLASS, alice.id))
+        uploads = [threading.Thread(target=upload_one, args=(c,)) for c in (b"a", b"b")]
+        for thread in uploads:
+            thread.start()
+        wait_for(
+            lambda: (
+                db.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ).fetchone()[0]
+                == 2
+            ),
+            what="both uploads to wait for the quota lock",
+        )
+        holder.execute("SELECT pg_advisory_unlock(%s, %s)", (QUOTA_LOCK_CLASS, alice.id))
+    for thread in uploads:
+        thread.join(30)
+    assert sorted(statuses) == [202, 429]
+    assert db.execute("SELECT count(*) FROM files").fetchone() == (1,)
