@@ -71,6 +71,8 @@ REASONS = [
         "bzip2-members.7z",
         "unscannable: 7z members packed with bzip2, which the scanner does not unpack",
     ),
+    ("truncated.7z", "unscannable: unreadable 7z archive: "),
+    ("long-header.7z", "unscannable: unreadable 7z archive: 7z header of 8310064 bytes"),
     (
         "eicar.zst",
         "unscannable: the file is application/zstd, a format the scanner does not unpack",

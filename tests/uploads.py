@@ -4,6 +4,7 @@ so the suite carries no binary fixtures."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import struct
@@ -265,6 +266,9 @@ def zstd_compressed(content: bytes) -> bytes:
 README = b"nothing to see here"
 
 
+# Made once per test process (the long 7z header takes a second to write);
+# callers only read it.
+@functools.cache
 def unscannable_archives() -> dict[str, bytes]:
     """{name: content}: each must end infected (clamd found the virus) or
     failed as unscannable, never clean."""
@@ -285,6 +289,10 @@ def unscannable_archives() -> dict[str, bytes]:
         ),
         "encrypted-members.7z": seven_zip({"eicar.com": EICAR}, password="secret"),
         "bzip2-members.7z": seven_zip({"eicar.com": EICAR}, filters=[{"id": py7zr.FILTER_BZIP2}]),
+        "truncated.7z": seven_zip({"readme.txt": README})[:-12],
+        # A header that decodes to 8 MiB (10,000 members with 400-character
+        # names): more than veza/files/sevenzip.py lets py7zr read.
+        "long-header.7z": seven_zip({f"{i:05d}-{'n' * 400}": b"" for i in range(10_000)}),
         "eicar.zst": zstd_compressed(EICAR),
         "deep.zip": nested_zips(20),
         "truncated.zip": zipped({"readme.txt": README * 1000})[:-30],

@@ -4,7 +4,7 @@ compressed with LZMA, a zstd stream, a 7z member packed with bzip2), so an
 OK is only a verdict on what it could open.
 
 `unscannable_reason(path)` walks the containers Python can read itself
-(zip, tar, gzip, bzip2, xz; 7z headers through veza/files/sevenzip.py),
+(zip, tar, gzip, bzip2, xz; 7z headers with py7zr in veza/files/sevenzip.py),
 nested up to clamd's own limits, and names the first thing in them that
 clamd could not have inspected:
 
@@ -13,7 +13,7 @@ clamd could not have inspected:
   method outside ZIP_METHODS; a zip, tar or compressed stream that cannot
   be read (corrupt, truncated);
 - a 7z archive with an encrypted header or members, or a coder outside
-  sevenzip.CLAMD_CODERS;
+  sevenzip.CLAMD_METHODS;
 - nesting deeper than MAX_NESTING, more than MAX_MEMBERS members, or more
   than MAX_EXPANDED_BYTES once expanded (clamd's MaxRecursion, MaxFiles,
   MaxScanSize in deploy/clamd.conf).
@@ -287,20 +287,8 @@ def _stream_member(
 def _7z_check(content: IO[bytes], _budget: _Budget) -> Members:
     """7z members are not unpacked here (no decoder for all of 7z's
     coders ships with Python); the header says whether clamd could."""
-    try:
-        methods = sevenzip.coders(content)
-    except sevenzip.Encrypted as exc:
-        raise _Found(f"encrypted 7z archive: {exc}") from exc
-    except sevenzip.Unreadable as exc:
-        raise _Found(f"unreadable 7z archive: {exc}") from exc
-    if sevenzip.AES in methods:
-        raise _Found("encrypted 7z archive members")
-    for method in methods:
-        if method not in sevenzip.CLAMD_CODERS:
-            raise _Found(
-                f"7z members packed with {sevenzip.coder_name(method)},"
-                " which the scanner does not unpack"
-            )
+    if reason := sevenzip.unscannable_reason(content):
+        raise _Found(reason)
     yield from ()
 
 
