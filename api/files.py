@@ -22,12 +22,14 @@ from werkzeug.utils import secure_filename
 from api.access import forbidden, member_of, not_found, visible_message, visible_room
 from api.errors import ApiError
 from api.messages import check_not_silenced
+from api.quotas import check_upload_quota, lock_user_quota
 from api.request_context import request_id
 from api.schemas import FileOut
 from api.spec import operation
 from db.models import File, Message, Room, VirusScanStatus
 from veza import jobs
 from veza.files.owed import owe
+from veza.files.pipeline import is_unscannable
 from veza.settings import get_settings
 from veza.storage import EmptyUpload, StorageFull, UploadTooLarge, storage
 
@@ -35,6 +37,34 @@ log = logging.getLogger(__name__)
 bp = Blueprint("files", __name__)
 
 THUMBNAIL_MIME_TYPE = "image/webp"
+# Sniffed types a browser only displays or plays, never runs: served with
+# their own type. Everything else (HTML, SVG, XML, JavaScript, PDF with its
+# scripts and actions, office documents, unknown types) is served as
+# application/octet-stream. Every file response carries
+# `Content-Security-Policy: sandbox` and `Content-Disposition: attachment`.
+INERT_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "image/bmp",
+        "image/x-ms-bmp",
+        "text/plain",
+        "application/zip",
+        "application/x-7z-compressed",
+        "application/gzip",
+        "application/x-tar",
+        "application/x-bzip2",
+        "application/x-xz",
+    }
+)
+INERT_PREFIXES = ("audio/", "video/")
+ACTIVE_FALLBACK = "application/octet-stream"
+# The metadata a client may see: what it sent, what the content is, why it
+# failed. The rest (clamd's version, storage errors, outbox ids, worker
+# bookkeeping) is internal and stays in the row and the logs.
+CLIENT_METADATA = ("claimed_mime_type", "mime_mismatch", "image", "failed_step", "failure_reason")
 UPLOAD_FORM = {
     "type": "object",
     "required": ["file"],
@@ -106,7 +136,7 @@ def save_to_storage(upload: FileStorage, file_uuid: uuid.UUID) -> tuple[str, int
     summary="Upload a file (processed later)",
     multipart=UPLOAD_FORM,
     responses={202: FileOut},
-    errors=(403, 409, 413, 507),
+    errors=(403, 409, 413, 429, 507),
 )
 def upload_file(session: Session, room_id: int) -> tuple[FileOut, int]:
     room, member = member_of(session, room_id, g.user)
@@ -117,10 +147,13 @@ def upload_file(session: Session, room_id: int) -> tuple[FileOut, int]:
             400, "missing_file", "Send the file as multipart field 'file'.", {"file": "required"}
         )
     message = attached_message(session, room, request.form.get("message_id"))
+    check_upload_quota(session, g.user.id, 0)  # already used up: refused before storing
     file_uuid = uuid.uuid4()
     relative, size = save_to_storage(upload, file_uuid)
     # If this transaction does not commit, the bytes must not stay behind.
     event.listen(session, "after_rollback", lambda _s: storage.remove(relative), once=True)
+    lock_user_quota(session, g.user.id)  # until commit: concurrent uploads count each other
+    check_upload_quota(session, g.user.id, size)
     row = File(
         uuid=file_uuid,
         filename=str(file_uuid),
@@ -151,7 +184,7 @@ def file_out(row: File) -> FileOut:
         processing_status=row.processing_status.value,
         virus_scan_status=row.virus_scan_status.value,
         has_thumbnail=row.thumbnail_path is not None,
-        metadata=row.meta,
+        metadata={key: row.meta[key] for key in CLIENT_METADATA if key in row.meta},
     )
 
 
@@ -173,9 +206,12 @@ def visible_file(session: Session, file_uuid: uuid.UUID, *, lock: bool = False) 
 
 
 def released_file(session: Session, file_uuid: uuid.UUID) -> File:
-    """A file whose bytes may go out: only after a clean scan."""
+    """A file whose bytes may go out: only after a clean scan (or, when the
+    operator allows it, an unscannable file to its own uploader)."""
     row = visible_file(session, file_uuid, lock=True)
     status = row.virus_scan_status
+    if is_unscannable(row) and uploader_may_have_it_back(row):
+        return row
     if status is VirusScanStatus.infected:
         raise ApiError(
             403,
@@ -193,18 +229,33 @@ def released_file(session: Session, file_uuid: uuid.UUID) -> File:
     return row
 
 
+def uploader_may_have_it_back(row: File) -> bool:
+    return get_settings().serve_unscannable_to_uploader and row.uploaded_by == g.user.id
+
+
+def served_type(mime_type: str) -> str:
+    """The Content-Type a file goes out with: its sniffed type when inert,
+    else application/octet-stream."""
+    if mime_type in INERT_TYPES or mime_type.startswith(INERT_PREFIXES):
+        return mime_type
+    return ACTIVE_FALLBACK
+
+
 def attachment(path: Path, mime_type: str, download_name: str) -> Response:
     if not path.is_file():
         raise not_found()
     response = send_file(
         path,
-        mimetype=mime_type,
+        mimetype=served_type(mime_type),
         as_attachment=True,
         download_name=download_name,
         conditional=False,
         etag=False,
     )
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # Opened in a browser anyway (a link, a preview): no scripts, no
+    # plugins, no same-origin access.
+    response.headers["Content-Security-Policy"] = "sandbox"
     return response
 
 
@@ -231,6 +282,9 @@ def get_file(session: Session, file_uuid: uuid.UUID) -> FileOut:
 def get_file_content(session: Session, file_uuid: uuid.UUID) -> Response:
     row = released_file(session, file_uuid)
     row.download_count += 1
+    if row.virus_scan_status is not VirusScanStatus.clean:
+        # Unscannable, to its uploader: uninspected bytes, never typed.
+        return attachment(storage.absolute(row.file_path), ACTIVE_FALLBACK, row.original_filename)
     # mime_type is what the worker sniffed from the bytes, never the client's claim.
     return attachment(storage.absolute(row.file_path), row.mime_type, row.original_filename)
 

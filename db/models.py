@@ -521,6 +521,8 @@ class File(Base):
             "(message_id IS NULL) = (message_created_at IS NULL)", name="valid_message_ref"
         ),
         Index("idx_files_uploader", "uploaded_by"),
+        # The upload quotas' rolling windows (api/quotas.py; migration 0007).
+        Index("idx_files_uploader_created", "uploaded_by", "created_at"),
         Index("idx_files_room", "room_id", postgresql_where=text("room_id IS NOT NULL")),
         Index(
             "idx_files_message",

@@ -10,7 +10,8 @@ export DATABASE_URL="${DATABASE_URL:-postgresql+psycopg://veza:veza@127.0.0.1:54
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export STORAGE_DIR="${STORAGE_DIR:-$ROOT/var/storage}"
 VENV="${VEZA_VENV:-$ROOT/.venv}"
-APT_PACKAGES=(postgresql redis-server clamav-daemon clamav libmagic1 python3-venv python3-dev libvips-tools)
+# zip: the tests' ZipCrypto archives (zip -P), which Python cannot write.
+APT_PACKAGES=(postgresql redis-server clamav-daemon clamav libmagic1 python3-venv python3-dev libvips-tools zip)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -26,19 +26,16 @@ ensure_clamd() {
             "using a test database that only knows EICAR"
         printf '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n' > "$database/eicar.hdb"
     fi
-    # Limits above the largest upload (100 MB): past MaxFileSize clamd skips
-    # a file and answers OK, a false "clean"; AlertExceedsMax makes any
-    # such skip a finding instead.
+    # The scanning policy (limits, alerts) is deploy/clamd.conf's, copied
+    # from between its markers: every clamd of the project scans alike.
     cat > "$dir/clamd.conf" <<CONF
 LocalSocket $CLAMD_SOCKET
 DatabaseDirectory $database
 LogFile $dir/clamd.log
 PidFile $dir/clamd.pid
-MaxFileSize 110M
-MaxScanSize 110M
-StreamMaxLength 110M
-AlertExceedsMax yes
 CONF
+    sed -n '/^# BEGIN scanning policy/,/^# END scanning policy/p' \
+        "$ROOT/deploy/clamd.conf" >> "$dir/clamd.conf"
     say "starting clamd on $CLAMD_SOCKET"
     clamd --config-file="$dir/clamd.conf"
     for _ in $(seq 300); do clamd_answers "$CLAMD_SOCKET" && return; sleep 0.2; done

@@ -23,6 +23,8 @@ import pytest
 
 from tests.processes import free_port
 
+ROOT = Path(__file__).resolve().parent.parent
+
 EICAR = clamd.EICAR
 EICAR_SIGNATURE = "Eicar-Test-Signature"
 
@@ -34,8 +36,28 @@ os.environ["CLAMD_SOCKET"] = str(SOCKET)
 # The same clamd also listens on TCP, for the INSTREAM path (clamd elsewhere).
 TCP_PORT = free_port()
 
-# Limits at least as large as the largest upload (100 MB): above MaxFileSize
-# clamd skips a file and answers OK, which would be a false "clean".
+# The scanning policy (limits and alerts) is the one the project ships:
+# the lines between the markers of deploy/clamd.conf, as scripts/clamd.sh
+# copies them too.
+SHIPPED_CONFIG = ROOT / "deploy" / "clamd.conf"
+
+
+def scanning_policy() -> str:
+    text = SHIPPED_CONFIG.read_text()
+    start = text.index("# BEGIN scanning policy")
+    end = text.index("# END scanning policy")
+    return text[start:end]
+
+
+def policy_value(option: str) -> str:
+    """The value the shipped policy gives a clamd option."""
+    for line in scanning_policy().splitlines():
+        name, _, value = line.partition(" ")
+        if name == option:
+            return value.strip()
+    raise KeyError(option)
+
+
 CONFIG = f"""\
 Foreground yes
 LocalSocket {SOCKET}
@@ -44,11 +66,7 @@ TCPAddr 127.0.0.1
 DatabaseDirectory {CLAMD_DIR / "db"}
 TemporaryDirectory {CLAMD_DIR}
 LogFile {CLAMD_DIR / "clamd.log"}
-MaxFileSize 110M
-MaxScanSize 110M
-StreamMaxLength 110M
-AlertExceedsMax yes
-"""
+{scanning_policy()}"""
 
 
 class Clamd:

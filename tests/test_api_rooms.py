@@ -634,7 +634,7 @@ def test_migration_0008_repairs_mutes_stored_out_of_readable_range():
     again after the upgrade: the mute that 'ended' then is lifted, and one
     ending past 9999 lasts until lifted."""
     with fresh_database("bans") as url:
-        alembic("upgrade", "0006")
+        alembic("upgrade", "0007")
         with psycopg.connect(url, autocommit=True) as conn:
             owner, bob, carol = (make_user(conn) for _ in range(3))
             room = make_room(conn, owner)

@@ -156,9 +156,14 @@ def test_an_archive_too_large_to_scan_fails_the_scan_and_is_neither_clean_nor_in
     file = row(db, file_id)
     assert (file["virus_scan_status"], file["processing_status"]) == ("failed", "failed")
     assert file["metadata"]["failed_step"] == "scan"
-    assert file["metadata"]["failure_reason"] == "too large to scan"
+    # clamd's Heuristics.Limits.Exceeded.MaxScanSize, in our inspection's words.
+    assert file["metadata"]["failure_reason"] == (
+        "unscannable: expands beyond the scanner's limit of 110 MiB"
+    )
     assert file["file_path"].startswith("blobs/")  # not quarantined
-    assert db.execute("SELECT count(*) FROM audit_logs").fetchone() == (0,)
+    assert db.execute("SELECT event_type, severity::text FROM audit_logs").fetchall() == [
+        ("file.unscannable", "warning")
+    ]
 
 
 def test_a_claimed_type_that_differs_from_the_content_is_flagged(db, user):
@@ -352,7 +357,8 @@ def test_without_clamd_the_scan_retries_then_fails_and_never_passes(db, user, cl
     assert file["virus_scan_status"] == "failed"
     assert file["processing_status"] == "failed"
     assert not file["is_processed"]
-    assert "clamd" in file["virus_scan_result"]
+    # What clients see: no socket path, no clamd error text (that is logged).
+    assert file["virus_scan_result"] == "the virus scanner is unavailable"
 
     # A later scan (the maintenance job's) gets the verdict and finishes the file.
     process(file_id)
@@ -540,3 +546,45 @@ def test_streaming_to_a_clamd_elsewhere_finds_a_virus_past_the_first_chunks(clam
     assert verdict.infected
     assert verdict.signature.startswith(EICAR_SIGNATURE)
     assert not scanner.scan(clean).infected
+
+
+THUMBNAIL_PROBE = textwrap.dedent("""
+    import sys
+    from veza.files import pipeline
+    def high_water_kib():
+        return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+    pipeline._load(int(sys.argv[1]))      # imports and connections warmed up
+    before = high_water_kib()
+    pipeline.thumbnail(int(sys.argv[1]))
+    print(high_water_kib() - before)
+""")
+
+
+def test_a_small_png_declaring_7000x7000_pixels_stays_within_the_decode_budget(db, user):
+    """208 KB on disk, 7000x7000 RGBA: decoding it took ~385 MiB of the
+    worker's memory. Refused from its header now, with the reason recorded."""
+    from veza.files import pipeline
+    from veza.settings import get_settings
+
+    content = encoded(Image.new("RGBA", (7000, 7000), (200, 30, 30, 128)), "PNG")
+    file_id = upload(db, user, content, "huge.png", "image/png")
+    pipeline.hash_upload(file_id)
+    pipeline.sniff(file_id)
+    pipeline.scan(file_id)
+    probe = subprocess.run(
+        [sys.executable, "-c", THUMBNAIL_PROBE, str(file_id)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peak_growth_kib = int(probe.stdout.strip().splitlines()[-1])
+
+    file = row(db, file_id)
+    budget_kib = get_settings().thumbnail_decode_budget_mib * 1024
+    assert peak_growth_kib < budget_kib, f"peak RSS grew by {peak_growth_kib} KiB"
+    assert file["thumbnail_path"] is None
+    assert file["virus_scan_status"] == "clean"  # still served
+    assert file["metadata"]["failure_reason"] == (
+        "no thumbnail: decoding 7000x7000 RGBA takes 374 MiB, over the 128 MiB budget"
+    )

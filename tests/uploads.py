@@ -4,12 +4,17 @@ so the suite carries no binary fixtures."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import struct
+import subprocess
+import tarfile
+import tempfile
 import uuid
 import zipfile
 import zlib
+from pathlib import Path
 
 from PIL import Image, ImageCms
 
@@ -128,3 +133,184 @@ def eicar_zip() -> bytes:
         archive.writestr("readme.txt", "nothing to see here")
         archive.writestr("eicar.com", EICAR)
     return out.getvalue()
+
+
+# Archives the scanner cannot inspect, and ordinary ones it can: made here
+# with the standard library, pyzipper (AES), py7zr (7z) and zip(1)
+# (ZipCrypto, which Python cannot write).
+
+
+def zipped(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", method) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return out.getvalue()
+
+
+def zipcrypto_zip(members: dict[str, bytes], password: str = "secret") -> bytes:
+    """A zip whose members are encrypted with the legacy ZipCrypto, by zip -P."""
+    with tempfile.TemporaryDirectory() as work:
+        names = []
+        for name, content in members.items():
+            (Path(work) / name).write_bytes(content)
+            names.append(name)
+        subprocess.run(
+            ["/usr/bin/zip", "-q", "-P", password, "out.zip", *names], cwd=work, check=True
+        )
+        return (Path(work) / "out.zip").read_bytes()
+
+
+def aes_zip(members: dict[str, bytes], password: bytes = b"secret") -> bytes:
+    import pyzipper
+
+    out = io.BytesIO()
+    with pyzipper.AESZipFile(
+        out, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES
+    ) as archive:
+        archive.setpassword(password)
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return out.getvalue()
+
+
+def seven_zip(members: dict[str, bytes], **options) -> bytes:
+    """A 7z archive (py7zr; options: password, header_encryption, filters)."""
+    import py7zr
+
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "out.7z"
+        with py7zr.SevenZipFile(path, "w", **options) as archive:
+            for name, content in members.items():
+                archive.writestr(content, name)
+        return path.read_bytes()
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+def nested_zips(depth: int) -> bytes:
+    """A text file inside `depth` zips, each inside the next."""
+    content = zipped({"note.txt": b"at the bottom"})
+    for level in range(depth - 1):
+        content = zipped({f"level{level}.zip": content})
+    return content
+
+
+def docx() -> bytes:
+    """A minimal Word document: a zip with the OOXML structure."""
+    return zipped(
+        {
+            "[Content_Types].xml": (
+                b'<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.'
+                b'openxmlformats.org/package/2006/content-types"><Default Extension="rels"'
+                b' ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+                b'<Default Extension="xml" ContentType="application/xml"/><Override'
+                b' PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-'
+                b'officedocument.wordprocessingml.document.main+xml"/></Types>'
+            ),
+            "_rels/.rels": (
+                b'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.'
+                b'openxmlformats.org/package/2006/relationships"><Relationship Id="rId1"'
+                b' Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+                b'officeDocument" Target="word/document.xml"/></Relationships>'
+            ),
+            "word/document.xml": (
+                b'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.'
+                b'openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>'
+                b"Minutes of the meeting</w:t></w:r></w:p></w:body></w:document>"
+            ),
+        }
+    )
+
+
+def encrypted_pdf() -> bytes:
+    """A one-page PDF whose trailer names a Standard security handler."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
+        b"<< /Filter /Standard /V 1 /R 2 /O <"
+        + b"00" * 32
+        + b"> /U <"
+        + b"00" * 32
+        + b"> /P -4 >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Encrypt 4 0 R /ID [<0102> <0102>] >>\n" % (
+        len(objects) + 1
+    )
+    return bytes(out + b"startxref\n%d\n%%%%EOF\n" % xref)
+
+
+def zstd_compressed(content: bytes) -> bytes:
+    from backports import zstd
+
+    return zstd.compress(content)
+
+
+README = b"nothing to see here"
+
+
+# Made once per test process (the long 7z header takes a second to write);
+# callers only read it.
+@functools.cache
+def unscannable_archives() -> dict[str, bytes]:
+    """{name: content}: each must end infected (clamd found the virus) or
+    failed as unscannable, never clean."""
+    import py7zr
+
+    return {
+        "zipcrypto-eicar.zip": zipcrypto_zip({"eicar.com": EICAR}),
+        "zipcrypto-harmless.zip": zipcrypto_zip({"readme.txt": README}),
+        "aes-eicar.zip": aes_zip({"eicar.com": EICAR}),
+        "lzma-eicar.zip": zipped({"eicar.com": EICAR}, zipfile.ZIP_LZMA),
+        "lzma-harmless.zip": zipped({"readme.txt": README * 50}, zipfile.ZIP_LZMA),
+        "nested-encrypted.zip": zipped({"inner.zip": aes_zip({"eicar.com": EICAR})}),
+        "targz-of-lzma-zip.tar.gz": tar_gz(
+            {"inner.zip": zipped({"eicar.com": EICAR}, zipfile.ZIP_LZMA)}
+        ),
+        "encrypted-header.7z": seven_zip(
+            {"eicar.com": EICAR}, password="secret", header_encryption=True
+        ),
+        "encrypted-members.7z": seven_zip({"eicar.com": EICAR}, password="secret"),
+        "bzip2-members.7z": seven_zip({"eicar.com": EICAR}, filters=[{"id": py7zr.FILTER_BZIP2}]),
+        "truncated.7z": seven_zip({"readme.txt": README})[:-12],
+        # A header that decodes to 8 MiB (10,000 members with 400-character
+        # names): more than veza/files/sevenzip.py lets py7zr read.
+        "long-header.7z": seven_zip({f"{i:05d}-{'n' * 400}": b"" for i in range(10_000)}),
+        "eicar.zst": zstd_compressed(EICAR),
+        "deep.zip": nested_zips(20),
+        "truncated.zip": zipped({"readme.txt": README * 1000})[:-30],
+        "encrypted.pdf": encrypted_pdf(),
+        # A picture with a zip appended (what self-extractors look like).
+        "picture-with-zip.jpg": encoded(gradient(64, 64), "JPEG")
+        + zipped({"readme.txt": README}, zipfile.ZIP_LZMA),
+        # An ELF cut after its headers: clamd cannot parse it.
+        "truncated-program": Path("/bin/ls").read_bytes()[:2000],
+    }
+
+
+def ordinary_archives() -> dict[str, bytes]:
+    return {
+        "plain.zip": zipped({"readme.txt": README, "data.csv": b"a,b\n1,2\n"}),
+        "stored.zip": zipped({"readme.txt": README}, zipfile.ZIP_STORED),
+        "plain.tar.gz": tar_gz({"readme.txt": README, "inner.zip": zipped({"a.txt": README})}),
+        "plain.7z": seven_zip({"readme.txt": README}),
+        "minutes.docx": docx(),
+        "nested.zip": nested_zips(5),
+    }

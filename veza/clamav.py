@@ -12,8 +12,9 @@ two ways of handing clamd a file that are fast:
 
 Whatever goes wrong on the way (clamd down, a timeout, an ERROR reply) is
 ScanUnavailable: the caller retries and never takes it for "clean". A file
-clamd could not scan whole (Heuristics.Limits.Exceeded.*) is TooLargeToScan:
-not infected, not clean, and final.
+clamd could not inspect (its heuristics for encrypted content, limits
+exceeded, broken executables: the alerts of deploy/clamd.conf) is
+Unscannable: not infected, not clean, and final.
 """
 
 from __future__ import annotations
@@ -31,19 +32,41 @@ from veza.settings import get_settings
 INSTREAM_CHUNK_SIZE = 1024 * 1024
 
 
-# With AlertExceedsMax, clamd reports a file it could not scan whole (past
-# MaxScanSize, MaxFiles, MaxRecursion, ...) as FOUND under this prefix.
-LIMITS_EXCEEDED = "Heuristics.Limits.Exceeded"
+# The signatures clamd reports, as FOUND, for what it could not inspect
+# (with the alerts of deploy/clamd.conf), and what each means to a person.
+UNSCANNABLE_SIGNATURES = {
+    # AlertEncrypted*: Heuristics.Encrypted.Zip, .7Zip, .RAR, .PDF, ...
+    "Heuristics.Encrypted.": "encrypted content",
+    # AlertExceedsMax: past MaxScanSize, MaxFileSize, MaxFiles, MaxRecursion, ...
+    "Heuristics.Limits.Exceeded.": "beyond the scanner's limits",
+    # AlertBrokenExecutables: a PE or ELF clamd cannot parse.
+    "Heuristics.Broken.Executable": "a broken executable",
+}
 
 
 class ScanUnavailable(Exception):
     """No verdict: clamd could not be reached, timed out, or answered ERROR."""
 
 
-class TooLargeToScan(Exception):
-    """No verdict, and none will come by retrying: clamd stopped at one of
-    its limits (the signature it reported is the message). Neither clean
-    nor infected."""
+class Unscannable(Exception):
+    """No verdict, and none will come by retrying: the content cannot be
+    inspected (encrypted, past the scanner's limits, a format it does not
+    unpack). Neither clean nor infected. The message says why, for people;
+    `signature` is clamd's, when clamd said so."""
+
+    def __init__(self, reason: str, signature: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.signature = signature
+
+
+def unscannable_reason(signature: str) -> str | None:
+    """What a clamd signature says could not be inspected, or None for a
+    real finding."""
+    for prefix, meaning in UNSCANNABLE_SIGNATURES.items():
+        if signature.startswith(prefix):
+            return f"{meaning} ({signature})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -129,8 +152,8 @@ class Scanner:
             _, signature, status = self._clamd._parse_response(reply)
         except (clamd.ClamdError, OSError) as exc:
             raise ScanUnavailable(f"clamd scan failed: {exc}") from exc
-        if status == "FOUND" and signature.startswith(LIMITS_EXCEEDED):
-            raise TooLargeToScan(signature)
+        if status == "FOUND" and (reason := unscannable_reason(signature)):
+            raise Unscannable(reason, signature)
         if status == "FOUND":
             return Verdict(infected=True, signature=signature)
         if status == "OK":

@@ -45,6 +45,18 @@ class Settings(BaseSettings):
     storage_dir: Path = Path("var/storage")
     max_upload_bytes: int = 104_857_600
     worker_max_memory_kib: int = 512_000
+    # A file the scanner could not inspect (encrypted, a format it does not
+    # unpack: docs/files.md) is never served; with this on, its uploader
+    # alone may download it back (it is theirs, and they know what is in it).
+    serve_unscannable_to_uploader: bool = False
+    # Per-user upload quotas over a rolling window counted from the files
+    # table (0: unlimited): one user cannot fill the storage or the scanner.
+    upload_quota_bytes_per_day: int = 1_073_741_824
+    upload_quota_files_per_hour: int = 100
+    # The most memory a thumbnail may take to decode, computed from the
+    # image's header before any pixel is decoded (veza/images.py): a small
+    # PNG can declare 7000x7000 pixels, ~190 MiB once decoded.
+    thumbnail_decode_budget_mib: int = 128
     db_pool_size: int = 5
     db_max_overflow: int = 10
     # The database bounds of each kind of work (db/engine.py's KINDS);

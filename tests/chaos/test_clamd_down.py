@@ -48,7 +48,10 @@ def test_with_clamd_down_no_file_is_clean_and_all_finish_once_it_is_back(
         def all_waiting_for_clamd():
             rows = statuses(db, file_ids)
             assert not [r for r in rows if r[1] in ("clean", "infected")], rows
-            return all(r[1] == "scanning" and "clamd" in (r[3] or "") for r in rows)
+            return all(
+                r[1] == "scanning" and r[3] == "the virus scanner is unavailable; retrying"
+                for r in rows
+            )
 
         wait_for(all_waiting_for_clamd, timeout=60, what="every scan to find clamd down")
     finally:

@@ -5,7 +5,7 @@ tests and benchmarks call these directly.
 Every step is idempotent: it reads the row, skips if its result is already
 there, does its slow work outside any transaction, then writes its result
 under a row lock, checking again. A permanent failure (bad input: size
-mismatch, corrupt image, infected content) is recorded once, as
+mismatch, corrupt image, infected or unscannable content) is recorded once, as
 processing_status = failed with metadata.failure_reason and failed_step,
 and every later step skips such a row. A scan that could not get a verdict
 is not permanent: virus_scan_status = failed, and running the scan again
@@ -27,6 +27,7 @@ import os
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import magic
@@ -36,12 +37,18 @@ from sqlalchemy.orm import Session
 from db.engine import affected, session_scope
 from db.models import AuditSeverity, File, FileProcessingStatus, VirusScanStatus
 from veza import audit, images
-from veza.clamav import Scanner, TooLargeToScan, Verdict
+from veza.clamav import Scanner, Unscannable, Verdict
+from veza.files import inspection
 from veza.storage import StorageFull, storage
 
 log = logging.getLogger(__name__)
 
 VERDICTS = (VirusScanStatus.clean, VirusScanStatus.infected)
+# What a client sees while clamd cannot be reached: the error itself (a
+# socket path, a host) stays in the logs.
+SCANNER_UNAVAILABLE = "the virus scanner is unavailable"
+# The prefix of an unscannable file's failure_reason (api/files.py reads it).
+UNSCANNABLE = "unscannable"
 
 
 class _StepLog(logging.LoggerAdapter[logging.Logger]):
@@ -211,7 +218,9 @@ def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = Non
     same signature version). Raises ScanUnavailable when there is none: the
     caller retries, then calls scan_unavailable(final=True).
 
-    Infected is final. Clean holds for the signature version it was reached
+    Infected is final, and so is unscannable (clamd's heuristics for what
+    it could not inspect, or our own inspection after its OK:
+    inspected_verdict). Clean holds for the signature version it was reached
     under (clamd's whole VERSION line, Scanner.version): a clean file is
     scanned again once clamd's version differs from its own (the
     maintenance job's rescan), and stays clean, and downloadable, until a
@@ -245,14 +254,81 @@ def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = Non
         if content is None:
             return fail(file_id, "scan", "the content is missing from storage", task_id)
         try:
-            verdict = scanner.scan(storage.absolute(content))
-        except TooLargeToScan as exc:
-            step_log.warning("scan: clamd stopped at its limits (%s)", exc)
-            return fail(file_id, "scan", "too large to scan", task_id)
+            verdict = inspected_verdict(scanner, storage.absolute(content))
+        except Unscannable as exc:
+            return _record_unscannable(file_id, exc, version, task_id)
     else:
         step_log.info("scan: reusing the verdict for %s under %s", file.file_hash, version)
     with _storage_full_recorded(file_id, "scan", task_id):  # quarantining writes
         _record_verdict(file_id, file.file_hash, verdict, version, task_id)
+
+
+def inspected_verdict(scanner: Scanner, path: Path) -> Verdict:
+    """clamd's verdict, and then, for content clamd said OK to, our own look
+    inside the containers it may not have read (veza/files/inspection.py).
+    Raises Unscannable for what either could not inspect; when clamd said
+    so, our inspection's reason is kept if it has one (it names the member),
+    and clamd's signature goes to the audit entry either way."""
+    try:
+        verdict = scanner.scan(path)
+    except Unscannable as exc:
+        raise Unscannable(inspection.unscannable_reason(path) or exc.reason, exc.signature) from exc
+    if not verdict.infected and (reason := inspection.unscannable_reason(path)):
+        raise Unscannable(reason)
+    return verdict
+
+
+def is_unscannable(file: File) -> bool:
+    """Failed for good because it could not be inspected (not requeued since)."""
+    reason = file.meta.get("failure_reason")
+    return (
+        file.virus_scan_status is VirusScanStatus.failed
+        and isinstance(reason, str)
+        and reason.startswith(f"{UNSCANNABLE}: ")
+    )
+
+
+def _record_unscannable(file_id: int, exc: Unscannable, version: str, task_id: str | None) -> None:
+    """Content that cannot be inspected is neither clean nor infected: the
+    scan is failed, for good (a signature update cannot open an encrypted
+    archive, so rescans skip it: it has a failure_reason), the file is not
+    served, and the uploader's attempt is audited. Other rows with the same
+    content get the same answer from their own scan."""
+    reason = f"{UNSCANNABLE}: {exc.reason}"  # what is_unscannable() recognises
+    with session_scope() as session:
+        file = session.get(File, file_id, with_for_update=True)
+        if file is None or file.virus_scan_status is VirusScanStatus.infected:
+            return
+        if _failed_for_good(file):
+            return  # a concurrent run recorded it
+        file.virus_scan_status = VirusScanStatus.failed
+        file.virus_scan_result = reason[:1000]
+        file.processing_status = FileProcessingStatus.failed
+        file.is_processed = True
+        file.meta = {
+            **file.meta,
+            "clamd_version": version,
+            "failed_step": "scan",
+            "failure_reason": reason,
+        }
+        audit.record(
+            session,
+            "file.unscannable",
+            {
+                "file_uuid": str(file.uuid),
+                "file_hash": file.file_hash,
+                "reason": exc.reason,
+                "signature": exc.signature,
+                "original_filename": file.original_filename,
+                "clamd_version": version,
+            },
+            user_id=file.uploaded_by,
+            room_id=file.room_id,
+            resource_type="file",
+            resource_id=file.id,
+            severity=AuditSeverity.warning,
+        )
+        _log(file, task_id).warning("scan: %s", reason)
 
 
 def _earlier_verdict(sha256: str, version: str) -> Verdict | None:
@@ -383,7 +459,7 @@ def scan_unavailable(file_id: int, error: str, final: bool, task_id: str | None 
                 " (giving up until the next rescan)" if final else "",
             )
             return
-        file.virus_scan_result = error[:1000]
+        file.virus_scan_result = f"{SCANNER_UNAVAILABLE}{'' if final else '; retrying'}"
         if final:
             file.virus_scan_status = VirusScanStatus.failed
             file.processing_status = FileProcessingStatus.failed

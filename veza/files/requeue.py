@@ -175,7 +175,7 @@ def rescan(run: Run, signature_version: str | None = None) -> None:
 
 def retry_failed_scans(run: Run) -> None:
     """Scans that got no verdict (clamd unavailable), a bounded number of
-    times; not files failed for good (failure_reason: too large to scan,
+    times; not files failed for good (failure_reason: unscannable,
     stuck), which the pipeline would skip: requeue_failed is for those."""
     enqueue_scans(
         run,
