@@ -159,9 +159,11 @@ def test_disable_needs_the_password_and_a_code(enrolled, api, db):
     )
     disabled = api.post("/auth/2fa/disable", alice, json={"password": PASSWORD, "code": codes[2]})
     assert disabled.status_code == 204
-    assert db.execute(
-        "SELECT totp_enabled, totp_secret, backup_codes FROM users"
-    ).fetchone() == (False, None, None)
+    assert db.execute("SELECT totp_enabled, totp_secret, backup_codes FROM users").fetchone() == (
+        False,
+        None,
+        None,
+    )
     assert login(api).status_code == 200
     assert db.execute(
         "SELECT count(*) FROM audit_logs WHERE event_type = '2fa_disabled'"
