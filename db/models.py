@@ -619,8 +619,8 @@ class UserSession(Base):
     expires_at: Mapped[datetime]
     # 0009: the login this session descends from (refreshes keep both), for
     # family revocation and the absolute lifetime.
-    family_id: Mapped[uuid.UUID]
-    authenticated_at: Mapped[datetime]
+    family_id: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))
+    authenticated_at: Mapped[datetime] = mapped_column(server_default=NOW)
 
 
 class Outbox(Base):

@@ -14,8 +14,12 @@ ALTER TABLE user_sessions
     ADD COLUMN authenticated_at TIMESTAMP WITH TIME ZONE;
 UPDATE user_sessions
    SET family_id = coalesce(access_token_jti, id), authenticated_at = created_at;
+-- A row written by anything else than the API (a script, a test) is a
+-- family of its own, logged in when it is written.
 ALTER TABLE user_sessions
+    ALTER COLUMN family_id SET DEFAULT gen_random_uuid(),
     ALTER COLUMN family_id SET NOT NULL,
+    ALTER COLUMN authenticated_at SET DEFAULT now(),
     ALTER COLUMN authenticated_at SET NOT NULL;
 CREATE INDEX idx_user_sessions_family ON user_sessions(family_id);
 
