@@ -99,16 +99,19 @@ no_store(bp)
 # ------------------------------------------------------------ bearer check
 
 
-def find_session(session: Session, token: str) -> tuple[UserSession, User] | None:
-    """The session row of this token (whatever its state) and its user; a
-    refresh row is locked, so that one refresh token is redeemed once."""
+def find_session(
+    session: Session, token: str, *, lock: bool = False
+) -> tuple[UserSession, User] | None:
+    """The session row of this token (whatever its state) and its user. A
+    refresh locks its row, so that one refresh token is redeemed once; the
+    bearer check does not, or a client's parallel requests would queue."""
     digest = token_hash(token)
-    found = session.execute(
+    query = (
         select(UserSession, User)
         .join(User, User.id == UserSession.user_id)
         .where(UserSession.token_hash == digest)
-        .with_for_update(of=UserSession)
-    ).first()
+    )
+    found = session.execute(query.with_for_update(of=UserSession) if lock else query).first()
     if found is None:
         return None
     row, user = found
@@ -243,7 +246,7 @@ def reused_refresh_token(session: Session, row: UserSession) -> Response:
     errors=(401,),
 )
 def refresh(session: Session, body: RefreshIn) -> TokensOut | Response:
-    found = find_session(session, body.refresh_token)
+    found = find_session(session, body.refresh_token, lock=True)
     if found is None or found[0].access_token_jti is None:
         raise refresh_refused()
     row, user = found
