@@ -84,6 +84,7 @@ def use_second_factor(session: Session, user: User, code: str) -> bool:
         if step is None:
             return False
         user.totp_last_step = step
+        user.totp_secret = two_factor.rotated(user.totp_secret or "")
         return True
     remaining = two_factor.without_backup_code(user.backup_codes, code)
     if remaining is None:

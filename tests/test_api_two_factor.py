@@ -6,10 +6,12 @@ and no secret ever stored in the clear."""
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import UTC, datetime, timedelta
 
 import pyotp
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.api_helpers import PASSWORD, error_code
 
@@ -174,3 +176,13 @@ def test_setup_again_while_enabled_is_a_conflict(enrolled, api):
     refused = api.post("/auth/2fa/setup", enrolled[0])
     assert refused.status_code == 409
     assert error_code(refused) == "two_factor_enabled"
+
+
+def test_a_new_key_in_front_takes_over_the_secret_at_the_next_login(enrolled, api, db, environment):
+    _, secret, _ = enrolled
+    old_key = os.environ["TOTP_ENCRYPTION_KEY"]
+    new_key = Fernet.generate_key().decode()
+    environment(TOTP_ENCRYPTION_KEY=f"{new_key},{old_key}")
+    assert login(api, totp_code(secret, 1)).status_code == 200
+    (stored,) = db.execute("SELECT totp_secret FROM users").fetchone()
+    assert Fernet(new_key.encode()).decrypt(stored.encode()).decode() == secret

@@ -57,6 +57,15 @@ def decrypt_secret(stored: str) -> str:
         raise TwoFactorUnavailable("no key of TOTP_ENCRYPTION_KEY decrypts the secret") from None
 
 
+def rotated(stored: str) -> str:
+    """The stored secret encrypted again with the first key, so that secrets
+    move to a new key as their users log in (the old key can then go)."""
+    try:
+        return _cipher().rotate(stored.encode("ascii")).decode("ascii")
+    except InvalidToken:
+        raise TwoFactorUnavailable("no key of TOTP_ENCRYPTION_KEY decrypts the secret") from None
+
+
 def new_secret() -> str:
     return pyotp.random_base32()
 
