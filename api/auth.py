@@ -1,75 +1,38 @@
-"""Accounts and sessions: register, login, refresh, logout, and the bearer
-check every other endpoint runs.
+"""Accounts: register, login, password change, and the bearer check every
+other endpoint runs. Tokens and their sessions are api/sessions.py's; what
+a user knows and the lockout, api/credentials.py's.
 
-Tokens are opaque: 32 random bytes, URL-safe. Only their SHA-256 is stored
-(user_sessions.token_hash), so a copy of the database does not let anyone
-in. A login makes two session rows: the access token's (short-lived) and
-the refresh token's, whose access_token_jti names the access row it was
-issued with. Refreshing rotates both; logout deactivates both.
+Login costs one argon2 verification on every path (unknown login, wrong
+password, deactivated account, locked account, 2FA code missing or wrong,
+success), so that its timing does not tell which path it took
+(bench/login_timing.py); and an unknown or deactivated account answers
+exactly as a wrong password does.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
-import uuid
-from datetime import UTC, datetime, timedelta
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Blueprint, Response, g, request
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from api import audit
+from api.credentials import (
+    confirm_identity,
+    count_failure,
+    invalid_credentials,
+    is_locked,
+    locked,
+    use_second_factor,
+)
 from api.errors import ApiError, error_response
-from api.request_context import client_ip, user_agent
-from api.schemas import LoginIn, RefreshIn, RegisterIn, TokensOut, UserOut
+from api.schemas import LoginIn, PasswordChangeIn, RegisterIn, TokensOut, UserOut
+from api.sessions import access_session, no_store, now, open_session, revoke, user_out
 from api.spec import operation
-from db.models import AuditSeverity, User, UserSession
-from veza.settings import get_settings
+from db.models import AuditSeverity, User
+from veza.passwords import DUMMY_HASH, hash_password, needs_rehash, password_matches, policy_refusal
 
 bp = Blueprint("auth", __name__)
-
-ACCESS_TOKEN_TTL = timedelta(hours=1)
-REFRESH_TOKEN_TTL = timedelta(days=30)
-MAX_FAILED_LOGINS = 5
-LOCKOUT = timedelta(minutes=15)
-
-# argon2id. The defaults are argon2-cffi's (RFC 9106 low-memory profile);
-# ARGON2_TIME_COST / ARGON2_MEMORY_KIB exist so that a test suite creating
-# hundreds of users need not spend 0.5 s of CPU on each. A hash records its
-# parameters, and logins rehash to the current ones.
-hasher = PasswordHasher(
-    time_cost=get_settings().argon2_time_cost,
-    memory_cost=get_settings().argon2_memory_kib,
-)
-# Verified against when the login names nobody, so that "no such user" and
-# "wrong password" take the same time.
-DUMMY_HASH = hasher.hash(secrets.token_hex(16))
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def password_matches(password_hash: str, password: str) -> bool:
-    try:
-        return hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-def user_out(user: User, *, with_email: bool = False) -> UserOut:
-    fields = {name: getattr(user, name) for name in UserOut.model_fields}
-    return UserOut(
-        **fields | {"role": user.role.value, "email": user.email if with_email else None}
-    )
+no_store(bp)
 
 
 # ------------------------------------------------------------ bearer check
@@ -79,39 +42,12 @@ def unauthorized(message: str = "A valid bearer token is required.") -> ApiError
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def find_session(session: Session, token: str, *, refresh: bool) -> tuple[UserSession, User] | None:
-    """The active, unexpired session of this token and kind, and its active
-    user; None otherwise. One query: it runs on every request. A refresh
-    session is locked, so that one refresh token is redeemed only once."""
-    digest = token_hash(token)
-    query = (
-        select(UserSession, User)
-        .join(User, User.id == UserSession.user_id)
-        .where(UserSession.token_hash == digest)
-    )
-    found = session.execute(query.with_for_update(of=UserSession) if refresh else query).first()
-    if found is None:
-        return None
-    row, user = found
-    # The lookup above is by the SHA-256 of a 256-bit random token, so its
-    # timing tells an attacker nothing usable; compare_digest is belt and
-    # braces should the lookup ever change (e.g. to a prefix match).
-    if not hmac.compare_digest(row.token_hash, digest):
-        return None
-    is_refresh_row = row.access_token_jti is not None
-    if not row.is_active or row.expires_at <= now() or is_refresh_row != refresh:
-        return None
-    if not user.is_active or user.deleted_at is not None:
-        return None
-    return row, user
-
-
 def authenticate(session: Session) -> User:
     """Set g.user and g.auth_session from the Authorization header, or 401."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorized()
-    found = find_session(session, token.strip(), refresh=False)
+    found = access_session(session, token.strip())
     if found is None:
         raise unauthorized()
     auth_session, user = found
@@ -119,47 +55,24 @@ def authenticate(session: Session) -> User:
     return user
 
 
-# ---------------------------------------------------------------- sessions
+def locked_user(session: Session) -> User:
+    """The caller's row, locked: its failure count or password changes."""
+    user = session.get(User, g.user.id, with_for_update=True, populate_existing=True)
+    assert user is not None  # authenticate found it in this transaction
+    return user
 
 
-def open_session(session: Session, user: User) -> TokensOut:
-    access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    issued = now()
-    access_row = UserSession(
-        user_id=user.id,
-        token_hash=token_hash(access),
-        expires_at=issued + ACCESS_TOKEN_TTL,
-        ip_address=client_ip(),
-        user_agent=user_agent(),
-    )
-    session.add(access_row)
-    session.flush()
-    session.add(
-        UserSession(
-            user_id=user.id,
-            token_hash=token_hash(refresh),
-            access_token_jti=access_row.id,
-            expires_at=issued + REFRESH_TOKEN_TTL,
-            ip_address=client_ip(),
-            user_agent=user_agent(),
+# ---------------------------------------------------------------- policy
+
+
+def refuse_weak(field: str, password: str, user: User | RegisterIn) -> None:
+    """422 naming `field` when the password policy refuses `password`."""
+    names = [user.display_name] if user.display_name else []
+    refusal = policy_refusal(password, username=user.username, email=user.email, names=names)
+    if refusal is not None:
+        raise ApiError(
+            422, "validation_failed", "The password is too weak.", {field: f"Password {refusal}"}
         )
-    )
-    return TokensOut(
-        access_token=access,
-        refresh_token=refresh,
-        expires_at=access_row.expires_at,
-        refresh_expires_at=issued + REFRESH_TOKEN_TTL,
-        user=user_out(user, with_email=True),
-    )
-
-
-def close_session(session: Session, access_row_id: uuid.UUID) -> None:
-    """Deactivate an access session and the refresh session issued with it."""
-    session.execute(
-        update(UserSession)
-        .where(or_(UserSession.id == access_row_id, UserSession.access_token_jti == access_row_id))
-        .values(is_active=False)
-    )
 
 
 # --------------------------------------------------------------- endpoints
@@ -176,9 +89,14 @@ def close_session(session: Session, access_row_id: uuid.UUID) -> None:
     errors=(409,),
 )
 def register(session: Session, body: RegisterIn) -> tuple[UserOut, int]:
+    refuse_weak("password", body.password, body)
+    # Usernames and emails are unique whatever their case (0004, 0009).
     taken = session.scalars(
-        select(User.username, User.email).where(
-            or_(User.username == body.username, func.lower(User.email) == body.email.lower())
+        select(User.id).where(
+            or_(
+                func.lower(User.username) == body.username.lower(),
+                func.lower(User.email) == body.email.lower(),
+            )
         )
     ).all()
     if taken:
@@ -187,7 +105,7 @@ def register(session: Session, body: RegisterIn) -> tuple[UserOut, int]:
         username=body.username,
         email=body.email,
         display_name=body.display_name,
-        password_hash=hasher.hash(body.password),
+        password_hash=hash_password(body.password),
     )
     session.add(user)
     session.flush()
@@ -195,27 +113,35 @@ def register(session: Session, body: RegisterIn) -> tuple[UserOut, int]:
     return user_out(user, with_email=True), 201
 
 
-@operation(
-    bp,
-    "POST",
-    "/auth/login",
-    summary="Log in with a username or email",
-    auth=False,
-    body=LoginIn,
-    responses={200: TokensOut},
-    errors=(401, 423),
-)
-def login(session: Session, body: LoginIn) -> TokensOut | Response:
-    user = session.scalar(
+def find_login(session: Session, login: str) -> User | None:
+    """The undeleted account whose username or email is `login`, in any
+    case, locked for its failure count."""
+    return session.scalar(
         select(User)
         .where(
-            or_(User.username == body.login, func.lower(User.email) == body.login.lower()),
+            or_(
+                func.lower(User.username) == login.lower(), func.lower(User.email) == login.lower()
+            ),
             User.deleted_at.is_(None),
         )
         .with_for_update()
     )
+
+
+@operation(
+    bp,
+    "POST",
+    "/auth/login",
+    summary="Log in with a username or email (and a 2FA code when enabled)",
+    auth=False,
+    body=LoginIn,
+    responses={200: TokensOut},
+    errors=(401, 423, 503),
+)
+def login(session: Session, body: LoginIn) -> TokensOut | Response:
+    user = find_login(session, body.login)
     if user is None:
-        password_matches(DUMMY_HASH, body.password)
+        password_matches(DUMMY_HASH, body.password)  # the same cost as any other path
         audit.record(
             session,
             "login_failed",
@@ -224,7 +150,8 @@ def login(session: Session, body: LoginIn) -> TokensOut | Response:
             severity=AuditSeverity.warning,
         )
         return invalid_credentials()
-    if user.locked_until is not None and user.locked_until > now():
+    password_ok = password_matches(user.password_hash, body.password)
+    if is_locked(user):
         audit.record(
             session,
             "login_failed",
@@ -232,11 +159,34 @@ def login(session: Session, body: LoginIn) -> TokensOut | Response:
             user_id=user.id,
             severity=AuditSeverity.warning,
         )
-        return locked(user.locked_until)
-    if not user.is_active or not password_matches(user.password_hash, body.password):
-        return failed_login(session, user)
-    if hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = hasher.hash(body.password)
+        return locked(user)
+    if not user.is_active:
+        # The right password included: answered as a wrong one, and counted.
+        return count_failure(session, user, "deactivated", invalid_credentials())
+    if not password_ok:
+        return count_failure(session, user, "bad_password", invalid_credentials())
+    if user.totp_enabled:
+        refused = second_factor_refusal(session, user, body.otp)
+        if refused is not None:
+            return refused
+    return logged_in(session, user, body.password)
+
+
+def second_factor_refusal(session: Session, user: User, otp: str | None) -> Response | None:
+    """The 401 of a login whose password was right and whose 2FA code is
+    missing (not counted: a client asks for it only now) or wrong (counted)."""
+    if otp is None:
+        audit.record(session, "login_failed", {"reason": "otp_required"}, user_id=user.id)
+        return error_response(401, "otp_required", "A 2FA code (or a backup code) is required.")
+    if use_second_factor(session, user, otp):
+        return None
+    wrong = error_response(401, "otp_invalid", "The 2FA code is wrong or already used.")
+    return count_failure(session, user, "otp_invalid", wrong)
+
+
+def logged_in(session: Session, user: User, password: str) -> TokensOut:
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
     user.failed_login_attempts = 0
     user.locked_until = None
     user.last_login_at = now()
@@ -245,66 +195,29 @@ def login(session: Session, body: LoginIn) -> TokensOut | Response:
     return tokens
 
 
-def failed_login(session: Session, user: User) -> Response:
-    """Count the failure (committed with the 401/423: the response is a
-    normal return, not an exception, precisely so that it commits)."""
-    user.failed_login_attempts += 1
-    audit.record(
-        session,
-        "login_failed",
-        {"reason": "bad_password", "attempt": user.failed_login_attempts},
-        user_id=user.id,
-        severity=AuditSeverity.warning,
-    )
-    if user.failed_login_attempts < MAX_FAILED_LOGINS:
-        return invalid_credentials()
-    user.failed_login_attempts = 0
-    user.locked_until = now() + LOCKOUT
-    audit.record(
-        session,
-        "account_locked",
-        {"locked_until": user.locked_until.isoformat()},
-        user_id=user.id,
-        severity=AuditSeverity.warning,
-    )
-    return locked(user.locked_until)
-
-
-def invalid_credentials() -> Response:
-    return error_response(401, "invalid_credentials", "Wrong login or password.")
-
-
-def locked(until: datetime) -> Response:
-    return error_response(
-        423,
-        "account_locked",
-        "Too many failed logins; the account is locked for now.",
-        {"locked_until": until.isoformat()},
-    )
-
-
 @operation(
     bp,
     "POST",
-    "/auth/refresh",
-    summary="Trade a refresh token for new tokens",
-    auth=False,
-    body=RefreshIn,
-    responses={200: TokensOut},
-    errors=(401,),
+    "/auth/password",
+    summary="Change the password; every other session ends",
+    body=PasswordChangeIn,
+    responses={204: None},
+    errors=(403, 423),
 )
-def refresh(session: Session, body: RefreshIn) -> TokensOut:
-    found = find_session(session, body.refresh_token, refresh=True)
-    if found is None:
-        raise unauthorized("The refresh token is invalid, expired or already used.")
-    row, user = found
-    assert row.access_token_jti is not None  # a refresh row (find_session)
-    close_session(session, row.access_token_jti)
-    return open_session(session, user)
-
-
-@operation(bp, "POST", "/auth/logout", summary="End this session", responses={204: None})
-def logout(session: Session) -> tuple[None, int]:
-    close_session(session, g.auth_session.id)
-    audit.record(session, "logout", {}, user_id=g.user.id)
+def change_password(session: Session, body: PasswordChangeIn) -> tuple[None, int] | Response:
+    user = locked_user(session)
+    refused = confirm_identity(session, user, body.current_password)
+    if refused is not None:
+        return refused
+    if body.new_password == body.current_password:
+        raise ApiError(
+            422,
+            "validation_failed",
+            "The new password is the current one.",
+            {"new_password": "Password must differ from the current one"},
+        )
+    refuse_weak("new_password", body.new_password, user)
+    user.password_hash = hash_password(body.new_password)
+    revoked = revoke(session, user.id, keep=g.auth_session.family_id)
+    audit.record(session, "password_changed", {"revoked_sessions": revoked}, user_id=user.id)
     return None, 204

@@ -82,6 +82,7 @@ Content = Annotated[
 RoomName = Annotated[
     Text, StringConstraints(min_length=1, max_length=100), AfterValidator(has_visible_text)
 ]
+OtpCode = Annotated[Text, StringConstraints(min_length=1, max_length=64)]
 # One emoji, as a :shortcode: or a Unicode sequence, turned into its fully
 # qualified Unicode form (veza/messages/reactions.py); 100 characters bound
 # the work before the lookup (the longest shortcode has 78).
@@ -109,6 +110,23 @@ class RegisterIn(Input):
 class LoginIn(Input):
     login: Annotated[Text, StringConstraints(min_length=1, max_length=255)]
     password: Annotated[Text, StringConstraints(min_length=1, max_length=1024)]
+    # With 2FA on: a TOTP code (6 digits) or an unused backup code.
+    otp: OtpCode | None = None
+
+
+class PasswordChangeIn(Input):
+    current_password: Annotated[Text, StringConstraints(min_length=1, max_length=1024)]
+    new_password: Password
+
+
+class TwoFactorEnableIn(Input):
+    code: OtpCode
+
+
+class TwoFactorDisableIn(Input):
+    password: Annotated[Text, StringConstraints(min_length=1, max_length=1024)]
+    # A TOTP code or an unused backup code.
+    code: OtpCode
 
 
 class RefreshIn(Input):
@@ -233,6 +251,52 @@ class TokensOut(BaseModel):
     expires_at: datetime
     refresh_expires_at: datetime
     user: UserOut
+
+
+class DeviceInfo(BaseModel):
+    """From the session's user agent (ua-parser); null where it does not say."""
+
+    browser: str | None = None
+    browser_version: str | None = None
+    os: str | None = None
+    os_version: str | None = None
+    device: str | None = None
+    brand: str | None = None
+    model: str | None = None
+
+
+class LocationInfo(BaseModel):
+    """What is known offline of where a session was opened: the kind of
+    network of its address (no geolocation database ships)."""
+
+    network: Literal["loopback", "private", "link-local", "public", "reserved"] | None = None
+
+
+class SessionOut(BaseModel):
+    """One login and the refreshes descended from it."""
+
+    id: uuid.UUID
+    current: bool  # the session of the token making this request
+    signed_in_at: datetime
+    last_activity_at: datetime  # to the minute
+    expires_at: datetime  # when its refresh token runs out, unless refreshed
+    ip_address: str | None
+    user_agent: str | None
+    device_info: DeviceInfo | None
+    location_info: LocationInfo | None
+
+
+class SessionsOut(BaseModel):
+    sessions: list[SessionOut]  # most recently active first
+
+
+class TwoFactorSetupOut(BaseModel):
+    secret: str  # base32, for an authenticator app typed by hand
+    otpauth_uri: str  # the same, as a QR code's content
+
+
+class BackupCodesOut(BaseModel):
+    backup_codes: list[str]  # shown this once; each works once
 
 
 class UserRef(BaseModel):

@@ -168,8 +168,13 @@ def run_once_per_partition(work: Callable[[Session], Any]) -> Any:
         ) from exc
 
 
-# Unique constraints on users (idx_users_email_lower: emails in any case).
-ACCOUNT_CONSTRAINTS = {"users_username_key", "users_email_key", "idx_users_email_lower"}
+# Unique constraints on users (idx_users_*_lower: names and emails in any case).
+ACCOUNT_CONSTRAINTS = {
+    "users_username_key",
+    "users_email_key",
+    "idx_users_email_lower",
+    "idx_users_username_lower",
+}
 
 
 def raise_constraint_error(exc: sa_exc.IntegrityError) -> None:
@@ -244,6 +249,7 @@ ERROR_DESCRIPTIONS = {
     422: "Invalid input",
     423: "Account locked",
     429: "Too many requests",
+    503: "Temporarily unavailable",
     507: "Insufficient storage",
 }
 

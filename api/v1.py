@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, jsonify
 
-from api import auth, conversations, files, messages, request_context, rooms
+from api import auth, conversations, files, messages, request_context, rooms, sessions, two_factor
 from api.schemas import ErrorBody
 from api.spec import API_PREFIX, IdConverter, openapi_document
 
-BLUEPRINTS = (auth.bp, rooms.bp, messages.bp, conversations.bp, files.bp)
+BLUEPRINTS = (
+    auth.bp,
+    sessions.bp,
+    two_factor.bp,
+    rooms.bp,
+    messages.bp,
+    conversations.bp,
+    files.bp,
+)
 
 docs = Blueprint("openapi", __name__)
 

@@ -129,6 +129,8 @@ class User(Base):
         Index("idx_users_created_at", "created_at"),
         # 0004: emails are unique whatever their case.
         Index("idx_users_email_lower", text("lower(email)"), unique=True),
+        # 0009: usernames too.
+        Index("idx_users_username_lower", text("lower(username)"), unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -150,9 +152,13 @@ class User(Base):
     last_seen_at: Mapped[datetime | None]
     failed_login_attempts: Mapped[int] = mapped_column(server_default=text("0"))
     locked_until: Mapped[datetime | None]
-    totp_secret: Mapped[str | None] = mapped_column(String(32))
+    # 0009: a Fernet token of the secret (veza/two_factor.py), hence TEXT.
+    totp_secret: Mapped[str | None] = mapped_column(Text)
     totp_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
+    # SHA-256 digests of the unused backup codes (veza/two_factor.py).
     backup_codes: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    # 0009: the time step of the last TOTP code accepted (no replay).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(server_default=NOW)
     deleted_at: Mapped[datetime | None]
@@ -626,6 +632,8 @@ class UserSession(Base):
             "access_token_jti",
             postgresql_where=text("access_token_jti IS NOT NULL"),
         ),
+        # 0009: a reused refresh token or a revocation closes a family.
+        Index("idx_user_sessions_family", "family_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -642,6 +650,10 @@ class UserSession(Base):
     last_activity_at: Mapped[datetime] = mapped_column(server_default=NOW)
     created_at: Mapped[datetime] = mapped_column(server_default=NOW)
     expires_at: Mapped[datetime]
+    # 0009: the login this session descends from (refreshes keep both), for
+    # family revocation and the absolute lifetime.
+    family_id: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))
+    authenticated_at: Mapped[datetime] = mapped_column(server_default=NOW)
 
 
 class Outbox(Base):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,8 @@ os.environ.setdefault("LOG_LEVEL", "INFO")
 # Still argon2id, with cheap parameters: the suite registers many users.
 os.environ.setdefault("ARGON2_TIME_COST", "1")
 os.environ.setdefault("ARGON2_MEMORY_KIB", "8192")
+# A key of this run's own, for the 2FA secrets (veza/two_factor.py).
+os.environ.setdefault("TOTP_ENCRYPTION_KEY", Fernet.generate_key().decode())
 from tests.clamav import clamd_server  # noqa: E402,F401  (sets CLAMD_SOCKET; the clamd fixture)
 from veza.settings import reload_settings  # noqa: E402
 

@@ -218,3 +218,63 @@ def test_concurrent_registrations_of_one_email_in_different_cases_make_one_accou
         "account_exists"
     }
     assert db.execute("SELECT count(*) FROM users").fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        ("bob", "password"),  # the most common, and short
+        ("bob", " " * 8),
+        ("bob", " " * 12),  # long enough, and still nothing
+        ("bob", "password1234"),
+        ("wonderland42", "wonderland42"),  # the username
+        ("wonderland42", "WONDERLAND42"),
+        ("wonderland42", "wonderland42@example.com"),  # the email
+    ],
+)
+def test_weak_passwords_are_refused_at_register_naming_the_field(api, db, username, password):
+    response = api.post(
+        "/auth/register",
+        json={"username": username, "email": f"{username}@example.com", "password": password},
+    )
+    assert response.status_code == 422
+    assert error_code(response) == "validation_failed"
+    assert response.json["error"]["fields"]["password"].startswith("Password ")
+    assert db.execute("SELECT count(*) FROM users").fetchone() == (0,)
+
+
+def test_the_minimum_length_is_a_setting(api, environment):
+    environment(PASSWORD_MIN_LENGTH="30")
+    response = api.post(
+        "/auth/register",
+        json={"username": "bob", "email": "bob@example.com", "password": PASSWORD},
+    )
+    assert response.status_code == 422
+    assert "30" in response.json["error"]["fields"]["password"]
+
+
+def test_usernames_are_unique_whatever_their_case_and_log_in_in_any_case(api, db):
+    api.register("alice")
+    taken = api.post(
+        "/auth/register",
+        json={"username": "Alice", "email": "other@example.com", "password": PASSWORD},
+    )
+    assert taken.status_code == 409
+    assert error_code(taken) == "account_exists"
+    assert api.post("/auth/login", json={"login": "ALICE", "password": PASSWORD}).status_code == 200
+    with pytest.raises(Exception, match="idx_users_username_lower"):
+        db.execute(
+            "INSERT INTO users (username, email, password_hash) VALUES ('aLiCe', 'x@example.com', 'x')"
+        )
+
+
+def test_a_deactivated_account_answers_exactly_as_a_wrong_password(api, db):
+    api.register("alice")
+    wrong = api.post("/auth/login", json={"login": "alice", "password": "not the password"})
+    db.execute("UPDATE users SET is_active = false, failed_login_attempts = 0")
+    deactivated = api.post("/auth/login", json={"login": "alice", "password": PASSWORD})
+    unknown = api.post("/auth/login", json={"login": "nobody", "password": PASSWORD})
+    assert wrong.status_code == deactivated.status_code == unknown.status_code == 401
+    assert wrong.json == deactivated.json == unknown.json
+    # Counted like a wrong password too, so that it locks like one.
+    assert db.execute("SELECT failed_login_attempts FROM users").fetchone() == (1,)

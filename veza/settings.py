@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from argon2 import DEFAULT_MEMORY_COST, DEFAULT_TIME_COST
-from pydantic import Field, ValidationError, field_validator
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -89,6 +90,20 @@ class Settings(BaseSettings):
     # argon2id's cost, argon2-cffi's defaults unless set (api/auth.py).
     argon2_time_cost: int = DEFAULT_TIME_COST
     argon2_memory_kib: int = DEFAULT_MEMORY_COST
+    # A login's sessions (its family: every refresh descends from it) end
+    # this long after the login, however often they are refreshed: a stolen
+    # refresh token cannot be kept alive for ever (api/sessions.py).
+    session_absolute_lifetime_days: int = Field(default=30, ge=1)
+    # The password policy (veza/passwords.py): at least this many
+    # characters, and at least this zxcvbn score (0-4; 3 is "safely
+    # unguessable": ~10^10 guesses, an offline attack on a slow hash).
+    password_min_length: int = Field(default=10, ge=8, le=72)
+    password_min_score: int = Field(default=3, ge=0, le=4)
+    # Fernet keys (comma-separated, newest first: the first encrypts, all
+    # decrypt, so a key is rotated by putting the new one in front) that
+    # encrypt users.totp_secret at rest. Unset, 2FA cannot be set up: a
+    # secret is never stored in the clear (veza/two_factor.py).
+    totp_encryption_key: SecretStr | None = None
     # Maintenance (docs/maintenance.md).
     # Archived messages stay restorable this long after they were archived.
     archive_retention_days: int = 30
@@ -142,6 +157,20 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + url[len(bare) :]
         return url
 
+    @field_validator("totp_encryption_key")
+    @classmethod
+    def _fernet_keys(cls, keys: SecretStr | None) -> SecretStr | None:
+        # A key that Fernet would refuse fails the process at start, not the
+        # first 2FA setup. The message never includes the value.
+        for key in keys.get_secret_value().split(",") if keys else []:
+            try:
+                Fernet(key.strip())
+            except ValueError:
+                raise ValueError(
+                    "each key must be 32 url-safe base64-encoded bytes (Fernet.generate_key())"
+                ) from None
+        return keys
+
     @field_validator("storage_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
@@ -182,10 +211,19 @@ class InvalidSettings(ValueError):
 
     def __init__(self, error: ValidationError) -> None:
         problems = "; ".join(
-            f"{str(problem['loc'][0]).upper()}={problem['input']!r}: {problem['msg']}"
+            f"{str(problem['loc'][0]).upper()}={_shown(problem['loc'][0], problem['input'])}: "
+            f"{problem['msg']}"
             for problem in error.errors()
         )
         super().__init__(f"invalid configuration: {problems}")
+
+
+# Settings whose value is a secret: a refusal names the variable, not the value.
+SECRETS = {"totp_encryption_key"}
+
+
+def _shown(field: object, value: object) -> str:
+    return "<hidden>" if field in SECRETS else repr(value)
 
 
 @functools.cache
