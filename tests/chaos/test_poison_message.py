@@ -43,7 +43,11 @@ def test_a_task_that_kills_its_worker_every_time_is_dropped_after_the_bound(
     )
     for step in (pipeline.hash_upload, pipeline.sniff, pipeline.scan):
         step(file_id)
-    worker = start_worker("poison", queues="files", concurrency=1)
+    # Without a decode budget, so that the thumbnail really decodes the
+    # 48 MP image (the shipped budget refuses it before any pixel is read).
+    worker = start_worker(
+        "poison", queues="files", concurrency=1, env={"THUMBNAIL_DECODE_BUDGET_MIB": "0"}
+    )
     try:
         task_id = app.send_task("files.thumbnail", args=[file_id]).id
         for delivery in range(1, limits.MAX_DELIVERIES):
