@@ -51,6 +51,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
+        if isinstance(err.response, Response):
+            return err.response  # built by us already (the rate limits' 429)
         code = (err.name or "error").lower().replace(" ", "_")
         allow = err.get_response().headers.get("Allow")
         headers = {"Allow": allow} if allow else None
