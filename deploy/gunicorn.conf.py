@@ -4,10 +4,10 @@ Dockerfile, docker-compose.yml and the docs all use
 
 Why not gunicorn's default sync worker: it serves one connection at a time,
 so two clients that open a connection and send nothing stall the whole API
-(/healthz took 36 s with 2 sync workers). gthread accepts in its main loop
-and waits for an idle connection's first byte without a thread for more than
-5 s (gunicorn's DEFAULT_WORKER_DATA_TIMEOUT); kept-alive connections wait in
-its poller, not in a thread.
+(/healthz took 36 s with 2 sync workers). gthread accepts in its main loop;
+a thread waits at most 5 s (gunicorn's DEFAULT_WORKER_DATA_TIMEOUT) for a new
+connection's first byte, then parks it in the main loop's poller, where
+kept-alive connections wait too, holding no thread.
 
 What gunicorn 27 does not bound on its own: once a client has sent a byte,
 a thread reads the request's headers (and the app its body) from a blocking
