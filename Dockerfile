@@ -16,6 +16,7 @@ COPY pyproject.toml README.md beat_schedule.py flowerconfig.py alembic.ini ./
 COPY api ./api
 COPY veza ./veza
 COPY db ./db
+COPY deploy/gunicorn.conf.py ./deploy/gunicorn.conf.py
 COPY tasks ./tasks
 COPY worker ./worker
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . && pip check
@@ -26,4 +27,4 @@ RUN install -d -o veza -g veza /data/storage
 
 USER veza
 ENV STORAGE_DIR=/data/storage
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "api:create_app()"]
+CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind", "0.0.0.0:8000", "api:create_app()"]

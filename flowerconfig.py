@@ -6,11 +6,25 @@ import hashlib
 
 from veza.settings import get_settings
 
+
+def basic_auth_logins(value: str | None) -> list[str]:
+    """FLOWER_BASIC_AUTH's "user:password" pairs (comma-separated); exits
+    with a clear message unless each has a non-empty user and password:
+    `:` or `admin:` would look protected and let anyone in who guesses."""
+    logins = (value or "").split(",")
+    for login in logins:
+        user, colon, password = login.partition(":")
+        if not (user and colon and password):
+            raise SystemExit(
+                "FLOWER_BASIC_AUTH must be user:password with a non-empty user and"
+                " password (comma-separate several)"
+            )
+    return logins
+
+
 _settings = get_settings()
 _auth = _settings.flower_basic_auth or ""
-if ":" not in _auth:
-    raise SystemExit("FLOWER_BASIC_AUTH must be set to user:password (comma-separate several)")
-basic_auth = _auth.split(",")
+basic_auth = basic_auth_logins(_auth)
 
 # An explicit secret, so that sessions survive restarts and every Flower
 # behind a load balancer signs cookies the same way.
@@ -26,3 +40,18 @@ port = _settings.flower_port
 # Bounded memory: Flower keeps this many tasks in its in-memory state.
 max_tasks = _settings.flower_max_tasks
 purge_offline_workers = 300
+
+
+def _metrics_behind_auth() -> None:
+    """Flower 2.2 serves /metrics (task names, worker names, counts) with no
+    check at all: its basic_auth is enforced only by handlers marked
+    @tornado.web.authenticated, and Metrics is not, nor is there an option.
+    Marking it here makes a scrape give the same credentials as a browser.
+    /healthcheck stays open (it answers "OK" and nothing else)."""
+    import tornado.web
+    from flower.views.monitor import Metrics
+
+    Metrics.get = tornado.web.authenticated(Metrics.get)
+
+
+_metrics_behind_auth()

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
+from api import headers, rate_limits
 from api.errors import register_error_handlers
 from db.engine import set_kind
 from veza.logs import configure_logging
@@ -33,6 +34,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         set_kind("api")  # a request's database bounds (db/engine.py)
 
     register_error_handlers(app)
+    headers.install(app)
+    rate_limits.install(app)
 
     from api import health, v1
 

@@ -56,6 +56,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
+        if isinstance(err.response, Response):
+            return err.response  # built by us already (the rate limits' 429)
         if err.code == 404:
             return error_response(404, NOT_FOUND_CODE, NOT_FOUND_MESSAGE)
         code = (err.name or "error").lower().replace(" ", "_")

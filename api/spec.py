@@ -15,6 +15,7 @@ document and the validation cannot drift apart.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from werkzeug.routing import BaseConverter
 from api.errors import ApiError
 from db.engine import session_scope
 from db.partitions import creating_missing_partitions
+
+log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers: larger ones cannot exist
@@ -160,12 +163,10 @@ def run_once_per_partition(work: Callable[[Session], Any]) -> Any:
     except sa_exc.IntegrityError as exc:
         raise_constraint_error(exc)
     except sa_exc.DataError as exc:
-        raise ApiError(
-            422,
-            "invalid_value",
-            "A value is not acceptable.",
-            {"detail": str(exc.orig).splitlines()[0]},
-        ) from exc
+        # PostgreSQL's text names columns, types and values of the schema:
+        # it goes to the log (with the request id), never to the client.
+        log.warning("database refused a value: %s", str(exc.orig).splitlines()[0])
+        raise ApiError(422, "invalid_value", "A value is not acceptable.") from exc
 
 
 # Unique constraints on users (idx_users_*_lower: names and emails in any case).

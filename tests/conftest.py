@@ -41,6 +41,9 @@ os.environ.setdefault("ARGON2_TIME_COST", "1")
 os.environ.setdefault("ARGON2_MEMORY_KIB", "8192")
 # A key of this run's own, for the 2FA secrets (veza/two_factor.py).
 os.environ.setdefault("TOTP_ENCRYPTION_KEY", Fernet.generate_key().decode())
+# The suite registers and logs in many users from one address: the rate
+# limits are off unless a test turns them on (tests/test_rate_limits.py).
+os.environ.setdefault("RATE_LIMIT_ENABLED", "false")
 from tests.clamav import clamd_server  # noqa: E402,F401  (sets CLAMD_SOCKET; the clamd fixture)
 from veza.settings import reload_settings  # noqa: E402
 

@@ -46,6 +46,10 @@ DESCRIBED = {
     "FLOWER_BASIC_AUTH": None,
     # flowerconfig.py derives it from FLOWER_BASIC_AUTH.
     "FLOWER_COOKIE_SECRET": None,
+    # worker/metrics.py serves without auth unless it is set.
+    "METRICS_BASIC_AUTH": None,
+    # api/rate_limits.py counts in REDIS_URL's Redis unless it is set.
+    "RATE_LIMIT_STORAGE_URL": None,
     # db/partitions.py computes it at run time from the rooms' retention.
     "PARTITION_MONTHS_BEHIND": None,
     # Each beat entry's own schedule (beat_schedule.py).

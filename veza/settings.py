@@ -83,6 +83,19 @@ class Settings(BaseSettings):
     flower_port: int = 5555
     flower_max_tasks: int = 10_000
     metrics_port: int = 9808
+    # The exporter listens on loopback unless told otherwise; with
+    # METRICS_BASIC_AUTH ("user:password") every scrape must authenticate.
+    metrics_address: str = "127.0.0.1"
+    metrics_basic_auth: str | None = None
+    # Rate limits (api/rate_limits.py), in `limits`' syntax ("10/minute;100/hour"):
+    # every /auth/ route and every write, per client IP and per user. Counted
+    # in Redis (RATE_LIMIT_STORAGE_URL, else REDIS_URL); fail open without it.
+    rate_limit_enabled: bool = True
+    rate_limit_storage_url: str | None = None
+    rate_limit_auth_per_ip: str = "20/minute;200/hour"
+    rate_limit_auth_per_user: str = "20/minute;200/hour"
+    rate_limit_writes_per_ip: str = "120/minute;3000/hour"
+    rate_limit_writes_per_user: str = "60/minute;1500/hour"
     # How long a beat process's lock in Redis lives without being renewed: a
     # second beat takes over at most this long, and one tick (a fifth of it,
     # beat_max_loop_interval), after the first one died.

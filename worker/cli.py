@@ -70,7 +70,8 @@ def _exporter(args: argparse.Namespace) -> None:
     from worker import app
     from worker.metrics import serve
 
-    serve(app, args.port)
+    settings = get_settings()
+    serve(app, settings.metrics_address, args.port, settings.metrics_basic_auth)
 
 
 def maintenance_tasks() -> list[str]:

@@ -9,21 +9,28 @@
   consuming (celery#10205: workers can go silent after a Redis reconnect);
 - whether each source (Redis, PostgreSQL) could be read: `veza_exporter_up`.
 
-Run it with `veza exporter` (port from METRICS_PORT, default 9808).
+Run it with `veza exporter`: it listens on METRICS_ADDRESS (default
+127.0.0.1) and METRICS_PORT (default 9808); with METRICS_BASIC_AUTH
+("user:password") a scrape without those credentials gets 401.
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from wsgiref.simple_server import make_server
 
 import redis
 from celery import Celery
 from kombu.transport.redis import Channel
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, make_wsgi_app
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from veza import outbox
@@ -144,8 +151,43 @@ def record_task_events(app: Celery) -> None:
             time.sleep(2)
 
 
-def serve(app: Celery, port: int) -> None:
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def with_basic_auth(inner: WsgiApp, credentials: str) -> WsgiApp:
+    """`inner` behind HTTP basic auth for one "user:password" (prometheus_client's
+    own server has none): anything else answers 401."""
+    expected = ("Basic " + base64.b64encode(credentials.encode()).decode()).encode()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        given = environ.get("HTTP_AUTHORIZATION", "").encode()
+        if hmac.compare_digest(given, expected):
+            return inner(environ, start_response)
+        start_response(
+            "401 Unauthorized",
+            [("WWW-Authenticate", 'Basic realm="veza metrics"'), ("Content-Length", "0")],
+        )
+        return [b""]
+
+    return app
+
+
+def exporter_app(basic_auth: str | None) -> WsgiApp:
+    """The metrics app; refuses to build with credentials of an empty user or
+    password, which would look protected and be guessable."""
+    app: WsgiApp = make_wsgi_app()
+    if basic_auth is None:
+        return app
+    user, colon, password = basic_auth.partition(":")
+    if not (user and colon and password):
+        raise SystemExit("METRICS_BASIC_AUTH must be user:password, both non-empty")
+    return with_basic_auth(app, basic_auth)
+
+
+def serve(app: Celery, address: str, port: int, basic_auth: str | None) -> None:
+    wsgi = exporter_app(basic_auth)
     REGISTRY.register(BacklogCollector(redis_client()))
-    start_http_server(port)
-    log.info("metrics on :%d/metrics", port)
+    server = make_server(address, port, wsgi, ThreadingWSGIServer)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    log.info("metrics on %s:%d/metrics (basic auth: %s)", address, port, bool(basic_auth))
     record_task_events(app)
