@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from api.errors import error_response
 from api.request_context import client_ip
+from api.sessions import token_hash
 from api.spec import API_PREFIX
 from db.engine import session_scope
 from db.models import UserSession
@@ -58,8 +59,6 @@ def bearer_user_id() -> int | None:
 
 
 def _lookup_bearer_user() -> int | None:
-    from api.auth import token_hash
-
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None

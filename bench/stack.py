@@ -138,7 +138,8 @@ class Stack:
             "DB_POOL_SIZE": "8",
             # The load comes from one address and few users by design: the
             # rate limits would answer it 429 (they have a test of their own).
-            "RATE_LIMIT_ENABLED": "false",
+            # bench/login_flood.py turns them on to measure them.
+            "RATE_LIMIT_ENABLED": os.environ.get("RATE_LIMIT_ENABLED", "false"),
         }
         # Open for the stack's lifetime, shared by its processes; stop() closes it.
         self.log = open(f"/tmp/veza-bench-{os.getpid()}.log", "ab")  # noqa: SIM115
