@@ -3,6 +3,7 @@ database, and users who are registered and logged in through the API."""
 
 from __future__ import annotations
 
+import io
 import itertools
 
 import pytest
@@ -84,3 +85,21 @@ def api(app) -> ApiClient:
 
 def error_code(response) -> str:
     return response.json["error"]["code"]
+
+
+def write_attempts(api: ApiClient, user: User, room: int, message_id: int) -> dict[str, int]:
+    """The status of each kind of write `user` may try in `room`: a post, an
+    edit of their message `message_id`, a reaction on it, an upload (what a
+    mute or a ban must all refuse)."""
+    responses = {
+        "post": api.post(f"/rooms/{room}/messages", user, json={"content": "hi"}),
+        "edit": api.patch(f"/messages/{message_id}", user, json={"content": "rewritten"}),
+        "react": api.post(f"/messages/{message_id}/reactions", user, json={"emoji": "🎉"}),
+        "upload": api.post(
+            f"/rooms/{room}/files",
+            user,
+            content_type="multipart/form-data",
+            data={"file": (io.BytesIO(b"notes"), "notes.txt", "text/plain")},
+        ),
+    }
+    return {name: response.status_code for name, response in responses.items()}

@@ -3,7 +3,6 @@ invitations, max_members, kicks, roles, mutes, and their audit trail."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,7 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from tests.api_helpers import error_code
+from tests.api_helpers import error_code, write_attempts
 from tests.conftest import alembic
 from tests.factories import fresh_database, make_room, make_user
 
@@ -475,18 +474,8 @@ def test_a_kick_bans_from_rejoining_posting_reacting_and_editing_until_the_ban_e
     assert datetime.fromisoformat(rejoin.json["error"]["fields"]["banned_until"]) == until
     invited = api.post(f"/rooms/{room}/members", owner, json={"user_id": bob.id})
     assert (invited.status_code, error_code(invited)) == (403, "banned")
-    writes = {
-        "edit": api.patch(f"/messages/{old['id']}", bob, json={"content": "rewritten"}),
-        "react": api.post(f"/messages/{old['id']}/reactions", bob, json={"emoji": "👍"}),
-        "post": api.post(f"/rooms/{room}/messages", bob, json={"content": "back"}),
-        "upload": api.post(
-            f"/rooms/{room}/files",
-            bob,
-            content_type="multipart/form-data",
-            data={"file": (io.BytesIO(b"notes"), "notes.txt", "text/plain")},
-        ),
-    }
-    assert {name: r.status_code for name, r in writes.items()} == dict.fromkeys(writes, 403)
+    writes = write_attempts(api, bob, room, old["id"])
+    assert writes == dict.fromkeys(writes, 403)
     assert db.execute("SELECT content FROM messages WHERE id = %s", (old["id"],)).fetchone() == (
         "before the kick",
     )

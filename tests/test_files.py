@@ -387,6 +387,20 @@ MEMORY_PROBE = textwrap.dedent("""
 """)
 
 
+def peak_growth_in_fresh_process(probe: str, file_id: int) -> int:
+    """Run `probe` (a script printing its peak RSS growth in KiB last) on
+    the file in a fresh interpreter, so that nothing this process already
+    holds counts."""
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(file_id)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_a_100_mb_upload_is_hashed_and_scanned_in_constant_memory(db, user):
     from veza.storage import storage
@@ -403,14 +417,7 @@ def test_a_100_mb_upload_is_hashed_and_scanned_in_constant_memory(db, user):
             digest.update(piece)
     db.execute("UPDATE files SET file_size = %s WHERE id = %s", (size, file_id))
 
-    probe = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, str(file_id)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    peak_growth_kib = int(probe.stdout.strip().splitlines()[-1])
+    peak_growth_kib = peak_growth_in_fresh_process(MEMORY_PROBE, file_id)
 
     file = row(db, file_id)
     assert file["file_hash"] == digest.hexdigest()
@@ -571,14 +578,7 @@ def test_a_small_png_declaring_7000x7000_pixels_stays_within_the_decode_budget(d
     pipeline.hash_upload(file_id)
     pipeline.sniff(file_id)
     pipeline.scan(file_id)
-    probe = subprocess.run(
-        [sys.executable, "-c", THUMBNAIL_PROBE, str(file_id)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    peak_growth_kib = int(probe.stdout.strip().splitlines()[-1])
+    peak_growth_kib = peak_growth_in_fresh_process(THUMBNAIL_PROBE, file_id)
 
     file = row(db, file_id)
     budget_kib = get_settings().thumbnail_decode_budget_mib * 1024

@@ -311,22 +311,12 @@ def _record_unscannable(file_id: int, exc: Unscannable, version: str, task_id: s
             "failed_step": "scan",
             "failure_reason": reason,
         }
-        audit.record(
+        _audit_verdict(
             session,
+            file,
             "file.unscannable",
-            {
-                "file_uuid": str(file.uuid),
-                "file_hash": file.file_hash,
-                "reason": exc.reason,
-                "signature": exc.signature,
-                "original_filename": file.original_filename,
-                "clamd_version": version,
-            },
-            user_id=file.uploaded_by,
-            room_id=file.room_id,
-            resource_type="file",
-            resource_id=file.id,
-            severity=AuditSeverity.warning,
+            {"reason": exc.reason, "signature": exc.signature, "clamd_version": version},
+            AuditSeverity.warning,
         )
         _log(file, task_id).warning("scan: %s", reason)
 
@@ -423,23 +413,40 @@ def _quarantine(
         row.processing_status = FileProcessingStatus.failed
         row.is_processed = True
         row.meta = {**row.meta, **failure}
-        audit.record(
+        _audit_verdict(
             session,
+            row,
             "file.infected",
-            {
-                "file_uuid": str(row.uuid),
-                "file_hash": sha256,
-                "signature": signature,
-                "original_filename": row.original_filename,
-                "clamd_version": version,
-            },
-            user_id=row.uploaded_by,
-            room_id=row.room_id,
-            resource_type="file",
-            resource_id=row.id,
-            severity=AuditSeverity.critical,
+            {"signature": signature, "clamd_version": version},
+            AuditSeverity.critical,
         )
         _log(row, task_id).critical("scan: INFECTED with %s, quarantined", signature)
+
+
+def _audit_verdict(
+    session: Session,
+    file: File,
+    action: str,
+    details: dict[str, Any],
+    severity: AuditSeverity,
+) -> None:
+    """The audit row of a scan's verdict on one file: who uploaded what
+    where, and what the scanner said."""
+    audit.record(
+        session,
+        action,
+        {
+            "file_uuid": str(file.uuid),
+            "file_hash": file.file_hash,
+            "original_filename": file.original_filename,
+            **details,
+        },
+        user_id=file.uploaded_by,
+        room_id=file.room_id,
+        resource_type="file",
+        resource_id=file.id,
+        severity=severity,
+    )
 
 
 def scan_unavailable(file_id: int, error: str, final: bool, task_id: str | None = None) -> None:
