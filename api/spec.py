@@ -347,8 +347,12 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
         schema = op.query.model_json_schema()
         for name, prop in schema["properties"].items():
             prop = {k: v for k, v in prop.items() if k != "title"}
-            if "anyOf" in prop:  # Optional[int]: the absent case is "not sent"
+            if "anyOf" in prop:  # Optional[int]: the absent case is "not sent",
+                # so neither null nor a null default is part of the parameter
+                # (a default its own type refuses makes the document invalid).
                 prop = next(p for p in prop.pop("anyOf") if p.get("type") != "null") | prop
+                if prop.get("default", ...) is None:
+                    del prop["default"]
             params.append(
                 {
                     "name": name,

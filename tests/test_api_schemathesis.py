@@ -50,3 +50,27 @@ def test_no_server_errors_and_responses_match_the_schema(case, bearer):
     if case.operation.path == "/auth/logout":
         return  # would end the session the other generated requests use
     case.call_and_validate(headers=bearer, checks=CHECKS)
+
+
+JSON_TYPES = {"integer": int, "number": (int, float), "string": str, "boolean": bool}
+
+
+def test_every_parameter_default_is_of_its_own_type(app):
+    """A default the parameter's own schema refuses makes the document
+    invalid (openapi-spec-validator rejected `before`'s `default: null` on
+    an integer)."""
+    document = app.test_client().get("/api/v1/openapi.json").json
+    defaults = {
+        (path, method, param["name"]): (param["schema"]["default"], param["schema"].get("type"))
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        for param in operation.get("parameters", [])
+        if "default" in param["schema"]
+    }
+    wrong = {
+        where: default
+        for where, (default, kind) in defaults.items()
+        if kind in JSON_TYPES and not isinstance(default, JSON_TYPES[kind])
+    }
+    assert defaults, "no parameter declares a default: the check checks nothing"
+    assert wrong == {}
