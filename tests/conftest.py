@@ -187,9 +187,12 @@ def empty_tables(conn) -> None:
         for table in order:
             if sizes[table]:
                 conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+        # RESTART IDENTITY: the sequences these tables own start again.
         conn.execute(
-            "SELECT setval(format('%I.%I', schemaname, sequencename), start_value, false)"
-            " FROM pg_sequences WHERE last_value IS NOT NULL"
+            "SELECT setval(d.objid::regclass, q.seqstart, false) FROM pg_depend d"
+            " JOIN pg_sequence q ON q.seqrelid = d.objid WHERE d.classid = 'pg_class'::regclass"
+            " AND d.deptype IN ('a', 'i') AND d.refobjid = ANY(CAST(%s AS regclass[]))",
+            (list(order),),
         )
 
 
