@@ -26,8 +26,8 @@ import logging
 import os
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from io import BufferedReader
 from datetime import UTC, datetime
+from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
