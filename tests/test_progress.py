@@ -13,6 +13,7 @@ import urllib.request
 import psycopg
 import pytest
 from celery.result import AsyncResult
+from tornado.escape import xhtml_escape
 
 from tests.conftest import start_worker, wait_for
 from tests.factories import make_room, make_user, partitions_since, scalar
@@ -81,17 +82,23 @@ def rooms_to_purge(db) -> list[int]:
     return rooms
 
 
-def flower_task(port: int, task_id: str) -> dict | None:
-    """Flower's /api/task/info of a task; None while Flower has not heard of it."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/task/info/{task_id}")
+def flower_get(port: int, path: str) -> bytes | None:
+    """A page of Flower's, logged in; None for a task Flower has not heard of."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     request.add_header("Authorization", "Basic " + base64.b64encode(LOGIN.encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return json.load(response)
+            return response.read()
     except urllib.error.HTTPError as error:
         if error.code == 404:
             return None
         raise
+
+
+def flower_task(port: int, task_id: str) -> dict | None:
+    """Flower's /api/task/info of a task."""
+    body = flower_get(port, f"/api/task/info/{task_id}")
+    return None if body is None else json.loads(body)
 
 
 def flower_state(port: int, task_id: str, state: str) -> dict | None:
@@ -125,6 +132,7 @@ def test_flower_shows_a_purge_s_phase_and_counts_while_it_runs_then_its_result(d
             live = wait_for(
                 lambda: flower_state(port, purge.id, "PROGRESS"), what="flower to show PROGRESS"
             )
+            page = flower_get(port, f"/task/{purge.id}")
             stored = AsyncResult(purge.id, app=app)
             stored_state, stored_progress = stored.state, stored.info
             running = scalar(db, "SELECT id FROM maintenance_runs WHERE task_id = %s", (purge.id,))
@@ -137,6 +145,9 @@ def test_flower_shows_a_purge_s_phase_and_counts_while_it_runs_then_its_result(d
         worker.stop()
         flower.stop()
     progress = ast.literal_eval(live["result"])
+    # The task page shows the same, as its Result (templates/task.html escapes it).
+    assert page is not None
+    assert xhtml_escape(live["result"]).encode() in page
     assert progress["run_id"] == running
     assert progress["phase"] == "room_batches"
     assert (stored_state, stored_progress) == ("PROGRESS", progress)

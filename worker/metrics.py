@@ -109,7 +109,9 @@ class RunTotals:
     adds the runs that finished since, up to SETTLE_SECONDS ago (a run's
     row commits a moment after its finished_at is taken: finish_run's one
     short transaction). So a scrape reads a few index entries, not every
-    run there ever was; a run shows in the counts 10 to 25 s after it ends."""
+    run there ever was; a run shows in the counts 10 to 25 s after it ends.
+    Scrapes may come at once (a threading server): one counts at a time,
+    or both would add the same runs."""
 
     SETTLE_SECONDS = 10
 
@@ -117,22 +119,24 @@ class RunTotals:
         self.tasks = list(tasks)
         self.totals = outcomes.zero_counts(self.tasks)
         self.counted_up_to: datetime | None = None
+        self._lock = threading.Lock()
 
     def update(self, session: Session) -> dict[tuple[str, str], int]:
-        up_to = session.scalar(select(func.now() - timedelta(seconds=self.SETTLE_SECONDS)))
-        new = outcomes.outcome_counts(session, self.tasks, self.counted_up_to, up_to)
-        for key, n in new.items():
-            self.totals[key] += n
-        self.counted_up_to = up_to
-        return self.totals
+        with self._lock:
+            up_to = session.scalar(select(func.now() - timedelta(seconds=self.SETTLE_SECONDS)))
+            new = outcomes.outcome_counts(session, self.tasks, self.counted_up_to, up_to)
+            for key, n in new.items():
+                self.totals[key] += n
+            self.counted_up_to = up_to
+            return dict(self.totals)
 
 
 class BacklogCollector(Collector):
     """Read on every scrape: queue depths, unacked and heartbeat from Redis,
-    the outbox from PostgreSQL. Each source is read on its own: an outage
-    of one drops its metrics and sets veza_exporter_up{source} to 0, while
-    the other's (queue depth above all, during a database outage) still
-    reach Prometheus."""
+    the outbox, files and maintenance runs from PostgreSQL. Each source is
+    read on its own: an outage of one drops its metrics and sets
+    veza_exporter_up{source} to 0, while the other's (queue depth above
+    all, during a database outage) still reach Prometheus."""
 
     def __init__(
         self,
@@ -229,7 +233,7 @@ class BacklogCollector(Collector):
     def maintenance_metrics(
         self,
         runs: dict[tuple[str, str], int],
-        successes: dict[str, Any],
+        successes: dict[str, datetime | None],
         redrives: dict[str, int],
     ) -> Iterator[Metric]:
         by_outcome = CounterMetricFamily(
