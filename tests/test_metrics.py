@@ -209,3 +209,37 @@ def test_every_failure_series_is_there_at_0_on_an_empty_database_then_moves(db, 
     # A dry run sent nothing again; a cancelled run's batches did.
     assert sample(moved, "veza_redrives_total", kind="outbox") == 3
     assert sample(moved, "veza_redrives_total", kind="stale_file") == 2
+
+
+def test_each_finished_maintenance_run_is_counted_once_across_scrapes(db):
+    """The exporter adds the runs that finished since its last scrape (a
+    scrape must not read every run there ever was): none twice, none
+    missed, a running one once it ends."""
+    from db.engine import session_scope
+    from worker.metrics import RunTotals
+
+    task = "maintenance.rescan_files"
+    totals = RunTotals([task])
+    totals.SETTLE_SECONDS = 0  # these rows commit at once
+
+    def failed_runs() -> int:
+        with session_scope() as session:
+            return totals.update(session)[(task, "failed")]
+
+    def add_run(status: str) -> int:
+        return db.execute(
+            "INSERT INTO maintenance_runs (task_name, status, finished_at) VALUES"
+            " (%s, %s, CASE WHEN %s <> 'running' THEN now() END) RETURNING id",
+            (task, status, status),
+        ).fetchone()[0]
+
+    add_run("failed")
+    seen = [failed_runs(), failed_runs()]
+    running = add_run("running")
+    seen.append(failed_runs())
+    db.execute(
+        "UPDATE maintenance_runs SET status = 'failed', finished_at = now() WHERE id = %s",
+        (running,),
+    )
+    seen += [failed_runs(), failed_runs()]
+    assert seen == [1, 1, 1, 2, 2]
