@@ -26,6 +26,26 @@ def parse_schedule(expression: str) -> crontab | float:
     return crontab(minute, hour, day_of_month, month_of_year, day_of_week)
 
 
+def period_seconds(schedule: crontab | float) -> float | None:
+    """The longest wait between two runs on `schedule`: its seconds, or for
+    a crontab that runs every day, the widest gap between its times of day.
+    None for one that skips days (weekly, monthly): the exporter then
+    publishes no period for it, and no alert compares its last success
+    with one (deploy/alerts.yml)."""
+    if not isinstance(schedule, crontab):
+        return float(schedule)
+    every_day = (
+        schedule.day_of_week == set(range(7))
+        and schedule.day_of_month == set(range(1, 32))
+        and schedule.month_of_year == set(range(1, 13))
+    )
+    if not every_day:
+        return None
+    times: list[int] = sorted(h * 60 + m for h in schedule.hour for m in schedule.minute)
+    gaps = [b - a for a, b in zip(times, [*times[1:], times[0] + 24 * 60], strict=True)]
+    return 60.0 * max(gaps)
+
+
 def scheduled(
     name: str, job: Job, cron: str, expires: int, **kwargs: Any
 ) -> tuple[str, dict[str, Any]]:

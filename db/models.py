@@ -543,6 +543,12 @@ class File(Base):
             "idx_files_expires_at", "expires_at", postgresql_where=text("expires_at IS NOT NULL")
         ),
         Index("idx_files_virus_scan", "virus_scan_status"),
+        # The exporter's counts by terminal state (veza/files/states.py; migration 0011p).
+        Index(
+            "idx_files_failed",
+            "virus_scan_status",
+            postgresql_where=text("processing_status = 'failed'::file_processing_status"),
+        ),
         Index(
             "idx_files_processing",
             "processing_status",
@@ -702,6 +708,12 @@ class MaintenanceRun(Base):
         ),
         Index("idx_maintenance_runs_task", "task_name", text("started_at DESC")),
         Index("idx_maintenance_runs_status", "status", "task_name", text("finished_at DESC")),
+        # The runs that sent work again (veza/maintenance/outcomes.py; migration 0011p).
+        Index(
+            "idx_maintenance_runs_redrives",
+            "task_name",
+            postgresql_where=text("(NOT dry_run) AND (maintenance_redrives(counts) > 0)"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

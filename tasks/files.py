@@ -7,7 +7,8 @@ pipeline: it hashes and sniffs in place, then chains `files.scan` (on the
 Hash and sniff are short and sequential on the same queue: separate
 messages for them cost more than the steps (measured in bench/files.py), so
 `files.hash` and `files.sniff` exist to re-run one step on its own.
-Every task takes the file id.
+Every task takes the file id. A step on a large upload reports its phase
+and bytes (worker/progress.py: Flower shows them while it runs).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from veza.clamav import ScanUnavailable
 from veza.files import pipeline
 from veza.settings import get_settings
 from worker.base import VezaTask
+from worker.progress import celery_progress
 
 FILE_LIMITS = {
     "soft_time_limit": limits.FILE_TIME_LIMITS[0],
@@ -37,14 +39,14 @@ SCAN_LIMITS = {
 def process(self: VezaTask, file_id: int) -> None:
     """Run the whole pipeline for one upload. Safe to call again (or twice
     at once): every step skips what is already done."""
-    pipeline.hash_upload(file_id, task_id=self.request.id)
+    pipeline.hash_upload(file_id, task_id=self.request.id, report=celery_progress(self))
     pipeline.sniff(file_id, task_id=self.request.id)
     chain(scan.si(file_id), thumbnail.si(file_id)).apply_async()
 
 
 @shared_task(bind=True, base=VezaTask, name=jobs.HASH_FILE.name, **FILE_LIMITS)
 def hash_upload(self: VezaTask, file_id: int) -> None:
-    pipeline.hash_upload(file_id, task_id=self.request.id)
+    pipeline.hash_upload(file_id, task_id=self.request.id, report=celery_progress(self))
 
 
 @shared_task(bind=True, base=VezaTask, name=jobs.SNIFF_FILE.name, **FILE_LIMITS)
@@ -58,7 +60,7 @@ def scan(self: VezaTask, file_id: int) -> None:
     and the task retries with jittered exponential backoff; after the last
     retry the scan is `failed` (the maintenance job scans it again later)."""
     try:
-        pipeline.scan(file_id, task_id=self.request.id)
+        pipeline.scan(file_id, task_id=self.request.id, report=celery_progress(self))
     except (ScanUnavailable, SoftTimeLimitExceeded) as exc:
         final = self.request.retries >= self.max_retries
         pipeline.scan_unavailable(file_id, str(exc) or "scan timed out", final, self.request.id)
@@ -83,7 +85,7 @@ def thumbnail(self: VezaTask, file_id: int) -> None:
     """The last link: thumbnail (images only), then mark the file completed.
     An image that takes too long to decode is recorded as failed, not retried."""
     try:
-        pipeline.thumbnail(file_id, task_id=self.request.id)
+        pipeline.thumbnail(file_id, task_id=self.request.id, report=celery_progress(self))
     except SoftTimeLimitExceeded:
         pipeline.fail(file_id, "thumbnail", "took longer than the time limit", self.request.id)
     pipeline.finish(file_id, task_id=self.request.id)

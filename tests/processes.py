@@ -97,6 +97,33 @@ def worker_argv(queues: str, concurrency: int, hostname: str) -> list[str]:
     ]
 
 
+def flower_argv(port: int) -> list[str]:
+    """Flower as scripts/run starts it (flowerconfig.py), on `port`."""
+    return [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}"]
+
+
+def start_flower(port: int, login: str) -> ManagedProcess:
+    """Flower on `port` behind the basic-auth `login`, answering its health
+    check; the test stops it."""
+    import urllib.request
+
+    from tests.conftest import ManagedProcess, wait_for
+
+    proc = ManagedProcess(
+        "flower", flower_argv(port), {"FLOWER_BASIC_AUTH": login, "FLOWER_PORT": str(port)}
+    ).start()
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout=60, what="flower to answer its health check")
+    return proc
+
+
 def pool_children(worker) -> list[int]:
     """The pids of a worker's pool processes (the ones that run tasks)."""
     result = subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True)

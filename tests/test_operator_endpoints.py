@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import ROOT, ManagedProcess, wait_for
-from tests.processes import free_port, veza
+from tests.processes import flower_argv, free_port, veza
 
 LOGIN = "prom:s3cret-scrape"
 
@@ -61,14 +61,10 @@ def test_exporter_refuses_empty_credentials_at_start(login):
     assert "METRICS_BASIC_AUTH must be user:password" in result.stderr
 
 
-def flower(port: int) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}"]
-
-
 @pytest.mark.parametrize("login", [":", "admin:", ":password", "admin:ok,:"])
 def test_flower_refuses_empty_credentials_at_start(login):
     result = subprocess.run(
-        flower(free_port()),
+        flower_argv(free_port()),
         cwd=ROOT,
         env={**os.environ, "FLOWER_BASIC_AUTH": login},
         capture_output=True,
@@ -82,7 +78,7 @@ def test_flower_refuses_empty_credentials_at_start(login):
 def test_flower_metrics_need_the_basic_auth_login(redis_client):
     port = free_port()
     server = ManagedProcess(
-        "flower", flower(port), env={"FLOWER_BASIC_AUTH": LOGIN, "FLOWER_PORT": str(port)}
+        "flower", flower_argv(port), env={"FLOWER_BASIC_AUTH": LOGIN, "FLOWER_PORT": str(port)}
     ).start()
     try:
         wait_for(lambda: status(port, "/healthcheck") == 200, what="flower to answer")

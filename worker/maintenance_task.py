@@ -5,7 +5,7 @@
 log, audit, phases, progress) as the Celery task of `job`, on the
 maintenance queue, with maintenance's time limits, its result kept for
 Flower, and its progress published as task state PROGRESS plus a
-`task-progress` event.
+`task-progress` event (worker/progress.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from celery import Task, shared_task
 
 from veza import limits
 from veza.jobs import Job
-from veza.maintenance.run import ProgressReport, run_exclusively
+from veza.maintenance.run import run_exclusively
 from worker.base import VezaTask
+from worker.progress import celery_progress
 
 
 def maintenance_task(job: Job) -> Callable[[Callable[..., None]], Task]:
@@ -32,7 +33,7 @@ def maintenance_task(job: Job) -> Callable[[Callable[..., None]], Task]:
                 dry_run,
                 options,
                 task_id=self.request.id,
-                report=progress_report(self),
+                report=celery_progress(self),
             )
 
         task.__doc__ = body.__doc__
@@ -48,18 +49,3 @@ def maintenance_task(job: Job) -> Callable[[Callable[..., None]], Task]:
         )(task)
 
     return register
-
-
-def progress_report(task: Task) -> ProgressReport:
-    """Where a run's progress goes: the task's state (AsyncResult, Flower's
-    task page) and a `task-progress` event; nowhere for a direct call."""
-    request = task.request
-    if request.called_directly or not request.id:
-        return lambda meta: None
-
-    def report(meta: dict[str, Any]) -> None:
-        task.update_state(state="PROGRESS", meta=meta)
-        if not request.is_eager:
-            task.send_event("task-progress", **meta)
-
-    return report

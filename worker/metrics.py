@@ -5,9 +5,18 @@
 - per task: runs by outcome, retries, and durations, read from Celery's
   event stream (the same events Flower shows);
 - the outbox backlog, the age of its oldest unsent row, and its dead rows;
+- files by terminal state (clean, infected, failed, unscannable);
+- maintenance runs by task and outcome, each task's last success and its
+  schedule's period, and the work runs sent again (re-drives);
 - the age of the last worker heartbeat: a stall alarm when workers stop
   consuming (celery#10205: workers can go silent after a Redis reconnect);
 - whether each source (Redis, PostgreSQL) could be read: `veza_exporter_up`.
+
+Every labelled series exists from the first scrape, at 0 until something
+happens (each task x outcome, each state, each kind): a `rate()` or
+`increase()` alert then reads 0, not "no data". What is state in PostgreSQL
+is read from it on each scrape, by indexed queries (veza/files/states.py,
+veza/maintenance/outcomes.py); deploy/alerts.yml has the alert rules.
 
 Run it with `veza exporter`: it listens on METRICS_ADDRESS (default
 127.0.0.1) and METRICS_PORT (default 9808); with METRICS_BASIC_AUTH
@@ -22,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 from wsgiref.simple_server import make_server
 
@@ -29,11 +39,17 @@ import redis
 from celery import Celery
 from kombu.transport.redis import Channel
 from prometheus_client import Counter, Histogram, make_wsgi_app
-from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from beat_schedule import period_seconds
+from db.engine import session_scope
 from veza import outbox
+from veza.files.states import terminal_state_counts
+from veza.maintenance import outcomes
 from veza.redis_store import HEARTBEAT_KEY, redis_client
 from worker.celery_app import QUEUES
 
@@ -47,6 +63,34 @@ TASK_DURATION = Histogram(
     ["task"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
 )
+TASK_OUTCOMES = ("succeeded", "failed", "rejected")
+
+
+def prefill_task_series(tasks: Iterable[str]) -> None:
+    """Every task's runs (by outcome), retries and durations at 0: a task
+    that has not failed yet has a `failed` series, so rate() reads 0."""
+    for task in tasks:
+        for outcome in TASK_OUTCOMES:
+            TASK_RUNS.labels(task, outcome)
+        TASK_RETRIES.labels(task)
+        TASK_DURATION.labels(task)
+
+
+def registered_tasks(app: Celery) -> list[str]:
+    """The tasks the worker app registers (tasks/), without Celery's own."""
+    app.loader.import_default_modules()
+    return sorted(name for name in app.tasks if not name.startswith("celery."))
+
+
+def schedule_periods(app: Celery) -> dict[str, float]:
+    """Each scheduled task's longest wait between runs (beat_schedule.py,
+    with VEZA_SCHEDULE_* overrides); tasks with no period are left out."""
+    periods = {}
+    for entry in app.conf.beat_schedule.values():
+        period = period_seconds(entry["schedule"])
+        if period is not None:
+            periods[entry["task"]] = period
+    return periods
 
 
 def queue_depth(client: redis.Redis, queue: str) -> int:
@@ -59,15 +103,51 @@ def queue_depth(client: redis.Redis, queue: str) -> int:
     return sum(pipe.execute())
 
 
+class RunTotals:
+    """Finished maintenance runs by (task, outcome) since the table began,
+    counted once each: the first scrape counts them all, each later one
+    adds the runs that finished since, up to SETTLE_SECONDS ago (a run's
+    row commits a moment after its finished_at is taken: finish_run's one
+    short transaction). So a scrape reads a few index entries, not every
+    run there ever was; a run shows in the counts 10 to 25 s after it ends.
+    Scrapes may come at once (a threading server): one counts at a time,
+    or both would add the same runs."""
+
+    SETTLE_SECONDS = 10
+
+    def __init__(self, tasks: Iterable[str]) -> None:
+        self.tasks = list(tasks)
+        self.totals = outcomes.zero_counts(self.tasks)
+        self.counted_up_to: datetime | None = None
+        self._lock = threading.Lock()
+
+    def update(self, session: Session) -> dict[tuple[str, str], int]:
+        with self._lock:
+            up_to = session.scalar(select(func.now() - timedelta(seconds=self.SETTLE_SECONDS)))
+            new = outcomes.outcome_counts(session, self.tasks, self.counted_up_to, up_to)
+            for key, n in new.items():
+                self.totals[key] += n
+            self.counted_up_to = up_to
+            return dict(self.totals)
+
+
 class BacklogCollector(Collector):
     """Read on every scrape: queue depths, unacked and heartbeat from Redis,
-    the outbox from PostgreSQL. Each source is read on its own: an outage
-    of one drops its metrics and sets veza_exporter_up{source} to 0, while
-    the other's (queue depth above all, during a database outage) still
-    reach Prometheus."""
+    the outbox, files and maintenance runs from PostgreSQL. Each source is
+    read on its own: an outage of one drops its metrics and sets
+    veza_exporter_up{source} to 0, while the other's (queue depth above
+    all, during a database outage) still reach Prometheus."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        maintenance_tasks: Iterable[str] = (),
+        periods: dict[str, float] | None = None,
+    ) -> None:
         self.client = client
+        self.maintenance_tasks = list(maintenance_tasks)
+        self.runs = RunTotals(self.maintenance_tasks)
+        self.periods = periods or {}
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -83,6 +163,20 @@ class BacklogCollector(Collector):
             up.add_metric([source], 1)
             yield from metrics
         yield up
+        yield self.schedule()
+
+    def schedule(self) -> Metric:
+        """Configuration, not a source: the alert on a task's last success
+        compares it with twice this (deploy/alerts.yml)."""
+        period = GaugeMetricFamily(
+            "veza_maintenance_schedule_period_seconds",
+            "Longest wait between two scheduled runs of the task (beat_schedule.py)",
+            labels=["task"],
+        )
+        for task, seconds in sorted(self.periods.items()):
+            if task in self.maintenance_tasks:
+                period.add_metric([task], seconds)
+        return period
 
     def from_redis(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -118,6 +212,55 @@ class BacklogCollector(Collector):
             "Outbox rows recorded dead, waiting for `veza outbox replay`",
             value=owed.dead,
         )
+        with session_scope() as session:
+            files = terminal_state_counts(session)
+            runs = self.runs.update(session)
+            successes = outcomes.last_successes(session, self.maintenance_tasks)
+            redrives = outcomes.redrive_counts(session)
+        yield from self.file_metrics(files)
+        yield from self.maintenance_metrics(runs, successes, redrives)
+
+    def file_metrics(self, states: dict[str, int]) -> Iterator[Metric]:
+        by_state = GaugeMetricFamily(
+            "veza_files",
+            "Files by terminal state: clean, infected (quarantined), failed, unscannable",
+            labels=["state"],
+        )
+        for state, n in states.items():
+            by_state.add_metric([state], n)
+        yield by_state
+
+    def maintenance_metrics(
+        self,
+        runs: dict[tuple[str, str], int],
+        successes: dict[str, datetime | None],
+        redrives: dict[str, int],
+    ) -> Iterator[Metric]:
+        by_outcome = CounterMetricFamily(
+            "veza_maintenance_runs",
+            "Finished maintenance runs by task and outcome (maintenance_runs)",
+            labels=["task", "outcome"],
+        )
+        for (task, outcome), n in sorted(runs.items()):
+            by_outcome.add_metric([task, outcome], n)
+        yield by_outcome
+        last = GaugeMetricFamily(
+            "veza_maintenance_last_success_timestamp_seconds",
+            "When the task's latest succeeded run ended, Unix time (0: never)",
+            labels=["task"],
+        )
+        for task, finished in successes.items():
+            last.add_metric([task], finished.timestamp() if finished else 0.0)
+        yield last
+        sent_again = CounterMetricFamily(
+            "veza_redrives",
+            "Work maintenance runs sent again: outbox rows re-driven (outbox),"
+            " stalled files requeued (stale_file), failed files requeued (failed_file)",
+            labels=["kind"],
+        )
+        for kind, n in redrives.items():
+            sent_again.add_metric([kind], n)
+        yield sent_again
 
 
 def record_task_events(app: Celery) -> None:
@@ -186,7 +329,10 @@ def exporter_app(basic_auth: str | None) -> WsgiApp:
 
 def serve(app: Celery, address: str, port: int, basic_auth: str | None) -> None:
     wsgi = exporter_app(basic_auth)
-    REGISTRY.register(BacklogCollector(redis_client()))
+    tasks = registered_tasks(app)
+    prefill_task_series(tasks)
+    maintenance = [task for task in tasks if task.startswith("maintenance.")]
+    REGISTRY.register(BacklogCollector(redis_client(), maintenance, schedule_periods(app)))
     server = make_server(address, port, wsgi, ThreadingWSGIServer)
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     log.info("metrics on %s:%d/metrics (basic auth: %s)", address, port, bool(basic_auth))

@@ -24,9 +24,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from db.models import AuditSeverity, File, FileProcessingStatus, VirusScanStatus
 from veza import audit, images
 from veza.clamav import Scanner, Unscannable, Verdict
 from veza.files import inspection
+from veza.progress import ProgressReport, Throttled, nowhere
 from veza.storage import StorageFull, storage
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,13 @@ VERDICTS = (VirusScanStatus.clean, VirusScanStatus.infected)
 SCANNER_UNAVAILABLE = "the virus scanner is unavailable"
 # The prefix of an unscannable file's failure_reason (api/files.py reads it).
 UNSCANNABLE = "unscannable"
+# A step on an upload this big reports its progress (Flower shows it); a
+# smaller one ends within a second or so, and reporting would only cost.
+LARGE_FILE_BYTES = 16 * 1024 * 1024
+HASH_CHUNK_BYTES = 1024 * 1024
+
+# progress(phase, bytes_done=None, force=False): see _progress.
+StepProgress = Callable[..., None]
 
 
 class _StepLog(logging.LoggerAdapter[logging.Logger]):
@@ -61,6 +70,23 @@ class _StepLog(logging.LoggerAdapter[logging.Logger]):
 
 def _log(file: File, task_id: str | None) -> _StepLog:
     return _StepLog(log, {"file_uuid": file.uuid, "task_id": task_id or "-"})
+
+
+def _progress(file: File, report: ProgressReport) -> StepProgress:
+    """Where a step on a large upload is: its phase, its size and, when the
+    step reads the bytes itself (hashing), how many it has read; the start
+    of a phase always goes out, bytes at most once a second."""
+    if file.file_size < LARGE_FILE_BYTES or report is nowhere:
+        return lambda phase, bytes_done=None, force=False: None
+    throttled = Throttled(report)
+
+    def progress(phase: str, bytes_done: int | None = None, force: bool = False) -> None:
+        meta: dict[str, Any] = {"file_id": file.id, "phase": phase, "bytes_total": file.file_size}
+        if bytes_done is not None:
+            meta["bytes_done"] = bytes_done
+        throttled(meta, force)
+
+    return progress
 
 
 def _failed_for_good(file: File) -> bool:
@@ -139,7 +165,7 @@ def record_failure(file: File, step: str, reason: str, task_id: str | None = Non
     _log(file, task_id).warning("%s failed: %s", step, reason)
 
 
-def hash_upload(file_id: int, task_id: str | None = None) -> None:
+def hash_upload(file_id: int, task_id: str | None = None, report: ProgressReport = nowhere) -> None:
     """SHA-256 of the upload, size check, then the content moves into the
     blob store under its hash (one blob per distinct content)."""
     file = _load(file_id)
@@ -178,7 +204,7 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
                 f"size mismatch: the upload said {file.file_size} bytes, {size_on_disk} arrived",
                 task_id,
             )
-        sha256 = hashlib.file_digest(content, "sha256").hexdigest()  # 256 KiB reads
+        sha256 = _sha256(content, _progress(file, report))
 
     with _storage_full_recorded(file_id, "hash", task_id), session_scope() as session:
         lock_content(session, sha256)
@@ -189,6 +215,20 @@ def hash_upload(file_id: int, task_id: str | None = None) -> None:
         row.file_hash = sha256
     storage.remove(file.file_path)
     step_log.info("hash: %s, %d bytes, stored at %s", sha256, size_on_disk, row.file_path)
+
+
+def _sha256(content: BufferedReader, progress: StepProgress) -> str:
+    """hashlib.file_digest's loop, with the bytes read so far reported."""
+    digest = hashlib.sha256()
+    buffer = bytearray(HASH_CHUNK_BYTES)
+    view = memoryview(buffer)
+    done = 0
+    progress("hash", 0, force=True)
+    while length := content.readinto(buffer):
+        digest.update(view[:length])
+        done += length
+        progress("hash", done)
+    return digest.hexdigest()
 
 
 def sniff(file_id: int, task_id: str | None = None) -> None:
@@ -213,7 +253,12 @@ def sniff(file_id: int, task_id: str | None = None) -> None:
     _log(file, task_id).info("sniff: %s (claimed %s)", sniffed, claimed)
 
 
-def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = None) -> None:
+def scan(
+    file_id: int,
+    scanner: Scanner | None = None,
+    task_id: str | None = None,
+    report: ProgressReport = nowhere,
+) -> None:
     """Ask clamd for a verdict (or reuse one for the same content under the
     same signature version). Raises ScanUnavailable when there is none: the
     caller retries, then calls scan_unavailable(final=True).
@@ -253,6 +298,8 @@ def scan(file_id: int, scanner: Scanner | None = None, task_id: str | None = Non
         content = storage.content_path(file.file_hash)
         if content is None:
             return fail(file_id, "scan", "the content is missing from storage", task_id)
+        # clamd reads the file itself (or we stream it): no bytes to count.
+        _progress(file, report)("scan", force=True)
         try:
             verdict = inspected_verdict(scanner, storage.absolute(content))
         except Unscannable as exc:
@@ -473,7 +520,7 @@ def scan_unavailable(file_id: int, error: str, final: bool, task_id: str | None 
         _log(file, task_id).warning("scan: %s%s", error, " (giving up)" if final else "")
 
 
-def thumbnail(file_id: int, task_id: str | None = None) -> None:
+def thumbnail(file_id: int, task_id: str | None = None, report: ProgressReport = nowhere) -> None:
     """A WebP thumbnail of a clean image, one per distinct content. Other
     files, and files not (yet) clean, are left alone."""
     file = _load(file_id)
@@ -490,6 +537,7 @@ def thumbnail(file_id: int, task_id: str | None = None) -> None:
         return fail(file_id, "thumbnail", f"unsupported image format {file.mime_type}", task_id)
     source = storage.absolute(file.file_path)
     thumb = storage.thumbnail_path(file.file_hash)
+    _progress(file, report)("thumbnail", force=True)
     try:
         # Always decoded, even when an identical upload already made the
         # thumbnail: the metadata is this row's, and the bytes are the same.

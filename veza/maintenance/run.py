@@ -51,12 +51,12 @@ from sqlalchemy.orm import Session
 from db.engine import libpq_url, session_scope
 from db.models import AuditSeverity, MaintenanceRun
 from veza import audit, limits
+from veza.progress import ProgressReport
 
 log = logging.getLogger(__name__)
 
 BATCH_TARGET_SECONDS = 0.1
 
-ProgressReport = Callable[[dict[str, Any]], None]
 PROGRESS_INTERVAL_SECONDS = 1.0
 
 # How a run's end is logged and audited, by status (otherwise info).
