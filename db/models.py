@@ -697,9 +697,11 @@ class MaintenanceRun(Base):
     __tablename__ = "maintenance_runs"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('running', 'succeeded', 'failed', 'skipped')", name="valid_run_status"
+            "status IN ('running', 'succeeded', 'failed', 'skipped', 'dry_run', 'cancelled')",
+            name="valid_run_status",
         ),
         Index("idx_maintenance_runs_task", "task_name", text("started_at DESC")),
+        Index("idx_maintenance_runs_status", "status", "task_name", text("finished_at DESC")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -711,6 +713,12 @@ class MaintenanceRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))
     finished_at: Mapped[datetime | None]
+    # Live progress, written by the running run (veza/maintenance/run.py).
+    phase: Mapped[str | None] = mapped_column(String(100))
+    progress: Mapped[dict[str, Any] | None]
+    progress_at: Mapped[datetime | None]
+    cancel_requested_at: Mapped[datetime | None]
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(200))
 
 
 # ------------------------------------------------------------ maintenance

@@ -415,10 +415,10 @@ def test_the_command_line_runs_a_task_dry_and_restores(mdb):
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     dry = veza_json("maintenance", "run", "expire_sessions", "--dry-run")
-    assert dry["status"] == "succeeded"
+    assert dry["status"] == "dry_run"
     assert dry["counts"]["sessions_deactivated"] == 1
     assert scalar(db, "SELECT is_active FROM user_sessions") is True
-    assert runs(db, "maintenance.expire_sessions")[0][:2] == ("succeeded", True)
+    assert runs(db, "maintenance.expire_sessions")[0][:2] == ("dry_run", True)
     restored = veza_json(
         "restore", "--room", str(room), "--from", "2020-01-01", "--to", "2030-01-01"
     )

@@ -122,6 +122,18 @@ def _maintenance(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _maintenance_cancel(args: argparse.Namespace) -> None:
+    """Ask a running maintenance run to stop at its next batch boundary."""
+    import json
+
+    from veza.maintenance.run import request_cancel
+
+    asked = request_cancel(args.run_id, args.operator)
+    print(json.dumps({"run_id": args.run_id, "cancel_requested": asked}))
+    if not asked:
+        raise SystemExit(f"maintenance run {args.run_id} is not running")
+
+
 def _utc(value: str) -> datetime:
     moment = datetime.fromisoformat(value)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -165,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="count what it would do, change nothing"
     )
     run.set_defaults(func=_maintenance)
+    cancel = maintenance_sub.add_parser(
+        "cancel", help="stop a running maintenance run at its next batch boundary"
+    )
+    cancel.add_argument("run_id", type=int, help="its maintenance_runs id")
+    cancel.add_argument(
+        "--operator",
+        default=getpass.getuser(),
+        help="who asks, for the audit log (default: this login)",
+    )
+    cancel.set_defaults(func=_maintenance_cancel)
     restore = sub.add_parser(
         "restore", help="restore a room's archived messages from [--from, --to)"
     )

@@ -9,12 +9,18 @@ it, `veza maintenance run` calls it through that task):
   killed worker's lock goes with its connection; a second run that finds the
   lock taken is recorded as `skipped` and does nothing;
 - records itself: one `maintenance_runs` row (running, then succeeded /
-  failed / skipped, with counts) and one `audit_logs` row when it ends;
+  dry_run / cancelled / failed / skipped, with counts) and one `audit_logs`
+  row when it ends;
 - stops (recorded failed) if the lock's connection is lost, which would
   have released the lock: it checks the connection with each progress;
-- reports progress (phase and counts) to the log and to `report`, which a
-  Celery task turns into task state PROGRESS and a `task-progress` event,
-  so Flower and `AsyncResult` show it;
+- reports progress (phase, counts, and how far along the phase is when the
+  body said what to expect: `run.expect`) to the log, to its own run row
+  (the console reads it there), and to `report`, which a Celery task turns
+  into task state PROGRESS and a `task-progress` event, so Flower and
+  `AsyncResult` show it;
+- stops at the next batch boundary, recorded `cancelled`, once an operator
+  asked it to (`request_cancel`): the request is read with the progress,
+  so at most PROGRESS_INTERVAL_SECONDS after a batch ends;
 - hands the body a `dry_run` flag and a batch sizer that aims at about
   BATCH_TARGET_SECONDS per batch, so that every transaction stays short;
 - lets a body split itself into named phases (`run.phase`), reported with
@@ -38,7 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from sqlalchemy import func, update
+from psycopg.types.json import Jsonb
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.engine import libpq_url, session_scope
@@ -51,6 +58,10 @@ BATCH_TARGET_SECONDS = 0.1
 
 ProgressReport = Callable[[dict[str, Any]], None]
 PROGRESS_INTERVAL_SECONDS = 1.0
+
+# How a run's end is logged and audited, by status (otherwise info).
+RUN_SEVERITY = {"failed": AuditSeverity.error, "cancelled": AuditSeverity.warning}
+RUN_LOG_LEVEL = {"failed": logging.ERROR, "cancelled": logging.WARNING}
 
 
 class BatchSizer:
@@ -107,6 +118,10 @@ class Run:
     lock: AdvisoryLock | None = None
     budget_seconds: float = field(default_factory=limits.run_budget_seconds)
     phase_name: str | None = None
+    # What the current phase expects to count, under which key (run.expect).
+    total: int | None = None
+    _total_key: str | None = None
+    _total_base: int = 0
     _started: float = field(default_factory=time.monotonic)
     _phase_deadline: float | None = None
     _phase_cut: bool = False
@@ -114,6 +129,19 @@ class Run:
 
     def add(self, **counts: int) -> None:
         self.counts.update(counts)
+
+    def expect(self, total: int, of: str) -> None:
+        """The current phase will count about `total` under the key `of`:
+        progress then says how far along it is (`done` of `total`), which
+        the console draws as a bar. An estimate is fine: rows may come and
+        go while the phase runs, so `done` is capped at `total`."""
+        self.total, self._total_key, self._total_base = total, of, self.counts[of]
+
+    @property
+    def done(self) -> int | None:
+        if self._total_key is None or self.total is None:
+            return None
+        return min(self.total, self.counts[self._total_key] - self._total_base)
 
     def batches(self, initial: int = 500) -> Iterator[int]:
         """Batch sizes for a loop of batches, publishing progress after
@@ -139,6 +167,7 @@ class Run:
         phase whose batches were cut short is counted `<name>_out_of_time`."""
         remaining = self.budget_seconds - (time.monotonic() - self._started)
         self.phase_name, self._phase_cut = name, False
+        self.total, self._total_key = None, None
         self._phase_deadline = time.monotonic() + max(0.0, remaining) / left
         self.progress(force=True)
         try:
@@ -152,23 +181,33 @@ class Run:
             self._phase_deadline = None
 
     def progress(self, force: bool = False) -> None:
+        """Publish progress, at most once per interval unless `force`d; raise
+        Cancelled if an operator asked this run to stop. Bodies call it
+        between batches (Run.batches does), so that is where a run stops."""
         now = time.monotonic()
         if not force and now - self._last_progress < PROGRESS_INTERVAL_SECONDS:
             return
         self._last_progress = now
-        # At most once per interval: a run must not outlive its lock.
-        if self.lock:
-            self.lock.check()
+        meta = self.progress_meta()
         # Logged too: `veza maintenance run` shows progress on the terminal.
         log.info("%s progress (%s): %s", self.name, self.phase_name or "-", dict(self.counts))
-        self.report(
-            {
-                "run_id": self.run_id,
-                "dry_run": self.dry_run,
-                "phase": self.phase_name,
-                "counts": dict(self.counts),
-            }
-        )
+        # On the lock's connection: the same round trip shows the lock is
+        # still held (a run must not outlive it) and reads a cancel request.
+        cancel_requested_by = self.lock.record_progress(self.run_id, meta) if self.lock else None
+        self.report(meta)
+        if cancel_requested_by is not None:
+            raise Cancelled(cancel_requested_by)
+
+    def progress_meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "run_id": self.run_id,
+            "dry_run": self.dry_run,
+            "phase": self.phase_name,
+            "counts": dict(self.counts),
+        }
+        if self.done is not None:
+            meta.update(done=self.done, total=self.total)
+        return meta
 
 
 def run_exclusively(
@@ -185,16 +224,59 @@ def run_exclusively(
         if lock is None:
             run_id = record_skipped(name, dry_run, task_id)
             log.info("%s: another run holds the lock; skipped (run %d)", name, run_id)
-            return {"status": "skipped", "run_id": run_id}
+            return {"status": "skipped", "run_id": run_id, "dry_run": dry_run}
         run = Run(name, start_run(name, dry_run, task_id), dry_run, task_id, report, lock=lock)
         try:
             body(run, **options)
+        except Cancelled as cancel:
+            status = finish_run(run, "cancelled", f"cancelled by {cancel.operator}")
         except BaseException as exc:  # a time limit or a kill signal too: record, re-raise
             finish_run(run, "failed", f"{type(exc).__name__}: {exc}"[:2000])
             raise
-        finish_run(run, "succeeded")
-        run.progress(force=True)
-        return {"status": "succeeded", "run_id": run.run_id, "counts": dict(run.counts)}
+        else:
+            # A dry run changed nothing: it is no success of the task's.
+            status = finish_run(run, "dry_run" if dry_run else "succeeded")
+        run.report(run.progress_meta())
+        return {
+            "status": status,
+            "run_id": run.run_id,
+            "dry_run": dry_run,
+            "counts": dict(run.counts),
+        }
+
+
+class Cancelled(Exception):
+    """An operator asked the run to stop (request_cancel); raised between
+    batches, so everything done so far is committed and consistent."""
+
+    def __init__(self, operator: str) -> None:
+        super().__init__(f"cancelled by {operator}")
+        self.operator = operator
+
+
+def request_cancel(run_id: int, operator: str) -> bool:
+    """Ask a running run to stop at its next batch boundary; True when it
+    is running (asked now or before), False when it is not running. The
+    first request is audited with the operator's name; repeating it is a
+    no-op."""
+    with session_scope() as session:
+        run = session.execute(
+            select(MaintenanceRun).where(MaintenanceRun.id == run_id).with_for_update()
+        ).scalar_one_or_none()
+        if run is None or run.status != "running":
+            return False
+        if run.cancel_requested_at is None:
+            run.cancel_requested_at = func.clock_timestamp()
+            run.cancel_requested_by = operator
+            audit.record(
+                session,
+                "maintenance.cancel_requested",
+                {"run_id": run_id, "task": run.task_name, "operator": operator},
+                resource_type="maintenance_run",
+                resource_id=run_id,
+                severity=AuditSeverity.warning,
+            )
+        return True
 
 
 class LockLost(RuntimeError):
@@ -220,12 +302,22 @@ class AdvisoryLock:
     conn: psycopg.Connection
     key: str
 
-    def check(self) -> None:
-        """Raise LockLost unless the lock's connection still answers."""
+    def record_progress(self, run_id: int, meta: dict[str, Any]) -> str | None:
+        """Write the run's progress to its row, and return who asked it to
+        stop, if anyone. Raise LockLost unless the lock's connection still
+        answers. Autocommit: one short statement, no transaction left open."""
         try:
-            self.conn.execute("SELECT 1")
+            row = self.conn.execute(
+                "UPDATE maintenance_runs SET phase = %s, counts = %s, progress = %s,"
+                " progress_at = clock_timestamp() WHERE id = %s"
+                " RETURNING cancel_requested_at IS NOT NULL, cancel_requested_by",
+                (meta["phase"], Jsonb(meta["counts"]), Jsonb(meta), run_id),
+            ).fetchone()
         except psycopg.Error as exc:
             raise LockLost(f"the connection holding the lock {self.key} was lost: {exc}") from exc
+        if row is None or not row[0]:
+            return None
+        return row[1] or "an operator"
 
     def release(self) -> None:
         """Unlock; a dead connection released the lock already, and must
@@ -272,7 +364,7 @@ def start_run(name: str, dry_run: bool, task_id: str | None) -> int:
         return row.id
 
 
-def finish_run(run: Run, status: str, error: str | None = None) -> None:
+def finish_run(run: Run, status: str, error: str | None = None) -> str:
     with session_scope() as session:
         session.execute(
             update(MaintenanceRun)
@@ -280,6 +372,8 @@ def finish_run(run: Run, status: str, error: str | None = None) -> None:
             .values(
                 status=status,
                 counts=dict(run.counts),
+                phase=run.phase_name,
+                progress=run.progress_meta(),
                 error=error,
                 finished_at=func.clock_timestamp(),
             )
@@ -288,7 +382,7 @@ def finish_run(run: Run, status: str, error: str | None = None) -> None:
             session, run.name, run.run_id, run.task_id, run.dry_run, status, dict(run.counts), error
         )
     log.log(
-        logging.ERROR if error else logging.INFO,
+        RUN_LOG_LEVEL.get(status, logging.INFO),
         "%s run %d %s: %s%s",
         run.name,
         run.run_id,
@@ -296,6 +390,7 @@ def finish_run(run: Run, status: str, error: str | None = None) -> None:
         dict(run.counts),
         f" ({error})" if error else "",
     )
+    return status
 
 
 def record_skipped(name: str, dry_run: bool, task_id: str | None) -> int:
@@ -336,5 +431,5 @@ def record_audit(
         },
         resource_type="maintenance_run",
         resource_id=run_id,
-        severity=AuditSeverity.error if status == "failed" else AuditSeverity.info,
+        severity=RUN_SEVERITY.get(status, AuditSeverity.info),
     )

@@ -150,7 +150,9 @@ def purge(run: Run) -> None:
     # are still there, and were counted already.
     already_counted = [p.name for p in dropping] if run.dry_run else []
     with run.phase("room_batches", left=3):
-        for room_id, cutoff in rooms_with_retention():
+        rooms = rooms_with_retention()
+        run.expect(count_beyond_retention(rooms, already_counted), of="messages_deleted")
+        for room_id, cutoff in rooms:
             if not purge_room(run, room_id, cutoff, already_counted):
                 break
     with run.phase("archive_purge", left=2):
@@ -170,6 +172,28 @@ def rooms_with_retention() -> list[tuple[int, datetime]]:
                 )
             )
         ]
+
+
+def count_beyond_retention(rooms: list[tuple[int, datetime]], skip_partitions: list[str]) -> int:
+    """How many messages the per-room batches have to go through: what
+    the run's progress counts up to. One index range scan per room."""
+    if not rooms:
+        return 0
+    with session_scope() as session:
+        total: int = session.execute(
+            text(
+                "SELECT count(*) FROM messages m"
+                " JOIN unnest(CAST(:rooms AS integer[]), CAST(:cutoffs AS timestamptz[]))"
+                " AS r(id, cutoff) ON m.room_id = r.id AND m.created_at < r.cutoff"
+                " WHERE NOT (m.tableoid::regclass::text = ANY(CAST(:skip AS text[])))"
+            ),
+            {
+                "rooms": [room for room, _ in rooms],
+                "cutoffs": [cutoff for _, cutoff in rooms],
+                "skip": skip_partitions,
+            },
+        ).scalar_one()
+    return total
 
 
 def purge_room(
