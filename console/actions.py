@@ -23,6 +23,7 @@ from db.engine import session_scope
 from veza import audit, jobs, outbox
 from veza.files import requeue
 from veza.jobs import Job
+from veza.maintenance.run import request_cancel
 
 bp = Blueprint("actions", __name__)
 
@@ -93,3 +94,10 @@ def request_run(job: Job, dry_run: bool, operator: str) -> uuid.UUID:
             resource_type="maintenance_run",
         )
     return owed
+
+
+@bp.post("/runs/<int:run_id>/cancel")
+def cancel_run(run_id: int) -> Response:
+    if request_cancel(run_id, operator()):
+        return back("runs", f"run {run_id} is asked to stop: it ends cancelled at its next batch")
+    return back("runs", f"run {run_id} is not running: nothing to cancel", "noop")

@@ -90,7 +90,12 @@ def _poison(reason: str | None) -> bool:
 
 # The audit rows of the console's actions (actions.py writes them, or the
 # core functions it calls do).
-ACTION_EVENTS = ("file.retried", "outbox.replay", "maintenance.run_requested")
+ACTION_EVENTS = (
+    "file.retried",
+    "outbox.replay",
+    "maintenance.run_requested",
+    "maintenance.cancel_requested",
+)
 
 
 @dataclass(frozen=True)
@@ -126,9 +131,23 @@ def _action(row: Row[Any]) -> Action:
         target = str(ids[0]) if len(ids) == 1 else f"{len(ids)} outbox rows"
         return Action(row.created_at, operator, "replay", target, _outbox_progress(ids))
     task = data["task"].removeprefix("maintenance.")
+    if row.event_type == "maintenance.cancel_requested":
+        return Action(
+            row.created_at,
+            operator,
+            "cancel",
+            f"run {row.resource_id} ({task})",
+            _run_status(row.resource_id),
+        )
     label = "dry run" if data["dry_run"] else "run now"
     owed = _outbox_progress([uuid.UUID(data["outbox_id"])])
     return Action(row.created_at, operator, label, task, owed)
+
+
+def _run_status(run_id: int) -> str:
+    with session_scope() as session:
+        status = session.get(MaintenanceRun, run_id)
+    return status.status if status else "deleted"
 
 
 def _outbox_progress(ids: list[uuid.UUID]) -> str:

@@ -7,6 +7,7 @@ real workers."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -225,3 +226,34 @@ def test_every_response_forbids_framing_and_foreign_scripts(console):
     assert "frame-ancestors 'none'" in answered.headers["Content-Security-Policy"]
     assert "script-src 'self'" in answered.headers["Content-Security-Policy"]
     assert answered.headers["Cache-Control"] == "no-store"
+
+
+def test_cancel_asks_a_running_run_to_stop_once_and_leaves_a_finished_one_alone(console, db):
+    running, finished = (
+        db.execute(
+            "INSERT INTO maintenance_runs (task_name, status, phase, progress, finished_at)"
+            " VALUES ('maintenance.purge_retention', %s, 'room_batches', %s, %s) RETURNING id",
+            (status, json.dumps({"done": 30, "total": 120}), finished_at),
+        ).fetchone()[0]
+        for status, finished_at in (("running", None), ("succeeded", "2026-01-01T00:00:00Z"))
+    )
+    page = console.get().text
+    assert '<progress value="30" max="120"></progress>' in page
+    assert "30 / 120 (25%)" in page
+    assert f"/runs/{running}/cancel" in page
+    assert f"/runs/{finished}/cancel" not in page
+
+    assert f"run {running} is asked to stop" in console.act(f"/runs/{running}/cancel")
+    asked = db.execute(
+        "SELECT status, cancel_requested_by FROM maintenance_runs WHERE id = %s", (running,)
+    ).fetchone()
+    assert asked == ("running", "ops")  # the run itself stops, at its next batch
+    assert [a["operator"] for a in audit_rows(db, "maintenance.cancel_requested")] == ["ops"]
+    again = console.act(f"/runs/{running}/cancel")
+    assert "stopping: cancel asked by ops" in again
+    assert len(audit_rows(db, "maintenance.cancel_requested")) == 1
+
+    done = console.act(f"/runs/{finished}/cancel")
+    assert f"run {finished} is not running: nothing to cancel" in done
+    assert "nothing to cancel" in console.act("/runs/999999/cancel")
+    assert len(audit_rows(db, "maintenance.cancel_requested")) == 1
