@@ -60,8 +60,8 @@ def files() -> Files:
     return Files(
         states.counts(),
         states.oldest_not_done(),
-        states.in_state("failed"),
-        states.in_state("unscannable"),
+        states.failed("failed"),
+        states.failed("unscannable"),
     )
 
 

@@ -1,11 +1,20 @@
-"""A file's one state, from its two status columns and its recorded failure,
-for those who watch the pipeline (the operator console): how many files are
-in each, the oldest one not done, and the files failed in each way.
+"""Files by terminal state: what the pipeline (veza/files/pipeline.py)
+concluded, counted for the exporter's metrics and the operator console.
 
-The states: `pending`, `processing` and `scanning` (not done); `clean` (done,
-served); `infected`; `unscannable` (failed for good: nothing could read it
-whole, pipeline.is_unscannable); `failed` (any other failure, for good or
-retryable: requeue.RETRYABLE).
+- `clean`: a clean verdict (servable), not since failed;
+- `infected`: quarantined (`virus_scan_status = 'infected'`);
+- `unscannable`: failed for good because the scanner could not inspect it
+  (`failure_reason` = `unscannable: …`, what pipeline.is_unscannable tells);
+- `failed`: any other failure (bad input, content lost, stuck, no scanner
+  after every retry).
+
+Cheap on a table of millions: the failures come from the partial index
+idx_files_failed (failed rows only), the clean ones from an index-only
+count of idx_files_virus_scan. Files still in progress are in none.
+
+The operator console adds where the others are (`pending`, `processing`,
+`scanning`: `counts`), the oldest of those, and the failed files of each
+kind with their reasons.
 """
 
 from __future__ import annotations
@@ -13,79 +22,119 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg import sql
-from sqlalchemy import Row
+from sqlalchemy import Row, func, select, text
+from sqlalchemy.orm import Session
 
 from db.engine import session_scope
+from db.models import File, FileProcessingStatus, VirusScanStatus
+from veza.files import pipeline
 from veza.files.pipeline import UNSCANNABLE
-from veza.statements import compose
 
-STATES = ("pending", "processing", "scanning", "clean", "infected", "failed", "unscannable")
-STATE = sql.SQL(
-    "CASE"
-    " WHEN virus_scan_status = 'infected' THEN 'infected'"
-    " WHEN virus_scan_status = 'failed' AND metadata->>'failure_reason' LIKE :unscannable"
-    "  THEN 'unscannable'"
-    " WHEN processing_status = 'failed' OR virus_scan_status = 'failed' THEN 'failed'"
-    " WHEN virus_scan_status = 'scanning' THEN 'scanning'"
-    " WHEN processing_status = 'completed' AND virus_scan_status = 'clean' THEN 'clean'"
-    " ELSE processing_status::text END"
+TERMINAL_STATES = ("clean", "infected", "failed", "unscannable")
+
+
+def terminal_state_counts(session: Session) -> dict[str, int]:
+    """Every terminal state with its number of files (0 when none)."""
+    counts = dict.fromkeys(TERMINAL_STATES, 0)
+    unscannable = File.meta["failure_reason"].astext.startswith(f"{UNSCANNABLE}: ")
+    failures = session.execute(
+        select(File.virus_scan_status, unscannable, func.count())
+        # Literally the partial index's predicate (a bind parameter would
+        # keep the planner from using it).
+        .where(text("processing_status = 'failed'"))
+        .group_by(File.virus_scan_status, unscannable)
+    ).all()
+    failed_after_a_clean_scan = 0
+    for scan, is_unscannable, n in failures:
+        if scan is VirusScanStatus.infected:
+            counts["infected"] += n
+        elif scan is VirusScanStatus.failed and is_unscannable:
+            counts["unscannable"] += n
+        else:
+            counts["failed"] += n
+            if scan is VirusScanStatus.clean:
+                failed_after_a_clean_scan += n
+    clean_scans = session.scalar(
+        select(func.count()).where(File.virus_scan_status == VirusScanStatus.clean)
+    )
+    counts["clean"] = (clean_scans or 0) - failed_after_a_clean_scan
+    return counts
+
+
+IN_PROGRESS = ("pending", "processing", "scanning")
+# In progress: the pipeline still owes it a step, and it has no clean
+# verdict yet (one with a clean verdict and its thumbnail to come is clean).
+NOT_DONE = (
+    "(processing_status IN ('pending', 'processing') OR virus_scan_status = 'scanning')"
+    " AND virus_scan_status <> 'clean'"
 )
-# `unscannable: <why>`, as pipeline._record_unscannable writes it.
-_PARAMS = {"unscannable": f"{UNSCANNABLE}: %"}
-NOT_DONE = "(processing_status IN ('pending', 'processing') OR virus_scan_status = 'scanning')"
-# What a failed file says went wrong: its final failure, a stuck file's
-# error, or the scanner's last answer.
-_REASON = "COALESCE(metadata->>'failure_reason', metadata->>'error', virus_scan_result) AS reason"
 
 
 def counts() -> dict[str, int]:
-    """Files by state, in STATES' order, each of them included."""
+    """Files in each state: those in progress, then the terminal ones."""
     with session_scope() as session:
+        in_progress = dict.fromkeys(IN_PROGRESS, 0)
         rows = session.execute(
-            compose("SELECT {state} AS state, count(*) AS n FROM files GROUP BY 1", state=STATE),
-            _PARAMS,
+            text(
+                "SELECT CASE WHEN virus_scan_status = 'scanning' THEN 'scanning'"
+                " ELSE processing_status::text END AS state, count(*) AS n FROM files"
+                f" WHERE {NOT_DONE} GROUP BY 1"
+            )
         ).all()
-    found: dict[str, int] = {row.state: row.n for row in rows}
-    every = {state: found.pop(state, 0) for state in STATES}
-    # A combination of statuses no state names (completed, its scan still
-    # pending) is counted under its processing status: it shows up.
-    return every | found
+        in_progress.update({row.state: row.n for row in rows})
+        return in_progress | terminal_state_counts(session)
 
 
 def oldest_not_done() -> Row[Any] | None:
     """The file waiting longest for its pipeline to finish, if any."""
     with session_scope() as session:
         return session.execute(
-            compose(
-                "SELECT id, original_filename, created_at, {state} AS state FROM files"
-                f" WHERE {NOT_DONE} ORDER BY created_at, id LIMIT 1",
-                state=STATE,
-            ),
-            _PARAMS,
+            text(
+                "SELECT id, original_filename, created_at,"
+                " CASE WHEN virus_scan_status = 'scanning' THEN 'scanning'"
+                "  ELSE processing_status::text END AS state"
+                f" FROM files WHERE {NOT_DONE} ORDER BY created_at, id LIMIT 1"
+            )
         ).one_or_none()
 
 
-def in_state(state: str, limit: int = 50) -> Sequence[Row[Any]]:
-    """The files in `state` (`failed`, `unscannable`...), newest first, each
-    with its failed step and reason."""
+# A failed file's kind, as terminal_state_counts tells them apart.
+_UNSCANNABLE = (
+    "virus_scan_status = 'failed' AND COALESCE(metadata->>'failure_reason', '') LIKE :unscannable"
+)
+FAILED_KINDS = {
+    "unscannable": _UNSCANNABLE,
+    "failed": f"virus_scan_status <> 'infected' AND NOT ({_UNSCANNABLE})",
+}
+
+
+def failed(kind: str, limit: int = 50) -> Sequence[Row[Any]]:
+    """The failed files of `kind` (`failed` or `unscannable`), newest
+    first, each with its failed step and what went wrong: its final
+    failure, a stuck file's error, or the scanner's last answer."""
     with session_scope() as session:
         return session.execute(
-            compose(
+            text(
                 "SELECT id, original_filename, created_at, metadata->>'failed_step' AS step,"
-                f" {_REASON} FROM files WHERE {{state}} = :wanted"
-                " ORDER BY created_at DESC, id DESC LIMIT :limit",
-                state=STATE,
+                " COALESCE(metadata->>'failure_reason', metadata->>'error', virus_scan_result)"
+                "  AS reason"
+                f" FROM files WHERE processing_status = 'failed' AND ({FAILED_KINDS[kind]})"
+                " ORDER BY created_at DESC, id DESC LIMIT :limit"
             ),
-            {**_PARAMS, "wanted": state, "limit": limit},
+            {"unscannable": f"{UNSCANNABLE}: %", "limit": limit},
         ).all()
 
 
 def state_of(file_id: int) -> str | None:
-    """One file's state; None when there is no such file."""
+    """One file's state, as counted above; None when there is no such file."""
     with session_scope() as session:
-        found: str | None = session.execute(
-            compose("SELECT {state} FROM files WHERE id = :id", state=STATE),
-            {**_PARAMS, "id": file_id},
-        ).scalar_one_or_none()
-    return found
+        file = session.get(File, file_id)
+        if file is None:
+            return None
+        if file.processing_status is FileProcessingStatus.failed:
+            if file.virus_scan_status is VirusScanStatus.infected:
+                return "infected"
+            return "unscannable" if pipeline.is_unscannable(file) else "failed"
+        if file.virus_scan_status in (VirusScanStatus.clean, VirusScanStatus.scanning):
+            return str(file.virus_scan_status.value)
+        return str(file.processing_status.value)
