@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import pytest
 
@@ -257,3 +258,23 @@ def test_cancel_asks_a_running_run_to_stop_once_and_leaves_a_finished_one_alone(
     assert f"run {finished} is not running: nothing to cancel" in done
     assert "nothing to cancel" in console.act("/runs/999999/cancel")
     assert len(audit_rows(db, "maintenance.cancel_requested")) == 1
+
+
+def test_the_console_does_not_load_celery():
+    """Work it asks for goes through the outbox; the relay sends it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = "import sys, console; console.create_app(); print('celery' in sys.modules)"
+    shown = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "CONSOLE_BASIC_AUTH": LOGINS},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert shown == "False"
