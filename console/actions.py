@@ -33,34 +33,40 @@ def back(section: str, message: str, category: str = "done") -> Response:
     return redirect(url_for("pages.index", _anchor=section), 303)
 
 
+def answer(section: str, done: bool, did: str, nothing: str) -> Response:
+    """Back to `section`, saying what was done, or that nothing needed it."""
+    return back(section, did) if done else back(section, f"{nothing}: nothing to do", "noop")
+
+
 @bp.post("/files/<int:file_id>/retry")
 def retry_file(file_id: int) -> Response:
-    if requeue.retry(file_id, operator()):
-        return back("files", f"file {file_id} is pending again: the pipeline runs it afresh")
-    return back(
+    return answer(
         "files",
-        f"file {file_id} is not failed (retried already, done, or infected): nothing to retry",
-        "noop",
+        requeue.retry(file_id, operator()),
+        f"file {file_id} is pending again: the pipeline runs it afresh",
+        f"file {file_id} is not failed (retried already, done, or infected)",
     )
 
 
 @bp.post("/outbox/<uuid:row_id>/replay")
 def replay_row(row_id: uuid.UUID) -> Response:
-    if outbox.replay([row_id], operator()):
-        return back("outbox", f"outbox row {row_id} is unsent again: the relay sends it")
-    return back(
+    return answer(
         "outbox",
-        f"outbox row {row_id} is not dead (replayed already, or done): nothing to replay",
-        "noop",
+        bool(outbox.replay([row_id], operator())),
+        f"outbox row {row_id} is unsent again: the relay sends it",
+        f"outbox row {row_id} is not dead (replayed already, or done)",
     )
 
 
 @bp.post("/outbox/replay-dead")
 def replay_dead() -> Response:
     replayed = outbox.replay(None, operator())
-    if replayed:
-        return back("outbox", f"{len(replayed)} dead rows are unsent again: the relay sends them")
-    return back("outbox", "no dead outbox rows: nothing to replay", "noop")
+    return answer(
+        "outbox",
+        bool(replayed),
+        f"{len(replayed)} dead rows are unsent again: the relay sends them",
+        "no dead outbox rows",
+    )
 
 
 MAINTENANCE = {job.name.removeprefix("maintenance."): job for job in jobs.MAINTENANCE}
@@ -98,6 +104,9 @@ def request_run(job: Job, dry_run: bool, operator: str) -> uuid.UUID:
 
 @bp.post("/runs/<int:run_id>/cancel")
 def cancel_run(run_id: int) -> Response:
-    if request_cancel(run_id, operator()):
-        return back("runs", f"run {run_id} is asked to stop: it ends cancelled at its next batch")
-    return back("runs", f"run {run_id} is not running: nothing to cancel", "noop")
+    return answer(
+        "runs",
+        request_cancel(run_id, operator()),
+        f"run {run_id} is asked to stop: it ends cancelled at its next batch",
+        f"run {run_id} is not running",
+    )
