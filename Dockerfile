@@ -14,6 +14,7 @@ COPY requirements/lock.txt ./requirements/lock.txt
 RUN pip install --no-cache-dir --require-hashes -r requirements/lock.txt
 COPY pyproject.toml README.md beat_schedule.py flowerconfig.py alembic.ini ./
 COPY api ./api
+COPY console ./console
 COPY veza ./veza
 COPY db ./db
 COPY deploy/gunicorn.conf.py ./deploy/gunicorn.conf.py

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.factories import make_room, make_user, partitions_since
+
 ARCHIVE_TABLES = "archived_messages, archived_reactions, archived_files, archived_reply_links"
 
 
@@ -96,3 +98,51 @@ def last_seen_behind(db) -> list[tuple]:
         "SELECT u.id, u.last_seen_at, max(m.created_at) FROM users u JOIN messages m ON m.author_id = u.id"
         " GROUP BY u.id HAVING u.last_seen_at IS NULL OR u.last_seen_at < max(m.created_at)"
     ).fetchall()
+
+
+def fill_retention_rooms(db, old: int, young: int, rooms: int) -> list[int]:
+    """`rooms` rooms with a 1-day retention, each with old/rooms messages
+    2-3 days old and young/rooms recent ones, every message with a reaction,
+    plus one message as old in a room that keeps everything: the months the
+    old messages fall in (this one, or last month on the 1st or 2nd) are
+    then never covered whole, so the purge goes by room batches on any day.
+    Set-based, one statement per room and age (the counter triggers update
+    the room's row per message; one statement per room keeps that cheap)."""
+    author = make_user(db, "author")
+    made = [make_room(db, author, f"busy{i}", message_retention_days=1) for i in range(rooms)]
+    partitions_since(db, "4 days")
+    for room in made:
+        db.execute(
+            "INSERT INTO messages (room_id, author_id, content, created_at)"
+            " SELECT %s, %s, 'old ' || g, now() - interval '2 days' - g * interval '1 second'"
+            " FROM generate_series(1, %s) g",
+            (room, author, old // rooms),
+        )
+        db.execute(
+            "INSERT INTO messages (room_id, author_id, content)"
+            " SELECT %s, %s, 'young ' || g FROM generate_series(1, %s) g",
+            (room, author, young // rooms),
+        )
+    keeper = make_room(db, author, "forever", message_retention_days=0)
+    db.execute(
+        "INSERT INTO messages (room_id, author_id, content, created_at)"
+        " VALUES (%s, %s, 'kept', now() - interval '3 days')",
+        (keeper, author),
+    )
+    db.execute(
+        "INSERT INTO reactions (message_id, message_created_at, user_id, emoji)"
+        " SELECT id, created_at, author_id, '+1' FROM messages WHERE content <> 'kept'"
+    )
+    index_members(db)
+    return made
+
+
+def waiting_on_a_lock(db) -> bool:
+    """Some session of this database waits on a lock (one a test holds)."""
+    return (
+        db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        ).fetchone()[0]
+        > 0
+    )

@@ -10,10 +10,13 @@ imported inside the functions that use them, never at import time."""
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from typing import TYPE_CHECKING
 
 import redis
@@ -27,6 +30,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def status(port: int, path: str, login: str | None = None) -> int:
+    """The HTTP status of GET `path` on a loopback server of ours, with a
+    basic-auth `login` if given; 0 while nothing listens there."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0  # not listening (yet)
 
 
 def start_redis(port: int) -> ManagedProcess:

@@ -28,6 +28,7 @@ def test_compose_defines_every_part_of_the_system_with_healthchecks():
         "beat",
         "flower",
         "exporter",
+        "console",
     }
     assert expected <= set(services)
     for name in expected:
@@ -46,6 +47,7 @@ def test_app_services_share_the_readme_environment():
         "worker-default",
         "beat",
         "flower",
+        "console",
         "migrate",
     ):
         env = services[name]["environment"]

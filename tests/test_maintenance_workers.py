@@ -15,8 +15,15 @@ import pytest
 
 from db.partitions import add_months, partition_name, this_month
 from tests.conftest import start_worker, wait_for
-from tests.factories import make_room, make_user, partitions_since, scalar
-from tests.maintenance_helpers import counter_mismatches, index_members, run_task, runs
+from tests.factories import make_room, make_user, scalar
+from tests.maintenance_helpers import (
+    counter_mismatches,
+    fill_retention_rooms,
+    index_members,
+    run_task,
+    runs,
+    waiting_on_a_lock,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -25,40 +32,7 @@ OLD, YOUNG, ROOMS = 12_000, 50, 10
 
 
 def fill_rooms(db) -> list[int]:
-    """ROOMS rooms with a 1-day retention, each with OLD/ROOMS messages 2-3
-    days old and YOUNG/ROOMS recent ones, every message with a reaction,
-    plus one message as old in a room that keeps everything: the months the
-    old messages fall in (this one, or last month on the 1st or 2nd) are
-    then never covered whole, so the purge goes by room batches on any day.
-    Set-based, one statement per room and age (the counter triggers update
-    the room's row per message; one statement per room keeps that cheap)."""
-    author = make_user(db, "author")
-    rooms = [make_room(db, author, f"busy{i}", message_retention_days=1) for i in range(ROOMS)]
-    partitions_since(db, "4 days")
-    for room in rooms:
-        db.execute(
-            "INSERT INTO messages (room_id, author_id, content, created_at)"
-            " SELECT %s, %s, 'old ' || g, now() - interval '2 days' - g * interval '1 second'"
-            " FROM generate_series(1, %s) g",
-            (room, author, OLD // ROOMS),
-        )
-        db.execute(
-            "INSERT INTO messages (room_id, author_id, content)"
-            " SELECT %s, %s, 'young ' || g FROM generate_series(1, %s) g",
-            (room, author, YOUNG // ROOMS),
-        )
-    keeper = make_room(db, author, "forever", message_retention_days=0)
-    db.execute(
-        "INSERT INTO messages (room_id, author_id, content, created_at)"
-        " VALUES (%s, %s, 'kept', now() - interval '3 days')",
-        (keeper, author),
-    )
-    db.execute(
-        "INSERT INTO reactions (message_id, message_created_at, user_id, emoji)"
-        " SELECT id, created_at, author_id, '+1' FROM messages WHERE content <> 'kept'"
-    )
-    index_members(db)
-    return rooms
+    return fill_retention_rooms(db, OLD, YOUNG, ROOMS)
 
 
 def assert_purged(db) -> None:
@@ -85,17 +59,6 @@ def test_two_purges_at_once_one_skips_and_progress_is_published(mdb, redis_clien
     assert sorted(r[0] for r in runs(mdb, PURGE)) == ["skipped", "succeeded"]
     assert scalar(mdb, "SELECT count(*) FROM audit_logs WHERE event_type = %s", (PURGE,)) == 2
     assert_purged(mdb)
-
-
-def waiting_on_a_lock(db) -> bool:
-    return (
-        scalar(
-            db,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock'",
-        )
-        > 0
-    )
 
 
 def kill_the_purge_while_blocked(db, lock: str, params=()) -> None:

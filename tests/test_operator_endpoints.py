@@ -4,32 +4,16 @@ processes answering real HTTP requests."""
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
 
 from tests.conftest import ROOT, ManagedProcess, wait_for
-from tests.processes import flower_argv, free_port, veza
+from tests.processes import flower_argv, free_port, status, veza
 
 LOGIN = "prom:s3cret-scrape"
-
-
-def status(port: int, path: str, login: str | None = None) -> int:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    if login:
-        request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0  # not listening (yet)
 
 
 def test_exporter_with_basic_auth_refuses_scrapes_without_it(redis_client):

@@ -30,6 +30,7 @@ OUTSIDE_THE_SETTINGS = {
     "VEZA_VENV": "scripts/bootstrap.sh",
     "VEZA_TEST_ADMIN_URL": "tests/conftest.py",
     "VEZA_TEST_REDIS_DB": "tests/conftest.py",
+    "VEZA_TEST_SCREENSHOTS": "tests/test_console_browser.py",
 }
 # Defaults the README states as a value that the model computes elsewhere,
 # and (model default, the value it comes to) for each.
@@ -46,6 +47,8 @@ DESCRIBED = {
     "FLOWER_BASIC_AUTH": None,
     # flowerconfig.py derives it from FLOWER_BASIC_AUTH.
     "FLOWER_COOKIE_SECRET": None,
+    # scripts/run generates logins; `veza console` refuses to start without.
+    "CONSOLE_BASIC_AUTH": None,
     # worker/metrics.py serves without auth unless it is set.
     "METRICS_BASIC_AUTH": None,
     # api/rate_limits.py counts in REDIS_URL's Redis unless it is set.
@@ -184,7 +187,7 @@ def environment_reads(path) -> list[str]:
 def test_only_the_settings_read_the_environment():
     modules = [
         path
-        for package in ("veza", "worker", "tasks", "api", "db")
+        for package in ("veza", "worker", "tasks", "api", "console", "db")
         for path in (ROOT / package).rglob("*.py")
     ]
     modules += [ROOT / "beat_schedule.py", ROOT / "flowerconfig.py"]

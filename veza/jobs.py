@@ -42,3 +42,5 @@ RESCAN_FILES = Job("maintenance.rescan_files")
 RECOUNT_COUNTERS = Job("maintenance.recount_counters")
 
 ALL = tuple(value for value in globals().values() if isinstance(value, Job))
+# What an operator may run by hand (`veza maintenance run`, the console).
+MAINTENANCE = tuple(job for job in ALL if job.name.startswith("maintenance."))

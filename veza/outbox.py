@@ -42,6 +42,8 @@ from veza.settings import get_settings
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "veza_outbox"
+# How a poison message's dead reason starts (worker/base.py drops it).
+POISON = "poison: "
 
 
 def enqueue(
@@ -94,9 +96,11 @@ def summary() -> Summary:
     return Summary(unsent, in_flight, dead, age)
 
 
-def dead_rows(
-    limit: int = 50,
-) -> Sequence[Row[uuid.UUID, str, list[Any], datetime | None, int, str | None]]:
+# id, task_name, args, dead_at, redrives, dead_reason
+DeadRow = Row[uuid.UUID, str, list[Any], datetime | None, int, str | None]
+
+
+def dead_rows(limit: int = 50) -> Sequence[DeadRow]:
     """The dead rows, oldest death first, for `veza outbox`."""
     with session_scope() as session:
         return session.execute(
@@ -210,11 +214,14 @@ def record_dead(
         )
 
 
-def replay(ids: Sequence[uuid.UUID] | None) -> Sequence[Row[uuid.UUID, str, str | None]]:
+def replay(
+    ids: Sequence[uuid.UUID] | None, operator: str | None = None
+) -> Sequence[Row[uuid.UUID, str, str | None]]:
     """Dead rows (those of `ids`, or all when None) back to unsent, with
     their re-drive count reset, for the relay to publish again under the
     same task id. `dead_reason` is kept (why it last died), and an audit row
-    records the replay with each row's reason. Returns the rows replayed."""
+    records the replay with each row's reason and who asked. Returns the
+    rows replayed: none for a row that is not dead (replayed already)."""
     condition = [Outbox.dead_at.is_not(None)]
     if ids is not None:
         condition.append(Outbox.id.in_(ids))
@@ -237,10 +244,11 @@ def replay(ids: Sequence[uuid.UUID] | None) -> Sequence[Row[uuid.UUID, str, str 
                 session,
                 "outbox.replay",
                 {
+                    "operator": operator,
                     "rows": [
                         {"id": str(row.id), "task": row.task_name, "dead_reason": row.dead_reason}
                         for row in rows
-                    ]
+                    ],
                 },
                 resource_type="outbox",
                 severity=AuditSeverity.warning,

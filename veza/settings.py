@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_max_tasks: int = 10_000
+    # The operator console (console/, `veza console`): it refuses to start
+    # without at least one "user:password" login (comma-separate several: the
+    # user is the operator's name in the audit rows of their actions).
+    console_basic_auth: str | None = None
+    console_address: str = "127.0.0.1"
+    console_port: int = 5556
     metrics_port: int = 9808
     # The exporter listens on loopback unless told otherwise; with
     # METRICS_BASIC_AUTH ("user:password") every scrape must authenticate.

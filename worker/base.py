@@ -132,7 +132,7 @@ class VezaTask(Task):
                 self.name,
                 request.args or [],
                 request.kwargs or {},
-                f"poison: {self.name}[{request.id}] {reason}",
+                f"{outbox.POISON}{self.name}[{request.id}] {reason}",
             )
         except TRANSIENT_ERRORS as exc:
             # Dropped unrecorded it would be lost: hand it back, and record it

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import signal
 import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from veza.logs import configure_logging
 from veza.settings import get_settings
@@ -59,7 +61,7 @@ def _outbox_replay(args: argparse.Namespace) -> None:
     """Dead rows back to unsent; exit 1 when a named id is not a dead row."""
     from veza.outbox import replay
 
-    replayed = replay(None if args.all_dead else args.ids)
+    replayed = replay(None if args.all_dead else args.ids, operator=getpass.getuser())
     for row in replayed:
         print(f"replayed {row.id}  {row.task_name}  (was dead: {row.dead_reason})")
     missing = set(args.ids) - {row.id for row in replayed}
@@ -73,6 +75,26 @@ def _exporter(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     serve(app, settings.metrics_address, args.port, settings.metrics_basic_auth)
+
+
+# The API's gunicorn configuration: gthread, timeouts on every client socket
+# read, no Server banner; the console needs the same.
+GUNICORN_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+
+
+def _console(args: argparse.Namespace) -> None:
+    """Serve the operator console (console/) under gunicorn, in this
+    process's place. Its logins are checked here first, so that a missing
+    or empty CONSOLE_BASIC_AUTH stops it with the reason, before gunicorn
+    starts a worker only to see it fail."""
+    from veza import basic_auth
+
+    settings = get_settings()
+    basic_auth.logins("CONSOLE_BASIC_AUTH", settings.console_basic_auth)
+    bind = f"{settings.console_address}:{args.port}"
+    # One worker: a handful of operators; its 32 threads serve them all.
+    argv = ["-m", "gunicorn", "-c", str(GUNICORN_CONFIG), "--workers", "1", "--bind", bind]
+    os.execv(sys.executable, [sys.executable, *argv, "console:create_app()"])
 
 
 def maintenance_tasks() -> list[str]:
@@ -144,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     exporter = sub.add_parser("exporter", help="serve Prometheus metrics (queues, tasks, outbox)")
     exporter.add_argument("--port", type=int, default=get_settings().metrics_port)
     exporter.set_defaults(func=_exporter)
+    console = sub.add_parser("console", help="serve the operator console (docs/operations.md)")
+    console.add_argument("--port", type=int, default=get_settings().console_port)
+    console.set_defaults(func=_console)
     maintenance = sub.add_parser("maintenance", help="maintenance tasks (docs/maintenance.md)")
     maintenance_sub = maintenance.add_subparsers(dest="action", required=True)
     run = maintenance_sub.add_parser("run", help="run one maintenance task now, in this process")

@@ -32,7 +32,9 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from veza import jobs
+from db.engine import session_scope
+from db.models import AuditSeverity
+from veza import audit, jobs
 from veza.clamav import Scanner, ScanUnavailable
 from veza.files.owed import owe
 from veza.jobs import Job
@@ -112,43 +114,82 @@ def give_up(session: Session, file_id: int, attempts: int) -> None:
     log.warning("file %s: stuck through %d requeues; marked failed (retryable)", file_id, attempts)
 
 
+# Failed, for good or not, and never infected: what Retry and
+# requeue_failed_files put through the pipeline again.
+RETRYABLE = (
+    "(processing_status = 'failed' OR virus_scan_status = 'failed')"
+    " AND virus_scan_status <> 'infected'"
+)
+
+
 def requeue_failed(run: Run) -> None:
     """Put every failed file through the pipeline again, infected ones
-    excepted: for after an outage or a fixed bug. The recorded failure is
-    cleared and the file goes back to pending, in the same transaction as its
-    outbox row, so the pipeline (which skips files that failed for good)
-    runs it from the start."""
+    excepted: for after an outage or a fixed bug (`send_back`)."""
     batches = KeysetBatches(
         run,
-        (
-            "SELECT id FROM files"
-            " WHERE (processing_status = 'failed' OR virus_scan_status = 'failed')"
-            " AND virus_scan_status <> 'infected' AND {after} ORDER BY {key} LIMIT :size"
-            " FOR UPDATE SKIP LOCKED"
-        ),
+        "SELECT id FROM files WHERE {retryable} AND {after} ORDER BY {key} LIMIT :size"
+        " FOR UPDATE SKIP LOCKED",
         initial=200,
+        retryable=sql.SQL(RETRYABLE),
     )
     for session, rows in batches:
         ids = [row.id for row in rows]
         run.add(failed_requeued=len(ids))
-        if run.dry_run:
-            continue
-        session.execute(
-            text(
-                "UPDATE files SET processing_status = 'pending', is_processed = false,"
-                " virus_scan_status = CASE WHEN virus_scan_status = 'failed'"
-                "  THEN 'pending'::virus_scan_status ELSE virus_scan_status END,"
-                # requeued_at restarts the stuck-file clock (the file is pending
-                # again), and the stuck-file attempts start over.
-                " metadata = (metadata - 'failure_reason' - 'failed_step' - 'error'"
-                "  - 'requeue_attempts')"
-                "  || jsonb_build_object('requeued_at', now())"
-                " WHERE id = ANY(:ids)"
+        if not run.dry_run:
+            send_back(session, ids)
+
+
+def retry(file_id: int, operator: str) -> bool:
+    """One failed file through the pipeline again (the console's Retry),
+    as requeue_failed does for them all, audited with the operator's name
+    and the failure it had. False, and nothing done, when the file is not
+    failed: retried already, done, infected, or gone."""
+    with session_scope() as session:
+        found = session.execute(
+            compose(
+                "SELECT id, metadata->>'failed_step' AS step,"
+                " COALESCE(metadata->>'failure_reason', metadata->>'error', virus_scan_result)"
+                "  AS reason"
+                " FROM files WHERE id = :id AND {retryable} FOR UPDATE",
+                retryable=sql.SQL(RETRYABLE),
             ),
-            {"ids": ids},
+            {"id": file_id},
+        ).one_or_none()
+        if found is None:
+            return False
+        send_back(session, [file_id])
+        audit.record(
+            session,
+            "file.retried",
+            {"operator": operator, "failed_step": found.step, "reason": found.reason},
+            resource_type="file",
+            resource_id=file_id,
+            severity=AuditSeverity.warning,
         )
-        for file_id in ids:
-            owe(session, jobs.PROCESS_FILE, file_id)
+    return True
+
+
+def send_back(session: Session, ids: list[int]) -> None:
+    """Failed files (locked by the caller) back to pending, owed
+    files.process in the same transaction: the recorded failure is cleared,
+    so the pipeline (which skips files that failed for good) runs them from
+    the start."""
+    session.execute(
+        text(
+            "UPDATE files SET processing_status = 'pending', is_processed = false,"
+            " virus_scan_status = CASE WHEN virus_scan_status = 'failed'"
+            "  THEN 'pending'::virus_scan_status ELSE virus_scan_status END,"
+            # requeued_at restarts the stuck-file clock (the file is pending
+            # again), and the stuck-file attempts start over.
+            " metadata = (metadata - 'failure_reason' - 'failed_step' - 'error'"
+            "  - 'requeue_attempts')"
+            "  || jsonb_build_object('requeued_at', now())"
+            " WHERE id = ANY(:ids)"
+        ),
+        {"ids": ids},
+    )
+    for file_id in ids:
+        owe(session, jobs.PROCESS_FILE, file_id)
 
 
 def rescan(run: Run, signature_version: str | None = None) -> None:
