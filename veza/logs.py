@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import uuid
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -23,11 +24,24 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 task_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
 
 
+def bound_request_id() -> uuid.UUID | None:
+    """The id of the request whose work this is: the API binds it for the
+    request, a worker for each task the request caused; None elsewhere
+    (beat's schedules, an operator's command)."""
+    try:
+        return uuid.UUID(request_id_var.get() or "")
+    except ValueError:
+        return None
+
+
 class ContextFilter(logging.Filter):
-    """Adds the bound request id and the running task's id to each record."""
+    """Adds the bound request id and the running task's id to each record;
+    a record that names its request itself (gunicorn's access line, written
+    once the request is over: api/access_log.py) keeps its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
         record.task_id = task_id_var.get()
         return True
 
