@@ -46,15 +46,36 @@ class ContextFilter(logging.Filter):
         return True
 
 
+_FORMATTER = JsonFormatter(
+    "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(task_id)s",
+    rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+)
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
-    handler.setFormatter(
-        JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(task_id)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-        )
-    )
+    handler.setFormatter(_FORMATTER)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Python's warnings (a library's deprecation, Celery's about running as
+    # root) are records too, not plain lines on stderr.
+    logging.captureWarnings(True)
+
+
+def unlocked_line(logger: str, level: int, message: str) -> bytes:
+    """One log line, made without taking any of logging's locks, for code
+    that must not take them (a signal handler: the code it interrupted may
+    hold one) and writes it with os.write itself."""
+    record = logging.makeLogRecord(
+        {
+            "name": logger,
+            "levelno": level,
+            "levelname": logging.getLevelName(level),
+            "msg": message,
+            "request_id": None,
+            "task_id": None,
+        }
+    )
+    return (_FORMATTER.format(record) + "\n").encode()
