@@ -113,7 +113,10 @@ def compose_commands() -> list[list[str]]:
     if shutil.which("docker-compose"):
         commands.append(["docker-compose"])
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
         commands.append([docker, "compose"])
     return commands
 

@@ -30,6 +30,7 @@ OUTSIDE_THE_SETTINGS = {
     "VEZA_VENV": "scripts/bootstrap.sh",
     "VEZA_TEST_ADMIN_URL": "tests/conftest.py",
     "VEZA_TEST_REDIS_DB": "tests/conftest.py",
+    "VEZA_TEST_REDIS_URL": "tests/conftest.py",
 }
 # Defaults the README states as a value that the model computes elsewhere,
 # and (model default, the value it comes to) for each.
