@@ -16,6 +16,9 @@ cd "$ROOT"
 export DATABASE_URL="${DATABASE_URL:-postgresql+psycopg://veza:veza@127.0.0.1:5432/veza}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export STORAGE_DIR="${STORAGE_DIR:-$ROOT/var/storage}"
+# What the scripts make and keep: the Redis and clamd they start, the
+# generated Flower login.
+export VEZA_VAR_DIR="${VEZA_VAR_DIR:-$ROOT/var}"
 VENV="${VEZA_VENV:-$ROOT/.venv}"
 # zip: the tests' ZipCrypto archives (zip -P), which Python cannot write.
 # postgresql and redis-server only when their URL is local (ensure_*, below).
@@ -186,9 +189,9 @@ ensure_redis() {
     password="$(url password "$REDIS_URL")"
     [ -n "$password" ] && listen+=(--requirepass "$password")
     say "starting Redis on $(url where "$REDIS_URL")"
-    mkdir -p "$ROOT/var/redis"
+    mkdir -p "$VEZA_VAR_DIR/redis"
     redis-server --daemonize yes "${listen[@]}" --save "" --appendonly no \
-        --dir "$ROOT/var/redis" --logfile "$ROOT/var/redis/redis.log"
+        --dir "$VEZA_VAR_DIR/redis" --logfile "$VEZA_VAR_DIR/redis/redis.log"
     wait_until_reachable Redis REDIS_URL
 }
 
@@ -197,5 +200,5 @@ bootstrap() {
     install_python_packages
     ensure_postgres
     ensure_redis
-    mkdir -p "$STORAGE_DIR"
+    mkdir -p "$STORAGE_DIR" "$VEZA_VAR_DIR"
 }

@@ -28,6 +28,7 @@ OUTSIDE_THE_SETTINGS = {
     "FILES_CONCURRENCY": "Procfile",
     "DEFAULT_CONCURRENCY": "Procfile",
     "VEZA_VENV": "scripts/bootstrap.sh",
+    "VEZA_VAR_DIR": "scripts/bootstrap.sh",
     "VEZA_TEST_ADMIN_URL": "tests/conftest.py",
     "VEZA_TEST_REDIS_DB": "tests/conftest.py",
     "VEZA_TEST_REDIS_URL": "tests/conftest.py",
