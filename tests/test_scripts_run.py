@@ -151,6 +151,9 @@ def test_scripts_run_logs_json_lines_only_and_ctrl_c_stops_all_it_started(
         assert alive(clamd_pid)
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C
         run.wait(timeout=90)
+        # Read before the clean-up below, which stops whatever is left.
+        left = sorted(pid for pid in started if alive(pid))
+        clamd_left = alive(clamd_pid)
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
@@ -160,9 +163,8 @@ def test_scripts_run_logs_json_lines_only_and_ctrl_c_stops_all_it_started(
                 os.kill(pid, signal.SIGKILL)
         redis_server.stop()
     output = log_path.read_text()
-    left = sorted(pid for pid in started if alive(pid))
     assert left == [], f"left running after Ctrl-C: {left}\n{output}"
-    assert not alive(clamd_pid), "the clamd scripts/run started is still running"
+    assert not clamd_left, "the clamd scripts/run started was left running"
     lines = process_lines(output)
     assert set(lines) == PROCESSES
     for process, logged in lines.items():

@@ -20,6 +20,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
 )
+from celery.utils.log import get_multiprocessing_logger
 
 from veza.logs import configure_logging, request_id_var, task_id_var, unlocked_line
 
@@ -30,6 +31,10 @@ def _celery_uses_our_logging(loglevel: str | None = None, **_: object) -> None:
     from veza.settings import get_settings
 
     configure_logging(loglevel or get_settings().log_level)
+    # The pool's own logger ("Process 'ForkPoolWorker-1' exited with ...")
+    # does not propagate to the root: it gets the same JSON handler, or its
+    # lines reach stderr as plain text through logging's last resort.
+    get_multiprocessing_logger().handlers[:] = logging.getLogger().handlers
 
 
 @celeryd_init.connect
