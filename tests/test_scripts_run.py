@@ -8,7 +8,6 @@ its own (the clamd it starts, the Flower login it generates)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -22,22 +21,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, wait_for
+from tests.gunicorn_helpers import get
 from tests.processes import free_port, start_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 # honcho's prefix on each line a process writes: "12:00:01 api.1 | ...".
 HONCHO_LINE = re.compile(r"^\d\d:\d\d:\d\d (?P<process>[\w-]+)\.\d+\s*\| (?P<line>.*)$")
-PROCESSES = {
-    "api",
-    "relay",
-    "worker-files",
-    "worker-maintenance",
-    "worker-default",
-    "beat",
-    "flower",
-    "exporter",
-}
+# Every process of the Procfile, by its name.
+PROCESSES = {line.split(":", 1)[0] for line in (ROOT / "Procfile").read_text().splitlines() if line}
 
 
 def process_lines(output: str) -> dict[str, list[str]]:
@@ -73,15 +65,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def get(port: int, path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    conn.request("GET", path, headers=headers or {})
-    response = conn.getresponse()
-    response.read()
-    conn.close()
-    return response
 
 
 def answers(port: int, path: str) -> bool:
@@ -143,7 +126,7 @@ def test_scripts_run_logs_json_lines_only_and_ctrl_c_stops_all_it_started(
 
         wait_for(up, timeout=180, interval=0.5, what="scripts/run's processes")
         request_id = str(uuid.uuid4())
-        response = get(api_port, "/healthz", {"X-Request-ID": request_id})
+        response = get(api_port, "/healthz", headers={"X-Request-ID": request_id})
         assert response.getheader("X-Request-ID") == request_id
         wait_for(lambda: request_id in log_path.read_text(), timeout=30, what="the access line")
         started = descendants(run.pid)
