@@ -2,12 +2,11 @@
 # stop_clamd stops it again if it was started here.
 #
 # With CLAMD_SOCKET or CLAMD_HOST already set, that clamd is used as is.
-# Otherwise a local clamd is started on var/clamav/clamd.sock (under
-# VEZA_VAR_DIR), using the
-# machine's signature database when freshclam has filled one, and else a
-# one-signature database (EICAR) so that the pipeline runs end to end on a
-# machine with no internet: say so loudly, since that scanner finds nothing
-# real.
+# Otherwise a local clamd is started on $VEZA_VAR_DIR/clamav/clamd.sock,
+# using the machine's signature database when freshclam has filled one, and
+# else a one-signature database (EICAR) so that the pipeline runs end to end
+# on a machine with no internet: say so loudly, since that scanner finds
+# nothing real.
 
 clamd_answers() {
     python -c "import clamd, sys; clamd.ClamdUnixSocket(sys.argv[1]).ping()" "$1" 2>/dev/null
