@@ -4,6 +4,7 @@ arguments, so it refuses to start without credentials here."""
 
 import hashlib
 
+from veza.logs import configure_logging
 from veza.settings import get_settings
 
 
@@ -23,6 +24,13 @@ def basic_auth_logins(value: str | None) -> list[str]:
 
 
 _settings = get_settings()
+
+# Flower logs through tornado, which gave the root logger a plain-text
+# handler when Flower parsed its command line, before reading this file:
+# the JSON handler of every process replaces it, and "none" keeps tornado
+# from touching the logging again (its parse callback would reset the level).
+configure_logging(_settings.log_level)
+logging = "none"
 _auth = _settings.flower_basic_auth or ""
 basic_auth = basic_auth_logins(_auth)
 

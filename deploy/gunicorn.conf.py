@@ -27,6 +27,8 @@ from __future__ import annotations
 from gunicorn.http import wsgi
 from gunicorn.workers import gthread
 
+from api.access_log import JsonLogger
+
 worker_class = "gthread"
 workers = 2
 # Each worker serves this many requests at once; a slow client costs one
@@ -49,7 +51,10 @@ keepalive = 5
 limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
+# One JSON object per line, as every process logs (api/access_log.py): an
+# access line per request, with its request id, and gunicorn's own lines.
 accesslog = "-"
+logger_class = JsonLogger
 
 # Every read or write of a client socket in a thread must progress within
 # this many seconds, or the connection is closed.

@@ -1,6 +1,13 @@
 # Sourced by scripts/run and scripts/test: make this machine able to run
 # veza-worker. Installs only what is missing and starts only what is not
 # already reachable, so it is quick on a machine that has everything.
+#
+# PostgreSQL and Redis are the servers DATABASE_URL and REDIS_URL name. One
+# on this machine (loopback, or a unix socket) that does not answer is
+# installed if need be and started, on the URL's port, and the database's
+# role and database are made in that local cluster. One elsewhere (a
+# managed database) is only probed: it must answer, and nothing is
+# installed, started or created for it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,16 +16,22 @@ cd "$ROOT"
 export DATABASE_URL="${DATABASE_URL:-postgresql+psycopg://veza:veza@127.0.0.1:5432/veza}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export STORAGE_DIR="${STORAGE_DIR:-$ROOT/var/storage}"
+# What the scripts make and keep: the Redis and clamd they start, the
+# generated Flower login.
+export VEZA_VAR_DIR="${VEZA_VAR_DIR:-$ROOT/var}"
 VENV="${VEZA_VENV:-$ROOT/.venv}"
 # zip: the tests' ZipCrypto archives (zip -P), which Python cannot write.
-APT_PACKAGES=(postgresql redis-server clamav-daemon clamav libmagic1 python3-venv python3-dev libvips-tools zip)
+# postgresql and redis-server only when their URL is local (ensure_*, below).
+APT_PACKAGES=(clamav-daemon clamav libmagic1 python3-venv python3-dev libvips-tools zip)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-install_system_packages() {
+install_system_packages() { install_missing "${APT_PACKAGES[@]}"; }
+
+install_missing() {
     local missing=()
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
@@ -90,46 +103,102 @@ install_python_packages() {
     export PATH="$VENV/bin:$PATH"
 }
 
-pg_reachable() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+# url FIELD URL: a part of a server's URL (scripts/server_url.py).
+url() { python3 "$ROOT/scripts/server_url.py" "$@"; }
 
-start_postgres() {
-    if ! pg_reachable; then
-        say "starting PostgreSQL"
-        local version
-        version="$(ls /etc/postgresql | sort -V | tail -1)"
-        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start \
-            || as_root pg_ctlcluster "$version" main start
-        for _ in $(seq 50); do pg_reachable && break; sleep 0.2; done
+# ensure_reachable NAME VARIABLE: succeeds when the server $VARIABLE names
+# answers; fails with a message when it does not and is not on this
+# machine (bootstrap starts servers only here); else returns 2: start it.
+ensure_reachable() {
+    local name="$1" value="${!2}"
+    [ "$(url answers "$value")" = yes ] && return 0
+    if [ "$(url local "$value")" != yes ]; then
+        say "$2 names $name at $(url where "$value"), which does not answer;" \
+            "bootstrap starts $name only on this machine: start that server, or change $2"
+        return 1
     fi
-    # The veza role owns the application database and may create the test
-    # databases. Made through the local socket as the postgres superuser.
-    as_root runuser -u postgres -- psql -qtAX -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
-DO $$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'veza') THEN
-        CREATE ROLE veza LOGIN CREATEDB PASSWORD 'veza';
-    END IF;
-END $$;
-SELECT 'CREATE DATABASE veza OWNER veza'
-WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'veza') \gexec
+    return 2
+}
+
+# wait_until_reachable NAME VARIABLE: after a start, up to 10 s.
+wait_until_reachable() {
+    for _ in $(seq 50); do [ "$(url answers "${!2}")" = yes ] && return; sleep 0.2; done
+    say "$1 did not answer at $(url where "${!2}") ($2) after starting it"
+    return 1
+}
+
+# The local cluster (version and name) that listens on a port, if any.
+local_cluster() { pg_lsclusters -h 2>/dev/null | awk -v port="$1" '$3 == port { print $1, $2; exit }'; }
+
+ensure_postgres() {
+    local status=0 port cluster
+    ensure_reachable PostgreSQL DATABASE_URL || status=$?
+    [ "$status" = 1 ] && return 1
+    [ "$(url local "$DATABASE_URL")" = yes ] || return 0
+    port="$(url port "$DATABASE_URL")"
+    if [ "$status" = 2 ]; then
+        install_missing postgresql
+        cluster="$(local_cluster "$port")"
+        if [ -z "$cluster" ]; then
+            say "no local PostgreSQL cluster listens on port $port (DATABASE_URL):" \
+                "make one (pg_createcluster --port $port VERSION main) or change DATABASE_URL"
+            return 1
+        fi
+        say "starting PostgreSQL $cluster on port $port"
+        # shellcheck disable=SC2086  # "VERSION NAME": two arguments
+        as_root pg_ctlcluster --skip-systemctl-redirect $cluster start \
+            || as_root pg_ctlcluster $cluster start
+        wait_until_reachable PostgreSQL DATABASE_URL
+    fi
+    create_role_and_database "$port"
+}
+
+# The URL's role (may create the test databases) and its database, in the
+# local cluster on PORT, through its socket as the postgres superuser. Only
+# in a cluster of this machine's PostgreSQL: a server on a loopback port
+# that is not one (a container's) is left alone.
+create_role_and_database() {
+    [ -n "$(url user "$DATABASE_URL")" ] || return 0  # the OS user's own role
+    if [ -z "$(local_cluster "$1")" ]; then
+        say "PostgreSQL on port $1 is not a local cluster: its roles are left as they are"
+        return
+    fi
+    as_root runuser -u postgres -- psql -p "$1" -qtAX -v ON_ERROR_STOP=1 \
+        -v role="$(url user "$DATABASE_URL")" -v password="$(url password "$DATABASE_URL")" \
+        -v db="$(url database "$DATABASE_URL")" <<'SQL' >/dev/null
+SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', :'role', :'password')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
 SQL
 }
 
-redis_reachable() { redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; }
-
-start_redis() {
-    if ! redis_reachable; then
-        say "starting Redis"
-        mkdir -p "$ROOT/var/redis"
-        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-            --dir "$ROOT/var/redis" --logfile "$ROOT/var/redis/redis.log"
-        for _ in $(seq 50); do redis_reachable && break; sleep 0.2; done
+ensure_redis() {
+    local status=0 host password
+    local -a listen
+    ensure_reachable Redis REDIS_URL || status=$?
+    [ "$status" = 2 ] || return "$status"
+    install_missing redis-server
+    if [ -n "$(url socket "$REDIS_URL")" ]; then
+        listen=(--port 0 --unixsocket "$(url socket "$REDIS_URL")")
+    else
+        host="$(url host "$REDIS_URL")"
+        [ "$host" = localhost ] && host=127.0.0.1  # redis binds addresses only
+        listen=(--bind "$host" --port "$(url port "$REDIS_URL")")
     fi
+    password="$(url password "$REDIS_URL")"
+    [ -n "$password" ] && listen+=(--requirepass "$password")
+    say "starting Redis on $(url where "$REDIS_URL")"
+    mkdir -p "$VEZA_VAR_DIR/redis"
+    redis-server --daemonize yes "${listen[@]}" --save "" --appendonly no \
+        --dir "$VEZA_VAR_DIR/redis" --logfile "$VEZA_VAR_DIR/redis/redis.log"
+    wait_until_reachable Redis REDIS_URL
 }
 
 bootstrap() {
     install_system_packages
     install_python_packages
-    start_postgres
-    start_redis
-    mkdir -p "$STORAGE_DIR"
+    ensure_postgres
+    ensure_redis
+    mkdir -p "$STORAGE_DIR" "$VEZA_VAR_DIR"
 }

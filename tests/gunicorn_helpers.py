@@ -7,6 +7,7 @@ import http.client
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from tests.conftest import ManagedProcess, wait_for
 from tests.processes import free_port
@@ -14,19 +15,26 @@ from tests.processes import free_port
 CONFIG = "deploy/gunicorn.conf.py"
 
 
-def get(port: int, path: str, timeout: float = 5) -> http.client.HTTPResponse:
+def get(
+    port: int, path: str, timeout: float = 5, headers: dict[str, str] | None = None
+) -> http.client.HTTPResponse:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.request("GET", path)
+    conn.request("GET", path, headers=headers or {})
     response = conn.getresponse()
     response.read()
     conn.close()
     return response
 
 
+class Server(NamedTuple):
+    port: int
+    process: ManagedProcess  # its output is gunicorn's log
+
+
 @contextmanager
-def gunicorn(env: dict[str, str] | None = None) -> Iterator[int]:
-    """gunicorn with the shipped config and its 2 workers; yields its port
-    once /healthz answers, and stops it after."""
+def gunicorn(env: dict[str, str] | None = None) -> Iterator[Server]:
+    """gunicorn with the shipped config and its 2 workers; yields it once
+    /healthz answers, and stops it after."""
     port = free_port()
     server = ManagedProcess(
         "gunicorn",
@@ -47,6 +55,6 @@ def gunicorn(env: dict[str, str] | None = None) -> Iterator[int]:
 
     try:
         wait_for(answers, timeout=30, what="gunicorn to answer /healthz")
-        yield port
+        yield Server(port, server)
     finally:
         server.stop()

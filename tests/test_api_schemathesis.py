@@ -74,3 +74,11 @@ def test_every_parameter_default_is_of_its_own_type(app):
     }
     assert defaults, "no parameter declares a default: the check checks nothing"
     assert wrong == {}
+
+
+def test_the_openapi_document_passes_openapi_spec_validator(app):
+    """The document clients generate code from is valid OpenAPI, as the
+    validator of its own version reads it (it raises on the first error)."""
+    from openapi_spec_validator import validate
+
+    validate(app.test_client().get("/api/v1/openapi.json").json)

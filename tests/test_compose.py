@@ -1,10 +1,14 @@
 """docker-compose.yml stays valid and complete (there is no Docker engine
-here to run it, so its structure is what can be checked)."""
+here to run it, so its structure is what can be checked, and what
+`docker-compose config` makes of it when that is installed)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,3 +106,65 @@ def test_image_installs_the_locked_versions():
     ]
     assert any("--require-hashes -r requirements/lock.txt" in line for line in installs)
     assert all("--require-hashes" in line or "--no-deps" in line for line in installs), installs
+
+
+def compose_commands() -> list[list[str]]:
+    """The compose front ends on this machine: Debian's docker-compose (v1)
+    and the Docker CLI's plugin (v2)."""
+    commands = []
+    if shutil.which("docker-compose"):
+        commands.append(["docker-compose"])
+    docker = shutil.which("docker")
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        commands.append([docker, "compose"])
+    return commands
+
+
+def composed(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """`COMMAND config` as on a fresh checkout: no variable set, no .env."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    shutil.copy(ROOT / "docker-compose.yml", checkout)
+    (checkout / "deploy").mkdir()
+    return subprocess.run(
+        [*command, "config"],
+        cwd=checkout,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(params=compose_commands() or [None], ids=lambda c: " ".join(c or ["none"]))
+def compose(request) -> list[str]:
+    if request.param is None:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+    return request.param
+
+
+def test_compose_config_succeeds_on_a_fresh_checkout_with_no_variables_set(compose, tmp_path):
+    """A login left unset refuses its own service, never the whole file."""
+    result = composed(compose, tmp_path)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] in ("", None)
+
+
+def test_the_exporter_of_compose_refuses_to_start_without_its_login(compose, tmp_path):
+    """Run as the container would run it (its command as compose resolves
+    it; `config` prints `$` still escaped as `$$`): without
+    METRICS_BASIC_AUTH it says what to set and exits."""
+    exporter = yaml.safe_load(composed(compose, tmp_path).stdout)["services"]["exporter"]
+    result = subprocess.run(
+        [arg.replace("$$", "$") for arg in exporter["command"]],
+        env={"PATH": "/usr/bin:/bin", "METRICS_BASIC_AUTH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "set METRICS_BASIC_AUTH=user:password" in result.stderr

@@ -3,8 +3,10 @@ Server banner names it."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+import uuid
 
 import pytest
 
@@ -43,7 +45,8 @@ def timed_healthz(port: int) -> float:
 
 @pytest.mark.parametrize("kind", [idle_socket, partial_headers, partial_body])
 def test_healthz_answers_while_slow_clients_hold_connections(db, redis_client, kind):
-    with gunicorn() as port:
+    with gunicorn() as server:
+        port = server.port
         # Six times the two idle clients that stalled the sync workers 36 s.
         clients = [kind(port) for _ in range(12)]
         try:
@@ -58,7 +61,8 @@ def test_healthz_answers_while_slow_clients_hold_connections(db, redis_client, k
 def test_a_client_silent_mid_headers_loses_its_connection(db, redis_client):
     """deploy/gunicorn.conf.py's socket timeout: a thread reading a
     request's headers gives up on a client that stops sending."""
-    with gunicorn() as port:
+    with gunicorn() as server:
+        port = server.port
         sock = partial_headers(port)
         sock.settimeout(30)
         started = time.monotonic()
@@ -73,7 +77,8 @@ def test_a_client_silent_mid_headers_loses_its_connection(db, redis_client):
 
 
 def test_no_server_banner_and_nosniff_through_gunicorn(db, redis_client):
-    with gunicorn() as port:
+    with gunicorn() as server:
+        port = server.port
         for path, status in (
             ("/healthz", 200),
             ("/api/v1/openapi.json", 200),
@@ -84,3 +89,22 @@ def test_no_server_banner_and_nosniff_through_gunicorn(db, redis_client):
             assert response.status == status, path
             assert "gunicorn" not in (response.getheader("Server") or "").lower(), path
             assert response.getheader("X-Content-Type-Options") == "nosniff", path
+
+
+def test_gunicorn_logs_json_lines_and_each_request_with_the_id_its_client_got(db, redis_client):
+    """The access line is written after the response: it must still name
+    the request id the client was given (the one it sent, or a new one)."""
+    sent = str(uuid.uuid4())
+    with gunicorn() as server:
+        echoed = get(server.port, "/healthz", headers={"X-Request-ID": sent})
+        made = get(server.port, "/api/v1/nothing-here").getheader("X-Request-ID")
+    lines = [json.loads(line) for line in server.process.output().splitlines()]
+    access = {line["request_id"]: line for line in lines if line["logger"] == "gunicorn.access"}
+    assert echoed.getheader("X-Request-ID") == sent
+    assert access[sent]["method"] == "GET"
+    assert access[sent]["path"] == "/healthz"
+    assert access[sent]["status"] == 200
+    assert access[sent]["remote_addr"] == "127.0.0.1"
+    assert access[sent]["duration_ms"] >= 0
+    assert access[made]["status"] == 404
+    assert any(line["message"].startswith("Booting worker") for line in lines)

@@ -1,13 +1,16 @@
 """Structured logs: one JSON object per line, with the request id that
-travelled through the outbox, and the task id."""
+travelled through the outbox, and the task id; and the same id on the
+audit rows that the request's work writes."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 
 import pytest
 
+from tests.clamav import EICAR
 from tests.conftest import start_worker, wait_for
 from tests.factories import make_user
 from tests.uploads import encoded, gradient, upload
@@ -90,3 +93,32 @@ def test_api_log_lines_carry_the_request_id(database_url, caplog):
     records = [r for r in caplog.records if r.getMessage() == "handling the probe"]
     assert records
     assert records[0].request_id == request_id
+
+
+def test_an_infected_upload_is_audited_with_the_uploads_request_id(api, db, clamd_server, relay):
+    """file.infected is written by the scan worker, long after the upload's
+    request: it carries that request's id, so the alert leads to the upload."""
+    worker = start_worker("files", queues="files,scan")
+    try:
+        alice = api.register()
+        room = api.room(alice)
+        request_id = str(uuid.uuid4())
+        response = api.post(
+            f"/rooms/{room}/files",
+            alice,
+            content_type="multipart/form-data",
+            headers={"X-Request-ID": request_id},
+            data={"file": (io.BytesIO(EICAR), "notes.txt", "text/plain")},
+        )
+        assert response.status_code == 202
+        infected = wait_for(
+            lambda: db.execute(
+                "SELECT request_id::text, resource_id FROM audit_logs"
+                " WHERE event_type = 'file.infected'"
+            ).fetchall(),
+            timeout=60,
+            what="the file.infected audit row",
+        )
+    finally:
+        worker.stop()
+    assert infected == [(request_id, response.json["id"])]

@@ -4,6 +4,7 @@ again instead."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -50,7 +51,11 @@ def test_a_process_that_dies_is_restarted_and_the_others_keep_running(tmp_path):
         )
         assert honcho.proc.poll() is None, honcho.output()
         assert starts(honcho, "steady") == 1, honcho.output()
-        assert "exited with status 3; starting it again" in honcho.output()
+        said = [line for line in honcho.output().splitlines() if "exited with status 3" in line]
+        # A JSON line, as every process's (after honcho's prefix).
+        assert json.loads(said[0].split(" | ", 1)[1])["message"].endswith(
+            "exited with status 3; starting it again in 1s"
+        )
 
         os.kill(honcho.proc.pid, signal.SIGTERM)  # what Ctrl-C on scripts/run does
         honcho.proc.wait(timeout=20)

@@ -28,9 +28,11 @@ OUTSIDE_THE_SETTINGS = {
     "FILES_CONCURRENCY": "Procfile",
     "DEFAULT_CONCURRENCY": "Procfile",
     "VEZA_VENV": "scripts/bootstrap.sh",
+    "VEZA_VAR_DIR": "scripts/bootstrap.sh",
     "VEZA_TEST_ADMIN_URL": "tests/conftest.py",
     "VEZA_TEST_REDIS_DB": "tests/conftest.py",
     "VEZA_TEST_SCREENSHOTS": "tests/test_console_browser.py",
+    "VEZA_TEST_REDIS_URL": "tests/conftest.py",
 }
 # Defaults the README states as a value that the model computes elsewhere,
 # and (model default, the value it comes to) for each.

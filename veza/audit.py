@@ -2,8 +2,9 @@
 
 A row is added to the caller's session, so it is recorded exactly when the
 change it describes commits. The API adds the request's context (client
-address, user agent, request id: api/audit.py); a worker or a maintenance
-run has none.
+address, user agent: api/audit.py). Every row carries the id of the request
+it is owed to, when there is one: in a worker, the id bound around the task
+that the request's work caused (file.infected names the upload's request).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db.models import AuditLog, AuditSeverity
+from veza.logs import bound_request_id
 
 
 def record(
@@ -40,7 +42,7 @@ def record(
             resource_id=resource_id,
             ip_address=ip_address,
             user_agent=user_agent,
-            request_id=request_id,
+            request_id=request_id or bound_request_id(),
             severity=severity,
         )
     )

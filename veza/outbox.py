@@ -37,6 +37,7 @@ from db.engine import affected, session_scope
 from db.models import AuditSeverity, Outbox
 from veza import audit
 from veza.jobs import Job
+from veza.logs import bound_request_id
 from veza.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,17 @@ def enqueue(
     request_id: uuid.UUID | None = None,
     **kwargs: Any,
 ) -> uuid.UUID:
-    """Owe `job(*args, **kwargs)`, in the caller's transaction."""
+    """Owe `job(*args, **kwargs)`, in the caller's transaction, on behalf of
+    `request_id`, or else of the request whose work is running (a retry from
+    a request, a task's follow-up), so that its id reaches the work's logs
+    and audit rows."""
     row = Outbox(
         id=uuid.uuid4(),
         task_name=job.name,
         args=list(args),
         kwargs=kwargs,
         queue=queue,
-        request_id=request_id,
+        request_id=request_id or bound_request_id(),
     )
     session.add(row)
     return row.id

@@ -73,6 +73,9 @@ def _exporter(args: argparse.Namespace) -> None:
     from worker import app
     from worker.metrics import serve
 
+    # Stopped (honcho, compose), it exits cleanly instead of dying of the
+    # signal, which the shell that ran it reports in a plain-text line.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = get_settings()
     serve(app, settings.metrics_address, args.port, settings.metrics_basic_auth)
 
