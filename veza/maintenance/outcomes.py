@@ -50,18 +50,30 @@ def outcome_counts(
 ) -> dict[tuple[str, str], int]:
     """(task, outcome) -> runs of `tasks` that finished in (`after`,
     `up_to`] (unbounded where None), every pair present (0 when none).
-    One index range per pair (idx_maintenance_runs_status leads with status
-    and task name): a window of minutes reads a few entries, however many
-    runs the table holds."""
-    rows = list(zero_counts(tasks))
-    if not rows:
+    From the start (no `after`) it is one pass over the index; after a
+    time, one index range per pair (idx_maintenance_runs_status leads with
+    status and task name): a window of minutes reads a few entries, however
+    many runs the table holds."""
+    counts = zero_counts(tasks)
+    if not counts:
         return {}
-    pairs = values(column("task", String), column("outcome", String), name="pairs").data(rows)
     window: list[ColumnElement[bool]] = [MaintenanceRun.finished_at.is_not(None)]
-    if after is not None:
-        window.append(MaintenanceRun.finished_at > after)
     if up_to is not None:
         window.append(MaintenanceRun.finished_at <= up_to)
+    if after is None:
+        everything = (
+            select(MaintenanceRun.task_name, MaintenanceRun.status, func.count())
+            .where(MaintenanceRun.status.in_(OUTCOMES), *window)
+            .group_by(MaintenanceRun.task_name, MaintenanceRun.status)
+        )
+        for task, outcome, n in session.execute(everything):
+            if (task, outcome) in counts:
+                counts[(task, outcome)] = n
+        return counts
+    window.append(MaintenanceRun.finished_at > after)
+    pairs = values(column("task", String), column("outcome", String), name="pairs").data(
+        list(counts)
+    )
     runs = (
         select(func.count())
         .where(
