@@ -543,7 +543,7 @@ class File(Base):
             "idx_files_expires_at", "expires_at", postgresql_where=text("expires_at IS NOT NULL")
         ),
         Index("idx_files_virus_scan", "virus_scan_status"),
-        # The exporter's counts by terminal state (veza/files/states.py; migration 0011p).
+        # The exporter's counts by terminal state (veza/files/states.py; migration 0011).
         Index(
             "idx_files_failed",
             "virus_scan_status",
@@ -708,7 +708,7 @@ class MaintenanceRun(Base):
         ),
         Index("idx_maintenance_runs_task", "task_name", text("started_at DESC")),
         Index("idx_maintenance_runs_status", "status", "task_name", text("finished_at DESC")),
-        # The runs that sent work again (veza/maintenance/outcomes.py; migration 0011p).
+        # The runs that sent work again (veza/maintenance/outcomes.py; migration 0011).
         Index(
             "idx_maintenance_runs_redrives",
             "task_name",

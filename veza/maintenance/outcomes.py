@@ -29,7 +29,7 @@ from db.models import MaintenanceRun
 OUTCOMES = ("succeeded", "failed", "skipped", "cancelled", "dry_run")
 
 # The counts key of each kind of re-drive; the same three keys as the SQL
-# function maintenance_redrives (migration 0011p), which the index is on.
+# function maintenance_redrives (migration 0011), which the index is on.
 REDRIVES = {
     "outbox": "outbox_redriven",
     "stale_file": "stale_requeued",

@@ -20,7 +20,7 @@ it, `veza maintenance run` calls it through that task):
   `AsyncResult` show it;
 - stops at the next batch boundary, recorded `cancelled`, once an operator
   asked it to (`request_cancel`): the request is read with the progress,
-  so at most PROGRESS_INTERVAL_SECONDS after a batch ends;
+  so at most progress.INTERVAL_SECONDS after a batch ends;
 - hands the body a `dry_run` flag and a batch sizer that aims at about
   BATCH_TARGET_SECONDS per batch, so that every transaction stays short;
 - lets a body split itself into named phases (`run.phase`), reported with
@@ -51,13 +51,12 @@ from sqlalchemy.orm import Session
 from db.engine import libpq_url, session_scope
 from db.models import AuditSeverity, MaintenanceRun
 from veza import audit, limits
+from veza import progress
 from veza.progress import ProgressReport
 
 log = logging.getLogger(__name__)
 
 BATCH_TARGET_SECONDS = 0.1
-
-PROGRESS_INTERVAL_SECONDS = 1.0
 
 # How a run's end is logged and audited, by status (otherwise info).
 RUN_SEVERITY = {"failed": AuditSeverity.error, "cancelled": AuditSeverity.warning}
@@ -185,7 +184,7 @@ class Run:
         Cancelled if an operator asked this run to stop. Bodies call it
         between batches (Run.batches does), so that is where a run stops."""
         now = time.monotonic()
-        if not force and now - self._last_progress < PROGRESS_INTERVAL_SECONDS:
+        if not force and now - self._last_progress < progress.INTERVAL_SECONDS:
             return
         self._last_progress = now
         meta = self.progress_meta()

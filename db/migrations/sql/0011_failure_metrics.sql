@@ -1,4 +1,4 @@
--- Migration 0011p: indexes for the exporter's failure metrics (worker/metrics.py),
+-- Migration 0011: indexes for the exporter's failure metrics (worker/metrics.py),
 -- which read these on every scrape: each reads only the few rows that failed
 -- or re-drove something, never the whole table.
 
