@@ -36,6 +36,7 @@ from db.engine import session_scope
 from db.models import AuditSeverity
 from veza import audit, jobs
 from veza.clamav import Scanner, ScanUnavailable
+from veza.files import states
 from veza.files.owed import owe
 from veza.jobs import Job
 from veza.maintenance.batched import KeysetBatches
@@ -147,10 +148,9 @@ def retry(file_id: int, operator: str) -> bool:
     with session_scope() as session:
         found = session.execute(
             compose(
-                "SELECT id, metadata->>'failed_step' AS step,"
-                " COALESCE(metadata->>'failure_reason', metadata->>'error', virus_scan_result)"
-                "  AS reason"
+                "SELECT id, metadata->>'failed_step' AS step, {reason} AS reason"
                 " FROM files WHERE id = :id AND {retryable} FOR UPDATE",
+                reason=sql.SQL(states.REASON),
                 retryable=sql.SQL(RETRYABLE),
             ),
             {"id": file_id},

@@ -98,6 +98,9 @@ def oldest_not_done() -> Row[Any] | None:
         ).one_or_none()
 
 
+# What a failed file says went wrong: its final failure, a stuck file's
+# error, or the scanner's last answer.
+REASON = "COALESCE(metadata->>'failure_reason', metadata->>'error', virus_scan_result)"
 # A failed file's kind, as terminal_state_counts tells them apart.
 _UNSCANNABLE = (
     "virus_scan_status = 'failed' AND COALESCE(metadata->>'failure_reason', '') LIKE :unscannable"
@@ -110,15 +113,13 @@ FAILED_KINDS = {
 
 def failed(kind: str, limit: int = 50) -> Sequence[Row[Any]]:
     """The failed files of `kind` (`failed` or `unscannable`), newest
-    first, each with its failed step and what went wrong: its final
-    failure, a stuck file's error, or the scanner's last answer."""
+    first, each with its failed step and what went wrong (REASON)."""
     with session_scope() as session:
         return session.execute(
             text(
                 "SELECT id, original_filename, created_at, metadata->>'failed_step' AS step,"
-                " COALESCE(metadata->>'failure_reason', metadata->>'error', virus_scan_result)"
-                "  AS reason"
-                f" FROM files WHERE processing_status = 'failed' AND ({FAILED_KINDS[kind]})"
+                f" {REASON} AS reason FROM files"
+                f" WHERE processing_status = 'failed' AND ({FAILED_KINDS[kind]})"
                 " ORDER BY created_at DESC, id DESC LIMIT :limit"
             ),
             {"unscannable": f"{UNSCANNABLE}: %", "limit": limit},
