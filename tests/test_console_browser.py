@@ -223,7 +223,7 @@ def let_go_once_waiting(db, run_id: int, holder: psycopg.Connection) -> None:
     """Release `holder` once the run waits on it and has not written its
     progress for longer than the progress interval: the batch it waits in
     then ends with a progress write (and the cancel check)."""
-    from veza.maintenance.run import PROGRESS_INTERVAL_SECONDS
+    from veza.progress import INTERVAL_SECONDS
 
     def stalled() -> bool:
         return (
@@ -231,7 +231,7 @@ def let_go_once_waiting(db, run_id: int, holder: psycopg.Connection) -> None:
             and db.execute(
                 "SELECT progress_at < clock_timestamp() - make_interval(secs => %s)"
                 " FROM maintenance_runs WHERE id = %s",
-                (PROGRESS_INTERVAL_SECONDS, run_id),
+                (INTERVAL_SECONDS, run_id),
             ).fetchone()[0]
         )
 
