@@ -4,24 +4,9 @@ arguments, so it refuses to start without credentials here."""
 
 import hashlib
 
+from veza.basic_auth import logins
 from veza.logs import configure_logging
 from veza.settings import get_settings
-
-
-def basic_auth_logins(value: str | None) -> list[str]:
-    """FLOWER_BASIC_AUTH's "user:password" pairs (comma-separated); exits
-    with a clear message unless each has a non-empty user and password:
-    `:` or `admin:` would look protected and let anyone in who guesses."""
-    logins = (value or "").split(",")
-    for login in logins:
-        user, colon, password = login.partition(":")
-        if not (user and colon and password):
-            raise SystemExit(
-                "FLOWER_BASIC_AUTH must be user:password with a non-empty user and"
-                " password (comma-separate several)"
-            )
-    return logins
-
 
 _settings = get_settings()
 
@@ -32,7 +17,9 @@ _settings = get_settings()
 configure_logging(_settings.log_level)
 logging = "none"
 _auth = _settings.flower_basic_auth or ""
-basic_auth = basic_auth_logins(_auth)
+# Exits with a clear message unless each login has a non-empty user and
+# password (veza/basic_auth.py); Flower takes them as "user:password" pairs.
+basic_auth = [f"{user}:{password}" for user, password in logins("FLOWER_BASIC_AUTH", _auth).items()]
 
 # An explicit secret, so that sessions survive restarts and every Flower
 # behind a load balancer signs cookies the same way.

@@ -1,5 +1,6 @@
 """HTTP basic-auth logins from a setting ("user:password", comma-separated),
-for the operator pages that have no accounts of their own (the console).
+for the operator pages that have no accounts of their own: the console,
+Flower and the exporter.
 
 A login with an empty user or password (`:`, `admin:`) would look protected
 and let in anyone who guesses, so it stops the process at start, as an unset
@@ -8,6 +9,8 @@ setting does: these pages show and change what only operators may.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 
 
@@ -25,6 +28,20 @@ def logins(variable: str, value: str | None) -> dict[str, str]:
             )
         found[user] = password
     return found
+
+
+def credentials(header: str) -> tuple[str | None, str | None]:
+    """(user, password) from an `Authorization: Basic ...` header's value;
+    (None, None) for anything else, which no login matches."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else (None, None)
 
 
 def authenticated(known: dict[str, str], user: str | None, password: str | None) -> bool:

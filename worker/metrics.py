@@ -25,8 +25,6 @@ Run it with `veza exporter`: it listens on METRICS_ADDRESS (default
 
 from __future__ import annotations
 
-import base64
-import hmac
 import logging
 import threading
 import time
@@ -48,6 +46,7 @@ from sqlalchemy.orm import Session
 from beat_schedule import period_seconds
 from db.engine import session_scope
 from veza import outbox
+from veza.basic_auth import authenticated, credentials, logins
 from veza.files.states import terminal_state_counts
 from veza.maintenance import outcomes
 from veza.redis_store import HEARTBEAT_KEY, redis_client
@@ -297,14 +296,12 @@ def record_task_events(app: Celery) -> None:
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def with_basic_auth(inner: WsgiApp, credentials: str) -> WsgiApp:
-    """`inner` behind HTTP basic auth for one "user:password" (prometheus_client's
+def with_basic_auth(inner: WsgiApp, known: dict[str, str]) -> WsgiApp:
+    """`inner` behind HTTP basic auth for the `known` logins (prometheus_client's
     own server has none): anything else answers 401."""
-    expected = ("Basic " + base64.b64encode(credentials.encode()).decode()).encode()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        given = environ.get("HTTP_AUTHORIZATION", "").encode()
-        if hmac.compare_digest(given, expected):
+        if authenticated(known, *credentials(environ.get("HTTP_AUTHORIZATION", ""))):
             return inner(environ, start_response)
         start_response(
             "401 Unauthorized",
@@ -321,10 +318,7 @@ def exporter_app(basic_auth: str | None) -> WsgiApp:
     app: WsgiApp = make_wsgi_app()
     if basic_auth is None:
         return app
-    user, colon, password = basic_auth.partition(":")
-    if not (user and colon and password):
-        raise SystemExit("METRICS_BASIC_AUTH must be user:password, both non-empty")
-    return with_basic_auth(app, basic_auth)
+    return with_basic_auth(app, logins("METRICS_BASIC_AUTH", basic_auth))
 
 
 def serve(app: Celery, address: str, port: int, basic_auth: str | None) -> None:

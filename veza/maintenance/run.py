@@ -50,8 +50,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import libpq_url, session_scope
 from db.models import AuditSeverity, MaintenanceRun
-from veza import audit, limits
-from veza import progress
+from veza import audit, limits, progress
 from veza.progress import ProgressReport
 
 log = logging.getLogger(__name__)
