@@ -1,6 +1,7 @@
-"""gunicorn's configuration for the API: the one file the Procfile, the
-Dockerfile, docker-compose.yml and the docs all use
-(`gunicorn -c deploy/gunicorn.conf.py --bind ADDR "api:create_app()"`).
+"""gunicorn's configuration for the API and the operator console: the one
+file the Procfile, the Dockerfile, docker-compose.yml and the docs all use
+(`gunicorn -c deploy/gunicorn.conf.py --bind ADDR "api:create_app()"`;
+`veza console` runs the console under it with one worker).
 
 Why not gunicorn's default sync worker: it serves one connection at a time,
 so two clients that open a connection and send nothing stall the whole API
