@@ -28,7 +28,7 @@ from tests.maintenance_helpers import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 PURGE = "maintenance.purge_retention"
-OLD, YOUNG, ROOMS = 12_000, 50, 10
+OLD, YOUNG, ROOMS = 6_000, 50, 10
 
 
 def fill_rooms(db) -> list[int]:
