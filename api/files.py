@@ -5,6 +5,13 @@ uuid), counted as it goes; the row and its `files.process` outbox row
 commit together, and the answer is 202: hashing, sniffing, thumbnailing and
 the virus scan happen in workers. Nothing is served before a clean scan.
 A full disk answers 507 and leaves nothing: no bytes, no row, no outbox row.
+
+Bytes go out from the store (veza/storage/): a local file is sent as it is;
+an object in S3 is streamed through, or, with S3_SERVE=redirect, the answer
+is a 302 to a presigned URL valid S3_PRESIGN_SECONDS. Either way the row's
+verdict is checked first, at request time, and a content found infected
+later has left blobs/ for quarantine/, so an URL handed out before it no
+longer reaches the bytes.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ from __future__ import annotations
 import logging
 import uuid
 from pathlib import Path
+from typing import IO
 
 from flask import Blueprint, Response, current_app, g, request, send_file
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
+from werkzeug.http import dump_options_header
 from werkzeug.utils import secure_filename
 
 from api.access import forbidden, member_of, not_found, visible_message, visible_room
@@ -31,7 +40,15 @@ from veza import jobs
 from veza.files.owed import owe
 from veza.files.pipeline import is_unscannable
 from veza.settings import get_settings
-from veza.storage import EmptyUpload, StorageFull, UploadTooLarge, storage
+from veza.storage import (
+    ContentMissing,
+    EmptyUpload,
+    LocalStorage,
+    S3Storage,
+    StorageFull,
+    UploadTooLarge,
+    get_storage,
+)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("files", __name__)
@@ -109,7 +126,7 @@ def save_to_storage(upload: FileStorage, file_uuid: uuid.UUID) -> tuple[str, int
     upload.stream.seek(0)  # a retried transaction reads the upload again
     limit = current_app.config.get("MAX_UPLOAD_BYTES", get_settings().max_upload_bytes)
     try:
-        return storage.save_upload(upload.stream, file_uuid, limit)
+        return get_storage().save_upload(upload.stream, file_uuid, limit)
     except UploadTooLarge as err:
         raise ApiError(
             413,
@@ -121,7 +138,7 @@ def save_to_storage(upload: FileStorage, file_uuid: uuid.UUID) -> tuple[str, int
         raise ApiError(400, "empty_file", "The file is empty.", {"file": "0 bytes"}) from err
     except StorageFull as err:
         # The client can only try again later; the operator must free space.
-        log.error("upload refused: %s (STORAGE_DIR %s)", err, storage.root)
+        log.error("upload refused: %s (%s)", err, get_storage().describe())
         raise ApiError(
             507,
             "insufficient_storage",
@@ -151,7 +168,7 @@ def upload_file(session: Session, room_id: int) -> tuple[FileOut, int]:
     file_uuid = uuid.uuid4()
     relative, size = save_to_storage(upload, file_uuid)
     # If this transaction does not commit, the bytes must not stay behind.
-    event.listen(session, "after_rollback", lambda _s: storage.remove(relative), once=True)
+    event.listen(session, "after_rollback", lambda _s: get_storage().remove(relative), once=True)
     lock_user_quota(session, g.user.id)  # until commit: concurrent uploads count each other
     check_upload_quota(session, g.user.id, size)
     row = File(
@@ -241,21 +258,52 @@ def served_type(mime_type: str) -> str:
     return ACTIVE_FALLBACK
 
 
-def attachment(path: Path, mime_type: str, download_name: str) -> Response:
-    if not path.is_file():
-        raise not_found()
+def attachment(relative: str, mime_type: str, download_name: str) -> Response:
+    """The stored bytes at `relative`, as a download (404 if they are gone)."""
+    storage = get_storage()
+    served = served_type(mime_type)
+    if isinstance(storage, S3Storage) and get_settings().s3_serve == "redirect":
+        # The bucket answers with the type and disposition we sign into the URL.
+        disposition = dump_options_header("attachment", {"filename": download_name})
+        ttl = get_settings().s3_presign_seconds
+        url = storage.presigned_url(relative, served, disposition, ttl)
+        response = Response(status=302, headers={"Location": url})
+    else:
+        response = _sent(relative, served, download_name)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    # Opened in a browser anyway (a link, a preview): no scripts, no
+    # plugins, no same-origin access.
+    response.headers["Content-Security-Policy"] = "sandbox"
+    return response
+
+
+def _sent(relative: str, mime_type: str, download_name: str) -> Response:
+    """The bytes through this process: a local file as it is (sendfile), an
+    object streamed from the bucket a chunk at a time."""
+    storage = get_storage()
+    source: Path | IO[bytes]
+    size = None
+    if isinstance(storage, LocalStorage):
+        source = storage.absolute(relative)
+        if not source.is_file():
+            raise not_found()
+    else:
+        try:
+            content = storage.open(relative)
+        except ContentMissing:
+            raise not_found() from None
+        # Closed by the WSGI server's file wrapper once sent (or the client left).
+        source, size = content.stream, content.size
     response = send_file(
-        path,
-        mimetype=served_type(mime_type),
+        source,
+        mimetype=mime_type,
         as_attachment=True,
         download_name=download_name,
         conditional=False,
         etag=False,
     )
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    # Opened in a browser anyway (a link, a preview): no scripts, no
-    # plugins, no same-origin access.
-    response.headers["Content-Security-Policy"] = "sandbox"
+    if size is not None:
+        response.content_length = size
     return response
 
 
@@ -284,9 +332,9 @@ def get_file_content(session: Session, file_uuid: uuid.UUID) -> Response:
     row.download_count += 1
     if row.virus_scan_status is not VirusScanStatus.clean:
         # Unscannable, to its uploader: uninspected bytes, never typed.
-        return attachment(storage.absolute(row.file_path), ACTIVE_FALLBACK, row.original_filename)
+        return attachment(row.file_path, ACTIVE_FALLBACK, row.original_filename)
     # mime_type is what the worker sniffed from the bytes, never the client's claim.
-    return attachment(storage.absolute(row.file_path), row.mime_type, row.original_filename)
+    return attachment(row.file_path, row.mime_type, row.original_filename)
 
 
 @operation(
@@ -302,9 +350,6 @@ def get_file_thumbnail(session: Session, file_uuid: uuid.UUID) -> Response:
     row = released_file(session, file_uuid)
     if row.thumbnail_path is None:
         raise not_found()
-    path = storage.absolute(row.thumbnail_path)
-    if not path.is_file():
-        raise not_found()
     stem = row.original_filename.rsplit(".", 1)[0]
-    # The worker writes every thumbnail as WebP (veza/storage.py): no sniffing.
-    return attachment(path, THUMBNAIL_MIME_TYPE, f"{stem}-thumbnail.webp")
+    # The worker writes every thumbnail as WebP (veza/images.py): no sniffing.
+    return attachment(row.thumbnail_path, THUMBNAIL_MIME_TYPE, f"{stem}-thumbnail.webp")

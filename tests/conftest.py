@@ -338,7 +338,7 @@ def relay(database_url, redis_client):
 
 # Fixtures kept beside the helpers they go with, for every test module:
 # `app` and `api` (tests/api_helpers.py), `mdb` (tests/maintenance_helpers.py).
-pytest_plugins = ["tests.api_helpers", "tests.maintenance_helpers"]
+pytest_plugins = ["tests.api_helpers", "tests.maintenance_helpers", "tests.seaweedfs"]
 
 
 @pytest.hookimpl(trylast=True)

@@ -45,7 +45,9 @@ def process(file_id: int) -> None:
 
 
 def storage_root() -> Path:
-    from veza.storage import storage
+    from veza.storage import get_storage
+
+    storage = get_storage()
 
     return storage.root
 
@@ -227,7 +229,9 @@ def test_a_row_deleted_while_its_upload_is_being_hashed_is_left_alone(db, user, 
 
     from db.engine import libpq_url
     from veza.files import pipeline
-    from veza.storage import storage
+    from veza.storage import get_storage
+
+    storage = get_storage()
 
     file_id = upload(db, user, b"a note")
     storage.remove(row(db, file_id)["file_path"])  # and its upload is gone too
@@ -403,7 +407,9 @@ def peak_growth_in_fresh_process(probe: str, file_id: int) -> int:
 
 @pytest.mark.slow
 def test_a_100_mb_upload_is_hashed_and_scanned_in_constant_memory(db, user):
-    from veza.storage import storage
+    from veza.storage import get_storage
+
+    storage = get_storage()
 
     block = os.urandom(1024 * 1024)
     size = 100 * 1000 * 1000

@@ -44,7 +44,9 @@ def test_failed_files_go_through_again_and_infected_ones_stay_put(db, clamd_serv
 
 def test_a_file_whose_content_was_lost_fails_again_when_requeued_never_completes(db, clamd_server):
     from veza.files import pipeline
-    from veza.storage import storage
+    from veza.storage import get_storage
+
+    storage = get_storage()
 
     user = make_user(db)
     file_id = upload(db, user, b"minutes of the meeting", "minutes.txt", "text/plain")

@@ -126,7 +126,9 @@ def test_finished_outbox_rows_are_pruned_after_the_retention(mdb):
 
 
 def store(relative: str, age_seconds: float = 0) -> Path:
-    from veza.storage import storage
+    from veza.storage import get_storage
+
+    storage = get_storage()
 
     path = storage.absolute(relative)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +158,9 @@ def file_row(
 
 
 def test_expiry_and_orphan_sweep_never_remove_referenced_or_young_content(mdb):
-    from veza.storage import storage
+    from veza.storage import get_storage
+
+    storage = get_storage()
 
     db = mdb
     owner = make_user(db, "owner")

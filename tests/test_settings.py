@@ -57,6 +57,8 @@ DESCRIBED = {
     "RATE_LIMIT_STORAGE_URL": None,
     # db/partitions.py computes it at run time from the rooms' retention.
     "PARTITION_MONTHS_BEHIND": None,
+    # No prefix: the keys are the storage paths themselves.
+    "S3_PREFIX": "",
     # Each beat entry's own schedule (beat_schedule.py).
     "VEZA_SCHEDULE_<NAME>": {},
 }

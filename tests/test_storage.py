@@ -7,7 +7,7 @@ A full disk is real where the machine allows it: a 1 MiB tmpfs mounted over
 this run's STORAGE_DIR for the length of one test (the files of other tests
 are hidden meanwhile and back after the unmount). Failures of fsync itself
 (EIO, or ENOSPC from delayed allocation) cannot be had from a tmpfs, so they
-are injected at the one place storage calls fsync, `veza.storage._fsync`.
+are injected at the one place storage calls fsync, `veza.storage.local._fsync`.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def small_disk():
 def failing_fsync(monkeypatch):
     """failing_fsync(predicate, error): every fsync of a path (relative to
     STORAGE_DIR, "." for the root) the predicate accepts raises `error`."""
-    from veza import storage as storage_module
+    from veza.storage import local as storage_module
 
     real = storage_module._fsync
 
@@ -263,7 +263,9 @@ def test_content_is_recorded_only_once_its_file_and_directories_are_fsynced(
     must fsync before it commits; once fsync works the step records it,
     with the whole content in place."""
     from veza.files import pipeline
-    from veza.storage import storage
+    from veza.storage import get_storage
+
+    storage = get_storage()
 
     content = infected_zip() if step == "quarantine" else unique_png()
     file_id = upload(db, make_user(db), content, "f.png", "image/png")
@@ -304,7 +306,9 @@ def test_content_is_recorded_only_once_its_file_and_directories_are_fsynced(
 
 DYING_WRITER = textwrap.dedent("""
     import os
-    from veza.storage import storage
+    from veza.storage import get_storage
+
+    storage = get_storage()
     with storage.atomic_writer("thumbs/never.webp") as out:
         out.write(b"half a thumbnail")
         out.flush()

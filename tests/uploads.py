@@ -31,13 +31,13 @@ def upload(
     claimed_mime_type: str = "application/octet-stream",
 ) -> int:
     """Write the content and its row exactly as the upload API does."""
-    from veza.storage import storage
+    from veza.storage import get_storage
 
+    storage = get_storage()
     file_uuid = uuid.uuid4()
     relative = storage.upload_path(file_uuid)
-    path = storage.absolute(relative)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
+    with storage.atomic_writer(relative) as out:
+        out.write(content)
     return db.execute(
         "INSERT INTO files (uuid, filename, original_filename, file_path, file_size, uploaded_by,"
         " metadata) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from argon2 import DEFAULT_MEMORY_COST, DEFAULT_TIME_COST
 from cryptography.fernet import Fernet
@@ -43,7 +43,28 @@ class Settings(BaseSettings):
     # Base of the exponential backoff (seconds, with full jitter) between
     # scan attempts while clamd is unavailable.
     clamd_retry_backoff: float = 5
+    # Blob storage (veza/storage/, docs/files.md): `local` keeps everything
+    # under STORAGE_DIR; `s3` keeps it in a bucket of an S3-compatible store
+    # and STORAGE_DIR is only scratch space (a step's copy of what it reads).
+    storage_backend: Literal["local", "s3"] = "local"
     storage_dir: Path = Path("var/storage")
+    # The bucket: unset endpoint is AWS; unset keys are boto3's own chain
+    # (environment, instance profile). Keys are prefixed with S3_PREFIX, so
+    # that one bucket can hold several installations.
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "veza"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""
+    # Path-style URLs (http://host/bucket/key) work with every S3-compatible
+    # server; AWS also takes `virtual` (http://bucket.host/key).
+    s3_addressing_style: Literal["path", "virtual", "auto"] = "path"
+    # How the API hands out a file's bytes from S3: `stream` them through
+    # itself, or `redirect` to a presigned URL valid this many seconds.
+    # Either way the scan's verdict is checked at request time.
+    s3_serve: Literal["stream", "redirect"] = "stream"
+    s3_presign_seconds: int = Field(default=60, ge=1, le=604_800)
     max_upload_bytes: int = 104_857_600
     worker_max_memory_kib: int = 512_000
     # A file the scanner could not inspect (encrypted, a format it does not
@@ -238,7 +259,7 @@ class InvalidSettings(ValueError):
 
 
 # Settings whose value is a secret: a refusal names the variable, not the value.
-SECRETS = {"totp_encryption_key"}
+SECRETS = {"totp_encryption_key", "s3_secret_access_key"}
 
 
 def _shown(field: object, value: object) -> str:

@@ -30,7 +30,9 @@ def file_states(db, ids: list[int]) -> list[tuple]:
 
 
 def stored(kind: str) -> list[str]:
-    from veza.storage import storage
+    from veza.storage import get_storage
+
+    storage = get_storage()
 
     root = storage.absolute(kind)
     return [p.name for p in root.rglob("*") if p.is_file()] if root.exists() else []
@@ -57,7 +59,9 @@ def hundred_uploads(db) -> list[int]:
 
 def empty_storage() -> None:
     """Blob counts below are of this test's files alone."""
-    from veza.storage import storage
+    from veza.storage import get_storage
+
+    storage = get_storage()
 
     for child in storage.root.iterdir():
         shutil.rmtree(child) if child.is_dir() else child.unlink()

@@ -23,13 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from io import BufferedReader
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import magic
 from sqlalchemy import func, select, text
@@ -41,7 +39,7 @@ from veza import audit, images
 from veza.clamav import Scanner, Unscannable, Verdict
 from veza.files import inspection
 from veza.progress import ProgressReport, Throttled, nowhere
-from veza.storage import StorageFull, storage
+from veza.storage import ContentMissing, StorageFull, get_storage
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +170,7 @@ def hash_upload(file_id: int, task_id: str | None = None, report: ProgressReport
     if file is None or _failed_for_good(file):
         return
     step_log = _log(file, task_id)
+    storage = get_storage()
     upload = storage.upload_path(file.uuid)
     if file.file_hash is not None:
         storage.remove(upload)  # left behind if we died right after committing
@@ -187,24 +186,22 @@ def hash_upload(file_id: int, task_id: str | None = None, report: ProgressReport
         _start_processing(row)
 
     try:
-        # Opened here and closed by the `with` below: only the open's
-        # FileNotFoundError means the upload is missing.
-        content = open(storage.absolute(file.file_path), "rb")  # noqa: SIM115
-    except FileNotFoundError:
+        content = storage.open(file.file_path)
+    except ContentMissing:
         current = _load(file_id)
         if current is None or current.file_hash is not None:
             return  # deleted meanwhile, or a concurrent run of this step moved it first
         return fail(file_id, "hash", "the uploaded content is missing", task_id)
-    with content:  # an open file stays readable even if a concurrent run unlinks it
-        size_on_disk = os.fstat(content.fileno()).st_size
-        if size_on_disk != file.file_size:
+    with content.stream:
+        size_stored = content.size
+        if size_stored != file.file_size:
             return fail(
                 file_id,
                 "hash",
-                f"size mismatch: the upload said {file.file_size} bytes, {size_on_disk} arrived",
+                f"size mismatch: the upload said {file.file_size} bytes, {size_stored} arrived",
                 task_id,
             )
-        sha256 = _sha256(content, _progress(file, report))
+        sha256 = _sha256(content.stream, _progress(file, report))
 
     with _storage_full_recorded(file_id, "hash", task_id), session_scope() as session:
         lock_content(session, sha256)
@@ -214,19 +211,18 @@ def hash_upload(file_id: int, task_id: str | None = None, report: ProgressReport
         row.file_path = storage.promote_upload(file.file_path, sha256)
         row.file_hash = sha256
     storage.remove(file.file_path)
-    step_log.info("hash: %s, %d bytes, stored at %s", sha256, size_on_disk, row.file_path)
+    step_log.info("hash: %s, %d bytes, stored at %s", sha256, size_stored, row.file_path)
 
 
-def _sha256(content: BufferedReader, progress: StepProgress) -> str:
-    """hashlib.file_digest's loop, with the bytes read so far reported."""
+def _sha256(content: IO[bytes], progress: StepProgress) -> str:
+    """hashlib.file_digest's loop, with the bytes read so far reported (by
+    read(), which every store's stream has; S3's has no readinto)."""
     digest = hashlib.sha256()
-    buffer = bytearray(HASH_CHUNK_BYTES)
-    view = memoryview(buffer)
     done = 0
     progress("hash", 0, force=True)
-    while length := content.readinto(buffer):
-        digest.update(view[:length])
-        done += length
+    while chunk := content.read(HASH_CHUNK_BYTES):
+        digest.update(chunk)
+        done += len(chunk)
         progress("hash", done)
     return digest.hexdigest()
 
@@ -239,10 +235,15 @@ def sniff(file_id: int, task_id: str | None = None) -> None:
         return
     if "mime_mismatch" in file.meta:  # set by a previous sniff of this row
         return
+    storage = get_storage()
     content = storage.content_path(file.file_hash)
-    if content is None:
+    try:
+        if content is None:
+            raise ContentMissing(file.file_hash)
+        with storage.local_copy(content) as path:
+            sniffed = magic.from_file(str(path), mime=True)
+    except ContentMissing:
         return fail(file_id, "sniff", "the content is missing from storage", task_id)
-    sniffed = magic.from_file(str(storage.absolute(content)), mime=True)
     claimed = file.meta.get("claimed_mime_type")
     mismatch = claimed is not None and claimed.split(";")[0].strip().lower() != sniffed
     with _locked(file_id) as row:
@@ -295,13 +296,19 @@ def scan(
 
     verdict = _earlier_verdict(file.file_hash, version)
     if verdict is None:
+        storage = get_storage()
         content = storage.content_path(file.file_hash)
-        if content is None:
-            return fail(file_id, "scan", "the content is missing from storage", task_id)
         # clamd reads the file itself (or we stream it): no bytes to count.
         _progress(file, report)("scan", force=True)
         try:
-            verdict = inspected_verdict(scanner, storage.absolute(content))
+            if content is None:
+                raise ContentMissing(file.file_hash)
+            # A copy in scratch space when the store is not this machine's
+            # disk: our own inspection needs a file it can seek in.
+            with storage.local_copy(content) as path:
+                verdict = inspected_verdict(scanner, path)
+        except ContentMissing:
+            return fail(file_id, "scan", "the content is missing from storage", task_id)
         except Unscannable as exc:
             return _record_unscannable(file_id, exc, version, task_id)
     else:
@@ -421,6 +428,7 @@ def _quarantine(
     a critical audit entry. The rows themselves are kept. Archived rows
     (attachments of archived messages) with the content get the verdict too:
     a restore must not bring back a clean row whose bytes are quarantined."""
+    storage = get_storage()
     quarantined = storage.quarantine(sha256)
     storage.remove(storage.thumbnail_path(sha256))
     failure = {
@@ -535,7 +543,7 @@ def thumbnail(file_id: int, task_id: str | None = None, report: ProgressReport =
         return
     if file.mime_type not in images.ALLOWED_MIME_TYPES:
         return fail(file_id, "thumbnail", f"unsupported image format {file.mime_type}", task_id)
-    source = storage.absolute(file.file_path)
+    storage = get_storage()
     thumb = storage.thumbnail_path(file.file_hash)
     _progress(file, report)("thumbnail", force=True)
     try:
@@ -543,11 +551,14 @@ def thumbnail(file_id: int, task_id: str | None = None, report: ProgressReport =
         # thumbnail: the metadata is this row's, and the bytes are the same.
         with (
             _storage_full_recorded(file_id, "thumbnail", task_id),
+            storage.local_copy(file.file_path) as source,
             storage.atomic_writer(thumb) as out,
         ):
             info = images.write_thumbnail(source, out)
     except images.UnsupportedImage as exc:
         return fail(file_id, "thumbnail", str(exc), task_id)
+    except ContentMissing:
+        return fail(file_id, "thumbnail", "the content is missing from storage", task_id)
     with _locked(file_id) as row:
         if row is None or row.virus_scan_status is not VirusScanStatus.clean:
             return  # deleted, or found infected (under new signatures) meanwhile
@@ -608,5 +619,5 @@ def delete_content_if_unreferenced(sha256: str) -> bool:
         lock_content(session, sha256)
         if content_referenced(session, sha256):
             return False
-        storage.remove_content(sha256)
+        get_storage().remove_content(sha256)
         return True

@@ -13,18 +13,20 @@ content follows the same rule: it is kept (as evidence) while a live or
 archived row holds its hash, and removed with the rest of that hash's
 content (pipeline.delete_content_if_unreferenced) once an expiry purge
 drops the last such row. The orphan sweep does not walk `quarantine/`.
-`tmp/` holds nothing a row can reference, only files being written
-(storage.atomic_writer): one older than the grace is a dead writer's debris.
+Debris (a dead writer's file in tmp/ or scratch space, an unfinished
+multipart upload in a bucket) is nothing a row can reference: the store
+removes it once older than the grace (Storage.remove_debris).
+
+The same sweeps run on either store (veza/storage/): a bucket is listed a
+page at a time, as a directory is walked.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import text
@@ -35,7 +37,7 @@ from veza.files.pipeline import delete_content_if_unreferenced, record_failure
 from veza.maintenance.batched import KeysetBatches
 from veza.maintenance.run import Run
 from veza.settings import get_settings
-from veza.storage import storage
+from veza.storage import get_storage
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ def purge_expired(run: Run) -> None:
         after = max(row.id for row in rows)
         run.add(expired_files=len(rows))
         if not run.dry_run:
+            storage = get_storage()
             paths = {p for row in rows for p in (row.file_path, row.thumbnail_path) if p}
             paths |= {storage.blob_path(row.file_hash) for row in rows if row.file_hash}
             paths |= {storage.thumbnail_path(row.file_hash) for row in rows if row.file_hash}
@@ -84,11 +87,11 @@ def purge_expired(run: Run) -> None:
 def sweep_orphans(run: Run, grace_seconds: int | None = None) -> None:
     """Remove stored content that no row references and that is older than
     the grace period (an upload's row may not be committed yet), then the
-    debris in tmp/ older than the same grace."""
+    debris older than the same grace."""
     grace = get_settings().orphan_grace_seconds if grace_seconds is None else grace_seconds
     older_than = time.time() - grace
     chunk: list[str] = []
-    for relative in old_stored_paths(SWEPT_DIRECTORIES, older_than):
+    for relative in get_storage().stored_paths_older_than(SWEPT_DIRECTORIES, older_than):
         chunk.append(relative)
         if len(chunk) == SWEEP_CHUNK:
             sweep_chunk(run, chunk)
@@ -104,13 +107,8 @@ def sweep_tmp(run: Run, older_than: float) -> None:
     6 minutes), far inside the default grace. One untouched since
     `older_than` belongs to a writer that died (a killed worker, an upload
     cut off with its process). Counted as tmp_removed."""
-    removed = 0
-    for relative in old_stored_paths(("tmp",), older_than):
-        if not run.dry_run:
-            storage.remove(relative)
-        removed += 1
-        run.progress()
-    run.add(tmp_removed=removed)
+    run.add(tmp_removed=get_storage().remove_debris(older_than, run.dry_run))
+    run.progress()
 
 
 def sweep_chunk(run: Run, paths: list[str]) -> None:
@@ -119,19 +117,6 @@ def sweep_chunk(run: Run, paths: list[str]) -> None:
     else:
         run.add(orphans_removed=remove_unreferenced(paths))
     run.progress()
-
-
-def old_stored_paths(directories: tuple[str, ...], older_than: float) -> Iterator[str]:
-    for directory in directories:
-        root = storage.absolute(directory)
-        for dirpath, _, names in os.walk(root):
-            for name in names:
-                path = Path(dirpath) / name
-                try:
-                    if path.stat().st_mtime < older_than:
-                        yield str(path.relative_to(storage.root))
-                except FileNotFoundError:
-                    continue  # removed meanwhile
 
 
 def reference_key(relative: str) -> tuple[str, str] | None:
@@ -182,8 +167,9 @@ def remove_unreferenced(paths: list[str]) -> int:
     doomed = [(path, key) for path in unreferenced(paths) if (key := reference_key(path))]
     hashes = sorted({key[1] for _, key in doomed if key[0] == "hash"})
     removed = sum(delete_content_if_unreferenced(sha256) for sha256 in hashes)
+    storage = get_storage()
     for path, key in doomed:
-        if key[0] == "uuid" and storage.absolute(path).exists():
+        if key[0] == "uuid" and storage.exists(path):
             storage.remove(path)
             removed += 1
     return removed
@@ -205,8 +191,10 @@ def fail_rows_with_missing_blobs(run: Run, grace_seconds: int | None = None) -> 
         {"grace": grace},
         initial=1000,
     )
+    storage = get_storage()
     for session, rows in batches:
-        missing = [row for row in rows if not storage.absolute(row.file_path).exists()]
+        # One HEAD per row on a bucket: a batch of 1,000 costs a second or two.
+        missing = [row for row in rows if not storage.exists(row.file_path)]
         run.add(blobs_missing=len(missing))
         for row in missing:
             log.warning(

@@ -1,27 +1,13 @@
-"""Blob storage on a local directory, behind one small interface, so that a
-shared object store can replace it when workers span machines.
-
-Layout under STORAGE_DIR:
-  uploads/<file uuid>        an upload as received, before it is hashed
-  blobs/<aa>/<bb>/<sha256>   content-addressed blobs, one per distinct content
-  thumbs/<sha256>.webp       thumbnails, one per distinct content
-  quarantine/<sha256>        infected content, outside the served tree
-  tmp/                       files being written, renamed into place when whole
-
-Paths stored in the database are relative to STORAGE_DIR. Blobs and
-thumbnails are named by content, so writing one is idempotent: a second
-writer of the same content finds it present and keeps the first. Deleting
-content that rows may still reference is the caller's decision
-(veza/files/pipeline.py checks the rows first).
+"""The local blob store: a directory (STORAGE_DIR), for one machine or a
+shared filesystem. The layout is the interface's (veza/storage/backend.py);
+files being written live in tmp/ until they are whole, then are renamed
+into place.
 
 Durability: every method that returns a path for the caller to record has
 made it survive a power loss first (`_fsync`, `_sync_directories`): the
 content is fsynced before it gets its final name, and the directories that
 hold the name after. Without that a committed row can point at a
 zero-length file or at a name the filesystem forgot.
-
-A full disk (ENOSPC, or a quota: EDQUOT) raises StorageFull, with nothing
-left behind: the API answers 507, a worker step retries later.
 """
 
 from __future__ import annotations
@@ -35,23 +21,15 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from veza.settings import get_settings
-
-CHUNK_SIZE = 1024 * 1024
-
-
-class UploadTooLarge(Exception):
-    pass
-
-
-class EmptyUpload(Exception):
-    pass
-
-
-class StorageFull(Exception):
-    """No space (or quota) left to write: an operational condition that
-    passes once space is freed, never the input's fault."""
-
+from veza.storage.backend import (
+    CHUNK_SIZE,
+    ContentMissing,
+    EmptyUpload,
+    Storage,
+    StorageFull,
+    StoredObject,
+    UploadTooLarge,
+)
 
 FULL_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -76,34 +54,20 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-class LocalStorage:
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = Path(root or get_settings().storage_dir)
+class LocalStorage(Storage):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def describe(self) -> str:
+        return f"STORAGE_DIR {self.root}"
 
     def absolute(self, relative: str) -> Path:
         return self.root / relative
 
-    def upload_path(self, file_uuid: uuid.UUID) -> str:
-        return f"uploads/{file_uuid}"
-
-    def blob_path(self, sha256: str) -> str:
-        return f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
-
-    def thumbnail_path(self, sha256: str) -> str:
-        return f"thumbs/{sha256}.webp"
-
-    def quarantine_path(self, sha256: str) -> str:
-        return f"quarantine/{sha256}"
-
     def save_upload(self, stream: IO[bytes], file_uuid: uuid.UUID, limit: int) -> tuple[str, int]:
-        """Stream an upload to uploads/<uuid>, counting as it goes.
-
-        Written through atomic_writer, so a partial upload only ever exists
-        in tmp/ and is durable once this returns (the row that points at it
-        is about to be committed). Over `limit` bytes, empty, or a full
-        disk: nothing is left behind and UploadTooLarge, EmptyUpload or
-        StorageFull is raised.
-        """
+        """Written through atomic_writer, so a partial upload only ever
+        exists in tmp/ and is durable once this returns (the row that points
+        at it is about to be committed)."""
         relative = self.upload_path(file_uuid)
         size = 0
         with self.atomic_writer(relative) as out:
@@ -122,22 +86,25 @@ class LocalStorage:
     def exists(self, relative: str) -> bool:
         return self.absolute(relative).exists()
 
-    def content_path(self, sha256: str) -> str | None:
-        """Where the content with this hash is kept now: its blob, or its
-        quarantined copy, or None if neither exists."""
-        for relative in (self.blob_path(sha256), self.quarantine_path(sha256)):
-            if self.exists(relative):
-                return relative
-        return None
+    def open(self, relative: str) -> StoredObject:
+        """An open file stays readable even if a concurrent run unlinks it."""
+        try:
+            content = open(self.absolute(relative), "rb")  # noqa: SIM115  (the caller closes it)
+        except FileNotFoundError as exc:
+            raise ContentMissing(relative) from exc
+        return StoredObject(content, os.fstat(content.fileno()).st_size)
+
+    @contextmanager
+    def local_copy(self, relative: str) -> Iterator[Path]:
+        """The stored file itself: it is on this machine already."""
+        path = self.absolute(relative)
+        if not path.is_file():
+            raise ContentMissing(relative)
+        yield path
 
     def promote_upload(self, upload: str, sha256: str) -> str:
-        """Make an upload's content available under its hash; returns the
-        content's path (its blob, or its quarantined copy if that content was
-        found infected before), durable.
-
-        The upload is hard-linked to the blob path, not renamed, so that a
-        crash before the caller commits the new path leaves the upload in
-        place for a retry. The caller removes the upload after committing.
+        """The upload is hard-linked to the blob path, not renamed (the
+        upload stays for a retry until the caller removes it).
         Content found already there is synced too: a writer that died
         between its link and its fsyncs left a name that may not survive.
         """
@@ -158,9 +125,7 @@ class LocalStorage:
         return relative
 
     def quarantine(self, sha256: str) -> str:
-        """Move content out of the served tree (blobs/) into quarantine/,
-        readable only by its owner, durably. Idempotent: returns the
-        quarantine path whether the move happens now or happened before."""
+        """Renamed, readable only by its owner, durably."""
         relative = self.quarantine_path(sha256)
         target = self.absolute(relative)
         blob = self.absolute(self.blob_path(sha256))
@@ -179,12 +144,10 @@ class LocalStorage:
 
     @contextmanager
     def atomic_writer(self, relative: str) -> Iterator[BinaryIO]:
-        """A stream whose content appears at `relative` only once the block
-        ends without error (written under tmp/, fsynced, renamed, its
-        directories synced), so readers never see a half-written file, a
-        failure leaves nothing, a power loss after the block cannot leave
-        an empty file under the name, and a process killed mid-write leaves
-        its debris in tmp/ only (swept by the maintenance orphan sweep)."""
+        """Written under tmp/, fsynced, renamed, its directories synced: a
+        power loss after the block cannot leave an empty file under the
+        name, and a process killed mid-write leaves its debris in tmp/ only
+        (remove_debris)."""
         target = self.absolute(relative)
         scratch = self.absolute("tmp")
         with _full_disk_as_storage_full():
@@ -215,15 +178,34 @@ class LocalStorage:
             if directory == self.root:
                 return
 
-    def remove_content(self, sha256: str) -> None:
-        """Remove everything kept for this hash: blob, quarantined copy,
-        thumbnail."""
-        for relative in (
-            self.blob_path(sha256),
-            self.quarantine_path(sha256),
-            self.thumbnail_path(sha256),
-        ):
-            self.remove(relative)
+    def stored_paths_older_than(
+        self, directories: tuple[str, ...], older_than: float
+    ) -> Iterator[str]:
+        for directory in directories:
+            for path in files_older_than(self.absolute(directory), older_than):
+                yield str(path.relative_to(self.root))
+
+    def remove_debris(self, older_than: float, dry_run: bool) -> int:
+        """tmp/ holds nothing a row can reference, only files being written:
+        one untouched since `older_than` is a dead writer's."""
+        return remove_files_older_than(self.absolute("tmp"), older_than, dry_run)
 
 
-storage = LocalStorage()
+def files_older_than(root: Path, older_than: float) -> Iterator[Path]:
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            try:
+                if path.stat().st_mtime < older_than:
+                    yield path
+            except FileNotFoundError:
+                continue  # removed meanwhile
+
+
+def remove_files_older_than(root: Path, older_than: float, dry_run: bool) -> int:
+    removed = 0
+    for path in files_older_than(root, older_than):
+        if not dry_run:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed

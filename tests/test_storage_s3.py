@@ -1,0 +1,236 @@
+"""Blob storage in a bucket (STORAGE_BACKEND=s3) against a real
+S3-compatible server, SeaweedFS (tests/seaweedfs.py): uploads through the
+API, the pipeline's steps (real clamd), serving streamed and by presigned
+redirect, quarantine, refcount-safe deletion, the orphan sweep both ways,
+debris, and the move of a local store into the bucket. Each test has a key
+prefix of its own in the run's bucket, and the bucket's listing is the
+evidence."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.clamav import EICAR
+from tests.factories import make_user
+from tests.maintenance_helpers import run_task
+from tests.seaweedfs import BUCKET, bucket_keys
+from tests.uploads import encoded, gradient, row, upload
+
+
+@pytest.fixture
+def s3(s3_storage, clamd_server):
+    return s3_storage
+
+
+def api_upload(api, user, room, content: bytes, name: str = "file.bin") -> dict:
+    response = api.post(
+        f"/rooms/{room}/files",
+        user,
+        content_type="multipart/form-data",
+        data={"file": (io.BytesIO(content), name, "application/octet-stream")},
+    )
+    assert response.status_code == 202, response.json
+    return response.json
+
+
+def processed(file_id: int) -> None:
+    from veza.files import pipeline
+
+    pipeline.run_all(file_id)
+
+
+def blob_key(content: bytes) -> str:
+    sha = hashlib.sha256(content).hexdigest()
+    return f"blobs/{sha[:2]}/{sha[2:4]}/{sha}"
+
+
+def scratch_files() -> list[Path]:
+    """What the workers' steps left on this machine's disk."""
+    return [p for p in Path(os.environ["STORAGE_DIR"]).rglob("*") if p.is_file()]
+
+
+def test_an_upload_lives_in_the_bucket_through_every_step_and_is_streamed_back(api, s3, seaweedfs):
+    alice = api.register()
+    room = api.room(alice)
+    image = encoded(gradient(900, 600), "PNG")
+    before = scratch_files()
+    file = api_upload(api, alice, room, image, "photo.png")
+    assert bucket_keys(seaweedfs, s3.prefix) == {f"uploads/{file['uuid']}"}
+
+    processed(file["id"])
+
+    sha = hashlib.sha256(image).hexdigest()
+    assert bucket_keys(seaweedfs, s3.prefix) == {blob_key(image), f"thumbs/{sha}.webp"}
+    assert scratch_files() == before  # every step's copy went with the step
+    response = api.get(f"/files/{file['uuid']}/content", alice)
+    assert response.status_code == 200
+    assert response.data == image
+    assert response.headers["Content-Length"] == str(len(image))
+    assert response.headers["Content-Type"] == "image/png"
+    assert response.headers["Content-Disposition"] == "attachment; filename=photo.png"
+    assert response.headers["Content-Security-Policy"] == "sandbox"
+    thumbnail = api.get(f"/files/{file['uuid']}/thumbnail", alice)
+    assert thumbnail.status_code == 200
+    assert Image.open(io.BytesIO(thumbnail.data)).size == (400, 267)
+
+
+def test_identical_uploads_share_one_object_which_goes_with_the_last_row(api, mdb, s3, seaweedfs):
+    alice = api.register()
+    room = api.room(alice)
+    content = b"the same minutes, uploaded twice\n"
+    first, second = (api_upload(api, alice, room, content, "m.txt") for _ in range(2))
+    processed(first["id"])
+    processed(second["id"])
+    assert bucket_keys(seaweedfs, s3.prefix) == {blob_key(content)}
+    assert row(mdb, first["id"])["file_path"] == row(mdb, second["id"])["file_path"]
+
+    mdb.execute(
+        "UPDATE files SET expires_at = now() - interval '1 hour' WHERE id = %s", (first["id"],)
+    )
+    run_task("maintenance.purge_expired_files")
+    assert bucket_keys(seaweedfs, s3.prefix) == {blob_key(content)}  # the other row holds it
+
+    mdb.execute(
+        "UPDATE files SET expires_at = now() - interval '1 hour' WHERE id = %s", (second["id"],)
+    )
+    run_task("maintenance.purge_expired_files")
+    assert bucket_keys(seaweedfs, s3.prefix) == set()
+
+
+def test_infected_content_leaves_the_served_keys_for_quarantine(api, db, s3, seaweedfs):
+    alice = api.register()
+    room = api.room(alice)
+    file = api_upload(api, alice, room, EICAR, "eicar.com")
+    processed(file["id"])
+
+    sha = hashlib.sha256(EICAR).hexdigest()
+    assert bucket_keys(seaweedfs, s3.prefix) == {f"quarantine/{sha}"}
+    assert row(db, file["id"])["virus_scan_status"] == "infected"
+    assert api.get(f"/files/{file['uuid']}/content", alice).status_code == 403
+
+
+def test_redirect_hands_out_a_presigned_url_only_after_a_clean_scan(
+    api, db, s3, seaweedfs, environment
+):
+    environment(S3_SERVE="redirect", S3_PRESIGN_SECONDS="30")
+    alice = api.register()
+    room = api.room(alice)
+    content = b"quarterly numbers\n"
+    file = api_upload(api, alice, room, content, "numbers.txt")
+    assert api.get(f"/files/{file['uuid']}/content", alice).status_code == 409  # not scanned
+
+    processed(file["id"])
+    response = api.get(f"/files/{file['uuid']}/content", alice)
+    assert response.status_code == 302
+    fetched = requests.get(response.headers["Location"], timeout=10)
+    assert fetched.status_code == 200
+    assert fetched.content == content
+    assert fetched.headers["Content-Disposition"] == "attachment; filename=numbers.txt"
+    assert fetched.headers["Content-Type"] == "text/plain"
+    assert requests.get(response.headers["Location"] + "x", timeout=10).status_code == 403
+
+    # Found infected later (new signatures): the scan moves the content to
+    # quarantine/, and the URL handed out no longer reaches the bytes.
+    s3.quarantine(hashlib.sha256(content).hexdigest())
+    assert requests.get(response.headers["Location"], timeout=10).status_code == 404
+
+
+def test_the_orphan_sweep_works_both_ways_and_spares_what_is_young(
+    mdb, s3, seaweedfs, environment, monkeypatch
+):
+    from veza.storage import s3 as s3_module
+
+    monkeypatch.setattr(s3_module, "LIST_PAGE_SIZE", 2)  # several pages for a few keys
+    owner = make_user(mdb)
+    kept, orphan = b"kept content", b"orphan content"
+    sha = {name: hashlib.sha256(c).hexdigest() for name, c in (("kept", kept), ("orphan", orphan))}
+    for content in (kept, orphan):
+        with s3.atomic_writer(blob_key(content)) as out:
+            out.write(content)
+    for name in ("kept", "orphan"):
+        with s3.atomic_writer(s3.thumbnail_path(sha[name])) as out:
+            out.write(b"webp")
+    stale_upload = "uploads/0b6f8c3e-7f7e-4f5e-9d7f-2c5a3f1b9a10"
+    with s3.atomic_writer(stale_upload) as out:
+        out.write(b"cut off")
+    kept_id = upload(mdb, owner, kept)  # uploads/<uuid>, then its row
+    mdb.execute(
+        "UPDATE files SET file_hash = %s, file_path = %s, created_at = now() - interval '2 hours'"
+        " WHERE id = %s",
+        (sha["kept"], blob_key(kept), kept_id),
+    )
+    missing_id = upload(mdb, owner, b"gone")
+    mdb.execute(
+        "UPDATE files SET file_hash = %s, file_path = %s, created_at = now() - interval '2 hours'"
+        " WHERE id = %s",
+        ("9" * 64, blob_key(b"never stored"), missing_id),
+    )
+    everything = bucket_keys(seaweedfs, s3.prefix)
+
+    young = run_task("maintenance.purge_expired_files")  # the default grace: an hour
+    assert bucket_keys(seaweedfs, s3.prefix) == everything  # objects: all young
+    assert young["counts"].get("orphans_removed", 0) == 0
+    # Rows: two hours old, one with no object behind it.
+    failed = row(mdb, missing_id)
+    assert failed["processing_status"] == "failed"
+    assert "missing" in failed["metadata"]["failure_reason"]
+    assert young["counts"]["blobs_missing"] == 1
+
+    environment(ORPHAN_GRACE_SECONDS="0")
+    time.sleep(1.1)  # LastModified has whole seconds
+    result = run_task("maintenance.purge_expired_files")
+    assert bucket_keys(seaweedfs, s3.prefix) == {
+        blob_key(kept),
+        s3.thumbnail_path(sha["kept"]),
+        s3.upload_path(row(mdb, kept_id)["uuid"]),
+        s3.upload_path(row(mdb, missing_id)["uuid"]),
+    }
+    assert result["counts"]["orphans_removed"] == 2  # the orphan's content, the stale upload
+
+
+def test_a_large_upload_goes_up_in_parts_and_one_over_the_limit_leaves_nothing(s3, seaweedfs):
+    import uuid
+
+    from veza.storage import UploadTooLarge
+    from veza.storage.s3 import MULTIPART_PART_BYTES
+
+    content = os.urandom(2 * MULTIPART_PART_BYTES + 12345)
+    relative, size = s3.save_upload(io.BytesIO(content), uuid.uuid4(), len(content))
+    assert size == len(content)
+    head = seaweedfs.client().head_object(Bucket=BUCKET, Key=s3.key(relative))
+    assert head["ContentLength"] == len(content)
+    assert head["ETag"].strip('"').endswith("-3")  # three parts
+    with s3.open(relative).stream as stored:
+        assert hashlib.sha256(stored.read()).digest() == hashlib.sha256(content).digest()
+
+    with pytest.raises(UploadTooLarge):
+        s3.save_upload(io.BytesIO(content), uuid.uuid4(), len(content) - 1)
+    assert bucket_keys(seaweedfs, s3.prefix) == {relative}
+    uploads = seaweedfs.client().list_multipart_uploads(Bucket=BUCKET, Prefix=s3.prefix)
+    assert uploads.get("Uploads", []) == []
+
+
+def test_debris_goes_once_older_than_the_grace_a_fresh_one_stays(s3, seaweedfs):
+    client = seaweedfs.client()
+    started = client.create_multipart_upload(Bucket=BUCKET, Key=s3.key("uploads/cut-off"))
+    scratch = Path(os.environ["STORAGE_DIR"]) / "tmp"
+    scratch.mkdir(exist_ok=True)
+    dead_copy = scratch / "dead-step-copy"
+    dead_copy.write_bytes(b"x")
+
+    assert s3.remove_debris(time.time() - 3600, dry_run=False) == 0
+    assert dead_copy.exists()
+    assert s3.remove_debris(time.time() + 5, dry_run=True) == 2
+    assert dead_copy.exists()
+    assert s3.remove_debris(time.time() + 5, dry_run=False) == 2
+    assert not dead_copy.exists()
+    uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=s3.prefix).get("Uploads", [])
+    assert started["UploadId"] not in {u["UploadId"] for u in uploads}
