@@ -152,6 +152,31 @@ def _restore(args: argparse.Namespace) -> None:
     print(json.dumps(restore(args.room, args.start, args.end)))
 
 
+def _storage_migrate(args: argparse.Namespace) -> None:
+    """Copy the local store (STORAGE_DIR) into the bucket the S3_* settings
+    name, whatever STORAGE_BACKEND says; progress on stderr, the outcome
+    as JSON on stdout; exit 1 if a file could not be copied."""
+    import json
+    from dataclasses import asdict
+    from typing import Any
+
+    from db.engine import set_kind
+    from veza.storage import LocalStorage, S3Storage
+    from veza.storage.transfer import migrate_to_s3
+
+    def report(progress: dict[str, Any]) -> None:
+        print(json.dumps({"progress": progress}), file=sys.stderr, flush=True)
+
+    set_kind("maintenance")
+    settings = get_settings()
+    done = migrate_to_s3(
+        LocalStorage(settings.storage_dir), S3Storage(settings), report, args.dry_run
+    )
+    print(json.dumps(asdict(done)))
+    if done.failed:
+        raise SystemExit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="veza", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("--to", dest="end", type=_utc, required=True)
     restore.set_defaults(func=_restore)
+    storage = sub.add_parser("storage", help="blob storage (docs/files.md)")
+    storage_sub = storage.add_subparsers(dest="action", required=True)
+    migrate = storage_sub.add_parser(
+        "migrate", help="copy the local store into the S3 bucket (idempotent, resumable)"
+    )
+    migrate.add_argument("--to", choices=["s3"], required=True, help="the store to fill")
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="count what it would copy, copy nothing"
+    )
+    migrate.set_defaults(func=_storage_migrate)
     return parser
 
 

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from veza.settings import Settings
 from veza.storage.backend import (
@@ -70,6 +71,9 @@ DOWNLOADS = TransferConfig(
 )
 # Keys a listing page holds: S3's own maximum.
 LIST_PAGE_SIZE = 1000
+# What a transfer can fail with: the store's refusal, the client's own
+# errors (a connection, a timeout), a failed managed upload, the local file.
+TRANSFER_ERRORS = (ClientError, BotoCoreError, S3UploadFailedError, OSError, StorageFull)
 MISSING = {"404", "NoSuchKey", "NotFound"}
 # What a store says when it is out of space or over a quota: the condition
 # StorageFull stands for (a worker retries, the API answers 507).
@@ -211,8 +215,7 @@ class S3Storage(Storage):
         with self._scratch_file() as path:
             with open(path, "wb") as out:
                 yield out
-            with self._errors(relative):
-                self.client.upload_file(str(path), self.bucket, self.key(relative), Config=UPLOADS)
+            self.put_file(path, relative)
 
     @contextmanager
     def _scratch_file(self) -> Iterator[Path]:
@@ -258,7 +261,13 @@ class S3Storage(Storage):
     def stored_paths_older_than(
         self, directories: tuple[str, ...], older_than: float
     ) -> Iterator[str]:
-        """One listing page (LIST_PAGE_SIZE keys) at a time."""
+        for relative, _size, modified in self.listing(directories):
+            if modified < older_than:
+                yield relative
+
+    def listing(self, directories: tuple[str, ...]) -> Iterator[tuple[str, int, float]]:
+        """(path, size, last written) of every object under these top-level
+        directories, one listing page (LIST_PAGE_SIZE keys) at a time."""
         pages = self.client.get_paginator("list_objects_v2")
         for directory in directories:
             listing = pages.paginate(
@@ -268,8 +277,13 @@ class S3Storage(Storage):
             )
             for page in listing:
                 for item in page.get("Contents", []):
-                    if item["LastModified"].timestamp() < older_than:
-                        yield item["Key"][len(self.prefix) :]
+                    relative = item["Key"][len(self.prefix) :]
+                    yield relative, item["Size"], item["LastModified"].timestamp()
+
+    def put_file(self, path: Path, relative: str) -> None:
+        """A local file stored whole at `relative` (in parts above one)."""
+        with self._errors(relative):
+            self.client.upload_file(str(path), self.bucket, self.key(relative), Config=UPLOADS)
 
     def remove_debris(self, older_than: float, dry_run: bool) -> int:
         """This machine's scratch files of dead steps, and the bucket's
