@@ -2,6 +2,7 @@
 the same files.
 
     python3 bench/files.py [--files N]
+    python3 bench/files.py --storage s3 [--files N]
 
 Sets up what the test suite uses: a throwaway migrated PostgreSQL database,
 a temporary storage directory, its own clamd (one EICAR signature), and for
@@ -14,6 +15,10 @@ Rows (ratio = ours / baseline, goal in brackets):
   thumb-jpeg  12 MP JPEG, in-process vs `vipsthumbnail` whole process   [<= 1.0]
   thumb-png   12 MP PNG, same                                          [<= 1.5]
   end-to-end  files/s through workers vs the same steps in one loop    [>= 0.8]
+With --storage s3 (a local SeaweedFS, as the tests start it), instead:
+  e2e-s3      files/s through workers, blobs in the bucket vs on local disk   [>= 0.75]
+  upload-p50/p99  an API upload (200 KB) into the bucket vs onto local disk, for information
+  upload-rss  RSS growth while a 100 MB upload is stored in the bucket vs on disk [< 16 MiB]
 Timings are the best of a few runs (page cache warm for both sides).
 The last line is one JSON object with every figure.
 """
@@ -217,6 +222,27 @@ def make_uploads(db, user: int, count: int, seed: int) -> list[int]:
     return file_ids
 
 
+def through_workers(db, file_ids: list[int]) -> float:
+    """Files/s from handing the ids to the workers to every file done."""
+    from worker import app
+
+    started = time.perf_counter()
+    for file_id in file_ids:
+        app.send_task("files.process", args=[file_id])
+    conftest.wait_for(
+        lambda: (
+            db.execute(
+                "SELECT count(*) FROM files WHERE id = ANY(%s) AND is_processed", (file_ids,)
+            ).fetchone()[0]
+            == len(file_ids)
+        ),
+        timeout=600,
+        interval=0.05,
+        what="the workers to process every file",
+    )
+    return len(file_ids) / (time.perf_counter() - started)
+
+
 def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
     """Rounds alternate between the loop and the workers, on fresh uploads
     each time, and the best round of each counts: the machine is shared, and
@@ -224,7 +250,6 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
     side only."""
     from tests.factories import make_user
     from veza.files import pipeline
-    from worker import app
 
     user = make_user(db)
     worker = conftest.start_worker("bench-files", queues="files,scan")
@@ -238,22 +263,7 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
             loop_rates.append(count / (time.perf_counter() - started))
 
             worker_ids = make_uploads(db, user, count, seed=2 * round_number + 1)
-            started = time.perf_counter()
-            for file_id in worker_ids:
-                app.send_task("files.process", args=[file_id])
-            conftest.wait_for(
-                lambda ids=worker_ids: (
-                    db.execute(
-                        "SELECT count(*) FROM files WHERE id = ANY(%s) AND is_processed",
-                        (ids,),
-                    ).fetchone()[0]
-                    == count
-                ),
-                timeout=600,
-                interval=0.05,
-                what="the workers to process every file",
-            )
-            worker_rates.append(count / (time.perf_counter() - started))
+            worker_rates.append(through_workers(db, worker_ids))
     finally:
         worker.stop()
     statuses = db.execute("SELECT processing_status::text, count(*) FROM files GROUP BY 1")
@@ -270,10 +280,171 @@ def bench_end_to_end(db, count: int, rounds: int = 3) -> dict:
     }
 
 
+def use_storage(variables: dict[str, str]) -> None:
+    """This process's settings, and the workers it starts, on a store."""
+    from veza.settings import reload_settings
+
+    for name in (
+        "STORAGE_BACKEND",
+        "S3_ENDPOINT_URL",
+        "S3_BUCKET",
+        "S3_ACCESS_KEY_ID",
+        "S3_SECRET_ACCESS_KEY",
+        "S3_PREFIX",
+    ):
+        os.environ.pop(name, None)
+    os.environ.update(variables)
+    reload_settings()
+
+
+def bench_s3_end_to_end(db, count: int, s3: dict[str, str], rounds: int = 3) -> dict:
+    """Rounds alternate between the stores, each with a worker of its own
+    on fresh uploads of the same mix, and the best round of each counts."""
+    from tests.factories import make_user
+
+    user = make_user(db)
+    rates: dict[str, list[float]] = {"local": [], "s3": []}
+    for round_number in range(rounds):
+        for n, (name, variables) in enumerate((("local", {}), ("s3", s3))):
+            use_storage(variables)
+            worker = conftest.start_worker(f"bench-{name}", queues="files,scan")
+            try:
+                file_ids = make_uploads(db, user, count, seed=100 + 2 * round_number + n)
+                rates[name].append(through_workers(db, file_ids))
+            finally:
+                worker.stop()
+    use_storage({})
+    print(
+        f"{'':<11} rounds, files/s: s3 {[round(r, 1) for r in rates['s3']]}, "
+        f"local {[round(r, 1) for r in rates['local']]}"
+    )
+    s3_rate, local_rate = max(rates["s3"]), max(rates["local"])
+    return {
+        "e2e_s3_files_s": s3_rate,
+        "e2e_local_files_s": local_rate,
+        "e2e_s3_ratio": row("e2e-s3", s3_rate, local_rate, "files/s", ">= 0.75"),
+    }
+
+
+def bench_upload_latency(s3: dict[str, str], uploads: int = 60) -> dict:
+    """The API's POST of a 200 KB photo, in this process (Flask's test
+    client, no HTTP server): the request, its row, its outbox row, and the
+    bytes going to the store."""
+    from PIL import Image
+
+    from api import create_app
+    from tests.api_helpers import ApiClient
+    from tests.uploads import encoded
+
+    photo = encoded(Image.effect_noise((640, 480), 40).convert("RGB"), "JPEG", quality=90)
+    figures: dict[str, float] = {}
+    for name, variables in (("local", {}), ("s3", s3)):
+        use_storage(variables)
+        api = ApiClient(create_app({"TESTING": True}).test_client())
+        user = api.register()
+        room = api.room(user)
+        timings = []
+        for _ in range(uploads):
+            started = time.perf_counter()
+            response = api.post(
+                f"/rooms/{room}/files",
+                user,
+                content_type="multipart/form-data",
+                data={"file": (io.BytesIO(photo), "photo.jpg", "image/jpeg")},
+            )
+            timings.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 202, response.json
+        timings.sort()
+        figures[f"upload_{name}_p50_ms"] = timings[len(timings) // 2]
+        figures[f"upload_{name}_p99_ms"] = timings[int(len(timings) * 0.99) - 1]
+    use_storage({})
+    for quantile in ("p50", "p99"):
+        ours, baseline = figures[f"upload_s3_{quantile}_ms"], figures[f"upload_local_{quantile}_ms"]
+        figures[f"upload_{quantile}_ratio"] = row(
+            f"upload-{quantile}", ours, baseline, "ms", "information"
+        )
+    return figures
+
+
+# A child process stores one file and says how far its RSS rose above
+# where it was before (sampled every 5 ms: ru_maxrss would still hold the
+# peak of importing boto3, which the upload never reaches again).
+STORE_ONE = """
+import sys, threading, time, uuid
+from veza.storage import get_storage
+
+def rss_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+storage = get_storage()
+before, peak, done = rss_kib(), [0], threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss_kib())
+        time.sleep(0.005)
+sampler = threading.Thread(target=sample)
+sampler.start()
+with open(sys.argv[1], "rb") as upload:
+    storage.save_upload(upload, uuid.uuid4(), 1 << 40)
+done.set()
+sampler.join()
+print(max(peak[0], rss_kib()) - before)
+"""
+
+
+def bench_upload_memory(big: Path, s3: dict[str, str]) -> dict:
+    """Peak RSS growth of a process storing a 100 MB upload (read from a
+    file on disk, as Werkzeug spools it), in the bucket vs on disk."""
+    growth = {}
+    for name, variables in (("local", {}), ("s3", s3)):
+        env = {**os.environ, **variables}
+        if not variables:
+            env.pop("STORAGE_BACKEND", None)
+        result = subprocess.run(
+            [sys.executable, "-c", STORE_ONE, str(big)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        growth[name] = int(result.stdout.strip().splitlines()[-1]) / 1024
+    print(
+        f"{'upload-rss':<11} s3 {growth['s3']:6.1f} MiB  local {growth['local']:6.1f} MiB"
+        "  growth while storing 100 MB  (goal s3 < 16 MiB)"
+    )
+    return {
+        "upload_rss_growth_s3_mib": growth["s3"],
+        "upload_rss_growth_local_mib": growth["local"],
+    }
+
+
+def bench_s3(db, big: Path, count: int) -> dict:
+    from tests.seaweedfs import SeaweedFS, s3_environment
+
+    server = SeaweedFS()
+    server.start()
+    try:
+        s3 = s3_environment(server, "bench/")
+        figures = bench_s3_end_to_end(db, count, s3)
+        figures |= bench_upload_latency(s3)
+        figures |= bench_upload_memory(big, s3)
+    finally:
+        server.stop()
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--files", type=int, default=30, help="files per end-to-end round (3 rounds each way)"
+    )
+    parser.add_argument(
+        "--storage",
+        choices=["local", "s3"],
+        default="local",
+        help="s3: the bucket's rows (a local SeaweedFS) beside local disk, instead of the stages",
     )
     args = parser.parse_args()
 
@@ -298,15 +469,18 @@ def main() -> None:
         photo.save(jpeg, quality=90)
         photo.save(png)
 
-        figures = {"files": args.files, "cpus": os.cpu_count()}
-        figures |= bench_hash(big)
-        figures |= bench_scan(big)
-        figures |= bench_thumbnail("thumb-jpeg", jpeg, "<= 1.0", 1.0)
-        figures |= bench_thumbnail("thumb-png", png, "<= 1.5", 1.5)
+        figures = {"files": args.files, "cpus": os.cpu_count(), "storage": args.storage}
         from db.engine import libpq_url
 
         with psycopg.connect(libpq_url(), autocommit=True) as db:
-            figures |= bench_end_to_end(db, args.files)
+            if args.storage == "s3":
+                figures |= bench_s3(db, big, args.files)
+            else:
+                figures |= bench_hash(big)
+                figures |= bench_scan(big)
+                figures |= bench_thumbnail("thumb-jpeg", jpeg, "<= 1.0", 1.0)
+                figures |= bench_thumbnail("thumb-png", png, "<= 1.5", 1.5)
+                figures |= bench_end_to_end(db, args.files)
     finally:
         clamd_server.stop()
         from db.engine import dispose_engines

@@ -53,8 +53,11 @@ def blob_key(content: bytes) -> str:
 
 
 def scratch_files() -> list[Path]:
-    """What the workers' steps left on this machine's disk."""
-    return [p for p in Path(os.environ["STORAGE_DIR"]).rglob("*") if p.is_file()]
+    """What the workers' steps left on this machine's disk, besides the
+    cache of what they fetched."""
+    root = Path(os.environ["STORAGE_DIR"])
+    cache = root / "tmp" / "cache"
+    return [p for p in root.rglob("*") if p.is_file() and cache not in p.parents]
 
 
 def test_an_upload_lives_in_the_bucket_through_every_step_and_is_streamed_back(api, s3, seaweedfs):
@@ -286,3 +289,34 @@ def test_storage_migrate_copies_the_local_store_once_and_resumes(db, s3, seaweed
         "SELECT count(*) FROM audit_logs WHERE event_type = 'storage.migrated'"
     ).fetchone()[0]
     assert audited == 3  # each real run, not the dry one
+
+
+def test_the_scratch_cache_serves_a_machine_s_next_step_and_stays_within_its_bound(
+    s3, seaweedfs, environment, tmp_path
+):
+    from veza.storage import get_storage
+
+    with s3.atomic_writer("uploads/a") as out:
+        out.write(b"a" * 1024)
+    with s3.local_copy("uploads/a") as first:
+        assert first.read_bytes() == b"a" * 1024
+    seaweedfs.client().delete_object(Bucket=BUCKET, Key=s3.key("uploads/a"))
+    with s3.local_copy("uploads/a") as again:  # from the cache: no request
+        assert again.read_bytes() == b"a" * 1024
+
+    environment(STORAGE_DIR=str(tmp_path), S3_SCRATCH_CACHE_MIB="0")
+    uncached = get_storage()
+    with pytest.raises(FileNotFoundError), uncached.local_copy("uploads/a"):
+        pass
+    assert not (tmp_path / "tmp" / "cache").exists()
+
+    from veza.storage.scratch_cache import ScratchCache
+
+    cache = ScratchCache(tmp_path / "bounded", limit_bytes=3 * 1024)
+    for n, name in enumerate("wxyz"):
+        source = tmp_path / name
+        source.write_bytes(name.encode() * 1024)
+        os.utime(source, (1_000_000 + n, 1_000_000 + n))  # oldest first
+        cache.keep(source, f"uploads/{name}")
+    kept = sorted(p.name for p in (tmp_path / "bounded" / "uploads").iterdir())
+    assert kept == ["x", "y", "z"]

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # Either way the scan's verdict is checked at request time.
     s3_serve: Literal["stream", "redirect"] = "stream"
     s3_presign_seconds: int = Field(default=60, ge=1, le=604_800)
+    # Copies of what a machine's steps fetched from the bucket, kept in its
+    # scratch space for the file's next step there (veza/storage/scratch_cache.py);
+    # 0: none, every step fetches its own.
+    s3_scratch_cache_mib: int = Field(default=256, ge=0)
     max_upload_bytes: int = 104_857_600
     worker_max_memory_kib: int = 512_000
     # A file the scanner could not inspect (encrypted, a format it does not

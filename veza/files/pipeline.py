@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator, MutableMapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -185,15 +186,19 @@ def hash_upload(file_id: int, task_id: str | None = None, report: ProgressReport
     with _locked(file_id) as row:
         _start_processing(row)
 
-    try:
-        content = storage.open(file.file_path)
-    except ContentMissing:
-        current = _load(file_id)
-        if current is None or current.file_hash is not None:
-            return  # deleted meanwhile, or a concurrent run of this step moved it first
-        return fail(file_id, "hash", "the uploaded content is missing", task_id)
-    with content.stream:
-        size_stored = content.size
+    with ExitStack() as opened:
+        try:
+            # Only the copy's or the opening's FileNotFoundError (ContentMissing
+            # is one) means the upload is missing; once open, a concurrent
+            # run's unlink cannot take it away.
+            copy = opened.enter_context(storage.local_copy(file.file_path))
+            content = opened.enter_context(open(copy, "rb"))
+        except FileNotFoundError:
+            current = _load(file_id)
+            if current is None or current.file_hash is not None:
+                return  # deleted meanwhile, or a concurrent run of this step moved it first
+            return fail(file_id, "hash", "the uploaded content is missing", task_id)
+        size_stored = os.fstat(content.fileno()).st_size
         if size_stored != file.file_size:
             return fail(
                 file_id,
@@ -201,7 +206,7 @@ def hash_upload(file_id: int, task_id: str | None = None, report: ProgressReport
                 f"size mismatch: the upload said {file.file_size} bytes, {size_stored} arrived",
                 task_id,
             )
-        sha256 = _sha256(content.stream, _progress(file, report))
+        sha256 = _sha256(content, _progress(file, report))
 
     with _storage_full_recorded(file_id, "hash", task_id), session_scope() as session:
         lock_content(session, sha256)

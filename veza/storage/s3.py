@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ from veza.storage.backend import (
     UploadTooLarge,
 )
 from veza.storage.local import remove_files_older_than
+from veza.storage.scratch_cache import ScratchCache
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,12 +64,6 @@ UPLOADS = TransferConfig(
     multipart_threshold=MULTIPART_PART_BYTES,
     multipart_chunksize=MULTIPART_PART_BYTES,
     use_threads=False,
-)
-# Downloads into scratch space go to a file, not memory: a few parts at once.
-DOWNLOADS = TransferConfig(
-    multipart_threshold=MULTIPART_PART_BYTES,
-    multipart_chunksize=MULTIPART_PART_BYTES,
-    max_concurrency=4,
 )
 # Keys a listing page holds: S3's own maximum.
 LIST_PAGE_SIZE = 1000
@@ -144,6 +140,7 @@ class S3Storage(Storage):
         self.bucket = settings.s3_bucket
         self.prefix = settings.s3_prefix
         self.scratch = settings.storage_dir / "tmp"
+        self.cache = ScratchCache(self.scratch / "cache", settings.s3_scratch_cache_mib << 20)
         self.endpoint = settings.s3_endpoint_url or "AWS"
 
     def describe(self) -> str:
@@ -192,6 +189,7 @@ class S3Storage(Storage):
 
     def remove(self, relative: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(relative))
+        self.cache.drop(relative)
 
     def open(self, relative: str) -> StoredObject:
         with self._errors(relative):
@@ -201,11 +199,14 @@ class S3Storage(Storage):
 
     @contextmanager
     def local_copy(self, relative: str) -> Iterator[Path]:
+        """This machine's cached copy if it has one (veza/storage/scratch_cache.py),
+        else one GET streamed to disk, kept in the cache for the next step."""
         with self._scratch_file() as path:
-            with self._errors(relative):
-                self.client.download_file(
-                    self.bucket, self.key(relative), str(path), Config=DOWNLOADS
-                )
+            if not self.cache.copy_to(relative, path):
+                stored = self.open(relative)
+                with stored.stream as body, open(path, "wb") as out:
+                    shutil.copyfileobj(body, out, CHUNK_SIZE)
+                self.cache.keep(path, relative)
             yield path
 
     @contextmanager
@@ -233,11 +234,11 @@ class S3Storage(Storage):
         """A server-side copy (at most 5 GB: the schema caps a file at
         100 MB); content already there, as a blob or quarantined, is kept."""
         existing = self.content_path(sha256)
-        if existing is not None:
-            return existing
-        relative = self.blob_path(sha256)
-        self._copy(upload, relative)
-        return relative
+        if existing is None:
+            existing = self.blob_path(sha256)
+            self._copy(upload, existing)
+        self.cache.alias(upload, existing)
+        return existing
 
     def quarantine(self, sha256: str) -> str:
         """Copied to quarantine/, then the blob deleted: a kill in between
