@@ -1,10 +1,12 @@
 """scripts/run as a newcomer runs it: every process it starts logs one JSON
 object per line, the API's access line names the request id its client got,
-and Ctrl-C stops everything it started, the clamd it started included.
+and Ctrl-C stops everything it started, the clamd it started included; with
+STORAGE_BACKEND=s3 and no endpoint, it starts a SeaweedFS with the bucket,
+hands its endpoint and key to the processes, and Ctrl-C stops it too.
 
 It runs against this run's database, a redis-server of its own (so that its
 workers never take the suite's tasks), its own ports, and a VEZA_VAR_DIR of
-its own (the clamd it starts, the Flower login it generates)."""
+its own (the clamd and the SeaweedFS it starts, the logins it generates)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.config import Config
 
 from tests.conftest import ROOT, wait_for
 from tests.gunicorn_helpers import get
@@ -82,27 +86,35 @@ def var_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_scripts_run_logs_json_lines_only_and_ctrl_c_stops_all_it_started(
-    database_url, var_dir, tmp_path
-):
-    redis_port, api_port, flower_port = free_port(), free_port(), free_port()
-    redis_server = start_redis(redis_port)
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        # A clamd and a Flower login of its own, as on a fresh machine.
-        if name not in ("CLAMD_SOCKET", "CLAMD_HOST", "FLOWER_BASIC_AUTH")
-    }
+# What a fresh machine has not set: scripts/run starts or generates each.
+STARTED_BY_SCRIPTS_RUN = (
+    "CLAMD_SOCKET",
+    "CLAMD_HOST",
+    "FLOWER_BASIC_AUTH",
+    "CONSOLE_BASIC_AUTH",
+    "STORAGE_BACKEND",
+    "S3_ENDPOINT_URL",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+)
+
+
+def run_environment(var_dir: Path, redis_port: int, api_port: int, flower_port: int) -> dict:
+    env = {name: value for name, value in os.environ.items() if name not in STARTED_BY_SCRIPTS_RUN}
     env.update(
         REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         API_BIND=f"127.0.0.1:{api_port}",
         FLOWER_PORT=str(flower_port),
         METRICS_PORT=str(free_port()),
+        CONSOLE_PORT=str(free_port()),
         VEZA_VAR_DIR=str(var_dir),
     )
-    log_path = tmp_path / "run.log"
+    return env
+
+
+def start_scripts_run(env: dict, log_path: Path) -> subprocess.Popen:
     with open(log_path, "wb") as log:
-        run = subprocess.Popen(
+        return subprocess.Popen(
             [str(ROOT / "scripts" / "run")],
             cwd=ROOT,
             env=env,
@@ -110,6 +122,16 @@ def test_scripts_run_logs_json_lines_only_and_ctrl_c_stops_all_it_started(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as a terminal's job
         )
+
+
+def test_scripts_run_logs_json_lines_only_and_ctrl_c_stops_all_it_started(
+    database_url, var_dir, tmp_path
+):
+    redis_port, api_port, flower_port = free_port(), free_port(), free_port()
+    redis_server = start_redis(redis_port)
+    env = run_environment(var_dir, redis_port, api_port, flower_port)
+    log_path = tmp_path / "run.log"
+    run = start_scripts_run(env, log_path)
     started: set[int] = set()
     clamd_pid = None
     try:
@@ -164,3 +186,101 @@ def test_scripts_run_logs_json_lines_only_and_ctrl_c_stops_all_it_started(
     ]
     for process in PROCESSES:
         assert re.search(rf"system\s*\| {process}\.1 started", output), process
+
+
+def weeds_of(var_dir: Path) -> list[int]:
+    """The live weed processes whose data is under `var_dir`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if (
+            argv[0].endswith(b"/weed")
+            and f"-dir={var_dir}/".encode() in b" ".join(argv)
+            and alive(int(entry.name))
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode().split("=", 1) for pair in pairs if b"=" in pair)
+
+
+def test_scripts_run_with_s3_storage_starts_a_seaweedfs_and_ctrl_c_stops_it(
+    database_url, var_dir, tmp_path
+):
+    """STORAGE_BACKEND=s3 and no S3_ENDPOINT_URL: a weed on S3_LOCAL_PORT, the
+    bucket made, its endpoint and generated key in the Procfile processes'
+    environment; Ctrl-C leaves no weed, and none of the sockets it made in
+    /tmp. Short: it stops as soon as the processes have started (the
+    processes themselves are the test above's)."""
+    redis_port, s3_port = free_port(), free_port()
+    redis_server = start_redis(redis_port)
+    env = run_environment(var_dir, redis_port, free_port(), free_port())
+    # A clamd elsewhere (nothing listens there): scripts/run starts none,
+    # and no process here needs one to start.
+    env.update(
+        STORAGE_BACKEND="s3",
+        S3_LOCAL_PORT=str(s3_port),
+        CLAMD_HOST="127.0.0.1",
+        CLAMD_PORT=str(free_port()),
+    )
+    log_path = tmp_path / "run.log"
+    run = start_scripts_run(env, log_path)
+    weeds: list[int] = []
+    try:
+
+        def api_started() -> int | None:
+            if run.poll() is not None:
+                raise AssertionError(f"scripts/run exited:\n{log_path.read_text()}")
+            found = re.search(r"system\s*\| api\.1 started \(pid=(\d+)\)", log_path.read_text())
+            return int(found[1]) if found else None
+
+        api_pid = wait_for(api_started, timeout=180, interval=0.5, what="the api process")
+        weeds = weeds_of(var_dir)
+        assert len(weeds) == 1, weeds
+        key, secret = (var_dir / "s3-credentials").read_text().strip().split(":", 1)
+        endpoint = f"http://127.0.0.1:{s3_port}"
+        processes_see = environment_of(api_pid)
+        assert processes_see["S3_ENDPOINT_URL"] == endpoint
+        assert (processes_see["S3_ACCESS_KEY_ID"], processes_see["S3_SECRET_ACCESS_KEY"]) == (
+            key,
+            secret,
+        )
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+        assert "veza" in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+        s3.put_object(Bucket="veza", Key="probe", Body=b"answers")
+        assert s3.get_object(Bucket="veza", Key="probe")["Body"].read() == b"answers"
+        grpc_sockets = [
+            Path(f"/tmp/seaweedfs-{server}-grpc-{port}.sock")
+            for port in (var_dir / "seaweedfs" / "ports").read_text().split()
+            for server in ("master", "volume", "filer", "s3")
+        ]
+        assert any(socket.exists() for socket in grpc_sockets)
+        os.killpg(run.pid, signal.SIGINT)  # Ctrl-C
+        run.wait(timeout=90)
+        left = weeds_of(var_dir)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+        for pid in weeds_of(var_dir):
+            os.kill(pid, signal.SIGKILL)
+        redis_server.stop()
+    output = log_path.read_text()
+    assert left == [], f"the SeaweedFS scripts/run started was left running:\n{output}"
+    assert "stopping SeaweedFS" in output
+    assert [str(socket) for socket in grpc_sockets if socket.exists()] == []

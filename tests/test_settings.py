@@ -29,6 +29,7 @@ OUTSIDE_THE_SETTINGS = {
     "DEFAULT_CONCURRENCY": "Procfile",
     "VEZA_VENV": "scripts/bootstrap.sh",
     "VEZA_VAR_DIR": "scripts/bootstrap.sh",
+    "S3_LOCAL_PORT": "scripts/seaweedfs.sh",
     "VEZA_TEST_ADMIN_URL": "tests/conftest.py",
     "VEZA_TEST_REDIS_DB": "tests/conftest.py",
     "VEZA_TEST_SCREENSHOTS": "tests/test_console_browser.py",
