@@ -13,17 +13,24 @@ and bytes (worker/progress.py: Flower shows them while it runs).
 
 from __future__ import annotations
 
+import logging
 import random
+import time
 
 from celery import chain, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready
 
 from veza import jobs, limits
 from veza.clamav import ScanUnavailable
 from veza.files import pipeline
 from veza.settings import get_settings
+from veza.storage import get_storage
+from veza.storage.s3 import TRANSFER_ERRORS
 from worker.base import VezaTask
 from worker.progress import celery_progress
+
+log = logging.getLogger(__name__)
 
 FILE_LIMITS = {
     "soft_time_limit": limits.FILE_TIME_LIMITS[0],
@@ -89,3 +96,19 @@ def thumbnail(self: VezaTask, file_id: int) -> None:
     except SoftTimeLimitExceeded:
         pipeline.fail(file_id, "thumbnail", "took longer than the time limit", self.request.id)
     pipeline.finish(file_id, task_id=self.request.id)
+
+
+@worker_ready.connect
+def remove_scratch_debris(**_: object) -> None:
+    """A step killed on this machine leaves its copy in scratch space, and
+    the maintenance sweep only clears the machine it runs on: each worker
+    clears its own machine's at start. Only what is older than the grace:
+    another worker sharing this STORAGE_DIR may be in the middle of a step."""
+    older_than = time.time() - get_settings().orphan_grace_seconds
+    try:
+        removed = get_storage().remove_debris(older_than, dry_run=False)
+    except TRANSFER_ERRORS as exc:  # the store down at start: the next start, or the sweep
+        log.warning("scratch debris not cleared at start: %s", exc)
+        return
+    if removed:
+        log.info("removed %d pieces of scratch debris older than the grace", removed)

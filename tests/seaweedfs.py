@@ -41,6 +41,7 @@ class SeaweedFS:
         self.s3_port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ports: dict[str, int] = {}
 
     def argv(self) -> list[str]:
         identities = {
@@ -74,6 +75,7 @@ class SeaweedFS:
         for name in ("master.port", "volume.port", "filer.port", "s3.port"):
             ports[f"{name}.grpc"] = free_port()
         ports["s3.port"] = self.s3_port
+        self.ports = ports
         return [
             str(WEED),
             "server",
@@ -136,6 +138,11 @@ class SeaweedFS:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
+        # weed also makes a unix socket per gRPC port in /tmp, whatever its
+        # flags say, and leaves them there.
+        for port in self.ports.values():
+            for server in ("master", "volume", "filer", "s3"):
+                Path(f"/tmp/seaweedfs-{server}-grpc-{port}.sock").unlink(missing_ok=True)
 
     def log(self) -> str:
         return (self.directory / "weed.log").read_text(errors="replace")[-4000:]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,11 @@ def test_two_workers_without_a_shared_disk_complete_deduplicate_and_serve_every_
     contents = images + texts + images[:2] + texts[:2]  # four uploaded twice
     alice = api.register()
     room = api.room(alice)
+    # What a step killed on machine a before left there, hours ago.
+    debris = machines[0] / "tmp" / "killed-step-copy"
+    debris.parent.mkdir()
+    debris.write_bytes(b"half a copy")
+    os.utime(debris, (time.time() - 7200, time.time() - 7200))
     workers = [
         start_worker("machine-a", queues="files", env={"STORAGE_DIR": str(machines[0])}),
         start_worker("machine-b", queues="files,scan", env={"STORAGE_DIR": str(machines[1])}),
@@ -80,6 +87,7 @@ def test_two_workers_without_a_shared_disk_complete_deduplicate_and_serve_every_
     assert sum("scan: clean" in line for line in logs[1].splitlines()) >= len(distinct)
     assert "scan:" not in logs[0]
     assert "hash:" in logs[0] or "thumbnail:" in logs[0]
+    assert not debris.exists()  # cleared when machine a's worker started
     # Nothing but scratch space was written: each step took its copy with
     # it, and what is left is the bounded cache of what the machine fetched.
     for machine in machines:
