@@ -320,3 +320,43 @@ def test_the_scratch_cache_serves_a_machine_s_next_step_and_stays_within_its_bou
         cache.keep(source, f"uploads/{name}")
     kept = sorted(p.name for p in (tmp_path / "bounded" / "uploads").iterdir())
     assert kept == ["x", "y", "z"]
+
+
+def test_retention_then_the_archive_s_end_then_the_sweep_remove_the_object(
+    mdb, s3, seaweedfs, environment
+):
+    """The peers' most common complaint (retention leaving storage behind):
+    the bucket's listing before and after each stage."""
+    from tests.factories import make_room
+
+    alice = make_user(mdb)
+    room = make_room(mdb, alice, "short", message_retention_days=10)
+    message = mdb.execute(
+        "INSERT INTO messages (room_id, author_id, content, created_at)"
+        " VALUES (%s, %s, 'the slides', now() - interval '20 days') RETURNING id, created_at",
+        (room, alice),
+    ).fetchone()
+    content = encoded(gradient(300, 200), "PNG")
+    file_id = upload(mdb, alice, content, "slides.png", "image/png")
+    processed(file_id)
+    mdb.execute(
+        "UPDATE files SET room_id = %s, message_id = %s, message_created_at = %s WHERE id = %s",
+        (room, message[0], message[1], file_id),
+    )
+    stored = {blob_key(content), s3.thumbnail_path(hashlib.sha256(content).hexdigest())}
+    assert bucket_keys(seaweedfs, s3.prefix) == stored
+
+    run_task("maintenance.purge_retention")
+    assert mdb.execute("SELECT count(*) FROM archived_files").fetchone()[0] == 1
+    environment(ORPHAN_GRACE_SECONDS="0")
+    time.sleep(1.1)  # LastModified has whole seconds
+    run_task("maintenance.purge_expired_files")
+    assert bucket_keys(seaweedfs, s3.prefix) == stored  # restorable: kept
+
+    for table in ("archived_messages", "archived_files"):
+        mdb.execute(f"UPDATE {table} SET archived_at = now() - interval '31 days'")
+    run_task("maintenance.purge_retention")  # the archive's own retention
+    assert mdb.execute("SELECT count(*) FROM archived_files").fetchone()[0] == 0
+    swept = run_task("maintenance.purge_expired_files")
+    assert bucket_keys(seaweedfs, s3.prefix) == set()
+    assert swept["counts"]["orphans_removed"] == 1  # the content: blob and thumbnail
