@@ -46,6 +46,7 @@ from veza.storage import (
     LocalStorage,
     S3Storage,
     StorageFull,
+    StorageUnavailable,
     UploadTooLarge,
     get_storage,
 )
@@ -144,6 +145,27 @@ def save_to_storage(upload: FileStorage, file_uuid: uuid.UUID) -> tuple[str, int
             "insufficient_storage",
             "The server has no room to store the file now; try again later.",
         ) from err
+    except StorageUnavailable as err:
+        log.error("upload refused: %s (%s)", err, get_storage().describe())
+        raise storage_unavailable() from err
+
+
+def storage_unavailable() -> ApiError:
+    """The store is out of reach: nothing was stored, nothing is lost; the
+    client tries again later (its details stay in the log)."""
+    return ApiError(
+        503, "storage_unavailable", "The file store is unavailable now; try again later."
+    )
+
+
+def forget_upload(relative: str) -> None:
+    """The upload's transaction rolled back: its bytes must not stay. With
+    the store out of reach they stay, and the orphan sweep removes them
+    (no row names them) once past the grace."""
+    try:
+        get_storage().remove(relative)
+    except StorageUnavailable as err:
+        log.warning("upload %s left for the orphan sweep: %s", relative, err)
 
 
 @operation(
@@ -153,7 +175,7 @@ def save_to_storage(upload: FileStorage, file_uuid: uuid.UUID) -> tuple[str, int
     summary="Upload a file (processed later)",
     multipart=UPLOAD_FORM,
     responses={202: FileOut},
-    errors=(403, 409, 413, 429, 507),
+    errors=(403, 409, 413, 429, 503, 507),
 )
 def upload_file(session: Session, room_id: int) -> tuple[FileOut, int]:
     room, member = member_of(session, room_id, g.user)
@@ -168,7 +190,7 @@ def upload_file(session: Session, room_id: int) -> tuple[FileOut, int]:
     file_uuid = uuid.uuid4()
     relative, size = save_to_storage(upload, file_uuid)
     # If this transaction does not commit, the bytes must not stay behind.
-    event.listen(session, "after_rollback", lambda _s: get_storage().remove(relative), once=True)
+    event.listen(session, "after_rollback", lambda _s: forget_upload(relative), once=True)
     lock_user_quota(session, g.user.id)  # until commit: concurrent uploads count each other
     check_upload_quota(session, g.user.id, size)
     row = File(
@@ -292,6 +314,9 @@ def _sent(relative: str, mime_type: str, download_name: str) -> Response:
             content = storage.open(relative)
         except ContentMissing:
             raise not_found() from None
+        except StorageUnavailable as err:
+            log.error("file %s not served: %s", relative, err)
+            raise storage_unavailable() from err
         # Closed by the WSGI server's file wrapper once sent (or the client left).
         source, size = content.stream, content.size
     response = send_file(
@@ -325,7 +350,7 @@ def get_file(session: Session, file_uuid: uuid.UUID) -> FileOut:
     summary="The file's bytes, once its scan is clean",
     responses={200: FileOut},
     binary=True,
-    errors=(403, 409),
+    errors=(403, 409, 503),
 )
 def get_file_content(session: Session, file_uuid: uuid.UUID) -> Response:
     row = released_file(session, file_uuid)
@@ -344,7 +369,7 @@ def get_file_content(session: Session, file_uuid: uuid.UUID) -> Response:
     summary="The file's thumbnail, once its scan is clean",
     responses={200: FileOut},
     binary=True,
-    errors=(403, 409),
+    errors=(403, 409, 503),
 )
 def get_file_thumbnail(session: Session, file_uuid: uuid.UUID) -> Response:
     row = released_file(session, file_uuid)

@@ -360,3 +360,39 @@ def test_retention_then_the_archive_s_end_then_the_sweep_remove_the_object(
     swept = run_task("maintenance.purge_expired_files")
     assert bucket_keys(seaweedfs, s3.prefix) == set()
     assert swept["counts"]["orphans_removed"] == 1  # the content: blob and thumbnail
+
+
+def test_a_bucket_out_of_reach_is_a_503_and_a_retried_step_never_a_failure(
+    api, db, s3, environment
+):
+    from tests.processes import free_port
+    from veza.files import pipeline
+    from veza.storage import StorageUnavailable
+
+    alice = api.register()
+    room = api.room(alice)
+    served = api_upload(api, alice, room, b"agenda\n", "agenda.txt")
+    processed(served["id"])
+    pending = api_upload(api, alice, room, b"minutes\n", "minutes.txt")
+    rows = db.execute("SELECT count(*) FROM files").fetchone()[0]
+
+    environment(S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    response = api.post(
+        f"/rooms/{room}/files",
+        alice,
+        content_type="multipart/form-data",
+        data={"file": (io.BytesIO(b"notes\n"), "notes.txt", "text/plain")},
+    )
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "storage_unavailable"
+    assert db.execute("SELECT count(*) FROM files").fetchone()[0] == rows  # no half-written row
+
+    response = api.get(f"/files/{served['uuid']}/content", alice)
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "storage_unavailable"
+
+    with pytest.raises(StorageUnavailable):  # the task retries it (worker/base.py)
+        pipeline.hash_upload(pending["id"])
+    file = row(db, pending["id"])
+    assert "failure_reason" not in file["metadata"]
+    assert file["processing_status"] in ("pending", "processing")

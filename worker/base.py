@@ -33,15 +33,17 @@ from sqlalchemy.orm import Session
 from db.engine import session_scope
 from veza import limits, outbox
 from veza.redis_store import redis_client
-from veza.storage import StorageFull
+from veza.storage import StorageFull, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 # Errors that say "a dependency is unavailable right now", never "this input
 # is bad": retried with backoff. Input errors are recorded by the task itself.
-# A full disk is one: it passes once an operator frees space.
+# A full disk is one: it passes once an operator frees space; so is a
+# bucket out of reach.
 TRANSIENT_ERRORS = (
     StorageFull,
+    StorageUnavailable,
     sqlalchemy_exc.OperationalError,
     sqlalchemy_exc.InterfaceError,
     psycopg.OperationalError,

@@ -12,6 +12,7 @@ from veza.storage.backend import (
     EmptyUpload,
     Storage,
     StorageFull,
+    StorageUnavailable,
     StoredObject,
     UploadTooLarge,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "S3Storage",
     "Storage",
     "StorageFull",
+    "StorageUnavailable",
     "StoredObject",
     "UploadTooLarge",
     "get_storage",

@@ -53,6 +53,12 @@ class ContentMissing(FileNotFoundError):
     """Nothing is stored under this path."""
 
 
+class StorageUnavailable(Exception):
+    """The store cannot be reached or answers with an error of its own (a
+    bucket's 5xx, a connection refused, a timeout): it passes, and the work
+    is retried; never a verdict on the file."""
+
+
 @dataclass
 class StoredObject:
     """An open stored object: its bytes as a stream, and how many there are."""

@@ -23,7 +23,6 @@ Memory: uploads go up in MULTIPART_PART_BYTES parts, one at a time, so a
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -46,6 +45,7 @@ from veza.storage.backend import (
     EmptyUpload,
     Storage,
     StorageFull,
+    StorageUnavailable,
     StoredObject,
     UploadTooLarge,
 )
@@ -54,8 +54,6 @@ from veza.storage.scratch_cache import ScratchCache
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-log = logging.getLogger(__name__)
 
 # S3's smallest part is 5 MiB; 8 MiB is boto3's default. One part at a time
 # (no threads): an upload's memory is one part, whatever the file's size.
@@ -67,13 +65,13 @@ UPLOADS = TransferConfig(
 )
 # Keys a listing page holds: S3's own maximum.
 LIST_PAGE_SIZE = 1000
-# What a transfer can fail with: the store's refusal, the client's own
-# errors (a connection, a timeout), a failed managed upload, the local file.
-TRANSFER_ERRORS = (ClientError, BotoCoreError, S3UploadFailedError, OSError, StorageFull)
+# What a transfer can fail with: the store's refusal, the store out of
+# reach, the local file.
+TRANSFER_ERRORS = (ClientError, StorageUnavailable, StorageFull, OSError)
 MISSING = {"404", "NoSuchKey", "NotFound"}
 # What a store says when it is out of space or over a quota: the condition
 # StorageFull stands for (a worker retries, the API answers 507).
-FULL = {"QuotaExceeded", "InsufficientStorage", "NoSpaceLeft", "EntityTooLarge"}
+FULL = {"QuotaExceeded", "InsufficientStorage", "NoSpaceLeft"}
 
 
 def client_for(settings: Settings) -> S3Client:
@@ -151,7 +149,10 @@ class S3Storage(Storage):
 
     @contextmanager
     def _errors(self, relative: str) -> Iterator[None]:
-        """A missing object is ContentMissing; a full store StorageFull."""
+        """A missing object is ContentMissing, a full store StorageFull, a
+        store out of reach or failing (after boto3's own retries)
+        StorageUnavailable; any other refusal (a wrong key, no such bucket)
+        goes through as it is."""
         try:
             yield
         except ClientError as exc:
@@ -160,7 +161,11 @@ class S3Storage(Storage):
                 raise ContentMissing(relative) from exc
             if code in FULL:
                 raise StorageFull(f"the bucket refused the write: {code}") from exc
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+                raise StorageUnavailable(f"the bucket answered {code}") from exc
             raise
+        except (BotoCoreError, S3UploadFailedError) as exc:
+            raise StorageUnavailable(f"the bucket cannot be reached: {exc}") from exc
 
     def save_upload(self, stream: IO[bytes], file_uuid: uuid.UUID, limit: int) -> tuple[str, int]:
         """Empty is known from the first read, before any request; over the
@@ -188,7 +193,8 @@ class S3Storage(Storage):
         return True
 
     def remove(self, relative: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.key(relative))
+        with self._errors(relative):
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(relative))
         self.cache.drop(relative)
 
     def open(self, relative: str) -> StoredObject:
@@ -276,10 +282,11 @@ class S3Storage(Storage):
                 Prefix=self.key(f"{directory}/"),
                 PaginationConfig={"PageSize": LIST_PAGE_SIZE},
             )
-            for page in listing:
-                for item in page.get("Contents", []):
-                    relative = item["Key"][len(self.prefix) :]
-                    yield relative, item["Size"], item["LastModified"].timestamp()
+            with self._errors(directory):
+                for page in listing:
+                    for item in page.get("Contents", []):
+                        relative = item["Key"][len(self.prefix) :]
+                        yield relative, item["Size"], item["LastModified"].timestamp()
 
     def put_file(self, path: Path, relative: str) -> None:
         """A local file stored whole at `relative` (in parts above one)."""
@@ -291,15 +298,16 @@ class S3Storage(Storage):
         unfinished multipart uploads (an upload whose request died)."""
         removed = remove_files_older_than(self.scratch, older_than, dry_run)
         pages = self.client.get_paginator("list_multipart_uploads")
-        for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix):
-            for upload in page.get("Uploads", []):
-                if upload["Initiated"].timestamp() >= older_than:
-                    continue
-                if not dry_run:
-                    self.client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                    )
-                removed += 1
+        with self._errors("uploads in progress"):
+            for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() >= older_than:
+                        continue
+                    if not dry_run:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    removed += 1
         return removed
 
     def presigned_url(self, relative: str, content_type: str, disposition: str, ttl: int) -> str:
