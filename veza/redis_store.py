@@ -30,9 +30,11 @@ def connect(url: str, timeout: float, **options: Any) -> redis.Redis:
     fails and is replaced, so after a failover the next command goes to the
     new primary. Only the primary is ever used: a replica may lag it.
 
-    A command on a pooled connection that died (a restart, a failover) is
-    sent once more, on a new connection; one that timed out is not: it may
-    have been done."""
+    A command that meets a dead connection (a pooled one whose Redis
+    restarted or failed over) is sent once more, on a new connection, or the
+    first command after every failover would fail; our keys bear the rare
+    double (a SET, reads, a count of redeliveries). One that timed out is
+    not sent again: a hung Redis must cost one timeout, not two."""
     bounds = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
