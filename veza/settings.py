@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import functools
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from argon2 import DEFAULT_MEMORY_COST, DEFAULT_TIME_COST
 from cryptography.fernet import Fernet
@@ -253,7 +253,7 @@ def sentinels_of(url: str) -> Sentinels | None:
     URL of one Redis. Both libraries take the database, user and password
     from the first URL alone: a later one naming others (`/3` on the last
     only, say) would be silently ignored by them, so it is refused here."""
-    if urlsplit(url).scheme != SENTINEL_SCHEME:
+    if urllib.parse.urlsplit(url).scheme != SENTINEL_SCHEME:
         return None
     parsed = [_sentinel(part) for part in url.split(";")]
     db, username, password = parsed[0][1]
@@ -270,7 +270,7 @@ def sentinels_of(url: str) -> Sentinels | None:
 def _sentinel(part: str) -> tuple[tuple[str, int], tuple[int | None, str | None, str | None]]:
     """One `sentinel://` URL: its address, and the database, user and
     password it names (None for each it leaves out)."""
-    parts = urlsplit(part.strip())
+    parts = urllib.parse.urlsplit(part.strip())
     if parts.scheme != SENTINEL_SCHEME or not parts.hostname:
         raise ValueError(f"each ;-separated URL must be sentinel://HOST[:PORT][/DB], not {part!r}")
     db = parts.path.strip("/")
@@ -278,8 +278,8 @@ def _sentinel(part: str) -> tuple[tuple[str, int], tuple[int | None, str | None,
         raise ValueError(f"a sentinel URL's path is a database number, not {db!r}")
     named = (
         int(db) if db else None,
-        unquote(parts.username) if parts.username else None,
-        unquote(parts.password) if parts.password else None,
+        urllib.parse.unquote(parts.username) if parts.username else None,
+        urllib.parse.unquote(parts.password) if parts.password else None,
     )
     return (parts.hostname, parts.port or SENTINEL_PORT), named
 
@@ -314,7 +314,7 @@ class InvalidSettings(ValueError):
 
 
 # Settings whose value is a secret: a refusal names the variable, not the value.
-SECRETS = {"totp_encryption_key", "redis_sentinel_password"}
+SECRETS = {"totp_encryption_key"}
 
 
 def _shown(field: object, value: object) -> str:
