@@ -106,10 +106,13 @@ def group(tmp_path):
     procs: list[ManagedProcess] = []
     try:
         primary_port, replica_port = free_port(), free_port()
-        primary = start_redis(primary_port, "--masterauth", DATA_PASSWORD, password=DATA_PASSWORD)
+        # In the test's directory: a replica writes the primary's snapshot
+        # to disk as it syncs (dump.rdb), even without persistence.
+        both = ("--dir", str(tmp_path), "--masterauth", DATA_PASSWORD)
+        primary = start_redis(primary_port, *both, password=DATA_PASSWORD)
         procs.append(primary)
-        replica = ("--replicaof", "127.0.0.1", str(primary_port), "--masterauth", DATA_PASSWORD)
-        procs.append(start_redis(replica_port, *replica, password=DATA_PASSWORD))
+        replica = ("--replicaof", "127.0.0.1", str(primary_port), "--dbfilename", "replica.rdb")
+        procs.append(start_redis(replica_port, *both, *replica, password=DATA_PASSWORD))
         sentinel_ports = [free_port() for _ in range(SENTINELS)]
         for port in sentinel_ports:
             conf = sentinel_conf(tmp_path, port, primary_port)
