@@ -7,6 +7,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
 from db.engine import get_engine
+from veza.redis_store import connect
 
 bp = Blueprint("health", __name__)
 
@@ -24,12 +25,8 @@ def _postgres_ok() -> bool:
 
 def _redis_ok() -> bool:
     try:
-        client = redis.Redis.from_url(
-            current_app.config["REDIS_URL"],
-            socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
-            socket_timeout=PROBE_TIMEOUT_SECONDS,
-        )
-        with client:
+        # With Sentinels, the primary they name: the one the work goes to.
+        with connect(current_app.config["REDIS_URL"], PROBE_TIMEOUT_SECONDS) as client:
             return bool(client.ping())
     except redis.RedisError:
         return False

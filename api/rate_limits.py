@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, g, request
 from flask_limiter import Limit, Limiter, RequestLimit
@@ -27,7 +28,8 @@ from api.sessions import token_hash
 from api.spec import API_PREFIX
 from db.engine import session_scope
 from db.models import UserSession
-from veza.settings import get_settings
+from veza.redis_store import sentinel_kwargs
+from veza.settings import get_settings, sentinels_of
 
 AUTH_PREFIX = f"{API_PREFIX}/auth/"
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
@@ -118,18 +120,40 @@ def too_many_requests(limit: RequestLimit) -> Response:
     )
 
 
+def storage(url: str) -> tuple[str, dict[str, Any]]:
+    """limits' storage URI and options for the Redis `url` names. Sentinels
+    (`sentinel://`, as REDIS_URL names them) become limits' own form of
+    them, `redis+sentinel://HOST:PORT,HOST:PORT/MASTER`, with the database
+    and passwords as options: counted on the primary, read there too (a
+    replica may lag it by the very requests being counted)."""
+    bounds: dict[str, Any] = {
+        "socket_timeout": STORAGE_TIMEOUT_SECONDS,
+        "socket_connect_timeout": STORAGE_TIMEOUT_SECONDS,
+    }
+    found = sentinels_of(url)
+    if found is None:
+        return url, bounds
+    hosts = ",".join(f"{host}:{port}" for host, port in found.addresses)
+    credentials = {"username": found.username, "password": found.password}
+    return f"redis+sentinel://{hosts}/{get_settings().redis_sentinel_master}", {
+        **bounds,
+        **{name: value for name, value in credentials.items() if value is not None},
+        "db": found.db,
+        "use_replicas": False,
+        # Explicit, or limits would give the Sentinels the primary's password.
+        "sentinel_kwargs": sentinel_kwargs(STORAGE_TIMEOUT_SECONDS),
+    }
+
+
 def install(app: Flask) -> Limiter:
     settings = get_settings()
-    storage_uri = settings.rate_limit_storage_url or settings.redis_url
+    storage_uri, storage_options = storage(settings.rate_limit_storage_url or settings.redis_url)
     return Limiter(
         ip_key,
         app=app,
         default_limits=_category_limits(),
         storage_uri=storage_uri,
-        storage_options={
-            "socket_timeout": STORAGE_TIMEOUT_SECONDS,
-            "socket_connect_timeout": STORAGE_TIMEOUT_SECONDS,
-        },
+        storage_options=storage_options,
         strategy="moving-window",
         swallow_errors=True,  # fail open when Redis is down (module docstring)
         on_breach=too_many_requests,

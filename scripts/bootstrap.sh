@@ -7,7 +7,9 @@
 # installed if need be and started, on the URL's port, and the database's
 # role and database are made in that local cluster. One elsewhere (a
 # managed database) is only probed: it must answer, and nothing is
-# installed, started or created for it.
+# installed, started or created for it. So are Redis Sentinels
+# (REDIS_URL=sentinel://...;sentinel://...), wherever they are: one of them
+# must answer.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

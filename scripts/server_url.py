@@ -7,7 +7,12 @@ prints one field: `host`, `port`, `user`, `password`, `database`, `socket`
 (the unix socket it names, else empty), `where` (host:port or the socket,
 for messages), `local` (`yes` when the server would run on this machine:
 loopback, or a unix socket) or `answers` (`yes` when something accepts a
-connection there within 2 s; only a connection, no protocol)."""
+connection there within 2 s; only a connection, no protocol).
+
+A REDIS_URL naming Redis Sentinels (`sentinel://h1:26379/0;sentinel://h2:26379/0`)
+gives the first one's fields, with `where` listing them all; it `answers`
+when one of them does, and is never `local`: a failover needs machines of
+its own, which bootstrap never starts."""
 
 from __future__ import annotations
 
@@ -16,12 +21,26 @@ import sys
 from urllib.parse import parse_qs, unquote, urlsplit
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
-DEFAULT_PORTS = {"postgresql": 5432, "redis": 6379, "rediss": 6379}
+DEFAULT_PORTS = {"postgresql": 5432, "redis": 6379, "rediss": 6379, "sentinel": 26379}
 # libpq's socket directory on Debian, when a PostgreSQL URL names no host.
 PG_SOCKET_DIR = "/var/run/postgresql"
 
 
+def servers(url: str) -> list[str]:
+    """The URL of each server `url` names: itself, or each Sentinel."""
+    return [part.strip() for part in url.split(";")] if url.startswith("sentinel://") else [url]
+
+
 def fields(url: str) -> dict[str, str]:
+    first, *others = servers(url)
+    found = one_server(first)
+    if others or first.startswith("sentinel://"):
+        addresses = [one_server(each)["where"] for each in (first, *others)]
+        found.update(where="Sentinels " + ", ".join(addresses), local="no")
+    return found
+
+
+def one_server(url: str) -> dict[str, str]:
     parts = urlsplit(url)
     scheme = parts.scheme.split("+")[0]  # postgresql+psycopg: postgresql
     # libpq also takes the host from the query (?host=/var/run/postgresql).
@@ -46,7 +65,11 @@ def fields(url: str) -> dict[str, str]:
 
 
 def answers(url: str) -> bool:
-    where = fields(url)
+    return any(one_answers(each) for each in servers(url))
+
+
+def one_answers(url: str) -> bool:
+    where = one_server(url)
     try:
         if where["socket"]:
             with socket.socket(socket.AF_UNIX) as unix:

@@ -47,11 +47,13 @@ def status(port: int, path: str, login: str | None = None) -> int:
         return 0  # not listening (yet)
 
 
-def start_redis(port: int) -> ManagedProcess:
+def start_redis(port: int, *options: str, password: str | None = None) -> ManagedProcess:
     """A redis-server without persistence on `port`, answering PING; the
-    test stops it."""
+    test stops it. `options` are more of redis-server's (`--replicaof ...`);
+    with a `password`, it is the server's requirepass."""
     from tests.conftest import ManagedProcess, wait_for
 
+    auth = ["--requirepass", password] if password else []
     proc = ManagedProcess(
         "redis",
         [
@@ -64,9 +66,11 @@ def start_redis(port: int) -> ManagedProcess:
             "",
             "--appendonly",
             "no",
+            *auth,
+            *options,
         ],
     ).start()
-    client = redis.Redis(port=port)
+    client = redis.Redis(port=port, password=password)
 
     def answers() -> bool:
         try:

@@ -52,6 +52,8 @@ def test_a_local_redis_url_nothing_answers_gets_a_redis_server_on_its_port():
     ("step", "variable", "url"),
     [
         ("ensure_redis", "REDIS_URL", f"redis://{NOWHERE}:6379/0"),
+        # Sentinels are only probed, even on loopback (nothing listens on port 1).
+        ("ensure_redis", "REDIS_URL", f"sentinel://127.0.0.1:1/0;sentinel://{NOWHERE}:26379/0"),
         (
             "ensure_postgres",
             "DATABASE_URL",

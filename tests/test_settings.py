@@ -149,6 +149,23 @@ def test_a_bad_value_is_refused_with_its_variables_name(environment):
     assert "BROKER_SOCKET_TIMEOUT='fast': Input should be a valid number" in message
 
 
+def test_sentinel_urls_are_read_as_celery_reads_them_and_a_disagreeing_one_is_refused(
+    environment,
+):
+    from veza.settings import Sentinels, get_settings
+
+    assert get_settings().redis_sentinels is None  # the suite's one Redis
+    environment(REDIS_URL="sentinel://:p%40ss@h1:26379/3;sentinel://h2/3;sentinel://h3:26380")
+    assert get_settings().redis_sentinels == Sentinels(
+        (("h1", 26379), ("h2", 26379), ("h3", 26380)), 3, None, "p@ss"
+    )
+    # Celery and kombu would read database 0 (the first URL's) and ignore the /3.
+    with pytest.raises(InvalidSettings, match="may name only the first's database"):
+        environment(REDIS_URL="sentinel://h1:26379;sentinel://h2:26379/3")
+    with pytest.raises(InvalidSettings, match="must be sentinel://HOST"):
+        environment(REDIS_URL="sentinel://h1:26379/0;redis://h2:6379/0")
+
+
 def test_a_bad_schedule_is_refused_with_its_variables_name(environment):
     from beat_schedule import scheduled
     from veza import jobs

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import os
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +36,9 @@ class Settings(BaseSettings):
 
     # A bare postgresql:// URL is pointed at psycopg 3 (see the validator).
     database_url: str = "postgresql+psycopg://veza:veza@127.0.0.1:5432/veza"
+    # One Redis (redis://, rediss://, unix://), or the Sentinels that watch a
+    # primary and its replicas (sentinel://...;sentinel://...: see
+    # redis_sentinel_master below).
     redis_url: str = "redis://localhost:6379/0"
     # clamd: a unix socket when CLAMD_SOCKET is set, else TCP host and port.
     clamd_socket: str | None = None
@@ -187,6 +192,14 @@ class Settings(BaseSettings):
     # the relay forever. Redis answers in milliseconds; this is generous, and
     # longer than kombu's 1 s BRPOP, which a read must be allowed to outwait.
     broker_socket_timeout: float = 5
+    # With REDIS_URL naming Sentinels (`sentinel://h1:26379/0;sentinel://h2:26379/0`,
+    # as Celery and kombu spell them), every client asks them where the
+    # primary of this group is, and asks again after a failover
+    # (docs/operations.md, "Redis Sentinel").
+    redis_sentinel_master: str = "mymaster"
+    # The Sentinels' own password (their `requirepass`), if they have one: it
+    # is not the primary's, which is the URL's, as with one Redis.
+    redis_sentinel_password: SecretStr | None = None
     # VEZA_SCHEDULE_<NAME>: a beat entry's schedule ({name: expression}),
     # overriding beat_schedule.py's (five cron fields, or seconds). Gathered
     # by _ScheduleOverrides; the alias, which no variable can be named, keeps
@@ -200,6 +213,17 @@ class Settings(BaseSettings):
             if url.startswith(bare):
                 return "postgresql+psycopg://" + url[len(bare) :]
         return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _sentinels_agree(cls, url: str) -> str:
+        sentinels_of(url)  # raises ValueError, naming what is wrong
+        return url
+
+    @property
+    def redis_sentinels(self) -> Sentinels | None:
+        """REDIS_URL's Sentinels; None when it names one Redis."""
+        return sentinels_of(self.redis_url)
 
     @field_validator("totp_encryption_key")
     @classmethod
@@ -231,6 +255,58 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The process environment only: no .env file, no secrets directory.
         return init_settings, env_settings, _ScheduleOverrides(settings_cls)
+
+
+SENTINEL_SCHEME = "sentinel"
+SENTINEL_PORT = 26379  # Redis Sentinel's own, and kombu's default for the scheme
+
+
+@dataclass(frozen=True)
+class Sentinels:
+    """The Sentinels a `sentinel://` REDIS_URL names, and what the primary
+    they point to is opened with: its database, user and password."""
+
+    addresses: tuple[tuple[str, int], ...]
+    db: int
+    username: str | None
+    password: str | None
+
+
+def sentinels_of(url: str) -> Sentinels | None:
+    """The Sentinels of `url`, in Celery's and kombu's form
+    (`sentinel://[:PASSWORD@]HOST[:PORT][/DB]`, `;`-separated), or None for a
+    URL of one Redis. Both libraries take the database, user and password
+    from the first URL alone: a later one naming others (`/3` on the last
+    only, say) would be silently ignored by them, so it is refused here."""
+    if urllib.parse.urlsplit(url).scheme != SENTINEL_SCHEME:
+        return None
+    parsed = [_sentinel(part) for part in url.split(";")]
+    db, username, password = parsed[0][1]
+    first = (db or 0, username, password)
+    for _, named in parsed[1:]:
+        if any(value not in (None, first[i]) for i, value in enumerate(named)):
+            raise ValueError(
+                "a sentinel URL after the first may name only the first's database, user and"
+                " password (Celery and kombu read the first's alone)"
+            )
+    return Sentinels(tuple(address for address, _ in parsed), *first)
+
+
+def _sentinel(part: str) -> tuple[tuple[str, int], tuple[int | None, str | None, str | None]]:
+    """One `sentinel://` URL: its address, and the database, user and
+    password it names (None for each it leaves out)."""
+    parts = urllib.parse.urlsplit(part.strip())
+    if parts.scheme != SENTINEL_SCHEME or not parts.hostname:
+        raise ValueError(f"each ;-separated URL must be sentinel://HOST[:PORT][/DB], not {part!r}")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"a sentinel URL's path is a database number, not {db!r}")
+    named = (
+        int(db) if db else None,
+        urllib.parse.unquote(parts.username) if parts.username else None,
+        urllib.parse.unquote(parts.password) if parts.password else None,
+    )
+    return (parts.hostname, parts.port or SENTINEL_PORT), named
 
 
 class _ScheduleOverrides(PydanticBaseSettingsSource):

@@ -14,6 +14,9 @@ Why each setting is what it is:
   (broker_connection_timeout is AMQP's). retry_on_timeout stays off: a
   timed-out write may have happened, and Celery's publish retry policy, not
   redis-py, decides whether to send again.
+- With REDIS_URL naming Sentinels (`sentinel://`), the broker, the result
+  backend and redbeat each find the primary through them, with their own
+  documented options (below; docs/operations.md, "Redis Sentinel").
 - prefetch multiplier 1: file and maintenance tasks are long and uneven;
   a worker must not sit on messages another idle worker could run.
 - Results expire after an hour: job state lives in our own tables (files'
@@ -32,12 +35,59 @@ from redis.retry import Retry
 from beat_schedule import BEAT_SCHEDULE
 from db.engine import dispose_engines, set_kind
 from veza import limits
-from veza.settings import get_settings
+from veza.redis_store import sentinel_kwargs
+from veza.settings import Settings, get_settings
 from worker import task_logs  # noqa: F401  (connects Celery's logging signals)
 
 QUEUES = ("default", "files", "scan", "maintenance")
 
+
+def sentinel_transport_options(settings: Settings) -> dict[str, object]:
+    """What kombu's Sentinel transport (broker_transport_options) and
+    Celery's Sentinel result backend (result_backend_transport_options)
+    both take to find the primary: its group's name and how to talk to the
+    Sentinels. Nothing for one Redis."""
+    if settings.redis_sentinels is None:
+        return {}
+    return {
+        "master_name": settings.redis_sentinel_master,
+        "sentinel_kwargs": sentinel_kwargs(settings.broker_socket_timeout),
+    }
+
+
+def redbeat_connection(settings: Settings) -> tuple[str, dict[str, object]]:
+    """redbeat_redis_url and redbeat_redis_options. A call to Redis fails
+    fast: a hung Redis (SIGSTOP, a dead host) must not hold a tick past the
+    lock's time to live.
+
+    One Redis: retried once (a pooled connection that died with a Redis
+    restart). Sentinels: redbeat wants a `redis-sentinel` URL (it reads the
+    scheme, and shows the rest in beat's banner) and its own `sentinels`
+    and `service_name` options, and opens the primary with `socket_timeout`
+    (redis-py's connect timeout too) and no retry: worker/beat.py's backoff
+    covers that."""
+    timeout = limits.beat_redis_timeout()
+    found = settings.redis_sentinels
+    if found is None:
+        return settings.redis_url, {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), retries=1),
+        }
+    host, port = found.addresses[0]  # for beat's banner: the options say where to go
+    return f"redis-sentinel://{host}:{port}/{found.db}", {
+        "socket_timeout": timeout,
+        "sentinels": list(found.addresses),
+        "service_name": settings.redis_sentinel_master,
+        "db": found.db,
+        "username": found.username,
+        "password": found.password,
+        "sentinel_kwargs": sentinel_kwargs(timeout),
+    }
+
+
 settings = get_settings()
+redbeat_redis_url, redbeat_redis_options = redbeat_connection(settings)
 app = Celery("veza")
 app.conf.update(
     broker_url=settings.redis_url,
@@ -62,7 +112,9 @@ app.conf.update(
         "socket_connect_timeout": settings.broker_socket_timeout,
         "socket_keepalive": True,
         "health_check_interval": limits.BROKER_HEALTH_CHECK_INTERVAL,
+        **sentinel_transport_options(settings),
     },
+    result_backend_transport_options=sentinel_transport_options(settings),
     redis_socket_timeout=settings.broker_socket_timeout,
     redis_socket_connect_timeout=settings.broker_socket_timeout,
     redis_socket_keepalive=True,
@@ -89,16 +141,9 @@ app.conf.update(
     # One beat at a time across machines: redbeat holds a lock in Redis.
     # worker/beat.py's scheduler survives Redis outages and lost locks.
     beat_scheduler="worker.beat:Scheduler",
-    redbeat_redis_url=settings.redis_url,
+    redbeat_redis_url=redbeat_redis_url,
     redbeat_lock_timeout=settings.beat_lock_timeout,
-    # A call to Redis fails fast, retried once (a pooled connection that
-    # died with a Redis restart): a hung Redis (SIGSTOP, a dead host) must
-    # not hold a tick past the lock's time to live.
-    redbeat_redis_options={
-        "socket_timeout": limits.beat_redis_timeout(),
-        "socket_connect_timeout": limits.beat_redis_timeout(),
-        "retry": Retry(NoBackoff(), retries=1),
-    },
+    redbeat_redis_options=redbeat_redis_options,
     beat_max_loop_interval=settings.beat_lock_timeout // 5,
     beat_schedule=BEAT_SCHEDULE,
     include=["tasks.system", "tasks.files", "tasks.messages", "tasks.maintenance"],
