@@ -213,7 +213,8 @@ def hash_upload(file_id: int, task_id: str | None = None, report: ProgressReport
         row = session.get(File, file_id, with_for_update=True)
         if row is None:
             return  # deleted while we hashed: nothing to store it for
-        row.file_path = storage.promote_upload(file.file_path, sha256)
+        known = kept_content_path(session, sha256, file_id)
+        row.file_path = storage.promote_upload(file.file_path, sha256, known)
         row.file_hash = sha256
     storage.remove(file.file_path)
     step_log.info("hash: %s, %d bytes, stored at %s", sha256, size_stored, row.file_path)
@@ -240,12 +241,8 @@ def sniff(file_id: int, task_id: str | None = None) -> None:
         return
     if "mime_mismatch" in file.meta:  # set by a previous sniff of this row
         return
-    storage = get_storage()
-    content = storage.content_path(file.file_hash)
     try:
-        if content is None:
-            raise ContentMissing(file.file_hash)
-        with storage.local_copy(content) as path:
+        with get_storage().content_copy(file.file_hash) as path:
             sniffed = magic.from_file(str(path), mime=True)
     except ContentMissing:
         return fail(file_id, "sniff", "the content is missing from storage", task_id)
@@ -301,16 +298,12 @@ def scan(
 
     verdict = _earlier_verdict(file.file_hash, version)
     if verdict is None:
-        storage = get_storage()
-        content = storage.content_path(file.file_hash)
         # clamd reads the file itself (or we stream it): no bytes to count.
         _progress(file, report)("scan", force=True)
         try:
-            if content is None:
-                raise ContentMissing(file.file_hash)
             # A copy in scratch space when the store is not this machine's
             # disk: our own inspection needs a file it can seek in.
-            with storage.local_copy(content) as path:
+            with get_storage().content_copy(file.file_hash) as path:
                 verdict = inspected_verdict(scanner, path)
         except ContentMissing:
             return fail(file_id, "scan", "the content is missing from storage", task_id)
@@ -599,6 +592,20 @@ def run_all(file_id: int, scanner: Scanner | None = None) -> None:
     scan(file_id, scanner)
     thumbnail(file_id)
     finish(file_id)
+
+
+def kept_content_path(session: Session, sha256: str, file_id: int) -> str | None:
+    """Where another row, live or archived, says this content is kept (its
+    blob, or its quarantined copy), or None when no row holds it."""
+    path: str | None = session.scalar(
+        text(
+            "(SELECT file_path FROM files WHERE file_hash = :h AND id <> :id LIMIT 1)"
+            " UNION ALL (SELECT file_path FROM archived_files WHERE file_hash = :h LIMIT 1)"
+            " LIMIT 1"
+        ),
+        {"h": sha256, "id": file_id},
+    )
+    return path
 
 
 def content_referenced(session: Session, sha256: str) -> bool:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -91,6 +91,22 @@ class Storage(ABC):
                 return relative
         return None
 
+    @contextmanager
+    def content_copy(self, sha256: str) -> Iterator[Path]:
+        """local_copy of this hash's content wherever it is kept now (its
+        blob, or its quarantined copy), for the steps that read the bytes
+        of a hash: they need them, not where they are."""
+        with ExitStack() as stack:
+            for relative in (self.blob_path(sha256), self.quarantine_path(sha256)):
+                try:
+                    path = stack.enter_context(self.local_copy(relative))
+                    break
+                except ContentMissing:
+                    continue
+            else:
+                raise ContentMissing(sha256)
+            yield path
+
     def remove_content(self, sha256: str) -> None:
         """Remove everything kept for this hash: blob, quarantined copy,
         thumbnail. The caller holds the hash's content lock and has checked
@@ -139,12 +155,14 @@ class Storage(ABC):
         failure leaves nothing under the name."""
 
     @abstractmethod
-    def promote_upload(self, upload: str, sha256: str) -> str:
+    def promote_upload(self, upload: str, sha256: str, known: str | None) -> str:
         """Make an upload's content available under its hash; returns the
         content's path (its blob, or its quarantined copy if that content
-        was found infected before), durable. The upload stays in place: the
-        caller removes it once the row naming the blob has committed, so a
-        crash in between leaves it for a retry. Under the content lock."""
+        was found infected before), durable. `known` is where a row already
+        holding the hash says its content is, None when no row does. The
+        upload stays in place: the caller removes it once the row naming the
+        blob has committed, so a crash in between leaves it for a retry.
+        Under the content lock."""
 
     @abstractmethod
     def quarantine(self, sha256: str) -> str:

@@ -102,9 +102,10 @@ class LocalStorage(Storage):
             raise ContentMissing(relative)
         yield path
 
-    def promote_upload(self, upload: str, sha256: str) -> str:
-        """The upload is hard-linked to the blob path, not renamed (the
-        upload stays for a retry until the caller removes it).
+    def promote_upload(self, upload: str, sha256: str, known: str | None) -> str:
+        """The disk is asked, not `known`: a look is a stat. The upload is
+        hard-linked to the blob path, not renamed (the upload stays for a
+        retry until the caller removes it).
         Content found already there is synced too: a writer that died
         between its link and its fsyncs left a name that may not survive.
         """
