@@ -19,7 +19,7 @@ import time
 
 from celery import chain, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
 from veza import jobs, limits
 from veza.clamav import ScanUnavailable
@@ -112,3 +112,10 @@ def remove_scratch_debris(**_: object) -> None:
         return
     if removed:
         log.info("removed %d pieces of scratch debris older than the grace", removed)
+
+
+@worker_process_init.connect
+def make_the_store(**_: object) -> None:
+    """A pool child makes its store as it starts (for a bucket, a boto3
+    client: about 0.1 s of loading its service model), not in its first task."""
+    get_storage()

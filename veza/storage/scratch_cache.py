@@ -12,7 +12,10 @@ before they ask for it. The cache is only ever a shortcut.
 Shared by the pool processes of a machine without a lock: entries appear by
 rename and are read through a hard link of the reader's own, so an entry
 evicted while in use stays readable by whoever holds the link. Its size is
-bounded (S3_SCRATCH_CACHE_MIB), oldest entries going first.
+bounded (S3_SCRATCH_CACHE_MIB), oldest entries going first: a process
+measures the cache (a walk: a stat per entry) each time it has added a
+sixteenth of the bound since it last did, so the cache may pass its bound
+by a sixteenth per process between two measures.
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ import os
 import uuid
 from pathlib import Path
 
+# The cache is measured each time a process has added 1/MEASURE_EVERY of its bound.
+MEASURE_EVERY = 16
+
 
 class ScratchCache:
     def __init__(self, root: Path, limit_bytes: int) -> None:
         self.root = root
         self.limit_bytes = limit_bytes
+        self._added_since_measured = 0
 
     def _entry(self, relative: str) -> Path:
         return self.root / relative
@@ -53,7 +60,10 @@ class ScratchCache:
         linked = entry.with_name(f"{entry.name}.{uuid.uuid4().hex}")
         os.link(source, linked)
         os.replace(linked, entry)
-        self._evict()
+        self._added_since_measured += entry.stat().st_size
+        if self._added_since_measured * MEASURE_EVERY >= self.limit_bytes:
+            self._added_since_measured = 0
+            self._evict()
 
     def alias(self, relative: str, other: str) -> None:
         """`other` holds the same bytes as `relative` (a blob made from an
