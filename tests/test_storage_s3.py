@@ -396,3 +396,52 @@ def test_a_bucket_out_of_reach_is_a_503_and_a_retried_step_never_a_failure(
     file = row(db, pending["id"])
     assert "failure_reason" not in file["metadata"]
     assert file["processing_status"] in ("pending", "processing")
+
+
+@pytest.mark.parametrize("first", ["delete", "hash"])
+def test_a_delete_racing_a_new_upload_of_the_same_bytes_never_loses_them(db, s3, seaweedfs, first):
+    """The hash's advisory lock, not the bucket, orders a delete of content
+    no row holds and a new upload of the same bytes: whichever goes first,
+    the new row's object is there."""
+    import threading
+
+    import psycopg
+
+    from db.engine import libpq_url
+    from tests.conftest import wait_for
+    from veza.files import pipeline
+
+    owner = make_user(db)
+    content = b"the same bytes, deleted and uploaded at once\n"
+    sha = hashlib.sha256(content).hexdigest()
+    gone = upload(db, owner, content)
+    processed(gone)
+    db.execute("DELETE FROM files WHERE id = %s", (gone,))  # its content: unreferenced
+    again = upload(db, owner, content)
+
+    def waiters() -> int:
+        return db.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()[0]
+
+    steps = {
+        "delete": lambda: pipeline.delete_content_if_unreferenced(sha),
+        "hash": lambda: pipeline.hash_upload(again),
+    }
+    order = [first, *(step for step in steps if step != first)]
+    with psycopg.connect(libpq_url()) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (int(sha[:15], 16),))
+        threads = []
+        for n, name in enumerate(order, 1):
+            threads.append(threading.Thread(target=steps[name]))
+            threads[-1].start()
+            wait_for(lambda n=n: waiters() == n, timeout=20, what=f"{name} to wait on the lock")
+        holder.commit()  # the lock goes: the waiters go in the order they came
+    for thread in threads:
+        thread.join(timeout=20)
+
+    file = row(db, again)
+    assert file["file_path"] == blob_key(content)
+    assert blob_key(content) in bucket_keys(seaweedfs, s3.prefix)
+    processed(again)
+    assert row(db, again)["processing_status"] == "completed"
