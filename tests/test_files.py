@@ -561,6 +561,51 @@ def test_streaming_to_a_clamd_elsewhere_finds_a_virus_past_the_first_chunks(clam
     assert not scanner.scan(clean).infected
 
 
+@pytest.mark.parametrize("over", ["unix socket", "tcp"])
+def test_a_stream_fed_as_bytes_arrive_gets_clamd_s_verdict(clamd_server, over):
+    """Scanner.stream(): INSTREAM fed chunk by chunk, as a bucket's bytes
+    arrive, on either kind of connection; chunks larger than clamd's are
+    split; clamd gone means no verdict, never clean."""
+    from tests.clamav import SOCKET, TCP_PORT
+    from veza.clamav import INSTREAM_CHUNK_SIZE, Scanner, ScanUnavailable
+
+    scanner = (
+        Scanner(socket_path=str(SOCKET))
+        if over == "unix socket"
+        else Scanner(socket_path=None, host="127.0.0.1", port=TCP_PORT)
+    )
+
+    def streamed(*chunks: bytes):
+        stream = scanner.stream()
+        try:
+            for chunk in chunks:
+                stream.send(chunk)
+            return stream.verdict()
+        finally:
+            stream.close()
+
+    import io
+    import zipfile
+
+    infected = streamed(EICAR[:20], EICAR[20:])  # the virus, in two pieces
+    assert infected.infected
+    assert infected.signature.startswith(EICAR_SIGNATURE)
+    archive = io.BytesIO()  # 3 MiB of noise, then the virus: past clamd's chunk size
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
+        out.writestr("noise.bin", os.urandom(3 * INSTREAM_CHUNK_SIZE))
+        out.writestr("eicar.com", EICAR)
+    whole = archive.getvalue()
+    assert streamed(whole[:100], whole[100:]).infected  # the second chunk split in four
+    assert not streamed(os.urandom(3 * INSTREAM_CHUNK_SIZE + 1)).infected
+
+    clamd_server.stop()
+    try:
+        with pytest.raises(ScanUnavailable):
+            streamed(b"anything")
+    finally:
+        clamd_server.start()
+
+
 THUMBNAIL_PROBE = textwrap.dedent("""
     import sys
     from veza.files import pipeline

@@ -445,3 +445,33 @@ def test_a_delete_racing_a_new_upload_of_the_same_bytes_never_loses_them(db, s3,
     assert blob_key(content) in bucket_keys(seaweedfs, s3.prefix)
     processed(again)
     assert row(db, again)["processing_status"] == "completed"
+
+
+def test_content_not_on_this_machine_is_streamed_to_clamd_as_it_is_fetched(
+    api, db, s3, environment
+):
+    """With no copy on this machine (a scan on another machine than the
+    hash, here: no scratch cache), clamd gets the bytes by INSTREAM while
+    they come from the bucket; its log names the stream. The inspection
+    after clamd's OK still reads the copy: an LZMA zip is unscannable."""
+    from tests.clamav import CLAMD_DIR
+    from tests.uploads import unscannable_archives
+
+    environment(S3_SCRATCH_CACHE_MIB="0")
+    alice = api.register()
+    room = api.room(alice)
+    log = CLAMD_DIR / "clamd.log"
+    logged = log.read_text(errors="replace") if log.exists() else ""
+
+    infected = api_upload(api, alice, room, EICAR, "eicar.txt")
+    processed(infected["id"])
+    assert row(db, infected["id"])["virus_scan_status"] == "infected"
+    found = log.read_text(errors="replace")[len(logged) :]
+    assert "Eicar-Test-Signature" in found
+    assert "stream" in found  # INSTREAM, not a file's descriptor
+
+    lzma = api_upload(api, alice, room, unscannable_archives()["lzma-harmless.zip"], "a.zip")
+    processed(lzma["id"])
+    failed = row(db, lzma["id"])
+    assert failed["virus_scan_status"] == "failed"
+    assert failed["metadata"]["failure_reason"].startswith("unscannable: ")

@@ -10,6 +10,11 @@ two ways of handing clamd a file that are fast:
   1 MiB chunks. The package's own `instream` sends 1 KiB chunks, several
   times slower.
 
+And a third, for content that is not on this machine yet (a bucket's):
+`Scanner.stream()` is an INSTREAM session, over either socket, fed the
+bytes as they arrive from the store, so that clamd scans them while they
+are fetched rather than after.
+
 Whatever goes wrong on the way (clamd down, a timeout, an ERROR reply) is
 ScanUnavailable: the caller retries and never takes it for "clean". A file
 clamd could not inspect (its heuristics for encrypted content, limits
@@ -20,8 +25,10 @@ Unscannable: not infected, not clean, and final.
 from __future__ import annotations
 
 import array
+import functools
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +82,27 @@ class Verdict:
     signature: str | None  # the signature name when infected
 
 
-class _UnixClamd(clamd.ClamdUnixSocket):
+class _Instream:
+    """INSTREAM on a clamd connection: a chunk is sent as a 4-byte length
+    then its bytes, at most INSTREAM_CHUNK_SIZE at a time (clamd's
+    StreamMaxLength counts the whole), and a zero length ends it."""
+
+    clamd_socket: socket.socket
+
+    def _send_chunk(self, chunk: bytes | memoryview) -> None:
+        view = memoryview(chunk)
+        for start in range(0, len(view), INSTREAM_CHUNK_SIZE):
+            piece = view[start : start + INSTREAM_CHUNK_SIZE]
+            self.clamd_socket.sendall(struct.pack("!L", len(piece)))
+            self.clamd_socket.sendall(piece)
+
+    def _end_stream(self) -> str:
+        self.clamd_socket.sendall(struct.pack("!L", 0))
+        reply: str = self._recv_response()  # type: ignore[attr-defined]
+        return reply
+
+
+class _UnixClamd(clamd.ClamdUnixSocket, _Instream):
     def scan_path(self, path: Path) -> str:
         """FILDES: clamd scans our open descriptor; the reply is one line."""
         with open(path, "rb") as content:
@@ -93,7 +120,7 @@ class _UnixClamd(clamd.ClamdUnixSocket):
                 self._close_socket()
 
 
-class _TcpClamd(clamd.ClamdNetworkSocket):
+class _TcpClamd(clamd.ClamdNetworkSocket, _Instream):
     def scan_path(self, path: Path) -> str:
         """INSTREAM with 1 MiB chunks, read into one reused buffer."""
         buffer = bytearray(INSTREAM_CHUNK_SIZE)
@@ -103,13 +130,42 @@ class _TcpClamd(clamd.ClamdNetworkSocket):
             try:
                 self._send_command("INSTREAM")
                 while length := content.readinto(buffer):
-                    self.clamd_socket.sendall(struct.pack("!L", length))
-                    self.clamd_socket.sendall(view[:length])
-                self.clamd_socket.sendall(struct.pack("!L", 0))
-                reply: str = self._recv_response()
-                return reply
+                    self._send_chunk(view[:length])
+                return self._end_stream()
             finally:
                 self._close_socket()
+
+
+class StreamedScan:
+    """One INSTREAM session, opened by the first chunk sent: `send` each
+    chunk as it arrives, then `verdict()`. Whatever goes wrong on the way is
+    ScanUnavailable, as for any scan; `close()` ends the connection in any
+    case."""
+
+    def __init__(self, connection: _UnixClamd | _TcpClamd) -> None:
+        self._clamd = connection
+        self.started = False
+
+    def send(self, chunk: bytes) -> None:
+        try:
+            if not self.started:
+                self._clamd._init_socket()
+                self.started = True
+                self._clamd._send_command("INSTREAM")
+            self._clamd._send_chunk(chunk)
+        except (clamd.ClamdError, OSError) as exc:
+            raise ScanUnavailable(f"clamd stream failed: {exc}") from exc
+
+    def verdict(self) -> Verdict:
+        try:
+            reply = self._clamd._end_stream()
+        except (clamd.ClamdError, OSError) as exc:
+            raise ScanUnavailable(f"clamd stream failed: {exc}") from exc
+        return _verdict(self._clamd, reply)
+
+    def close(self) -> None:
+        if self.started:
+            self._clamd._close_socket()
 
 
 class Scanner:
@@ -127,12 +183,14 @@ class Scanner:
         if socket_path is None and host is None and port is None:
             socket_path = settings.clamd_socket
         timeout = settings.clamd_timeout if timeout is None else timeout
+        self._connection: Callable[[], _UnixClamd | _TcpClamd]
         if socket_path:
-            self._clamd: _UnixClamd | _TcpClamd = _UnixClamd(socket_path, timeout)
+            self._connection = functools.partial(_UnixClamd, socket_path, timeout)
         else:
-            self._clamd = _TcpClamd(
-                host or settings.clamd_host, port or settings.clamd_port, timeout
+            self._connection = functools.partial(
+                _TcpClamd, host or settings.clamd_host, port or settings.clamd_port, timeout
             )
+        self._clamd = self._connection()
 
     def version(self) -> str:
         """The signature version: clamd's whole VERSION line, engine/
@@ -149,13 +207,28 @@ class Scanner:
     def scan(self, path: Path) -> Verdict:
         try:
             reply = self._clamd.scan_path(path)
-            _, signature, status = self._clamd._parse_response(reply)
         except (clamd.ClamdError, OSError) as exc:
             raise ScanUnavailable(f"clamd scan failed: {exc}") from exc
-        if status == "FOUND" and (reason := unscannable_reason(signature)):
-            raise Unscannable(reason, signature)
-        if status == "FOUND":
-            return Verdict(infected=True, signature=signature)
-        if status == "OK":
-            return Verdict(infected=False, signature=None)
-        raise ScanUnavailable(f"clamd answered: {reply}")
+        return _verdict(self._clamd, reply)
+
+    def stream(self) -> StreamedScan:
+        """An INSTREAM session to feed bytes as they arrive (a fresh
+        connection of its own: the session is the connection's)."""
+        return StreamedScan(self._connection())
+
+
+def _verdict(connection: _UnixClamd | _TcpClamd, reply: str) -> Verdict:
+    """clamd's reply to a scan, as a verdict: OK, FOUND (infected, or
+    Unscannable for the heuristics of what it could not inspect), or
+    anything else, ScanUnavailable."""
+    try:
+        _, signature, status = connection._parse_response(reply)
+    except clamd.ClamdError as exc:
+        raise ScanUnavailable(f"clamd answered: {reply}") from exc
+    if status == "FOUND" and (reason := unscannable_reason(signature)):
+        raise Unscannable(reason, signature)
+    if status == "FOUND":
+        return Verdict(infected=True, signature=signature)
+    if status == "OK":
+        return Verdict(infected=False, signature=None)
+    raise ScanUnavailable(f"clamd answered: {reply}")

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from db.engine import affected, session_scope
 from db.models import AuditSeverity, File, FileProcessingStatus, VirusScanStatus
 from veza import audit, images
-from veza.clamav import Scanner, Unscannable, Verdict
+from veza.clamav import Scanner, StreamedScan, Unscannable, Verdict
 from veza.files import inspection
 from veza.progress import ProgressReport, Throttled, nowhere
 from veza.storage import ContentMissing, StorageFull, get_storage
@@ -301,10 +301,7 @@ def scan(
         # clamd reads the file itself (or we stream it): no bytes to count.
         _progress(file, report)("scan", force=True)
         try:
-            # A copy in scratch space when the store is not this machine's
-            # disk: our own inspection needs a file it can seek in.
-            with get_storage().content_copy(file.file_hash) as path:
-                verdict = inspected_verdict(scanner, path)
+            verdict = _scanned(scanner, file.file_hash)
         except ContentMissing:
             return fail(file_id, "scan", "the content is missing from storage", task_id)
         except Unscannable as exc:
@@ -315,14 +312,30 @@ def scan(
         _record_verdict(file_id, file.file_hash, verdict, version, task_id)
 
 
-def inspected_verdict(scanner: Scanner, path: Path) -> Verdict:
-    """clamd's verdict, and then, for content clamd said OK to, our own look
+def _scanned(scanner: Scanner, sha256: str) -> Verdict:
+    """The content's inspected verdict. Content that is not on this machine
+    (a bucket's, not in the scratch cache) is streamed to clamd as it is
+    fetched (INSTREAM), while the copy our own inspection reads is written:
+    one fetch, and clamd done when the last byte arrives."""
+    streamed = scanner.stream()
+    try:
+        with get_storage().content_copy(sha256, on_chunk=streamed.send) as path:
+            return inspected_verdict(scanner, path, streamed)
+    finally:
+        streamed.close()
+
+
+def inspected_verdict(
+    scanner: Scanner, path: Path, streamed: StreamedScan | None = None
+) -> Verdict:
+    """clamd's verdict (the streamed session's, when the bytes went to it as
+    they were fetched), and then, for content clamd said OK to, our own look
     inside the containers it may not have read (veza/files/inspection.py).
     Raises Unscannable for what either could not inspect; when clamd said
     so, our inspection's reason is kept if it has one (it names the member),
     and clamd's signature goes to the audit entry either way."""
     try:
-        verdict = scanner.scan(path)
+        verdict = streamed.verdict() if streamed and streamed.started else scanner.scan(path)
     except Unscannable as exc:
         raise Unscannable(inspection.unscannable_reason(path) or exc.reason, exc.signature) from exc
     if not verdict.infected and (reason := inspection.unscannable_reason(path)):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,9 @@ from typing import IO, BinaryIO
 
 # The unit the stores read, write and stream in.
 CHUNK_SIZE = 1024 * 1024
+
+# Called with each chunk of bytes fetched from the store, as it arrives.
+OnChunk = Callable[[bytes], None]
 
 
 class UploadTooLarge(Exception):
@@ -92,14 +95,14 @@ class Storage(ABC):
         return None
 
     @contextmanager
-    def content_copy(self, sha256: str) -> Iterator[Path]:
+    def content_copy(self, sha256: str, on_chunk: OnChunk | None = None) -> Iterator[Path]:
         """local_copy of this hash's content wherever it is kept now (its
         blob, or its quarantined copy), for the steps that read the bytes
         of a hash: they need them, not where they are."""
         with ExitStack() as stack:
             for relative in (self.blob_path(sha256), self.quarantine_path(sha256)):
                 try:
-                    path = stack.enter_context(self.local_copy(relative))
+                    path = stack.enter_context(self.local_copy(relative, on_chunk))
                     break
                 except ContentMissing:
                     continue
@@ -143,10 +146,15 @@ class Storage(ABC):
         there are none."""
 
     @abstractmethod
-    def local_copy(self, relative: str) -> AbstractContextManager[Path]:
+    def local_copy(
+        self, relative: str, on_chunk: OnChunk | None = None
+    ) -> AbstractContextManager[Path]:
         """A path on this machine holding the stored bytes, for the readers
         that need a file (libmagic, clamd, the archive inspection, Pillow),
-        valid until the block ends; ContentMissing if there are none."""
+        valid until the block ends; ContentMissing if there are none.
+        Bytes fetched from elsewhere to make it are handed to `on_chunk` as
+        they arrive (the scan streams them to clamd); bytes already on this
+        machine are not."""
 
     @abstractmethod
     def atomic_writer(self, relative: str) -> AbstractContextManager[BinaryIO]:

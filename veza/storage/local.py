@@ -25,6 +25,7 @@ from veza.storage.backend import (
     CHUNK_SIZE,
     ContentMissing,
     EmptyUpload,
+    OnChunk,
     Storage,
     StorageFull,
     StoredObject,
@@ -95,8 +96,9 @@ class LocalStorage(Storage):
         return StoredObject(content, os.fstat(content.fileno()).st_size)
 
     @contextmanager
-    def local_copy(self, relative: str) -> Iterator[Path]:
-        """The stored file itself: it is on this machine already."""
+    def local_copy(self, relative: str, on_chunk: OnChunk | None = None) -> Iterator[Path]:
+        """The stored file itself: it is on this machine already (nothing
+        is fetched, so `on_chunk` hears nothing)."""
         path = self.absolute(relative)
         if not path.is_file():
             raise ContentMissing(relative)

@@ -24,7 +24,6 @@ Memory: uploads go up in MULTIPART_PART_BYTES parts, one at a time, so a
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from veza.storage.backend import (
     CHUNK_SIZE,
     ContentMissing,
     EmptyUpload,
+    OnChunk,
     Storage,
     StorageFull,
     StorageUnavailable,
@@ -210,14 +210,18 @@ class S3Storage(Storage):
         return StoredObject(cast("IO[bytes]", response["Body"]), int(response["ContentLength"]))
 
     @contextmanager
-    def local_copy(self, relative: str) -> Iterator[Path]:
+    def local_copy(self, relative: str, on_chunk: OnChunk | None = None) -> Iterator[Path]:
         """This machine's cached copy if it has one (veza/storage/scratch_cache.py),
-        else one GET streamed to disk, kept in the cache for the next step."""
+        else one GET streamed to disk, each chunk also to `on_chunk`, kept in
+        the cache for the next step."""
         with self._scratch_file() as path:
             if not self.cache.copy_to(relative, path):
                 stored = self.open(relative)
                 with stored.stream as body, open(path, "wb") as out:
-                    shutil.copyfileobj(body, out, CHUNK_SIZE)
+                    while chunk := body.read(CHUNK_SIZE):
+                        out.write(chunk)
+                        if on_chunk is not None:
+                            on_chunk(chunk)
                 self.cache.keep(path, relative)
             yield path
 
