@@ -572,8 +572,8 @@ def unread_count(session: Session, room_id: int) -> UnreadOut:
     responses={200: RoomStatsOut},
 )
 def room_stats(session: Session, room_id: int) -> RoomStatsOut:
-    # The rollup, not the seed's materialized view: the maintenance task keeps
-    # the rollup fresh (same numbers, cheaper refresh; docs/maintenance.md).
+    # The rollup, which the maintenance task keeps fresh and the seed's
+    # room_stats view reads too (migration 0012; docs/maintenance.md).
     room, _ = visible_room(session, room_id, g.user)
     row = (
         session.execute(

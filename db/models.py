@@ -2,7 +2,7 @@
 
 They mirror the migrations exactly (tests/test_schema.py runs Alembic's
 compare_metadata against a migrated database). Triggers, functions and the
-room_stats materialized view live in the migration SQL only.
+room_stats view (over room_stats_rollup) live in the migration SQL only.
 """
 
 from __future__ import annotations
@@ -800,6 +800,11 @@ class RoomStatsRollup(Base):
     activity, not with history (refresh_room_stats_rollup() in SQL)."""
 
     __tablename__ = "room_stats_rollup"
+    # The seed's room_stats indexes, behind the view of that name (migration 0012).
+    __table_args__ = (
+        Index("idx_room_stats_rollup_messages_24h", text("messages_24h DESC")),
+        Index("idx_room_stats_rollup_active_users", text("active_users_24h DESC")),
+    )
 
     room_id: Mapped[int] = mapped_column(
         ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, autoincrement=False

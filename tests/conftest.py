@@ -205,7 +205,6 @@ def db(database_url):
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
         empty_tables(conn)
         drop_far_partitions(conn)
-        conn.execute("REFRESH MATERIALIZED VIEW room_stats")
         yield conn
 
 

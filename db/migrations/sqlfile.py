@@ -16,3 +16,11 @@ def run_sql_file(name: str) -> None:
     if not isinstance(driver, psycopg.Connection):
         raise RuntimeError(f"migrations run on psycopg 3, not on {type(driver).__name__}")
     driver.execute((SQL_DIR / name).read_text())
+
+
+def seed_section(start: str, end: str) -> str:
+    """The seed's SQL from the first `start` to the first `end` after it,
+    inclusive: what a downgrade puts back, as the seed wrote it."""
+    seed = (SQL_DIR / "0001_seed_schema.sql").read_text()
+    begin = seed.index(start)
+    return seed[begin : seed.index(end, begin) + len(end)]

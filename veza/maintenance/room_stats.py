@@ -1,6 +1,8 @@
 """room_stats, refreshed from a rollup (refresh_room_stats_rollup() in
 migration 0003) at a cost that grows with recent activity: the seed's
-materialized view reads every message ever written on each refresh."""
+materialized view read every message ever written on each refresh. The
+seed's room_stats is a view over the rollup (migration 0012), so this
+refresh is the one that keeps it current."""
 
 from __future__ import annotations
 
