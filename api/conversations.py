@@ -1,4 +1,5 @@
-"""Direct messages between two users: find-or-create, post, read.
+"""Direct messages between two users: find-or-create, post, read, the
+inbox of one's DMs with their unread counts, and read markers.
 
 A conversation is the ordered pair of its participants (participant_ids
 [low, high], unique), so "find or create" is an upsert on that pair and
@@ -8,24 +9,31 @@ two users racing to open the same DM get the same conversation.
 from __future__ import annotations
 
 from flask import Blueprint, g
-from sqlalchemy import select
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from api.access import check_conversation_open, not_found, participant_conversation
 from api.errors import ApiError
 from api.messages import create_message, page
+from api.paging import cursor_after, cursor_position
 from api.rooms import user_ref
 from api.schemas import (
+    ActivityPageQuery,
     ConversationIn,
     ConversationOut,
+    ConversationPage,
+    ConversationUnreadOut,
+    InboxConversation,
     MessageIn,
     MessageOut,
     MessagePage,
     PageQuery,
+    ReadIn,
 )
 from api.spec import operation
-from db.models import DirectConversation, DirectConversationParticipant, User
+from db.models import DirectConversation, DirectConversationParticipant, Message, User
+from veza.messages.counters import DM_UNREAD
 
 bp = Blueprint("conversations", __name__)
 
@@ -109,3 +117,98 @@ def list_direct_messages(session: Session, conversation_id: int, query: PageQuer
     return page(
         session, "m.conversation_id = :conversation_id", {"conversation_id": conversation.id}, query
     )
+
+
+# A DM by last activity (one nobody has written in yet: by its creation).
+CONVERSATION_ACTIVITY = func.coalesce(
+    DirectConversation.last_activity_at, DirectConversation.created_at
+)
+# The caller's unread count, recounted from its definition (the one
+# messages.index and the daily recount keep: veza/messages/counters.py).
+RECOUNT_MY_UNREAD = DM_UNREAD.fix("p.conversation_id = :conversation_id AND p.user_id = :user_id")
+
+
+@operation(
+    bp,
+    "GET",
+    "/conversations",
+    summary="Your DMs with your unread counts, most recently active first",
+    query=ActivityPageQuery,
+    responses={200: ConversationPage},
+)
+def list_conversations(session: Session, query: ActivityPageQuery) -> ConversationPage:
+    listed = (
+        select(DirectConversation, DirectConversationParticipant, CONVERSATION_ACTIVITY)
+        .join(
+            DirectConversationParticipant,
+            DirectConversationParticipant.conversation_id == DirectConversation.id,
+        )
+        .where(DirectConversationParticipant.user_id == g.user.id)
+    )
+    if query.cursor is not None:
+        position = cursor_position(query.cursor)
+        listed = listed.where(
+            tuple_(CONVERSATION_ACTIVITY, DirectConversation.id) < tuple_(*position)
+        )
+    found = session.execute(
+        listed.order_by(CONVERSATION_ACTIVITY.desc(), DirectConversation.id.desc()).limit(
+            query.limit + 1
+        )
+    ).all()
+    rows = found[: query.limit]
+    # Every participant in one query; conversation_out finds them in the session.
+    everyone = {uid for conversation, _, _ in rows for uid in conversation.participant_ids}
+    session.scalars(select(User).where(User.id.in_(everyone))).all()
+    last = rows[-1] if len(found) > query.limit else None
+    return ConversationPage(
+        conversations=[
+            InboxConversation(
+                **conversation_out(session, conversation).model_dump(),
+                unread_count=mine.unread_count,
+                last_read_message_id=mine.last_read_message_id,
+            )
+            for conversation, mine, _ in rows
+        ],
+        next_cursor=cursor_after(last[2], last[0].id) if last else None,
+    )
+
+
+@operation(
+    bp,
+    "POST",
+    "/conversations/<id:conversation_id>/read",
+    summary="Mark a DM read up to one message",
+    body=ReadIn,
+    responses={200: ConversationUnreadOut},
+)
+def mark_conversation_read(
+    session: Session, conversation_id: int, body: ReadIn
+) -> ConversationUnreadOut:
+    """Only forward: an older marker arriving late must not bring unread
+    messages back. The unread count is recounted here, in the request's
+    transaction, so the answer and the inbox say the same at once."""
+    conversation = participant_conversation(session, conversation_id, g.user)
+    in_conversation = session.scalar(
+        select(Message.id).where(
+            Message.id == body.message_id, Message.conversation_id == conversation.id
+        )
+    )
+    if in_conversation is None:
+        raise not_found()
+    mine = (DirectConversationParticipant.conversation_id == conversation.id) & (
+        DirectConversationParticipant.user_id == g.user.id
+    )
+    session.execute(
+        update(DirectConversationParticipant)
+        .where(mine)
+        .values(
+            last_read_message_id=func.greatest(
+                func.coalesce(DirectConversationParticipant.last_read_message_id, 0),
+                body.message_id,
+            )
+        )
+    )
+    params = {"conversation_id": conversation.id, "user_id": g.user.id}
+    session.execute(text(RECOUNT_MY_UNREAD), params)
+    unread = session.scalar(select(DirectConversationParticipant.unread_count).where(mine))
+    return ConversationUnreadOut(conversation_id=conversation.id, unread_count=unread or 0)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, g
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,9 @@ from api.access import (
     visible_room,
 )
 from api.errors import ApiError
+from api.paging import cursor_after, cursor_position
 from api.schemas import (
+    ActivityPageQuery,
     BanList,
     BanOut,
     KickQuery,
@@ -37,6 +39,7 @@ from api.schemas import (
     MemberPatch,
     RoomCreate,
     RoomOut,
+    RoomPage,
     RoomPatch,
     UserRef,
 )
@@ -120,6 +123,44 @@ def create_room(session: Session, body: RoomCreate) -> tuple[RoomOut, int]:
     session.flush()
     session.refresh(room)  # server defaults, and member_count as the trigger left it
     return room_out(session, room), 201
+
+
+# Rooms by last activity (a room nobody has written in yet: by its
+# creation), the order of idx_rooms_discovery (migration 0013).
+ROOM_ACTIVITY = func.coalesce(Room.last_activity_at, Room.created_at)
+
+
+@operation(
+    bp,
+    "GET",
+    "/rooms",
+    summary="Public rooms and yours, most recently active first",
+    query=ActivityPageQuery,
+    responses={200: RoomPage},
+)
+def list_rooms(session: Session, query: ActivityPageQuery) -> RoomPage:
+    """Discovery: every public room, and the private ones the caller is in;
+    archived rooms are not listed."""
+    mine = exists().where(RoomMember.room_id == Room.id, RoomMember.user_id == g.user.id)
+    listed = select(Room, ROOM_ACTIVITY).where(
+        Room.is_archived.is_(False), or_(Room.is_public, mine)
+    )
+    if query.cursor is not None:
+        listed = listed.where(
+            tuple_(ROOM_ACTIVITY, Room.id) < tuple_(*cursor_position(query.cursor))
+        )
+    # One row more than asked says whether another page exists.
+    found = session.execute(
+        listed.order_by(ROOM_ACTIVITY.desc(), Room.id.desc()).limit(query.limit + 1)
+    ).all()
+    rows = found[: query.limit]
+    # The owners in one query; room_out then finds them in the session.
+    session.scalars(select(User).where(User.id.in_({room.owner_id for room, _ in rows}))).all()
+    last = rows[-1] if len(found) > query.limit else None
+    return RoomPage(
+        rooms=[room_out(session, room) for room, _ in rows],
+        next_cursor=cursor_after(last[1], last[0].id) if last else None,
+    )
 
 
 @operation(bp, "GET", "/rooms/<id:room_id>", summary="A room you can see", responses={200: RoomOut})

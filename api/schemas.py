@@ -210,6 +210,19 @@ class PageQuery(BaseModel):
     limit: Annotated[int, Field(ge=1, le=100)] = 50
 
 
+# A place in a list ordered by last activity, newest first: the activity's
+# microseconds since the epoch, and the id that breaks ties (api/paging.py).
+ActivityCursor = Annotated[str, Field(pattern=r"^[0-9]{1,17}-[0-9]{1,10}$", max_length=28)]
+
+
+class ActivityPageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Pass the last page's next_cursor for the next (less recently active) one.
+    cursor: ActivityCursor | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+
+
 # ----------------------------------------------------------------- output
 
 
@@ -430,6 +443,28 @@ class ConversationOut(BaseModel):
     message_count: int
     last_activity_at: datetime | None
     created_at: datetime
+
+
+class InboxConversation(ConversationOut):
+    """One of the caller's DMs, with the caller's read state."""
+
+    unread_count: int
+    last_read_message_id: int | None
+
+
+class ConversationPage(BaseModel):
+    conversations: list[InboxConversation]
+    next_cursor: str | None
+
+
+class RoomPage(BaseModel):
+    rooms: list[RoomOut]
+    next_cursor: str | None
+
+
+class ConversationUnreadOut(BaseModel):
+    conversation_id: int
+    unread_count: int
 
 
 class FileOut(BaseModel):

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, jsonify
 
-from api import auth, conversations, files, messages, request_context, rooms, sessions, two_factor
+from api import (
+    auth,
+    conversations,
+    files,
+    mentions,
+    messages,
+    request_context,
+    rooms,
+    sessions,
+    two_factor,
+)
 from api.schemas import ErrorBody
 from api.spec import API_PREFIX, IdConverter, openapi_document
 
@@ -15,6 +25,7 @@ BLUEPRINTS = (
     rooms.bp,
     messages.bp,
     conversations.bp,
+    mentions.bp,
     files.bp,
 )
 

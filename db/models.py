@@ -179,6 +179,13 @@ class Room(Base):
         Index("idx_rooms_public", "is_public", postgresql_where=text("is_public = true")),
         Index("idx_rooms_active", "is_archived", postgresql_where=text("is_archived = false")),
         Index("idx_rooms_activity", "last_activity_at"),
+        # GET /rooms's order (migration 0013).
+        Index(
+            "idx_rooms_discovery",
+            text("COALESCE(last_activity_at, created_at) DESC"),
+            text("id DESC"),
+            postgresql_where=text("is_archived = false"),
+        ),
         Index("idx_rooms_created_at", "created_at"),
         Index("idx_rooms_metadata", "metadata", postgresql_using="gin"),
         Index("idx_rooms_retention", "id", postgresql_where=text("message_retention_days > 0")),
