@@ -10,28 +10,18 @@ from sqlalchemy.orm import Session
 from api.messages import page
 from api.schemas import MessagePage, PageQuery
 from api.spec import operation
+from veza.messages.visibility import VISIBLE_TO_VIEWER
 
 bp = Blueprint("mentions", __name__)
 
 # Over alias m (api/messages.py's MESSAGE_QUERY, which leaves out deleted
 # messages): mentions of the viewer, found through idx_message_mentions_user,
 # with the message's whole key so that only its partition is read.
-MENTIONS_OF_THE_VIEWER = """
+MENTIONS_OF_THE_VIEWER = f"""
 (m.id, m.created_at) IN (
     SELECT mm.message_id, mm.message_created_at FROM message_mentions mm
     WHERE mm.user_id = :viewer)
-AND (
-    EXISTS (
-        SELECT 1 FROM direct_conversation_participants p
-        WHERE p.conversation_id = m.conversation_id AND p.user_id = :viewer)
-    OR EXISTS (
-        SELECT 1 FROM rooms r
-        WHERE r.id = m.room_id
-          AND (r.is_public OR EXISTS (
-                SELECT 1 FROM room_members rm
-                WHERE rm.room_id = r.id AND rm.user_id = :viewer))
-          AND (r.message_retention_days <= 0
-               OR m.created_at >= now() - make_interval(days => r.message_retention_days))))
+AND {VISIBLE_TO_VIEWER}
 """
 
 

@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
@@ -50,6 +50,7 @@ from api.spec import operation
 from db.models import (
     AuditSeverity,
     DirectConversation,
+    DirectConversationParticipant,
     Message,
     MessageContentType,
     Reaction,
@@ -65,6 +66,8 @@ from veza.settings import get_settings
 bp = Blueprint("messages", __name__)
 
 MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_-]{3,50})")
+# X-Veza-Client: a client's name and, after a slash, its version.
+CLIENT = re.compile(r"(?P<name>[A-Za-z0-9._-]{1,50})(?:/(?P<version>[A-Za-z0-9.+_-]{1,30}))?")
 
 # The seed's pagination query, keyed on (id, created_at) because messages is
 # partitioned, with the viewer's own reactions flagged.
@@ -73,7 +76,8 @@ SELECT m.id, m.uuid, m.room_id, m.conversation_id, m.content, m.content_type::te
        m.raw_content, m.parent_message_id, m.thread_count, m.is_thread_root, m.is_edited,
        m.edit_count, m.edited_at, m.is_deleted, m.is_pinned, m.mentions,
        m.referenced_message_ids, m.reaction_count, m.is_flagged, m.flag_count,
-       m.moderation_status::text, m.metadata, m.created_at, m.updated_at,
+       m.moderation_status::text, m.metadata, m.created_at, m.updated_at, m.rendered_html,
+       CASE WHEN m.enriched_at IS NULL THEN 'pending' ELSE 'done' END AS enrichment,
        json_build_object('id', u.id, 'username', u.username, 'display_name', u.display_name,
                          'avatar_url', u.avatar_url) AS author,
        COALESCE((
@@ -143,14 +147,45 @@ def page(
     return MessagePage(messages=messages, next_before=messages[-1].id if more else None)
 
 
-def mentioned_user_ids(session: Session, content: str) -> list[int]:
-    """Ids of the existing users named as @username in the content."""
+def mentioned_user_ids(
+    session: Session,
+    content: str,
+    *,
+    room: Room | None = None,
+    conversation_id: int | None = None,
+) -> list[int]:
+    """Ids of the existing users named as @username in the content who can
+    see where it is posted: anyone for a public room, the members of a
+    private one, the participants of a DM. A mention of anyone else would
+    notify them of a message they cannot read."""
     names = set(MENTION.findall(content))
     if not names:
         return []
-    return sorted(
-        session.scalars(select(User.id).where(User.username.in_(names), User.deleted_at.is_(None)))
-    )
+    named = select(User.id).where(User.username.in_(names), User.deleted_at.is_(None))
+    if conversation_id is not None:
+        named = named.where(
+            User.id.in_(
+                select(DirectConversationParticipant.user_id).where(
+                    DirectConversationParticipant.conversation_id == conversation_id
+                )
+            )
+        )
+    elif room is not None and not room.is_public:
+        named = named.where(
+            User.id.in_(select(RoomMember.user_id).where(RoomMember.room_id == room.id))
+        )
+    return sorted(session.scalars(named))
+
+
+def client_metadata() -> dict[str, str]:
+    """metadata.client and metadata.version from `X-Veza-Client: name/version`
+    (a version alone is optional); a header that does not read so is left
+    out rather than refusing the message."""
+    found = CLIENT.fullmatch(request.headers.get("X-Veza-Client", "").strip())
+    if found is None:
+        return {}
+    name, version = found.group("name"), found.group("version")
+    return {"client": name, **({"version": version} if version else {})}
 
 
 def parent_reference(
@@ -206,7 +241,10 @@ def create_message(
                     room_id=room_id,
                     conversation_id=conversation_id,
                 ),
-                "mentions": mentioned_user_ids(session, content),
+                "mentions": mentioned_user_ids(
+                    session, content, room=room, conversation_id=conversation_id
+                ),
+                "meta": client_metadata(),
                 "ip_address": client_ip(),
                 "user_agent": user_agent(),
             }
@@ -236,7 +274,15 @@ def new_message_out(message: Message) -> MessageOut:
     fields = {
         name: getattr(message, name)
         for name in MessageOut.model_fields
-        if name not in ("author", "reactions", "content_type", "moderation_status", "metadata")
+        if name
+        not in (
+            "author",
+            "reactions",
+            "content_type",
+            "moderation_status",
+            "metadata",
+            "enrichment",
+        )
     }
     author = Author(
         id=g.user.id,
@@ -251,6 +297,7 @@ def new_message_out(message: Message) -> MessageOut:
         metadata=message.meta,
         content_type=message.content_type.value,
         moderation_status=message.moderation_status.value,
+        enrichment="pending",
     )
 
 
@@ -339,11 +386,16 @@ def edit_message(session: Session, message_id: int, body: MessageEdit) -> Messag
         raise forbidden("Only the author may edit a message.")
     message.content = stored_content(message.content_type.value, body.content)
     message.raw_content = body.content
-    message.mentions = mentioned_user_ids(session, message.content)
+    message.mentions = mentioned_user_ids(
+        session, message.content, room=room, conversation_id=message.conversation_id
+    )
     message.is_edited = True
     message.edit_count += 1
     message.edited_at = message.updated_at = func.now()
+    # The new content's enrichment is owed: pending until messages.index runs.
+    message.rendered_html = message.enriched_at = None
     session.flush()
+    outbox.enqueue(session, jobs.INDEX_MESSAGE, message.id, request_id=request_id())
     return message_out(session, message.id, room)
 
 

@@ -410,6 +410,11 @@ class MessageOut(BaseModel):
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    # Filled in after the post or edit by messages.index: `pending` until
+    # then, `done` once rendered_html, metadata.language_detected,
+    # metadata.code_snippets and referenced_message_ids are the content's.
+    rendered_html: str | None
+    enrichment: Literal["pending", "done"]
 
 
 class MessagePage(BaseModel):

@@ -479,6 +479,9 @@ class Message(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=NOW)
     edited_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
+    # The enrichment (migration 0014, veza/messages/enrichment.py).
+    rendered_html: Mapped[str | None] = mapped_column(Text)
+    enriched_at: Mapped[datetime | None]
 
 
 class MessageMention(Base):

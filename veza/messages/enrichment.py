@@ -1,0 +1,152 @@
+"""What a message's content says beyond its text, worked out after commit
+by messages.index (tasks/messages.py) for every post and edit:
+
+- `rendered_html`: the content as HTML for clients. Markdown and text go
+  through CommonMark (markdown-it-py, raw HTML off, so a `<script>` in a
+  message stays text), then the sanitiser every message HTML goes through
+  (veza/messages/sanitize.py: links get rel="nofollow noopener"). HTML
+  content was sanitised when it was written and is used as it is. Code is
+  its text, escaped, in <pre><code>.
+- `metadata.language_detected`: an ISO 639-1 code from py3langid (its model
+  ships in the wheel: nothing is downloaded), taken on the prose alone
+  (fenced code blocks, inline code, links and @mentions left out), or null
+  when there is too little prose to tell or the detector is unsure.
+- `metadata.code_snippets`: the languages of the fenced code blocks, in
+  order of appearance (a block with no language counts as nothing).
+- `referenced_message_ids`: messages the content links to
+  (`…/messages/<id>`) that the author may see.
+
+The work is a pure function of the content (`enrichment`) and one UPDATE
+guarded by the edit count it read, so running it twice, late, or racing an
+edit leaves the newest content's enrichment.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from markdown_it import MarkdownIt
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from veza.messages.sanitize import sanitize_html
+from veza.messages.visibility import VISIBLE_TO_VIEWER
+
+# Below this many letters of prose, or below this confidence, no language
+# is claimed: "ok" or "+1" is every language and none.
+MIN_LETTERS = 12
+MIN_CONFIDENCE = 0.8
+# A link to a message of this server: its path ends /messages/<id>.
+MESSAGE_LINK = re.compile(r"/messages/([0-9]{1,10})\b")
+# What is not prose, for the language detector: links, @mentions, inline
+# code, and (in HTML content) the tags.
+NOT_PROSE = re.compile(r"https?://\S+|@\w+|`[^`\n]*`|<[^>]*>")
+LETTER = re.compile(r"[^\W\d_]")
+
+
+@cache
+def _markdown() -> MarkdownIt:
+    # CommonMark with raw HTML off: a tag in a message is text, not markup.
+    return MarkdownIt("commonmark", {"html": False})
+
+
+@cache
+def _languages() -> LanguageIdentifier:
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+@dataclass(frozen=True)
+class Enrichment:
+    rendered_html: str
+    language: str | None
+    code_snippets: list[str] = field(default_factory=list)
+    linked_message_ids: list[int] = field(default_factory=list)
+
+
+def enrichment(content: str, content_type: str) -> Enrichment:
+    """Everything enrichment adds to this content, by its type."""
+    if content_type == "code":
+        return Enrichment(f"<pre><code>{html.escape(content)}</code></pre>", None)
+    links = sorted({int(found) for found in MESSAGE_LINK.findall(content)})
+    if content_type == "html":  # sanitised when written
+        return Enrichment(content, detected_language(content), [], links)
+    tokens = _markdown().parse(content)
+    fences = [token for token in tokens if token.type == "fence"]
+    snippets = [token.info.split()[0] for token in fences if token.info.strip()]
+    prose = "\n".join(
+        token.content for token in tokens if token.type == "inline"
+    )  # paragraphs, headings, list items: never code blocks
+    rendered = sanitize_html(_markdown().renderer.render(tokens, _markdown().options, {}))
+    return Enrichment(rendered, detected_language(prose), snippets, links)
+
+
+def detected_language(prose: str) -> str | None:
+    words = NOT_PROSE.sub(" ", prose)
+    if len(LETTER.findall(words)) < MIN_LETTERS:
+        return None
+    language, confidence = _languages().classify(words)
+    return str(language) if confidence >= MIN_CONFIDENCE else None
+
+
+def enrich_message(session: Session, message_id: int) -> bool:
+    """Enrich the message as it is now; False when it is gone. The write is
+    guarded by the edit count read: an edit committed meanwhile owes its
+    own run, which enriches the newer content."""
+    message = (
+        session.execute(
+            text(
+                "SELECT id, created_at, content, content_type::text AS content_type,"
+                " author_id, edit_count FROM messages WHERE id = :id AND NOT is_deleted"
+            ),
+            {"id": message_id},
+        )
+        .mappings()
+        .first()
+    )
+    if message is None:
+        return False
+    found = enrichment(message["content"], message["content_type"])
+    referenced = visible_to_author(session, message["author_id"], found.linked_message_ids)
+    metadata: dict[str, Any] = {
+        "language_detected": found.language,
+        "code_snippets": found.code_snippets,
+    }
+    session.execute(
+        text(
+            "UPDATE messages SET rendered_html = :rendered,"
+            " metadata = metadata || CAST(:metadata AS jsonb),"
+            " referenced_message_ids = :referenced, enriched_at = now()"
+            " WHERE id = :id AND created_at = :created_at AND edit_count = :edit_count"
+        ),
+        {
+            "rendered": found.rendered_html,
+            "metadata": json.dumps(metadata),
+            "referenced": referenced,
+            "id": message["id"],
+            "created_at": message["created_at"],
+            "edit_count": message["edit_count"],
+        },
+    )
+    return True
+
+
+def visible_to_author(session: Session, author_id: int, message_ids: list[int]) -> list[int]:
+    """Of these messages, the live ones the author may see: in a public room
+    or one they are in (within its retention), or in one of their DMs."""
+    if not message_ids:
+        return []
+    return sorted(
+        session.scalars(
+            text(
+                "SELECT m.id FROM messages m WHERE m.id = ANY(:ids) AND NOT m.is_deleted"
+                f" AND {VISIBLE_TO_VIEWER}"
+            ),
+            {"ids": message_ids, "viewer": author_id},
+        )
+    )
