@@ -472,6 +472,34 @@ class ConversationUnreadOut(BaseModel):
     unread_count: int
 
 
+class SearchQuery(BaseModel):
+    """GET /search/messages: words (web-search syntax: "a phrase", -word,
+    or), narrowed by place, author or time; pages after next_cursor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    q: Annotated[str, Field(min_length=1, max_length=200)]
+    room_id: Id | None = None
+    conversation_id: Id | None = None
+    author_id: Id | None = None
+    before: AwareDatetime | None = None
+    # A hit's rank and id (api/search.py); opaque to clients.
+    cursor: Annotated[str, Field(pattern=r"^[0-9.eE+-]{1,24}_[0-9]{1,10}$")] | None = None
+    limit: Annotated[int, Field(ge=1, le=50)] = 20
+
+
+class SearchHit(BaseModel):
+    message: MessageOut
+    rank: float
+    # The content around the matches, HTML-escaped, the matches in <mark>.
+    snippet: str
+
+
+class SearchPage(BaseModel):
+    results: list[SearchHit]
+    next_cursor: str | None
+
+
 class FileOut(BaseModel):
     id: int
     uuid: uuid.UUID

@@ -12,6 +12,7 @@ from api import (
     messages,
     request_context,
     rooms,
+    search,
     sessions,
     two_factor,
 )
@@ -26,6 +27,7 @@ BLUEPRINTS = (
     messages.bp,
     conversations.bp,
     mentions.bp,
+    search.bp,
     files.bp,
 )
 

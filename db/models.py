@@ -31,7 +31,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, REGCONFIG, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
@@ -429,6 +429,8 @@ class Message(Base):
             postgresql_using="gin",
             postgresql_where=text("is_deleted = false"),
         ),
+        # Search in each message's own language (migration 0015).
+        Index("idx_messages_search_vector", "search_vector", postgresql_using="gin"),
         Index(
             "idx_messages_user_mentions",
             "author_id",
@@ -482,6 +484,9 @@ class Message(Base):
     # The enrichment (migration 0014, veza/messages/enrichment.py).
     rendered_html: Mapped[str | None] = mapped_column(Text)
     enriched_at: Mapped[datetime | None]
+    # Search in the detected language (migration 0015, veza/messages/search.py).
+    search_config: Mapped[str | None] = mapped_column(REGCONFIG)
+    search_vector: Mapped[str | None] = mapped_column(TSVECTOR)
 
 
 class MessageMention(Base):

@@ -15,6 +15,8 @@ by messages.index (tasks/messages.py) for every post and edit:
   order of appearance (a block with no language counts as nothing).
 - `referenced_message_ids`: messages the content links to
   (`…/messages/<id>`) that the author may see.
+- `search_config` and `search_vector`: the content stemmed in the detected
+  language, for search (veza/messages/search.py).
 
 The work is a pure function of the content (`enrichment`) and one UPDATE
 guarded by the edit count it read, so running it twice, late, or racing an
@@ -36,6 +38,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from veza.messages.sanitize import sanitize_html
+from veza.messages.search import search_config
 from veza.messages.visibility import VISIBLE_TO_VIEWER
 
 # Below this many letters of prose, or below this confidence, no language
@@ -121,13 +124,16 @@ def enrich_message(session: Session, message_id: int) -> bool:
         text(
             "UPDATE messages SET rendered_html = :rendered,"
             " metadata = metadata || CAST(:metadata AS jsonb),"
-            " referenced_message_ids = :referenced, enriched_at = now()"
+            " referenced_message_ids = :referenced, enriched_at = now(),"
+            " search_config = CAST(:config AS regconfig),"
+            " search_vector = to_tsvector(CAST(:config AS regconfig), content)"
             " WHERE id = :id AND created_at = :created_at AND edit_count = :edit_count"
         ),
         {
             "rendered": found.rendered_html,
             "metadata": json.dumps(metadata),
             "referenced": referenced,
+            "config": search_config(found.language),
             "id": message["id"],
             "created_at": message["created_at"],
             "edit_count": message["edit_count"],
