@@ -9,9 +9,9 @@ finds an English message that says "runs" and a French one that says
 (idx_messages_search_vector, migration 0015).
 
 Only what the searcher may see (veza/messages/visibility.py), never a
-deleted message. Ranked by ts_rank, newest first among equals, in pages
-after a (rank, id) cursor; each hit has a ts_headline snippet of its
-content, HTML-escaped with the matches in <mark>.
+deleted message. The newest RANKED matches are ranked by ts_rank, newest
+first among equals, in pages after a (rank, id) cursor; each hit has a
+ts_headline snippet of its content, HTML-escaped with the matches in <mark>.
 """
 
 from __future__ import annotations
@@ -58,10 +58,20 @@ CONFIGS = {
     "yi": "yiddish",
 }
 UNKNOWN = "simple"
-# The query in every configuration a message may have been stemmed with.
-QUERY = " || ".join(
-    f"websearch_to_tsquery('{config}', :q)" for config in sorted({*CONFIGS.values(), UNKNOWN})
+# The words in every configuration a message may have been stemmed with, each
+# distinct reading once (most languages stem a word alike): ts_rank's cost
+# grows with the query's terms.
+QUERY = (
+    "(SELECT string_agg(DISTINCT '(' || query::text || ')', ' | ')::tsquery"
+    " FROM (SELECT websearch_to_tsquery(config::regconfig, :q) AS query"
+    "       FROM unnest(CAST(:configs AS text[])) config) readings"
+    " WHERE query::text <> '')"
 )
+# Ranking reads every match's vector: a common word in a large history would
+# rank hundreds of thousands. So the newest RANKED matches are ranked (found
+# in id order through the index, no vector read), as chat search favours
+# what is recent; a search shows at most this many results.
+RANKED = 1000
 HEADLINE = "MaxFragments=2, MaxWords=20, MinWords=5, StartSel=<mark>, StopSel=</mark>"
 # The content as HTML text, for ts_headline to mark up safely.
 ESCAPED = "replace(replace(replace(hits.content, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
@@ -97,7 +107,13 @@ def search(
 ) -> list[Hit]:
     """The best `limit` hits after the (rank, id) `after`, best first."""
     conditions = ["m.search_vector @@ q.query", "NOT m.is_deleted", VISIBLE_TO_VIEWER]
-    params: dict[str, Any] = {"q": words, "viewer": viewer, "limit": limit}
+    params: dict[str, Any] = {
+        "q": words,
+        "configs": sorted({*CONFIGS.values(), UNKNOWN}),
+        "viewer": viewer,
+        "limit": limit,
+        "ranked": RANKED,
+    }
     for column, value in (
         ("room_id", filters.room_id),
         ("conversation_id", filters.conversation_id),
@@ -121,10 +137,11 @@ def search(
         text(
             "SELECT hits.id, hits.rank,"
             f" ts_headline(hits.search_config, {ESCAPED}, hits.query, '{HEADLINE}') AS snippet"
-            " FROM (SELECT m.id, m.content, m.search_config, q.query,"
-            "   ts_rank(m.search_vector, q.query) AS rank"
-            f"  FROM messages m, (SELECT {QUERY} AS query) q"
-            f"  WHERE {' AND '.join(conditions)}) hits"
+            " FROM (SELECT newest.*, ts_rank(newest.search_vector, newest.query) AS rank"
+            "  FROM (SELECT m.id, m.content, m.search_config, m.search_vector, q.query"
+            f"   FROM messages m, (SELECT {QUERY} AS query) q"
+            f"   WHERE {' AND '.join(conditions)}"
+            "   ORDER BY m.id DESC LIMIT :ranked) newest) hits"
             f" WHERE {page}"
             " ORDER BY hits.rank DESC, hits.id DESC LIMIT :limit"
         ),
