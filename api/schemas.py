@@ -478,11 +478,11 @@ class SearchQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    q: Annotated[str, Field(min_length=1, max_length=200)]
+    q: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
     room_id: Id | None = None
     conversation_id: Id | None = None
     author_id: Id | None = None
-    before: AwareDatetime | None = None
+    before: Annotated[AwareDatetime, AfterValidator(sane_instant)] | None = None
     # A hit's rank and id (api/search.py); opaque to clients.
     cursor: Annotated[str, Field(pattern=r"^[0-9.eE+-]{1,24}_[0-9]{1,10}$")] | None = None
     limit: Annotated[int, Field(ge=1, le=50)] = 20

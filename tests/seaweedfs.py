@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,11 +27,45 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port
-
 WEED = Path(sys.executable).with_name("weed")
 BUCKET = "veza-test"
 STOP_WAIT_SECONDS = 5
+
+
+# weed's ports, each given (a gRPC port is its port + 10000 unless given,
+# past 65535 for a high free port).
+PORTS = (
+    "master.port",
+    "volume.port",
+    "filer.port",
+    "s3.port",
+    "master.port.grpc",
+    "volume.port.grpc",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "metricsPort",
+    "s3.port.iceberg",
+    "s3.port.lance",
+    "iam.port",
+)
+# A port chosen free can be taken before weed binds it (by another process
+# of the machine's): weed then exits, and a start with fresh ports follows.
+START_ATTEMPTS = 3
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """Free loopback ports, all different: held open together while the
+    kernel picks them (one at a time, it may pick the same one twice)."""
+    held = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            held.append(sock)
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 class SeaweedFS:
@@ -38,10 +73,12 @@ class SeaweedFS:
         self.directory = Path(tempfile.mkdtemp(prefix="veza-seaweedfs-"))
         self.access_key = "veza-test"
         self.secret_key = secrets.token_urlsafe(24)
-        self.s3_port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
 
     def argv(self) -> list[str]:
         identities = {
@@ -56,26 +93,11 @@ class SeaweedFS:
         config = self.directory / "s3.json"
         config.write_text(json.dumps(identities))
         data = self.directory / "data"
+        shutil.rmtree(data, ignore_errors=True)  # a failed start's
         data.mkdir()
-        # Every port explicit (free ones; each gRPC port is its port + 10000
-        # unless given), and the unix sockets in our directory: the defaults
-        # would collide with another weed on this machine.
-        ports = {
-            name: free_port()
-            for name in (
-                "master.port",
-                "volume.port",
-                "filer.port",
-                "metricsPort",
-                "s3.port.iceberg",
-                "s3.port.lance",
-                "iam.port",
-            )
-        }
-        for name in ("master.port", "volume.port", "filer.port", "s3.port"):
-            ports[f"{name}.grpc"] = free_port()
-        ports["s3.port"] = self.s3_port
-        self.ports = ports
+        # Every port explicit and free, and the unix sockets in our
+        # directory: the defaults would collide with another weed here.
+        self.ports = dict(zip(PORTS, distinct_free_ports(len(PORTS)), strict=True))
         return [
             str(WEED),
             "server",
@@ -90,7 +112,7 @@ class SeaweedFS:
             # limits how many volumes a small disk can take.
             "-master.volumeSizeLimitMB=64",
             "-volume.max=0",
-            *(f"-{name}={port}" for name, port in ports.items()),
+            *(f"-{name}={port}" for name, port in self.ports.items()),
         ]
 
     def client(self):
@@ -107,6 +129,15 @@ class SeaweedFS:
         )
 
     def start(self) -> None:
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._start()
+            except WeedExited:
+                self.stop_process()
+                if attempt == START_ATTEMPTS:
+                    raise
+
+    def _start(self) -> None:
         from tests.conftest import wait_for
 
         log = open(self.directory / "weed.log", "ab")  # noqa: SIM115  (the child holds it)
@@ -118,7 +149,7 @@ class SeaweedFS:
 
         def bucket_made() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"weed exited:\n{self.log()}")
+                raise WeedExited(f"weed exited:\n{self.log()}")
             try:
                 client.create_bucket(Bucket=BUCKET)
             except client.exceptions.BucketAlreadyOwnedByYou:
@@ -130,6 +161,10 @@ class SeaweedFS:
         wait_for(bucket_made, timeout=60, interval=0.2, what="SeaweedFS to make the bucket")
 
     def stop(self) -> None:
+        self.stop_process()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def stop_process(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -137,7 +172,6 @@ class SeaweedFS:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
         # weed also makes a unix socket per gRPC port in /tmp, whatever its
         # flags say, and leaves them there.
         for port in self.ports.values():
@@ -156,6 +190,10 @@ def seaweedfs():
         yield server
     finally:
         server.stop()
+
+
+class WeedExited(AssertionError):
+    """weed stopped before it answered (its log says why)."""
 
 
 def s3_environment(server: SeaweedFS, prefix: str) -> dict[str, str]:
