@@ -35,7 +35,7 @@ from bench.maintenance_data import bench_database
 # Per language: its configuration, filler words, a common word and a rare one.
 LANGUAGES = {
     "english": ("the team shipped a release and the users were happy", "deploy", "zeppelin"),
-    "french": ("les coureurs courent dans le parc tous les matins", "matin", "ornithorynque"),
+    "french": ("les coureurs courent dans le parc tous les matins", "plage", "ornithorynque"),
     "german": ("die mannschaft hat eine neue version ausgeliefert", "zug", "zeitgeist"),
     "spanish": ("el equipo publicó una nueva versión para todos", "playa", "murciélago"),
 }
