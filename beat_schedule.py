@@ -82,5 +82,12 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = dict(
         scheduled("recount_counters", jobs.RECOUNT_COUNTERS, "37 4 * * *", expires=3600),
         # Owed work that never finished is sent again (docs/operations.md).
         scheduled("redrive_outbox", jobs.REDRIVE_OUTBOX, "* * * * *", expires=50),
+        # Notifications left unread while away, emailed (docs/api.md).
+        scheduled(
+            "email_missed_notifications",
+            jobs.EMAIL_MISSED_NOTIFICATIONS,
+            "* * * * *",
+            expires=50,
+        ),
     ]
 )

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from api.access import check_conversation_open, not_found, participant_conversation
 from api.errors import ApiError
 from api.messages import create_message, page
+from api.notifications import mark_read_through
 from api.paging import cursor_after, cursor_position
 from api.rooms import user_ref
 from api.schemas import (
@@ -208,6 +209,7 @@ def mark_conversation_read(
             )
         )
     )
+    mark_read_through(session, body.message_id, conversation_id=conversation.id)
     params = {"conversation_id": conversation.id, "user_id": g.user.id}
     session.execute(text(RECOUNT_MY_UNREAD), params)
     unread = session.scalar(select(DirectConversationParticipant.unread_count).where(mine))

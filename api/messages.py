@@ -32,6 +32,7 @@ from api.access import (
     visible_room,
 )
 from api.errors import ApiError
+from api.notifications import mark_read_through
 from api.request_context import client_ip, request_id, user_agent
 from api.schemas import (
     MAX_CONTENT_LENGTH,
@@ -600,6 +601,7 @@ def mark_read(session: Session, room_id: int, body: ReadIn) -> UnreadOut:
             )
         )
     )
+    mark_read_through(session, body.message_id, room_id=room.id)
     return unread(session, room.id)
 
 

@@ -12,7 +12,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from veza.messages.reactions import canonical_emoji
 
@@ -188,6 +196,37 @@ class ReactionIn(Input):
 
 class ReadIn(Input):
     message_id: Id
+
+
+NotificationLevel = Literal["none", "mentions", "all"]
+# The most notifications one call marks read by id; `up_to` marks any number.
+MAX_MARKED_IDS = 500
+# Notifications are many (a row per recipient and message): their ids are bigint.
+NotificationId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+class NotificationsReadIn(Input):
+    """Exactly one of `ids` (these notifications) and `up_to` (every one up
+    to this id)."""
+
+    ids: Annotated[list[NotificationId], Field(min_length=1, max_length=MAX_MARKED_IDS)] | None = (
+        None
+    )
+    up_to: NotificationId | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> NotificationsReadIn:
+        if (self.ids is None) == (self.up_to is None):
+            raise ValueError("give exactly one of ids and up_to")
+        return self
+
+
+class NotificationLevelIn(Input):
+    level: NotificationLevel
+
+
+class NotificationSettingsIn(Input):
+    email: bool
 
 
 class ConversationIn(Input):
@@ -465,6 +504,50 @@ class ConversationPage(BaseModel):
 class RoomPage(BaseModel):
     rooms: list[RoomOut]
     next_cursor: str | None
+
+
+class NotificationQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    unread: bool = False
+    before: NotificationId | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+
+
+class NotificationMessage(BaseModel):
+    id: int
+    content: str
+    author: UserRef
+    created_at: datetime
+
+
+class NotificationOut(BaseModel):
+    id: int
+    kind: Literal["message", "reply", "mention", "dm"]
+    room_id: int | None
+    conversation_id: int | None
+    message: NotificationMessage
+    created_at: datetime
+    read_at: datetime | None
+
+
+class NotificationPage(BaseModel):
+    notifications: list[NotificationOut]
+    unread_count: int
+    next_before: int | None
+
+
+class NotificationsMarkedOut(BaseModel):
+    marked: int
+    unread_count: int
+
+
+class NotificationSettingsOut(BaseModel):
+    email: bool
+
+
+class NotificationLevelOut(BaseModel):
+    level: NotificationLevel
 
 
 class ConversationUnreadOut(BaseModel):

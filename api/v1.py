@@ -10,6 +10,7 @@ from api import (
     files,
     mentions,
     messages,
+    notifications,
     request_context,
     rooms,
     search,
@@ -27,6 +28,7 @@ BLUEPRINTS = (
     messages.bp,
     conversations.bp,
     mentions.bp,
+    notifications.bp,
     search.bp,
     files.bp,
 )

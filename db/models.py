@@ -72,6 +72,15 @@ class NotificationLevel(enum.Enum):
     all = "all"
 
 
+class NotificationKind(enum.Enum):
+    """Why a notification was written, weakest to strongest (migration 0016)."""
+
+    message = "message"
+    reply = "reply"
+    mention = "mention"
+    dm = "dm"
+
+
 class MessageContentType(enum.Enum):
     text = "text"
     markdown = "markdown"
@@ -162,6 +171,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(server_default=NOW)
     deleted_at: Mapped[datetime | None]
+    # 0016: missed-message emails wanted, and when the last one went.
+    email_notifications: Mapped[bool] = mapped_column(server_default=text("true"))
+    notification_email_at: Mapped[datetime | None]
 
 
 class Room(Base):
@@ -505,6 +517,48 @@ class MessageMention(Base):
         ForeignKey("users.id", ondelete="CASCADE"), autoincrement=False
     )
     created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+class Notification(Base):
+    """What a message owes one person it concerns (migration 0016,
+    veza/notifications/)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        message_reference("notifications_message_fkey", "message_id", "message_created_at"),
+        UniqueConstraint("user_id", "message_id", name="notifications_user_message_key"),
+        CheckConstraint(
+            "(room_id IS NOT NULL AND conversation_id IS NULL)"
+            " OR (room_id IS NULL AND conversation_id IS NOT NULL)",
+            name="notification_location_check",
+        ),
+        Index("idx_notifications_user", "user_id", text("id DESC")),
+        Index(
+            "idx_notifications_unread",
+            "user_id",
+            text("id DESC"),
+            postgresql_where=text("read_at IS NULL"),
+        ),
+        Index("idx_notifications_message", "message_id", "message_created_at"),
+        Index(
+            "idx_notifications_email_due",
+            "created_at",
+            postgresql_where=text("read_at IS NULL AND emailed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[NotificationKind] = mapped_column(pg_enum(NotificationKind, "notification_kind"))
+    message_id: Mapped[int]
+    message_created_at: Mapped[datetime]
+    room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("direct_conversations.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    read_at: Mapped[datetime | None]
+    emailed_at: Mapped[datetime | None]
 
 
 class Reaction(Base):

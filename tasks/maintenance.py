@@ -15,6 +15,7 @@ from veza.files import requeue, sweeps
 from veza.maintenance import outbox_redrive, partition_upkeep, room_stats, session_expiry
 from veza.maintenance.run import Run
 from veza.messages import recount, retention
+from veza.notifications import missed_email
 from worker.maintenance_task import maintenance_task
 
 
@@ -37,10 +38,12 @@ def purge_expired_files(run: Run, grace_seconds: int | None = None) -> None:
 @maintenance_task(jobs.EXPIRE_SESSIONS)
 def expire_sessions(run: Run) -> None:
     """Expired sessions, ended login locks, and (housekeeping of the same
-    kind) outbox rows whose work finished more than OUTBOX_RETENTION_DAYS ago."""
+    kind) outbox rows whose work finished more than OUTBOX_RETENTION_DAYS
+    ago and notifications read more than NOTIFICATION_RETENTION_DAYS ago."""
     session_expiry.expire(run)
     session_expiry.reset_expired_locks(run)
     outbox_redrive.prune_finished(run)
+    session_expiry.prune_read_notifications(run)
 
 
 @maintenance_task(jobs.REDRIVE_OUTBOX)
@@ -96,3 +99,13 @@ def recount_counters(run: Run) -> None:
     """The counters messages.index keeps (members' message counts, DM unread
     counts, last_seen_at), recounted in full: a safety net for lost work."""
     recount.recount(run)
+
+
+@maintenance_task(jobs.EMAIL_MISSED_NOTIFICATIONS)
+def email_missed_notifications(run: Run) -> None:
+    """One email per user who left notifications unread while away, listing
+    them (veza/notifications/missed_email.py); a dry run counts the users."""
+    if run.dry_run:
+        missed_email.count_due(run)
+    else:
+        missed_email.send_missed(run)

@@ -1,8 +1,10 @@
 """messages.index: what a message post, edit or delete owes, through the
 outbox: the bookkeeping (veza/messages/counters.py says what it writes and
-why it is safe to run twice or late) and the enrichment
-(veza/messages/enrichment.py: rendering, language, code snippets, links).
-One task for both: a post costs one message to the broker, not two."""
+why it is safe to run twice or late), the enrichment
+(veza/messages/enrichment.py: rendering, language, code snippets, links),
+then the notifications (veza/notifications/fanout.py), in transactions of
+their own after the first commits. One task for all three: a post costs one
+message to the broker, not three, and each part is safe to run again."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from celery import shared_task
 from veza import jobs
 from veza.messages.counters import index_message
 from veza.messages.enrichment import enrich_message
+from veza.notifications.fanout import notify_recipients
 from worker.base import VezaTask
 
 
@@ -20,4 +23,5 @@ def index(self: VezaTask, message_id: int) -> bool:
         if not index_message(session, message_id):
             return False
         enrich_message(session, message_id)
-        return True
+    notify_recipients(message_id, self.transaction)
+    return True

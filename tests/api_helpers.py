@@ -31,6 +31,9 @@ class ApiClient:
     def post(self, path, user=None, **kw):
         return self.call("POST", path, user, **kw)
 
+    def put(self, path, user=None, **kw):
+        return self.call("PUT", path, user, **kw)
+
     def patch(self, path, user=None, **kw):
         return self.call("PATCH", path, user, **kw)
 

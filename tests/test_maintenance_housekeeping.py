@@ -123,6 +123,26 @@ def test_finished_outbox_rows_are_pruned_after_the_retention(mdb):
     }
 
 
+def test_notifications_read_long_ago_are_pruned_and_unread_ones_stay(mdb):
+    db = mdb
+    alice, bob = make_user(db), make_user(db)
+    room = make_room(db, alice)
+    said = [post(db, alice, room, content=f"{n}") for n in range(3)]
+    db.execute(
+        "INSERT INTO notifications (user_id, kind, message_id, message_created_at, room_id,"
+        " read_at)"
+        " SELECT %s, 'message', m.id, m.created_at, m.room_id, r.read_at"
+        " FROM messages m JOIN (VALUES (%s, now() - interval '91 days'),"
+        "   (%s, now() - interval '89 days'), (%s, NULL::timestamptz)) r(id, read_at)"
+        " ON r.id = m.id",
+        (bob, *(message[0] for message in said)),
+    )
+    result = run_task("maintenance.expire_sessions")
+    assert result["counts"]["notifications_deleted"] == 1
+    kept = {row[0] for row in db.execute("SELECT message_id FROM notifications")}
+    assert kept == {said[1][0], said[2][0]}
+
+
 # ------------------------------------------------------------------ files
 
 

@@ -126,6 +126,7 @@ def test_purge_archives_references_keeps_young_replies_and_restore_brings_all_ba
         (alice, room, root[0], root[1]),
     )
     untouched = post_aged(db, alice, keep, 20)
+    notify(db, bob, root)
     index_members(db)
     before = db.execute(
         "SELECT id, thread_count, reaction_count FROM messages ORDER BY id"
@@ -142,6 +143,7 @@ def test_purge_archives_references_keeps_young_replies_and_restore_brings_all_ba
     assert scalar(db, "SELECT count(*) FROM archived_files") == 1
     assert scalar(db, "SELECT count(*) FROM files") == 0
     assert scalar(db, "SELECT count(*) FROM message_mentions") == 0
+    assert scalar(db, "SELECT count(*) FROM notifications") == 0  # gone with its message
     assert (
         scalar(db, "SELECT parent_message_id FROM messages WHERE id = %s", (young_reply[0],))
         is None
@@ -166,6 +168,17 @@ def test_purge_archives_references_keeps_young_replies_and_restore_brings_all_ba
     assert counter_mismatches(db) == []
 
 
+def notify(db, user: int, message: tuple) -> None:
+    """A notification of `message` (id, created_at) for `user`, as the
+    fan-out writes it."""
+    db.execute(
+        "INSERT INTO notifications (user_id, kind, message_id, message_created_at, room_id)"
+        " SELECT %s, 'mention', id, created_at, room_id FROM messages"
+        " WHERE id = %s AND created_at = %s",
+        (user, *message),
+    )
+
+
 def month_start(months_ago: int) -> date:
     """The first day of the UTC month `months_ago` before this one."""
     return add_months(this_month(), -months_ago)
@@ -180,6 +193,7 @@ def test_a_month_covered_by_every_retention_is_dropped_whole_and_restorable(mdb)
     at = f"{old_month.isoformat()} 12:00:00+00"
     old = post(db, alice, room, created_at=at)
     react(db, old, alice)
+    notify(db, make_user(db, "bob"), old)  # a reference the detach would refuse
     old_child = post(db, alice, room, created_at=f"{old_month.isoformat()} 13:00:00+00", parent=old)
     young_reply = post_aged(db, alice, room, 1, parent=old)
     index_members(db)
@@ -193,6 +207,7 @@ def test_a_month_covered_by_every_retention_is_dropped_whole_and_restorable(mdb)
     assert scalar(db, "SELECT to_regclass(%s)", (partition,)) is None
     assert live_ids(db) == {young_reply[0]}
     assert archived_ids(db) == {old[0], old_child[0]}
+    assert scalar(db, "SELECT count(*) FROM notifications") == 0
     assert counter_mismatches(db) == []
 
     from veza.messages.retention import restore

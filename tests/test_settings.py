@@ -60,6 +60,9 @@ DESCRIBED = {
     "PARTITION_MONTHS_BEHIND": None,
     # No prefix: the keys are the storage paths themselves.
     "S3_PREFIX": "",
+    # veza/mail.py: no SMTP server, no missed-message email (nor a login).
+    "SMTP_HOST": None,
+    "SMTP_USER": None,
     # Each beat entry's own schedule (beat_schedule.py).
     "VEZA_SCHEDULE_<NAME>": {},
 }
@@ -164,6 +167,15 @@ def test_sentinel_urls_are_read_as_celery_reads_them_and_a_disagreeing_one_is_re
         environment(REDIS_URL="sentinel://h1:26379;sentinel://h2:26379/3")
     with pytest.raises(InvalidSettings, match="must be sentinel://HOST"):
         environment(REDIS_URL="sentinel://h1:26379/0;redis://h2:6379/0")
+
+
+def test_emails_without_a_key_for_their_unsubscribe_links_are_refused(environment):
+    with pytest.raises(InvalidSettings, match="NOTIFY_SIGNING_KEY must be set"):
+        environment(SMTP_HOST="mail.example.com")
+    environment(NOTIFY_SIGNING_KEY="k")  # then the same host is accepted
+    from veza.settings import get_settings
+
+    assert get_settings().smtp_host == "mail.example.com"
 
 
 def test_a_bad_schedule_is_refused_with_its_variables_name(environment):

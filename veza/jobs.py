@@ -40,6 +40,7 @@ REQUEUE_STALE_FILES = Job("maintenance.requeue_stale_files")
 REQUEUE_FAILED_FILES = Job("maintenance.requeue_failed_files")
 RESCAN_FILES = Job("maintenance.rescan_files")
 RECOUNT_COUNTERS = Job("maintenance.recount_counters")
+EMAIL_MISSED_NOTIFICATIONS = Job("maintenance.email_missed_notifications")
 
 ALL = tuple(value for value in globals().values() if isinstance(value, Job))
 # What an operator may run by hand (`veza maintenance run`, the console).

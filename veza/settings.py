@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from argon2 import DEFAULT_MEMORY_COST, DEFAULT_TIME_COST
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -200,6 +200,29 @@ class Settings(BaseSettings):
     # The Sentinels' own password (their `requirepass`), if they have one: it
     # is not the primary's, which is the URL's, as with one Redis.
     redis_sentinel_password: SecretStr | None = None
+    # Notifications (docs/api.md, "Notifications"). A notification still
+    # unread this long after it was written, whose user has used no session
+    # since, goes out in a missed-message email; a user gets at most one
+    # such email per NOTIFY_EMAIL_PERIOD_SECONDS, listing all they missed.
+    notify_email_delay_seconds: int = Field(default=600, ge=0)
+    notify_email_period_seconds: int = Field(default=3600, ge=0)
+    # Read notifications are kept this long, then deleted (expire_sessions).
+    notification_retention_days: int = Field(default=90, ge=1)
+    # Where users reach this server: the emails' links start with it.
+    public_url: str = "http://localhost:8000"
+    # The SMTP server of the missed-message emails; unset, none are sent.
+    # STARTTLS is asked for unless SMTP_STARTTLS=false (a relay on loopback).
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "Veza <noreply@localhost>"
+    smtp_starttls: bool = True
+    smtp_timeout_seconds: float = Field(default=30, gt=0)
+    # Signs the emails' one-click unsubscribe links (veza/notifications/
+    # unsubscribe.py); required with SMTP_HOST. Changing it voids the links
+    # of emails already sent.
+    notify_signing_key: SecretStr | None = None
     # VEZA_SCHEDULE_<NAME>: a beat entry's schedule ({name: expression}),
     # overriding beat_schedule.py's (five cron fields, or seconds). Gathered
     # by _ScheduleOverrides; the alias, which no variable can be named, keeps
@@ -238,6 +261,13 @@ class Settings(BaseSettings):
                     "each key must be 32 url-safe base64-encoded bytes (Fernet.generate_key())"
                 ) from None
         return keys
+
+    @model_validator(mode="after")
+    def _emails_can_be_unsubscribed(self) -> Settings:
+        # An email without a working unsubscribe link is not sent at all.
+        if self.smtp_host and not self.notify_signing_key:
+            raise ValueError("SMTP_HOST is set: NOTIFY_SIGNING_KEY must be set too")
+        return self
 
     @field_validator("storage_dir")
     @classmethod
@@ -333,13 +363,15 @@ class InvalidSettings(ValueError):
         problems = "; ".join(
             f"{str(problem['loc'][0]).upper()}={_shown(problem['loc'][0], problem['input'])}: "
             f"{problem['msg']}"
+            if problem["loc"]
+            else problem["msg"]  # a rule across settings (a model validator)
             for problem in error.errors()
         )
         super().__init__(f"invalid configuration: {problems}")
 
 
 # Settings whose value is a secret: a refusal names the variable, not the value.
-SECRETS = {"totp_encryption_key", "s3_secret_access_key"}
+SECRETS = {"totp_encryption_key", "s3_secret_access_key", "smtp_password", "notify_signing_key"}
 
 
 def _shown(field: object, value: object) -> str:

@@ -1,4 +1,4 @@
-"""Session expiry and login-lock reset."""
+"""Session expiry and login-lock reset, and the pruning of read notifications."""
 
 from __future__ import annotations
 
@@ -35,4 +35,16 @@ def reset_expired_locks(run: Run) -> None:
         "users",
         "locked_until < now()",
         set_clause="locked_until = NULL, failed_login_attempts = 0",
+    )
+
+
+def prune_read_notifications(run: Run) -> None:
+    """A notification read long ago is history nobody pages back to; unread
+    ones stay, however old (the feed is where they are found)."""
+    apply_in_batches(
+        run,
+        "notifications_deleted",
+        "notifications",
+        "read_at < now() - make_interval(days => :days)",
+        {"days": get_settings().notification_retention_days},
     )

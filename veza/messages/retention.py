@@ -367,7 +367,7 @@ def drop_covered_message_partitions(run: Run) -> list[partition_upkeep.Partition
 
     References are dealt with first, in batches (the detach refuses while
     any row references the partition): messages, reactions and file rows are
-    archived, reactions, mentions and file rows deleted, replies detached
+    archived, reactions, mentions, notifications and file rows deleted, replies detached
     (their links kept for a restore). Then the partition is detached
     concurrently and dropped, with the counters fixed in the DROP's
     transaction because triggers do not fire on DROP. A partition whose
@@ -428,7 +428,7 @@ def covered_by_retention(name: str) -> bool:
 
 
 # A row of the partition still to unlink: not archived yet, or referenced
-# (by a reaction, file, mention or reply) since. Rows an earlier, stopped
+# (by a reaction, file, mention, notification or reply) since. Rows an earlier, stopped
 # run unlinked fail this test, so a run resumes where the last one stopped;
 # a reaction added to an unlinked row meanwhile is caught all the same.
 STILL_LINKED = sql.SQL(
@@ -439,6 +439,8 @@ STILL_LINKED = sql.SQL(
     " OR EXISTS (SELECT 1 FROM files x"
     "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
     " OR EXISTS (SELECT 1 FROM message_mentions x"
+    "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+    " OR EXISTS (SELECT 1 FROM notifications x"
     "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
     " OR EXISTS (SELECT 1 FROM messages x"
     "  WHERE x.parent_message_id = m.id AND x.parent_created_at = m.created_at)"
@@ -471,7 +473,7 @@ def unlink_partition(run: Run, partition: partition_upkeep.Partition) -> bool:
         # included. The links bring the threads back on restore.
         detached = detach_replies(session, params, "true")
         archived = archive_rows(session, params)
-        for referencing in ("reactions", "files", "message_mentions"):
+        for referencing in ("reactions", "files", "message_mentions", "notifications"):
             session.execute(
                 over_batch(
                     "WITH {batch} DELETE FROM {referencing} x USING d"

@@ -1,0 +1,122 @@
+"""Who a message notifies: a `notifications` row for each person it
+concerns, written after commit by messages.index (tasks/messages.py).
+
+- In a room, a member hears of a message by their `notification_level`:
+  'all' every message, 'mentions' a mention of them or a reply to their
+  message, 'none' nothing. Only members who were in the room when it was
+  posted, and who have not read past it already: a re-run after an edit,
+  or late after an outage, does not tell a newcomer about old talk. A user
+  mentioned in a public room they have not joined is not notified (the
+  mention feed, GET /mentions, still shows it): the room is not theirs.
+- In a DM, every other active participant, unless their level is 'none' or
+  the conversation is blocked: a DM is addressed to them.
+- Never the author, nor a deactivated or deleted user.
+
+The room's members are taken FANOUT_BATCH at a time, in user id order, one
+transaction each: a 10,000-member room is a few short transactions, not one
+long one holding its snapshot and WAL while the whole room is written.
+
+Running it twice writes nothing new: a row is unique per recipient and
+message, and a conflict only ever raises the kind (an edit that adds a
+mention turns 'message' into 'mention'), so a re-run after a retry, a
+re-drive or an edit duplicates nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from db.engine import affected
+
+# Members per transaction: an insert of this many rows takes tens of
+# milliseconds, and a room of the seed's largest size (max_members 10,000)
+# takes two.
+FANOUT_BATCH = 5000
+
+Transaction = Callable[[], AbstractContextManager[Session]]
+
+MESSAGE = """
+SELECT m.id, m.created_at, m.room_id, m.conversation_id, m.author_id,
+       COALESCE(m.mentions, '{}') AS mentions,
+       (SELECT p.author_id FROM messages p
+        WHERE p.id = m.parent_message_id AND p.created_at = m.parent_created_at)
+           AS parent_author_id
+FROM messages m WHERE m.id = :id AND NOT m.is_deleted
+"""
+
+# Where a conflict meets an existing row: only a stronger reason rewrites it.
+KEEP_THE_STRONGER_KIND = """
+ON CONFLICT (user_id, message_id) DO UPDATE SET kind = EXCLUDED.kind
+WHERE notifications.kind < EXCLUDED.kind
+"""
+
+# One batch of a room's members after :after, and what they are owed. The
+# batch's last user id is where the next one starts.
+ROOM_BATCH = f"""
+WITH batch AS (
+    SELECT rm.user_id,
+           CASE WHEN rm.user_id = ANY(:mentions) THEN 'mention'
+                WHEN rm.user_id = :parent_author_id THEN 'reply'
+                ELSE 'message' END::notification_kind AS kind,
+           rm.notification_level
+    FROM room_members rm JOIN users u ON u.id = rm.user_id
+    WHERE rm.room_id = :room_id AND rm.user_id > :after
+      AND rm.user_id <> :author_id AND rm.joined_at <= :created_at
+      AND COALESCE(rm.last_read_message_id, 0) < :id
+      AND u.is_active AND u.deleted_at IS NULL
+    ORDER BY rm.user_id
+    LIMIT :size
+), written AS (
+    INSERT INTO notifications (user_id, kind, message_id, message_created_at, room_id)
+    SELECT user_id, kind, :id, :created_at, :room_id FROM batch
+    WHERE notification_level = 'all'
+       OR (notification_level = 'mentions' AND kind > 'message')
+    {KEEP_THE_STRONGER_KIND}
+    RETURNING 1
+)
+SELECT (SELECT max(user_id) FROM batch), (SELECT count(*) FROM written)
+"""
+
+DM_RECIPIENTS = f"""
+INSERT INTO notifications (user_id, kind, message_id, message_created_at, conversation_id)
+SELECT p.user_id, 'dm', :id, :created_at, :conversation_id
+FROM direct_conversation_participants p
+JOIN direct_conversations c ON c.id = p.conversation_id
+JOIN users u ON u.id = p.user_id
+WHERE p.conversation_id = :conversation_id AND p.user_id <> :author_id
+  AND p.is_active AND p.notification_level <> 'none' AND NOT c.is_blocked
+  AND COALESCE(p.last_read_message_id, 0) < :id
+  AND u.is_active AND u.deleted_at IS NULL
+{KEEP_THE_STRONGER_KIND}
+"""
+
+
+def notify_recipients(message_id: int, transaction: Transaction) -> int:
+    """Write the message's notifications, each batch in a `transaction()`
+    of its own; returns how many rows were written or strengthened (0 for
+    a message that is gone)."""
+    with transaction() as session:
+        found = session.execute(text(MESSAGE), {"id": message_id}).mappings().first()
+        if found is None:
+            return 0
+        message = dict(found)
+        if message["conversation_id"] is not None:
+            return affected(session.execute(text(DM_RECIPIENTS), message))
+    return _notify_room_members(message, transaction)
+
+
+def _notify_room_members(message: dict[str, Any], transaction: Transaction) -> int:
+    written, after = 0, 0
+    while True:
+        with transaction() as session:
+            last, count = session.execute(
+                text(ROOM_BATCH), message | {"after": after, "size": FANOUT_BATCH}
+            ).one()
+        if last is None:
+            return written
+        written, after = written + count, last
