@@ -56,7 +56,8 @@ WHERE notifications.kind < EXCLUDED.kind
 """
 
 # One batch of a room's members after :after, and what they are owed. The
-# batch's last user id is where the next one starts.
+# batch's last user id is where the next one starts; a batch short of :size
+# was the last.
 ROOM_BATCH = f"""
 WITH batch AS (
     SELECT rm.user_id,
@@ -79,7 +80,8 @@ WITH batch AS (
     {KEEP_THE_STRONGER_KIND}
     RETURNING 1
 )
-SELECT (SELECT max(user_id) FROM batch), (SELECT count(*) FROM written)
+SELECT (SELECT max(user_id) FROM batch), (SELECT count(*) FROM batch),
+       (SELECT count(*) FROM written)
 """
 
 DM_RECIPIENTS = f"""
@@ -114,9 +116,9 @@ def _notify_room_members(message: dict[str, Any], transaction: Transaction) -> i
     written, after = 0, 0
     while True:
         with transaction() as session:
-            last, count = session.execute(
+            last, taken, count = session.execute(
                 text(ROOM_BATCH), message | {"after": after, "size": FANOUT_BATCH}
             ).one()
-        if last is None:
-            return written
         written, after = written + count, last
+        if taken < FANOUT_BATCH:
+            return written
