@@ -113,7 +113,8 @@ def notify_recipients(message_id: int, transaction: Transaction) -> int:
 
 
 def _notify_room_members(message: dict[str, Any], transaction: Transaction) -> int:
-    written, after = 0, 0
+    written: int = 0
+    after = 0
     while True:
         with transaction() as session:
             last, taken, count = session.execute(
