@@ -70,6 +70,8 @@ class KeysetBatches:
     "after the last batch", `{key}` for its ORDER BY, `:size` its LIMIT, and
     any other `{name}` filled from `parts` (psycopg.sql). Iterating yields
     `(session, rows)`: the caller's work on a batch commits with it.
+    `descending` walks the key from its largest value down (newest first,
+    for a key that grows with time).
 
     The loop ends when a batch comes back empty (`exhausted`) or when the
     run's phase is out of time (Run.batches); the caller reports which, and
@@ -82,16 +84,19 @@ class KeysetBatches:
         params: dict[str, Any] | None = None,
         key: Sequence[str] = ("id",),
         initial: int = 500,
+        descending: bool = False,
         **parts: sql.Composable,
     ) -> None:
         self.run, self.params, self.initial = run, params or {}, initial
         self.columns = [column.split(".")[-1] for column in key]
-        order = sql.SQL(", ").join(sql.Identifier(*column.split(".")) for column in key)
+        columns = [sql.Identifier(*column.split(".")) for column in key]
+        direction = sql.SQL(" DESC" if descending else "")
+        beyond = sql.SQL("<" if descending else ">")
+        order = sql.SQL(", ").join(column + direction for column in columns)
         last = sql.SQL(", ").join(sql.SQL(f":after_{i}") for i in range(len(key)))
+        after = sql.SQL("({}) {} ({})").format(sql.SQL(", ").join(columns), beyond, last)
         self.first = compose(query, after=sql.SQL("true"), key=order, **parts)
-        self.rest = compose(
-            query, after=sql.SQL("({}) > ({})").format(order, last), key=order, **parts
-        )
+        self.rest = compose(query, after=after, key=order, **parts)
         self.exhausted = False
 
     def __iter__(self) -> Iterator[tuple[Session, Sequence[Row[Any]]]]:
