@@ -19,8 +19,10 @@ by messages.index (tasks/messages.py) for every post and edit:
   language, for search (veza/messages/search.py).
 
 The work is a pure function of the content (`enrichment`) and one UPDATE
-guarded by the edit count it read, so running it twice, late, or racing an
-edit leaves the newest content's enrichment.
+guarded by the edit count it read (`enrich`), so running it twice, late, or
+racing an edit leaves the newest content's enrichment. The same `enrich`
+serves messages.index (`enrich_message`, one message) and the backfill of
+messages it never reached (veza/messages/backfill.py, a batch at a time).
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from markdown_it import MarkdownIt
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
-from sqlalchemy import text
+from sqlalchemy import RowMapping, text
 from sqlalchemy.orm import Session
 
+from db.engine import affected
 from veza.messages.sanitize import sanitize_html
 from veza.messages.search import search_config
 from veza.messages.visibility import VISIBLE_TO_VIEWER
@@ -97,16 +101,27 @@ def detected_language(prose: str) -> str | None:
     return str(language) if confidence >= MIN_CONFIDENCE else None
 
 
+# What enrichment reads of a message (`enrich`'s rows): its key, its content,
+# its author (for the links) and the edit count that guards the write.
+COLUMNS = "id, created_at, content, content_type::text AS content_type, author_id, edit_count"
+# The write, guarded by the edit count read.
+WRITE = text(
+    "UPDATE messages SET rendered_html = :rendered,"
+    " metadata = metadata || CAST(:metadata AS jsonb),"
+    " referenced_message_ids = :referenced, enriched_at = now(),"
+    " search_config = CAST(:config AS regconfig),"
+    " search_vector = to_tsvector(CAST(:config AS regconfig), content)"
+    " WHERE id = :id AND created_at = :created_at AND edit_count = :edit_count"
+)
+
+
 def enrich_message(session: Session, message_id: int) -> bool:
     """Enrich the message as it is now; False when it is gone. The write is
     guarded by the edit count read: an edit committed meanwhile owes its
     own run, which enriches the newer content."""
     message = (
         session.execute(
-            text(
-                "SELECT id, created_at, content, content_type::text AS content_type,"
-                " author_id, edit_count FROM messages WHERE id = :id AND NOT is_deleted"
-            ),
+            text(f"SELECT {COLUMNS} FROM messages WHERE id = :id AND NOT is_deleted"),
             {"id": message_id},
         )
         .mappings()
@@ -114,32 +129,39 @@ def enrich_message(session: Session, message_id: int) -> bool:
     )
     if message is None:
         return False
-    found = enrichment(message["content"], message["content_type"])
-    referenced = visible_to_author(session, message["author_id"], found.linked_message_ids)
-    metadata: dict[str, Any] = {
-        "language_detected": found.language,
-        "code_snippets": found.code_snippets,
-    }
-    session.execute(
-        text(
-            "UPDATE messages SET rendered_html = :rendered,"
-            " metadata = metadata || CAST(:metadata AS jsonb),"
-            " referenced_message_ids = :referenced, enriched_at = now(),"
-            " search_config = CAST(:config AS regconfig),"
-            " search_vector = to_tsvector(CAST(:config AS regconfig), content)"
-            " WHERE id = :id AND created_at = :created_at AND edit_count = :edit_count"
-        ),
-        {
-            "rendered": found.rendered_html,
-            "metadata": json.dumps(metadata),
-            "referenced": referenced,
-            "config": search_config(found.language),
-            "id": message["id"],
-            "created_at": message["created_at"],
-            "edit_count": message["edit_count"],
-        },
-    )
+    enrich(session, [message])
     return True
+
+
+def enrich(session: Session, messages: Sequence[RowMapping]) -> int:
+    """Write the enrichment of `messages` (rows of COLUMNS), all of them in
+    one executemany; the number written. A message edited since its row was
+    read is left as it is (the guard): the edit's own run enriches it.
+    messages.index passes the one message it was owed, the enrichment
+    backfill (veza/messages/backfill.py) a batch it holds locked."""
+    if not messages:
+        return 0
+    writes = []
+    for message in messages:
+        found = enrichment(message["content"], message["content_type"])
+        metadata: dict[str, Any] = {
+            "language_detected": found.language,
+            "code_snippets": found.code_snippets,
+        }
+        writes.append(
+            {
+                "rendered": found.rendered_html,
+                "metadata": json.dumps(metadata),
+                "referenced": visible_to_author(
+                    session, message["author_id"], found.linked_message_ids
+                ),
+                "config": search_config(found.language),
+                "id": message["id"],
+                "created_at": message["created_at"],
+                "edit_count": message["edit_count"],
+            }
+        )
+    return affected(session.execute(WRITE, writes))
 
 
 def visible_to_author(session: Session, author_id: int, message_ids: list[int]) -> list[int]:
