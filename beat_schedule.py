@@ -80,6 +80,10 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = dict(
         # minutes; this pass, which reads every message once, is the net
         # under that net (docs/maintenance.md).
         scheduled("recount_counters", jobs.RECOUNT_COUNTERS, "37 4 * * *", expires=3600),
+        # Daily, for the same reason: the enrichment (and search vector) of
+        # messages messages.index never reached; the first runs after
+        # migrations 0014/0015 do the history (docs/maintenance.md).
+        scheduled("backfill_enrichment", jobs.BACKFILL_ENRICHMENT, "57 4 * * *", expires=3600),
         # Owed work that never finished is sent again (docs/operations.md).
         scheduled("redrive_outbox", jobs.REDRIVE_OUTBOX, "* * * * *", expires=50),
         # Notifications left unread while away, emailed (docs/api.md).

@@ -14,7 +14,7 @@ from veza import jobs
 from veza.files import requeue, sweeps
 from veza.maintenance import outbox_redrive, partition_upkeep, room_stats, session_expiry
 from veza.maintenance.run import Run
-from veza.messages import recount, retention
+from veza.messages import backfill, recount, retention
 from veza.notifications import missed_email
 from worker.maintenance_task import maintenance_task
 
@@ -109,3 +109,11 @@ def email_missed_notifications(run: Run) -> None:
         missed_email.count_due(run)
     else:
         missed_email.send_missed(run)
+
+
+@maintenance_task(jobs.BACKFILL_ENRICHMENT)
+def backfill_enrichment(run: Run) -> None:
+    """Live messages messages.index never enriched (written before
+    migrations 0014 and 0015, or their work given up on), enriched newest
+    first, search vector included: a safety net, as the recount is."""
+    backfill.backfill(run)

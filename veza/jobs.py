@@ -41,6 +41,7 @@ REQUEUE_FAILED_FILES = Job("maintenance.requeue_failed_files")
 RESCAN_FILES = Job("maintenance.rescan_files")
 RECOUNT_COUNTERS = Job("maintenance.recount_counters")
 EMAIL_MISSED_NOTIFICATIONS = Job("maintenance.email_missed_notifications")
+BACKFILL_ENRICHMENT = Job("maintenance.backfill_enrichment")
 
 ALL = tuple(value for value in globals().values() if isinstance(value, Job))
 # What an operator may run by hand (`veza maintenance run`, the console).
