@@ -46,8 +46,9 @@ def beat_redis_timeout() -> float:
 
 
 def run_budget_seconds() -> int:
-    """The time a phased maintenance run (purge_retention) shares among its
-    phases: MAINTENANCE_RUN_BUDGET_SECONDS, else DEFAULT_RUN_BUDGET_SECONDS."""
+    """The time a phased maintenance run (purge_retention,
+    backfill_enrichment) shares among its phases:
+    MAINTENANCE_RUN_BUDGET_SECONDS, else DEFAULT_RUN_BUDGET_SECONDS."""
     configured = get_settings().maintenance_run_budget_seconds
     return DEFAULT_RUN_BUDGET_SECONDS if configured is None else configured
 

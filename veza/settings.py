@@ -160,8 +160,8 @@ class Settings(BaseSettings):
     partition_months_ahead: int = 3
     # Unset: the longest room retention in use, at least 2 (db/partitions.py).
     partition_months_behind: int | None = None
-    # The time a phased run (purge_retention) shares among its phases; unset,
-    # limits.DEFAULT_RUN_BUDGET_SECONDS (veza/limits.py).
+    # The time a phased run (purge_retention, backfill_enrichment) shares
+    # among its phases; unset, limits.DEFAULT_RUN_BUDGET_SECONDS (veza/limits.py).
     maintenance_run_budget_seconds: int | None = None
     # A blob or upload on disk with no row is removed only once this old:
     # the row of an upload in flight may not be committed yet.
