@@ -29,6 +29,21 @@ def not_found() -> ApiError:
     return ApiError(404, NOT_FOUND_CODE, NOT_FOUND_MESSAGE)
 
 
+def is_usable(user: User) -> bool:
+    """An account that may log in and be found: active and not deleted."""
+    return user.is_active and user.deleted_at is None
+
+
+def usable_user(session: Session, user_id: int) -> User:
+    """The user, or the one 404 when the id is unknown or the account is
+    deactivated or deleted: an account that is gone is gone from every
+    lookup by id (a profile, an invitation, a DM)."""
+    user = session.get(User, user_id)
+    if user is None or not is_usable(user):
+        raise not_found()
+    return user
+
+
 def forbidden(message: str) -> ApiError:
     return ApiError(403, "forbidden", message)
 

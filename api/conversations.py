@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from api.access import check_conversation_open, not_found, participant_conversation
+from api.access import check_conversation_open, not_found, participant_conversation, usable_user
 from api.errors import ApiError
 from api.messages import create_message, page
 from api.notifications import mark_read_through
@@ -67,9 +67,7 @@ def open_conversation(session: Session, body: ConversationIn) -> tuple[Conversat
             "The body is not valid.",
             {"user_id": "cannot open a conversation with yourself"},
         )
-    other = session.get(User, body.user_id)
-    if other is None or other.deleted_at is not None or not other.is_active:
-        raise not_found()
+    other = usable_user(session, body.user_id)
     pair = sorted((g.user.id, other.id))
     created_id = session.scalar(
         insert(DirectConversation)

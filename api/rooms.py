@@ -25,6 +25,7 @@ from api.access import (
     muted_now,
     not_found,
     rank,
+    usable_user,
     visible_room,
 )
 from api.errors import ApiError
@@ -229,9 +230,7 @@ def add_member(session: Session, room_id: int, body: MemberAdd) -> tuple[MemberO
             raise forbidden("Join the room first.")
         if not (me.can_invite or rank(room, me) >= MODERATOR_RANK):
             raise forbidden("You may not invite to this room.")
-        invitee = session.get(User, target_id)
-        if invitee is None or invitee.deleted_at is not None or not invitee.is_active:
-            raise not_found()
+        usable_user(session, target_id)
         if membership(session, room.id, target_id) is not None:
             raise ApiError(409, "already_member", "That user is already a member.")
         invited_by = g.user.id

@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from api import audit
-from api.access import not_found
+from api.access import is_usable, not_found
 from api.errors import ApiError, error_response
 from api.request_context import client_ip, user_agent
 from api.schemas import (
@@ -121,10 +121,6 @@ def find_session(
     if not hmac.compare_digest(row.token_hash, digest):
         return None
     return row, user
-
-
-def is_usable(user: User) -> bool:
-    return user.is_active and user.deleted_at is None
 
 
 def access_session(session: Session, token: str) -> tuple[UserSession, User] | None:
