@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from veza.locales import language_tag, time_zone
 from veza.messages.reactions import canonical_emoji
 
 USERNAME_PATTERN = r"^[a-zA-Z0-9_-]{3,50}$"
@@ -43,6 +45,43 @@ def storable(value: str) -> str:
 def has_visible_text(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
+    return value
+
+
+def blank_as_none(value: str) -> str | None:
+    """A profile text of nothing but whitespace is no text: stored null, so
+    that "no bio" has one form, whether cleared with null or with ""."""
+    return value if value.strip() else None
+
+
+T = TypeVar("T")
+
+
+def refuse_null(value: T | None) -> T:
+    """For a PATCH field that may be left out but not cleared (it always
+    holds a value): pydantic does not validate an absent field's default,
+    so only an explicit null reaches this."""
+    if value is None:
+        raise ValueError("may not be null")
+    return value
+
+
+def web_url(value: str | None) -> str | None:
+    """An http or https URL with a host, or None (after blank_as_none). A
+    client puts it in an <img src>: no other scheme (javascript:, data:,
+    file:), and no whitespace or control character, which browsers strip or
+    stop at, each in its own way."""
+    if value is None:
+        return None
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ValueError("must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        has_host = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError as err:  # an unclosed [IPv6] bracket, a port out of range
+        raise ValueError("must be an http or https URL") from err
+    if parts.scheme.lower() not in {"http", "https"} or not has_host:
+        raise ValueError("must be an http or https URL")
     return value
 
 
@@ -120,6 +159,30 @@ class LoginIn(Input):
     password: Annotated[Text, StringConstraints(min_length=1, max_length=1024)]
     # With 2FA on: a TOTP code (6 digits) or an unused backup code.
     otp: OtpCode | None = None
+
+
+# users' columns bound these, bio (text) excepted: 1000 characters is a bio,
+# not a document.
+DisplayName = Annotated[Text, StringConstraints(max_length=100), AfterValidator(blank_as_none)]
+Bio = Annotated[Text, StringConstraints(max_length=1000), AfterValidator(blank_as_none)]
+AvatarUrl = Annotated[
+    Text, StringConstraints(max_length=500), AfterValidator(blank_as_none), AfterValidator(web_url)
+]
+StatusMessage = Annotated[Text, StringConstraints(max_length=200), AfterValidator(blank_as_none)]
+TimeZone = Annotated[Text, StringConstraints(max_length=50), AfterValidator(time_zone)]
+LanguageTag = Annotated[Text, StringConstraints(max_length=10), AfterValidator(language_tag)]
+
+
+class ProfilePatch(Input):
+    """PATCH /users/me: only the fields sent change. A text sent as null or
+    blank clears it; timezone and language always hold one (null is a 422)."""
+
+    display_name: DisplayName | None = None
+    bio: Bio | None = None
+    avatar_url: AvatarUrl | None = None
+    status_message: StatusMessage | None = None
+    timezone: Annotated[TimeZone | None, AfterValidator(refuse_null)] = None
+    language: Annotated[LanguageTag | None, AfterValidator(refuse_null)] = None
 
 
 class PasswordChangeIn(Input):
