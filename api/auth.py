@@ -110,7 +110,7 @@ def register(session: Session, body: RegisterIn) -> tuple[UserOut, int]:
     session.add(user)
     session.flush()
     session.refresh(user)
-    return user_out(user, with_email=True), 201
+    return user_out(user, to_self=True), 201
 
 
 def find_login(session: Session, login: str) -> User | None:

@@ -354,7 +354,7 @@ class UserOut(BaseModel):
     is_verified: bool
     last_login_at: datetime | None
     last_seen_at: datetime | None
-    totp_enabled: bool
+    totp_enabled: bool | None  # only to the user themself: who lacks 2FA is a target list
     created_at: datetime
     updated_at: datetime
 

@@ -75,11 +75,13 @@ def is_live(row: UserSession, at: datetime) -> bool:
     return row.is_active and row.expires_at > at and family_end(row) > at
 
 
-def user_out(user: User, *, with_email: bool = False) -> UserOut:
+def user_out(user: User, *, to_self: bool = False) -> UserOut:
+    """The user as UserOut; their email and 2FA state only when shown to
+    the user themself (to_self), null to anyone else."""
     fields = {name: getattr(user, name) for name in UserOut.model_fields}
-    return UserOut(
-        **fields | {"role": user.role.value, "email": user.email if with_email else None}
-    )
+    private = {"email": user.email, "totp_enabled": user.totp_enabled}
+    shown = private if to_self else dict.fromkeys(private)
+    return UserOut(**fields | shown | {"role": user.role.value})
 
 
 def no_store(blueprint: Blueprint) -> None:
@@ -180,7 +182,7 @@ def open_session(session: Session, user: User, family: Family | None = None) -> 
         refresh_token=refresh,
         expires_at=access_row.expires_at,
         refresh_expires_at=refresh_row.expires_at,
-        user=user_out(user, with_email=True),
+        user=user_out(user, to_self=True),
     )
 
 
