@@ -359,6 +359,13 @@ class UserOut(BaseModel):
     updated_at: datetime
 
 
+class ProfileOut(UserOut):
+    """The seed's user JSON: the user, and whether they are online now
+    (api/sessions.py, is_online)."""
+
+    is_online: bool
+
+
 class TokensOut(BaseModel):
     access_token: str
     refresh_token: str

@@ -55,6 +55,10 @@ REFRESH_TOKEN_TTL = timedelta(days=30)
 # last_activity_at is written at most this often per session: a write per
 # request would double the cost of every read.
 ACTIVITY_RESOLUTION = timedelta(minutes=1)
+# A user is online while a live session of theirs was active this recently:
+# several ACTIVITY_RESOLUTION steps, so that someone busy in a client never
+# blinks offline between two writes of last_activity_at.
+ONLINE_WINDOW = timedelta(minutes=5)
 
 
 def now() -> datetime:
@@ -82,6 +86,21 @@ def user_out(user: User, *, to_self: bool = False) -> UserOut:
     private = {"email": user.email, "totp_enabled": user.totp_enabled}
     shown = private if to_self else dict.fromkeys(private)
     return UserOut(**fields | shown | {"role": user.role.value})
+
+
+def is_online(session: Session, user_id: int) -> bool:
+    """Whether a live session of the user was active within ONLINE_WINDOW:
+    logging out (or the last session ending) is going offline at once;
+    closing the client, ONLINE_WINDOW later."""
+    at = now()
+    recent = session.scalars(
+        select(UserSession).where(
+            UserSession.user_id == user_id,
+            UserSession.is_active.is_(True),
+            UserSession.last_activity_at >= at - ONLINE_WINDOW,
+        )
+    )
+    return any(is_live(row, at) for row in recent)
 
 
 def no_store(blueprint: Blueprint) -> None:

@@ -16,6 +16,7 @@ from api import (
     search,
     sessions,
     two_factor,
+    users,
 )
 from api.schemas import ErrorBody
 from api.spec import API_PREFIX, IdConverter, openapi_document
@@ -24,6 +25,7 @@ BLUEPRINTS = (
     auth.bp,
     sessions.bp,
     two_factor.bp,
+    users.bp,
     rooms.bp,
     messages.bp,
     conversations.bp,
