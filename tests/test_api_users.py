@@ -98,6 +98,14 @@ def test_an_expired_or_logged_out_session_is_offline_however_recent(api, db):
     assert not online(api, alice, carol)
 
 
+def test_a_language_is_stored_as_its_standard_bcp_47_tag(api):
+    alice = api.register()
+    for sent, stored in (("fra", "fr"), ("ZH-hant-tw", "zh-Hant-TW"), ("es-419", "es-419")):
+        answer = api.patch("/users/me", alice, json={"language": sent})
+        assert answer.status_code == 200, answer.json
+        assert answer.json["language"] == stored
+
+
 def test_patch_changes_the_fields_sent_and_audits_their_names_only(api, db):
     alice = api.register()
     before = api.get("/users/me", alice).json
