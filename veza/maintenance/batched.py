@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import affected, session_scope
 from veza.maintenance.run import Run
-from veza.statements import compose
+from veza.statements import compose, identifiers
 
 
 def apply_in_batches(
@@ -29,13 +29,17 @@ def apply_in_batches(
     where: str,
     params: dict[str, Any] | None = None,
     set_clause: str | None = None,
+    row_id: Sequence[str] = ("ctid",),
 ) -> None:
     """DELETE (or UPDATE ... SET `set_clause`) the rows of `table` matching
     `where`, counting them under `key`. An UPDATE must make the rows stop
     matching `where`. Rows locked by someone else are left for next time
-    (SKIP LOCKED): maintenance never waits on user traffic."""
+    (SKIP LOCKED): maintenance never waits on user traffic. `row_id` names
+    a row: its ctid in a plain table, but a partitioned table's key (a
+    ctid is only unique within one partition, so `ctid IN (...)` over
+    `messages` would also hit other months' rows at the same place)."""
     params = params or {}
-    parts = {"table": sql.Identifier(table), "where": sql.SQL(where)}
+    parts = {"table": sql.Identifier(table), "where": sql.SQL(where), "row_id": identifiers(row_id)}
     if run.dry_run:
         with session_scope() as session:
             count = session.execute(
@@ -43,16 +47,18 @@ def apply_in_batches(
             )
             run.add(**{key: count.scalar_one()})
         return
-    target = sql.SQL("SELECT ctid FROM {table} WHERE {where} LIMIT :size FOR UPDATE SKIP LOCKED")
+    target = sql.SQL(
+        "SELECT {row_id} FROM {table} WHERE {where} LIMIT :size FOR UPDATE SKIP LOCKED"
+    )
     parts["target"] = target.format(**parts)
     statement = (
         compose(
-            "UPDATE {table} SET {set_clause} WHERE ctid IN ({target})",
+            "UPDATE {table} SET {set_clause} WHERE ({row_id}) IN ({target})",
             set_clause=sql.SQL(set_clause),
             **parts,
         )
         if set_clause
-        else compose("DELETE FROM {table} WHERE ctid IN ({target})", **parts)
+        else compose("DELETE FROM {table} WHERE ({row_id}) IN ({target})", **parts)
     )
     for size in run.batches(initial=1000):
         with session_scope() as session:
