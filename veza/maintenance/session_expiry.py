@@ -1,4 +1,5 @@
-"""Session expiry and login-lock reset, and the pruning of read notifications."""
+"""Session expiry, the reset of login locks and mutes that ran out, and the
+pruning of read notifications."""
 
 from __future__ import annotations
 
@@ -36,6 +37,25 @@ def reset_expired_locks(run: Run) -> None:
         "locked_until < now()",
         set_clause="locked_until = NULL, failed_login_attempts = 0",
     )
+
+
+def reset_expired_mutes(run: Run) -> None:
+    """A mute that has run out is lifted in the row as well: the API already
+    lets the member write again (api/access.py muted_now reads muted_until),
+    but `is_muted` stayed true, so the seed's partial index
+    idx_room_members_active (WHERE is_muted = false) left the member out.
+    A mute kept for a member who left (room_mutes, applied again on rejoin)
+    that has run out is deleted: rejoining would lift it anyway
+    (api/rooms.py restore_mute). A mute with no end (muted_until NULL) lasts
+    until lifted, in either table."""
+    apply_in_batches(
+        run,
+        "mutes_reset",
+        "room_members",
+        "is_muted AND muted_until < now()",
+        set_clause="is_muted = false, muted_until = NULL",
+    )
+    apply_in_batches(run, "room_mutes_pruned", "room_mutes", "muted_until < now()")
 
 
 def prune_read_notifications(run: Run) -> None:
