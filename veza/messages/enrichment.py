@@ -101,6 +101,9 @@ def detected_language(prose: str) -> str | None:
     return str(language) if confidence >= MIN_CONFIDENCE else None
 
 
+# The keys enrichment writes into a message's metadata: derived from its
+# content, so they go with it when a deleted message is scrubbed (scrub.py).
+DERIVED_METADATA = ("language_detected", "code_snippets")
 # What enrichment reads of a message (`enrich`'s rows): its key, its content,
 # its author (for the links) and the edit count that guards the write.
 COLUMNS = "id, created_at, content, content_type::text AS content_type, author_id, edit_count"
@@ -144,10 +147,9 @@ def enrich(session: Session, messages: Sequence[RowMapping]) -> int:
     writes = []
     for message in messages:
         found = enrichment(message["content"], message["content_type"])
-        metadata: dict[str, Any] = {
-            "language_detected": found.language,
-            "code_snippets": found.code_snippets,
-        }
+        metadata: dict[str, Any] = dict(
+            zip(DERIVED_METADATA, (found.language, found.code_snippets), strict=True)
+        )
         writes.append(
             {
                 "rendered": found.rendered_html,
