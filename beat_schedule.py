@@ -84,6 +84,9 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = dict(
         # messages messages.index never reached; the first runs after
         # migrations 0014/0015 do the history (docs/maintenance.md).
         scheduled("backfill_enrichment", jobs.BACKFILL_ENRICHMENT, "57 4 * * *", expires=3600),
+        # Daily, after the retention purge: deleted messages' content, once
+        # DELETED_CONTENT_GRACE_DAYS old, is scrubbed (docs/maintenance.md).
+        scheduled("scrub_deleted_content", jobs.SCRUB_DELETED_CONTENT, "47 3 * * *", expires=3600),
         # Owed work that never finished is sent again (docs/operations.md).
         scheduled("redrive_outbox", jobs.REDRIVE_OUTBOX, "* * * * *", expires=50),
         # Notifications left unread while away, emailed (docs/api.md).

@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import date
 
 from veza import jobs
-from veza.files import requeue, sweeps
+from veza.files import expiry_policy, requeue, sweeps
 from veza.maintenance import outbox_redrive, partition_upkeep, room_stats, session_expiry
 from veza.maintenance.run import Run
-from veza.messages import backfill, recount, retention
+from veza.messages import backfill, recount, retention, scrub
 from veza.notifications import missed_email
 from worker.maintenance_task import maintenance_task
 
@@ -28,8 +28,10 @@ def purge_retention(run: Run) -> None:
 
 @maintenance_task(jobs.PURGE_EXPIRED_FILES)
 def purge_expired_files(run: Run, grace_seconds: int | None = None) -> None:
-    """Expired files, then the orphan sweep of storage and of rows whose
+    """Expiry set by policy (unattached uploads, rooms with retention), then
+    expired files, then the orphan sweep of storage and of rows whose
     stored content is missing."""
+    expiry_policy.set_expiry_by_policy(run)
     sweeps.purge_expired(run)
     sweeps.sweep_orphans(run, grace_seconds)
     sweeps.fail_rows_with_missing_blobs(run, grace_seconds)
@@ -37,11 +39,13 @@ def purge_expired_files(run: Run, grace_seconds: int | None = None) -> None:
 
 @maintenance_task(jobs.EXPIRE_SESSIONS)
 def expire_sessions(run: Run) -> None:
-    """Expired sessions, ended login locks, and (housekeeping of the same
-    kind) outbox rows whose work finished more than OUTBOX_RETENTION_DAYS
-    ago and notifications read more than NOTIFICATION_RETENTION_DAYS ago."""
+    """Expired sessions, ended login locks and mutes, and (housekeeping of
+    the same kind) outbox rows whose work finished more than
+    OUTBOX_RETENTION_DAYS ago and notifications read more than
+    NOTIFICATION_RETENTION_DAYS ago."""
     session_expiry.expire(run)
     session_expiry.reset_expired_locks(run)
+    session_expiry.reset_expired_mutes(run)
     outbox_redrive.prune_finished(run)
     session_expiry.prune_read_notifications(run)
 
@@ -117,3 +121,11 @@ def backfill_enrichment(run: Run) -> None:
     migrations 0014 and 0015, or their work given up on), enriched newest
     first, search vector included: a safety net, as the recount is."""
     backfill.backfill(run)
+
+
+@maintenance_task(jobs.SCRUB_DELETED_CONTENT)
+def scrub_deleted_content(run: Run) -> None:
+    """The content of messages deleted more than DELETED_CONTENT_GRACE_DAYS
+    ago, live and archived, replaced by a tombstone with everything derived
+    from it."""
+    scrub.scrub_deleted(run)

@@ -42,6 +42,7 @@ RESCAN_FILES = Job("maintenance.rescan_files")
 RECOUNT_COUNTERS = Job("maintenance.recount_counters")
 EMAIL_MISSED_NOTIFICATIONS = Job("maintenance.email_missed_notifications")
 BACKFILL_ENRICHMENT = Job("maintenance.backfill_enrichment")
+SCRUB_DELETED_CONTENT = Job("maintenance.scrub_deleted_content")
 
 ALL = tuple(value for value in globals().values() if isinstance(value, Job))
 # What an operator may run by hand (`veza maintenance run`, the console).

@@ -167,6 +167,13 @@ class Settings(BaseSettings):
     # the row of an upload in flight may not be committed yet.
     orphan_grace_seconds: int = 3600
     session_delete_grace_days: int = 7
+    # The content of a soft-deleted message is scrubbed (replaced by a
+    # tombstone) this long after its deletion: long enough for a moderator
+    # to look into a report, not forever (scrub_deleted_content).
+    deleted_content_grace_days: int = Field(default=30, ge=1)
+    # An upload attached to no message expires this long after it was made
+    # (purge_expired_files sets files.expires_at by policy, then purges).
+    unattached_file_ttl_hours: int = Field(default=24, ge=1)
     stale_file_minutes: int = 30
     max_file_attempts: int = 3
     max_scan_retries: int = 3
