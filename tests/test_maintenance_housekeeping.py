@@ -173,7 +173,7 @@ def file_row(
         " file_hash, uploaded_by, processing_status, virus_scan_status, metadata, download_count,"
         f" created_at, expires_at, is_processed) VALUES ("
         f" nextval('files_id_seq'), gen_random_uuid(), 'f', 'f', %s, 7, 'text/plain', %s, %s,"
-        f" %s, 'clean', '{{}}', 0, now() - interval '1 day', {expires}, true)",
+        f" %s, 'clean', '{{}}', 0, now() - interval '2 hours', {expires}, true)",
         (path, sha, owner, status),
     )
 
