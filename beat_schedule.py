@@ -87,6 +87,10 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = dict(
         # Daily, after the retention purge: deleted messages' content, once
         # DELETED_CONTENT_GRACE_DAYS old, is scrubbed (docs/maintenance.md).
         scheduled("scrub_deleted_content", jobs.SCRUB_DELETED_CONTENT, "47 3 * * *", expires=3600),
+        # Accounts past their deletion grace, erased (docs/maintenance.md).
+        scheduled(
+            "erase_deleted_accounts", jobs.ERASE_DELETED_ACCOUNTS, "17 2 * * *", expires=3600
+        ),
         # Owed work that never finished is sent again (docs/operations.md).
         scheduled("redrive_outbox", jobs.REDRIVE_OUTBOX, "* * * * *", expires=50),
         # Notifications left unread while away, emailed (docs/api.md).

@@ -11,8 +11,10 @@ exactly as a wrong password does.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Blueprint, Response, g, request
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from api import audit
@@ -30,6 +32,7 @@ from api.sessions import access_session, no_store, now, open_session, revoke, us
 from api.spec import operation
 from db.models import AuditSeverity, User
 from veza.passwords import DUMMY_HASH, hash_password, needs_rehash, password_matches, policy_refusal
+from veza.settings import get_settings
 
 bp = Blueprint("auth", __name__)
 no_store(bp)
@@ -113,16 +116,23 @@ def register(session: Session, body: RegisterIn) -> tuple[UserOut, int]:
     return user_out(user, to_self=True), 201
 
 
-def find_login(session: Session, login: str) -> User | None:
+def find_login(session: Session, login: str, *, restorable: bool = False) -> User | None:
     """The undeleted account whose username or email is `login`, in any
-    case, locked for its failure count."""
+    case, locked for its failure count; with `restorable`, the deleted one
+    still within its grace (api/users.py's restore)."""
+    grace = timedelta(days=get_settings().account_delete_grace_days)
+    state = (
+        and_(User.deleted_at > now() - grace, User.erased_at.is_(None))
+        if restorable
+        else User.deleted_at.is_(None)
+    )
     return session.scalar(
         select(User)
         .where(
             or_(
                 func.lower(User.username) == login.lower(), func.lower(User.email) == login.lower()
             ),
-            User.deleted_at.is_(None),
+            state,
         )
         .with_for_update()
     )
@@ -139,7 +149,19 @@ def find_login(session: Session, login: str) -> User | None:
     errors=(401, 423, 503),
 )
 def login(session: Session, body: LoginIn) -> TokensOut | Response:
-    user = find_login(session, body.login)
+    user = checked_credentials(session, body)
+    if isinstance(user, Response):
+        return user
+    return logged_in(session, user, body.password)
+
+
+def checked_credentials(
+    session: Session, body: LoginIn, *, restorable: bool = False
+) -> User | Response:
+    """The account these credentials prove (a live one; with `restorable`,
+    one deleted within its grace), or the refusal to answer: every path
+    costs one password hash, and every wrong guess counts toward the lock."""
+    user = find_login(session, body.login, restorable=restorable)
     if user is None:
         password_matches(DUMMY_HASH, body.password)  # the same cost as any other path
         audit.record(
@@ -169,7 +191,7 @@ def login(session: Session, body: LoginIn) -> TokensOut | Response:
         refused = second_factor_refusal(session, user, body.otp)
         if refused is not None:
             return refused
-    return logged_in(session, user, body.password)
+    return user
 
 
 def second_factor_refusal(session: Session, user: User, otp: str | None) -> Response | None:

@@ -185,6 +185,12 @@ class ProfilePatch(Input):
     language: Annotated[LanguageTag | None, AfterValidator(refuse_null)] = None
 
 
+class AccountDeleteIn(Input):
+    password: Annotated[Text, StringConstraints(min_length=1, max_length=1024)]
+    # With 2FA on: a TOTP code or an unused backup code.
+    otp: OtpCode | None = None
+
+
 class PasswordChangeIn(Input):
     current_password: Annotated[Text, StringConstraints(min_length=1, max_length=1024)]
     new_password: Password

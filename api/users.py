@@ -1,4 +1,7 @@
-"""Profiles: anyone's by id, and the caller's own, which they read and change.
+"""Profiles: anyone's by id, and the caller's own, which they read and change;
+and the account's end: deleting it (at once: sessions revoked, login
+refused) and restoring it within ACCOUNT_DELETE_GRACE_DAYS, after which
+maintenance.erase_deleted_accounts erases it (veza/accounts/erasure.py).
 
 A profile is the seed's user JSON with `is_online`; its email and 2FA state
 are shown to the user themself only (api/sessions.py, user_out). An account
@@ -7,15 +10,17 @@ that is deactivated or deleted has no profile: the one 404, as an unknown id.
 
 from __future__ import annotations
 
-from flask import Blueprint, g
+from flask import Blueprint, Response, g
 from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from api import audit
 from api.access import usable_user
-from api.auth import locked_user
-from api.schemas import ProfileOut, ProfilePatch
-from api.sessions import is_online, no_store, user_out
+from api.auth import checked_credentials, locked_user
+from api.credentials import confirm_identity
+from api.errors import error_response
+from api.schemas import AccountDeleteIn, LoginIn, ProfileOut, ProfilePatch
+from api.sessions import is_online, no_store, revoke, user_out
 from api.spec import operation
 from db.models import User
 
@@ -69,3 +74,51 @@ def update_profile(session: Session, body: ProfilePatch) -> ProfileOut:
         )
         session.flush()
     return profile_out(session, user)
+
+
+@operation(
+    bp,
+    "DELETE",
+    "/users/me",
+    summary="Delete your account: at once signed out everywhere; erased after the grace",
+    body=AccountDeleteIn,
+    responses={204: None},
+    errors=(403, 423),
+)
+def delete_account(session: Session, body: AccountDeleteIn) -> tuple[None, int] | Response:
+    user = locked_user(session)
+    if user.totp_enabled and body.otp is None:
+        return error_response(403, "otp_required", "A 2FA code (or a backup code) is required.")
+    refused = confirm_identity(session, user, body.password, body.otp)
+    if refused is not None:
+        return refused
+    user.deleted_at = func.now()
+    revoked = revoke(session, user.id)
+    audit.record(
+        session,
+        "account_deleted",
+        {"revoked_sessions": revoked},
+        user_id=user.id,
+        resource=("user", user.id),
+    )
+    return None, 204
+
+
+@operation(
+    bp,
+    "POST",
+    "/users/me/restore",
+    summary="Undo an account's deletion within its grace (with its login and password)",
+    auth=False,
+    body=LoginIn,
+    responses={204: None},
+    errors=(401, 423),
+)
+def restore_account(session: Session, body: LoginIn) -> tuple[None, int] | Response:
+    # Signed out everywhere, the account proves itself as a login does.
+    user = checked_credentials(session, body, restorable=True)
+    if isinstance(user, Response):
+        return user
+    user.deleted_at = None
+    audit.record(session, "account_restored", {}, user_id=user.id, resource=("user", user.id))
+    return None, 204

@@ -140,6 +140,12 @@ class User(Base):
         Index("idx_users_email_lower", text("lower(email)"), unique=True),
         # 0009: usernames too.
         Index("idx_users_username_lower", text("lower(username)"), unique=True),
+        # 0019: the erasure's due list.
+        Index(
+            "idx_users_erasure_due",
+            "deleted_at",
+            postgresql_where=text("deleted_at IS NOT NULL AND erased_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -174,6 +180,8 @@ class User(Base):
     # 0016: missed-message emails wanted, and when the last one went.
     email_notifications: Mapped[bool] = mapped_column(server_default=text("true"))
     notification_email_at: Mapped[datetime | None]
+    # 0019: when a deleted account's erasure finished (veza/accounts/erasure.py).
+    erased_at: Mapped[datetime | None]
 
 
 class Room(Base):

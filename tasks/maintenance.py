@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date
 
 from veza import jobs
+from veza.accounts import erasure
 from veza.files import expiry_policy, requeue, sweeps
 from veza.maintenance import outbox_redrive, partition_upkeep, room_stats, session_expiry
 from veza.maintenance.run import Run
@@ -129,3 +130,11 @@ def scrub_deleted_content(run: Run) -> None:
     ago, live and archived, replaced by a tombstone with everything derived
     from it."""
     scrub.scrub_deleted(run)
+
+
+@maintenance_task(jobs.ERASE_DELETED_ACCOUNTS)
+def erase_deleted_accounts(run: Run) -> None:
+    """Accounts deleted more than ACCOUNT_DELETE_GRACE_DAYS ago, erased:
+    messages tombstoned, the rest of their data removed, the row anonymised
+    (veza/accounts/erasure.py)."""
+    erasure.erase_deleted(run)

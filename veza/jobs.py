@@ -41,6 +41,7 @@ REQUEUE_FAILED_FILES = Job("maintenance.requeue_failed_files")
 RESCAN_FILES = Job("maintenance.rescan_files")
 RECOUNT_COUNTERS = Job("maintenance.recount_counters")
 EMAIL_MISSED_NOTIFICATIONS = Job("maintenance.email_missed_notifications")
+ERASE_DELETED_ACCOUNTS = Job("maintenance.erase_deleted_accounts")
 BACKFILL_ENRICHMENT = Job("maintenance.backfill_enrichment")
 SCRUB_DELETED_CONTENT = Job("maintenance.scrub_deleted_content")
 

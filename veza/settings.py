@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     # An upload attached to no message expires this long after it was made
     # (purge_expired_files sets files.expires_at by policy, then purges).
     unattached_file_ttl_hours: int = Field(default=24, ge=1)
+    # A deleted account can be restored this long, then it is erased
+    # (erase_deleted_accounts: veza/accounts/erasure.py).
+    account_delete_grace_days: int = Field(default=14, ge=1)
     stale_file_minutes: int = 30
     max_file_attempts: int = 3
     max_scan_retries: int = 3

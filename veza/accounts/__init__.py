@@ -1,0 +1,1 @@
+"""The account lifecycle: erasing deleted accounts (erasure.py)."""
