@@ -53,7 +53,8 @@ def test_a_file_whose_content_was_lost_fails_again_when_requeued_never_completes
     pipeline.run_all(file_id)
     assert row(db, file_id)["processing_status"] == "completed"
     storage.remove(row(db, file_id)["file_path"])  # the disk lost it
-    db.execute("UPDATE files SET created_at = now() - interval '1 day' WHERE id = %s", (file_id,))
+    # Past the orphan grace (1 h), within an unattached upload's TTL (24 h).
+    db.execute("UPDATE files SET created_at = now() - interval '2 hours' WHERE id = %s", (file_id,))
 
     run_task("maintenance.purge_expired_files")
     lost = row(db, file_id)
