@@ -618,6 +618,19 @@ class NotificationsMarkedOut(BaseModel):
     unread_count: int
 
 
+class ExportOut(BaseModel):
+    id: int
+    status: Literal["pending", "running", "done", "failed", "expired"]
+    phase: str | None
+    size_bytes: int | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    expires_at: datetime | None
+    # While done and not expired: GET it (with the bearer token) for the zip.
+    download_url: str | None
+
+
 class NotificationSettingsOut(BaseModel):
     email: bool
 

@@ -11,18 +11,21 @@ that is deactivated or deleted has no profile: the one 404, as an unknown id.
 from __future__ import annotations
 
 from flask import Blueprint, Response, g
-from sqlalchemy import func
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api import audit
-from api.access import usable_user
+from api.access import not_found, usable_user
 from api.auth import checked_credentials, locked_user
 from api.credentials import confirm_identity
-from api.errors import error_response
-from api.schemas import AccountDeleteIn, LoginIn, ProfileOut, ProfilePatch
+from api.errors import ApiError, error_response
+from api.files import attachment
+from api.request_context import request_id
+from api.schemas import AccountDeleteIn, ExportOut, LoginIn, ProfileOut, ProfilePatch
 from api.sessions import is_online, no_store, revoke, user_out
-from api.spec import operation
-from db.models import User
+from api.spec import API_PREFIX, operation
+from db.models import DataExport, User
+from veza import jobs, outbox
 
 bp = Blueprint("users", __name__)
 no_store(bp)
@@ -122,3 +125,89 @@ def restore_account(session: Session, body: LoginIn) -> tuple[None, int] | Respo
     user.deleted_at = None
     audit.record(session, "account_restored", {}, user_id=user.id, resource=("user", user.id))
     return None, 204
+
+
+def export_out(export: DataExport) -> ExportOut:
+    downloadable = export.status == "done" and export.storage_path is not None
+    link = f"{API_PREFIX}/users/me/exports/{export.id}/download"
+    # Validated, not constructed: the status is the table's CHECKed text.
+    return ExportOut.model_validate(
+        {
+            "id": export.id,
+            "status": export.status,
+            "phase": export.phase,
+            "size_bytes": export.size_bytes,
+            "error": export.error,
+            "created_at": export.created_at,
+            "finished_at": export.finished_at,
+            "expires_at": export.expires_at,
+            "download_url": link if downloadable else None,
+        }
+    )
+
+
+def my_export(session: Session, export_id: int) -> DataExport:
+    export = session.get(DataExport, export_id)
+    if export is None or export.user_id != g.user.id:
+        raise not_found()
+    return export
+
+
+@operation(
+    bp,
+    "POST",
+    "/users/me/export",
+    summary="Export your data: a zip built by a worker (asking again while one is built gets it)",
+    responses={202: ExportOut},
+)
+def start_export(session: Session) -> tuple[ExportOut, int]:
+    in_flight = session.scalar(
+        select(DataExport).where(
+            DataExport.user_id == g.user.id, DataExport.status.in_(("pending", "running"))
+        )
+    )
+    if in_flight is not None:
+        return export_out(in_flight), 202
+    export = DataExport(user_id=g.user.id, status="pending")
+    session.add(export)
+    session.flush()
+    outbox.enqueue(session, jobs.EXPORT_ACCOUNT, export.id, request_id=request_id())
+    audit.record(
+        session, "data_export_requested", {}, user_id=g.user.id, resource=("data_export", export.id)
+    )
+    session.refresh(export)
+    return export_out(export), 202
+
+
+@operation(
+    bp,
+    "GET",
+    "/users/me/exports/<id:export_id>",
+    summary="An export of yours: its status, phase and download link",
+    responses={200: ExportOut},
+)
+def get_export(session: Session, export_id: int) -> ExportOut:
+    return export_out(my_export(session, export_id))
+
+
+@operation(
+    bp,
+    "GET",
+    "/users/me/exports/<id:export_id>/download",
+    summary="The export's zip, while it is done and not expired",
+    responses={200: None},
+    binary=True,
+    errors=(409,),
+)
+def download_export(session: Session, export_id: int) -> Response:
+    export = my_export(session, export_id)
+    if export.status != "done" or export.storage_path is None:
+        raise ApiError(409, "export_not_ready", f"The export is {export.status}.")
+    audit.record(
+        session,
+        "data_export_downloaded",
+        {},
+        user_id=g.user.id,
+        resource=("data_export", export.id),
+    )
+    return attachment(export.storage_path, "application/zip", f"veza-export-{export.id}.zip")

@@ -663,6 +663,37 @@ class File(Base):
     expires_at: Mapped[datetime | None]
 
 
+class DataExport(Base):
+    """A user's data export (migration 0020, veza/accounts/export.py)."""
+
+    __tablename__ = "data_exports"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'running', 'done', 'failed', 'expired')",
+            name="valid_export_status",
+        ),
+        Index("idx_data_exports_user", "user_id", text("id DESC")),
+        Index(
+            "idx_data_exports_in_flight",
+            "user_id",
+            unique=True,
+            postgresql_where=text("status IN ('pending', 'running')"),
+        ),
+        Index("idx_data_exports_expiry", "expires_at", postgresql_where=text("status = 'done'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20), server_default="pending")
+    storage_path: Mapped[str | None] = mapped_column(String(500))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    phase: Mapped[str | None] = mapped_column(String(50))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+    finished_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+
+
 class AuditLog(Base):
     __tablename__ = "audit_logs"
     __table_args__ = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date
 
 from veza import jobs
-from veza.accounts import erasure
+from veza.accounts import erasure, export
 from veza.files import expiry_policy, requeue, sweeps
 from veza.maintenance import outbox_redrive, partition_upkeep, room_stats, session_expiry
 from veza.maintenance.run import Run
@@ -30,10 +30,11 @@ def purge_retention(run: Run) -> None:
 @maintenance_task(jobs.PURGE_EXPIRED_FILES)
 def purge_expired_files(run: Run, grace_seconds: int | None = None) -> None:
     """Expiry set by policy (unattached uploads, rooms with retention), then
-    expired files, then the orphan sweep of storage and of rows whose
-    stored content is missing."""
+    expired files and data exports past their download window, then the
+    orphan sweep of storage and of rows whose stored content is missing."""
     expiry_policy.set_expiry_by_policy(run)
     sweeps.purge_expired(run)
+    export.purge_expired_exports(run)
     sweeps.sweep_orphans(run, grace_seconds)
     sweeps.fail_rows_with_missing_blobs(run, grace_seconds)
 

@@ -28,6 +28,7 @@ SNIFF_FILE = Job("files.sniff")
 SCAN_FILE = Job("files.scan")
 THUMBNAIL_FILE = Job("files.thumbnail")
 INDEX_MESSAGE = Job("messages.index")
+EXPORT_ACCOUNT = Job("accounts.export")
 HEARTBEAT = Job("system.heartbeat")
 
 PURGE_RETENTION = Job("maintenance.purge_retention")

@@ -177,6 +177,9 @@ class Settings(BaseSettings):
     # A deleted account can be restored this long, then it is erased
     # (erase_deleted_accounts: veza/accounts/erasure.py).
     account_delete_grace_days: int = Field(default=14, ge=1)
+    # A data export (POST /users/me/export) can be downloaded this long after
+    # it was made; then purge_expired_files removes its zip.
+    export_retention_hours: int = Field(default=48, ge=1)
     stale_file_minutes: int = 30
     max_file_attempts: int = 3
     max_scan_retries: int = 3

@@ -126,6 +126,9 @@ app.conf.update(
     task_routes={
         "files.scan": {"queue": "scan"},
         "files.*": {"queue": "files"},
+        # An export reads a user's history and copies their files: storage
+        # work, like a file's steps.
+        "accounts.*": {"queue": "files"},
         "maintenance.*": {"queue": "maintenance"},
         "system.*": {"queue": "default"},
         "messages.*": {"queue": "default"},
@@ -146,7 +149,13 @@ app.conf.update(
     redbeat_redis_options=redbeat_redis_options,
     beat_max_loop_interval=settings.beat_lock_timeout // 5,
     beat_schedule=BEAT_SCHEDULE,
-    include=["tasks.system", "tasks.files", "tasks.messages", "tasks.maintenance"],
+    include=[
+        "tasks.system",
+        "tasks.files",
+        "tasks.messages",
+        "tasks.maintenance",
+        "tasks.accounts",
+    ],
 )
 
 

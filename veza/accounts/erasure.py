@@ -16,7 +16,8 @@ What erasure does to a user's data, and why:
   (the triggers keep reaction and member counts exact).
 - **Their files** expire now: purge_expired_files releases each blob
   through its content refcount within the hour, as for any expired file
-  (and takes the file off the policy's hands, which would move it later).
+  (and takes the file off the policy's hands, which would move it later);
+  so do their data exports' zips, and an export still in flight is failed.
 - **The user row stays**, anonymised (`erased_<id>`, an address under
   .invalid, no password, no profile, no 2FA), keeping the id every
   reference needs; `erased_at` records that it is done.
@@ -73,6 +74,17 @@ FILES_DUE = (
     " OR metadata ? 'expiry_by_policy')"
 )
 EXPIRE_FILE = "expires_at = now(), metadata = metadata - 'expiry_by_policy'"
+# Their data exports: a finished one's zip goes with the next purge, one in
+# flight is failed (its task then finds nothing to build).
+EXPORTS_DUE = (
+    "user_id = :user_id AND (status IN ('pending', 'running')"
+    " OR (status = 'done' AND expires_at > now()))"
+)
+EXPIRE_EXPORT = (
+    "expires_at = LEAST(expires_at, now()),"
+    " status = CASE WHEN status = 'done' THEN 'done' ELSE 'failed' END,"
+    " error = CASE WHEN status = 'done' THEN error ELSE 'account erased' END"
+)
 
 ANONYMISE = text(
     "UPDATE users SET username = 'erased_' || id, email = 'erased-' || id || '@erased.invalid',"
@@ -134,6 +146,9 @@ def erase(run: Run, user_id: int) -> None:
     for key, table, rows in DELETED:
         apply_in_batches(run, key, table, rows, params)
     apply_in_batches(run, "files_expired", "files", FILES_DUE, params, set_clause=EXPIRE_FILE)
+    apply_in_batches(
+        run, "exports_expired", "data_exports", EXPORTS_DUE, params, set_clause=EXPIRE_EXPORT
+    )
     _anonymise_when_nothing_is_left(run, user_id, params)
 
 
@@ -144,6 +159,7 @@ def _anonymise_when_nothing_is_left(run: Run, user_id: int, params: dict[str, ob
             f"EXISTS (SELECT 1 FROM messages WHERE {MENTIONING})",
             *(f"EXISTS (SELECT 1 FROM {table} WHERE {rows})" for _, table, rows in DELETED),
             f"EXISTS (SELECT 1 FROM files WHERE {FILES_DUE})",
+            f"EXISTS (SELECT 1 FROM data_exports WHERE {EXPORTS_DUE})",
         ]
     )
     with session_scope() as session:
