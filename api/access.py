@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import NOT_FOUND_CODE, NOT_FOUND_MESSAGE, ApiError
 from db.models import DirectConversation, Message, Room, RoomBan, RoomMember, RoomMemberRole, User
+from veza.messages.moderation import HELD_STATUSES
 
 # Ranks order who may act on whom: nobody acts on an equal or higher rank.
 RANK = {RoomMemberRole.member: 0, RoomMemberRole.moderator: 1, RoomMemberRole.admin: 2}
@@ -147,9 +148,21 @@ def visible_message(
         return message, None, None
     assert message.room_id is not None  # the table's CHECK: a room or a conversation, not both
     room, member = visible_room(session, message.room_id, user)
-    if past_retention(room, message):
+    if past_retention(room, message) or hidden_by_moderation(message, room, member, user):
         raise not_found()
     return message, room, member
+
+
+def hidden_by_moderation(
+    message: Message, room: Room, member: RoomMember | None, user: User
+) -> bool:
+    """Held or rejected: seen by its author and the room's moderators only
+    (the same rule as veza/messages/visibility.py's MODERATION_VISIBLE)."""
+    return (
+        message.moderation_status in HELD_STATUSES
+        and message.author_id != user.id
+        and not can_moderate_messages(room, member)
+    )
 
 
 def past_retention(room: Room, message: Message) -> bool:

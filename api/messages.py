@@ -62,6 +62,7 @@ from db.models import (
 from veza import jobs, outbox
 from veza.messages.reactions import NotAnEmoji, canonical_emoji
 from veza.messages.sanitize import sanitize_html
+from veza.messages.visibility import MODERATION_VISIBLE
 from veza.settings import get_settings
 
 bp = Blueprint("messages", __name__)
@@ -71,13 +72,15 @@ MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_-]{3,50})")
 CLIENT = re.compile(r"(?P<name>[A-Za-z0-9._-]{1,50})(?:/(?P<version>[A-Za-z0-9.+_-]{1,30}))?")
 
 # The seed's pagination query, keyed on (id, created_at) because messages is
-# partitioned, with the viewer's own reactions flagged.
-MESSAGE_QUERY = """
+# partitioned, with the viewer's own reactions flagged; a message held or
+# rejected by moderation only for its author and the room's moderators.
+MESSAGE_QUERY = f"""
 SELECT m.id, m.uuid, m.room_id, m.conversation_id, m.content, m.content_type::text,
        m.raw_content, m.parent_message_id, m.thread_count, m.is_thread_root, m.is_edited,
        m.edit_count, m.edited_at, m.is_deleted, m.is_pinned, m.mentions,
        m.referenced_message_ids, m.reaction_count, m.is_flagged, m.flag_count,
-       m.moderation_status::text, m.metadata, m.created_at, m.updated_at, m.rendered_html,
+       m.moderation_status::text, m.moderation_reason, m.metadata, m.created_at,
+       m.updated_at, m.rendered_html,
        CASE WHEN m.enriched_at IS NULL THEN 'pending' ELSE 'done' END AS enrichment,
        json_build_object('id', u.id, 'username', u.username, 'display_name', u.display_name,
                          'avatar_url', u.avatar_url) AS author,
@@ -92,10 +95,10 @@ SELECT m.id, m.uuid, m.room_id, m.conversation_id, m.content, m.content_type::te
                  FROM reactions rr JOIN users ru ON ru.id = rr.user_id
                  WHERE rr.message_id = m.id AND rr.message_created_at = m.created_at
                  GROUP BY rr.emoji) r
-       ), '{}'::json) AS reactions
+       ), '{{}}'::json) AS reactions
 FROM messages m
 JOIN users u ON u.id = m.author_id
-WHERE NOT m.is_deleted AND {where}
+WHERE NOT m.is_deleted AND {MODERATION_VISIBLE} AND {{where}}
 ORDER BY m.id DESC
 LIMIT :limit
 """

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, g
+from pydantic import BaseModel
 from sqlalchemy import delete, exists, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -39,6 +40,7 @@ from api.schemas import (
     MemberOut,
     MemberPatch,
     RoomCreate,
+    RoomMetadataIn,
     RoomOut,
     RoomPage,
     RoomPatch,
@@ -185,6 +187,10 @@ def update_room(session: Session, room_id: int, body: RoomPatch) -> RoomOut:
         raise forbidden("Only the owner or a room admin may change settings.")
     changes = body.model_dump(exclude_unset=True)
     reject_nulls(changes, NULLABLE_ROOM_FIELDS)
+    if changes.pop("metadata", None) is not None:
+        assert body.metadata is not None
+        # The column's attribute is `meta` ("metadata" is the ORM's own).
+        changes["meta"] = merged_metadata(room.meta, body.metadata)
     changed = {
         name: [getattr(room, name), value]
         for name, value in changes.items()
@@ -204,6 +210,21 @@ def update_room(session: Session, room_id: int, body: RoomPatch) -> RoomOut:
         )
         session.flush()
     return room_out(session, room)
+
+
+def merged_metadata(current: dict[str, Any], sent: RoomMetadataIn) -> dict[str, Any]:
+    """The room's metadata with the keys sent replaced, those sent as null
+    removed, and the others (any key the seed or a client left) kept. A
+    key's object is stored whole, defaults included, so that the room
+    shows the rules in force."""
+    merged = dict(current)
+    for name in sent.model_fields_set:
+        value = getattr(sent, name)
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value.model_dump() if isinstance(value, BaseModel) else value
+    return merged
 
 
 # ----------------------------------------------------------------- members

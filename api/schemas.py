@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from veza.locales import language_tag, time_zone
+from veza.messages.moderation import MAX_HOLD_THRESHOLD, AutoModerate
 from veza.messages.reactions import canonical_emoji
 
 USERNAME_PATTERN = r"^[a-zA-Z0-9_-]{3,50}$"
@@ -228,9 +229,22 @@ class RoomCreate(RoomSettings):
     name: RoomName
 
 
+class RoomMetadataIn(Input):
+    """The writable keys of a room's metadata. Each key sent replaces that
+    key (auto_moderate as a whole), null removes it (back to its default),
+    and keys not sent are kept."""
+
+    auto_moderate: AutoModerate | None = None
+    theme: Annotated[Text, StringConstraints(min_length=1, max_length=50)] | None = None
+    allow_bots: bool | None = None
+    # Distinct reporters who hold a message; unset, FLAG_HOLD_THRESHOLD.
+    flag_hold_threshold: Annotated[int, Field(ge=1, le=MAX_HOLD_THRESHOLD)] | None = None
+
+
 class RoomPatch(RoomSettings):
     name: RoomName | None = None
     is_archived: bool | None = None
+    metadata: RoomMetadataIn | None = None
 
 
 class MemberAdd(Input):
@@ -265,6 +279,20 @@ class ReactionIn(Input):
 
 class ReadIn(Input):
     message_id: Id
+
+
+ModerationReason = Annotated[
+    Text, StringConstraints(min_length=1, max_length=1000), AfterValidator(has_visible_text)
+]
+
+
+class ReportIn(Input):
+    reason: ModerationReason
+
+
+class ModerationIn(Input):
+    action: Literal["approve", "reject"]
+    reason: ModerationReason | None = None
 
 
 NotificationLevel = Literal["none", "mentions", "all"]
@@ -522,6 +550,8 @@ class MessageOut(BaseModel):
     is_flagged: bool
     flag_count: int
     moderation_status: str
+    # Why the system or a moderator flagged, held, rejected or approved it.
+    moderation_reason: str | None
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
@@ -530,6 +560,13 @@ class MessageOut(BaseModel):
     # metadata.code_snippets and referenced_message_ids are the content's.
     rendered_html: str | None
     enrichment: Literal["pending", "done"]
+
+
+class ReportOut(BaseModel):
+    id: int
+    message_id: int
+    reason: str
+    created_at: datetime
 
 
 class MessagePage(BaseModel):

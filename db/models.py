@@ -569,6 +569,29 @@ class Notification(Base):
     emailed_at: Mapped[datetime | None]
 
 
+class MessageReport(Base):
+    """A user's report of a room message (migration 0017,
+    veza/messages/moderation.py): one per reporter and message."""
+
+    __tablename__ = "message_reports"
+    __table_args__ = (
+        message_reference("message_reports_message_fkey", "message_id", "message_created_at"),
+        UniqueConstraint("message_id", "reporter_id", name="message_reports_message_reporter_key"),
+        CheckConstraint(
+            "length(reason) >= 1 AND length(reason) <= 1000", name="valid_report_reason"
+        ),
+        Index("idx_message_reports_message", "message_id", "message_created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    message_id: Mapped[int]
+    message_created_at: Mapped[datetime]
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    reporter_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
 class Reaction(Base):
     __tablename__ = "reactions"
     __table_args__ = (

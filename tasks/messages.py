@@ -2,7 +2,8 @@
 outbox: the bookkeeping (veza/messages/counters.py says what it writes and
 why it is safe to run twice or late), the enrichment
 (veza/messages/enrichment.py: rendering, language, code snippets, links),
-then the notifications (veza/notifications/fanout.py), in transactions of
+the moderation verdict (veza/messages/moderation.py), then the
+notifications (veza/notifications/fanout.py), in transactions of
 their own after the first commits. One task for all three: a post costs one
 message to the broker, not three, and each part is safe to run again."""
 
@@ -13,6 +14,7 @@ from celery import shared_task
 from veza import jobs
 from veza.messages.counters import index_message
 from veza.messages.enrichment import enrich_message
+from veza.messages.moderation import review
 from veza.notifications.fanout import notify_recipients
 from worker.base import VezaTask
 
@@ -23,5 +25,6 @@ def index(self: VezaTask, message_id: int) -> bool:
         if not index_message(session, message_id):
             return False
         enrich_message(session, message_id)
+        review(session, message_id)
     notify_recipients(message_id, self.transaction)
     return True

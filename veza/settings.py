@@ -221,6 +221,10 @@ class Settings(BaseSettings):
     notify_email_period_seconds: int = Field(default=3600, ge=0)
     # Read notifications are kept this long, then deleted (expire_sessions).
     notification_retention_days: int = Field(default=90, ge=1)
+    # Moderation (docs/api.md, "Moderation"): a room message reported by this
+    # many distinct users is held for review, unless the room's
+    # metadata.flag_hold_threshold says otherwise.
+    flag_hold_threshold: int = Field(default=3, ge=1, le=100)
     # Where users reach this server: the emails' links start with it.
     public_url: str = "http://localhost:8000"
     # The SMTP server of the missed-message emails; unset, none are sent.

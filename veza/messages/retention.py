@@ -367,11 +367,12 @@ def drop_covered_message_partitions(run: Run) -> list[partition_upkeep.Partition
 
     References are dealt with first, in batches (the detach refuses while
     any row references the partition): messages, reactions and file rows are
-    archived, reactions, mentions, notifications and file rows deleted, replies detached
-    (their links kept for a restore). Then the partition is detached
-    concurrently and dropped, with the counters fixed in the DROP's
-    transaction because triggers do not fire on DROP. A partition whose
-    unlinking ran out of time is left for the next run, which resumes it.
+    archived, reactions, mentions, notifications, reports and file rows
+    deleted, replies detached (their links kept for a restore). Then the
+    partition is detached concurrently and dropped, with the counters fixed
+    in the DROP's transaction because triggers do not fire on DROP. A
+    partition whose unlinking ran out of time is left for the next run,
+    which resumes it.
     Returns the partitions dropped (or, in a dry run, that would be)."""
     with psycopg.connect(libpq_url(), autocommit=True) as conn:
         for partition in partition_upkeep.leftovers(conn, "messages"):
@@ -427,23 +428,32 @@ def covered_by_retention(name: str) -> bool:
         )
 
 
+# The tables that reference a message by (message_id, message_created_at):
+# a partition's rows must lose these references before its detach.
+MESSAGE_REFERENCES = ("reactions", "files", "message_mentions", "notifications", "message_reports")
+
 # A row of the partition still to unlink: not archived yet, or referenced
-# (by a reaction, file, mention, notification or reply) since. Rows an earlier, stopped
-# run unlinked fail this test, so a run resumes where the last one stopped;
-# a reaction added to an unlinked row meanwhile is caught all the same.
-STILL_LINKED = sql.SQL(
-    "NOT EXISTS (SELECT 1 FROM archived_messages a"
-    "  WHERE a.id = m.id AND a.created_at = m.created_at)"
-    " OR EXISTS (SELECT 1 FROM reactions x"
-    "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
-    " OR EXISTS (SELECT 1 FROM files x"
-    "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
-    " OR EXISTS (SELECT 1 FROM message_mentions x"
-    "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
-    " OR EXISTS (SELECT 1 FROM notifications x"
-    "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
-    " OR EXISTS (SELECT 1 FROM messages x"
-    "  WHERE x.parent_message_id = m.id AND x.parent_created_at = m.created_at)"
+# (by a row of MESSAGE_REFERENCES, or a reply) since. Rows an earlier,
+# stopped run unlinked fail this test, so a run resumes where the last one
+# stopped; a reaction added to an unlinked row meanwhile is caught all the same.
+STILL_LINKED = sql.SQL(" OR ").join(
+    [
+        sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM archived_messages a"
+            "  WHERE a.id = m.id AND a.created_at = m.created_at)"
+        ),
+        *(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM {referencing} x"
+                "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+            ).format(referencing=sql.Identifier(referencing))
+            for referencing in MESSAGE_REFERENCES
+        ),
+        sql.SQL(
+            "EXISTS (SELECT 1 FROM messages x"
+            "  WHERE x.parent_message_id = m.id AND x.parent_created_at = m.created_at)"
+        ),
+    ]
 )
 
 
@@ -473,7 +483,7 @@ def unlink_partition(run: Run, partition: partition_upkeep.Partition) -> bool:
         # included. The links bring the threads back on restore.
         detached = detach_replies(session, params, "true")
         archived = archive_rows(session, params)
-        for referencing in ("reactions", "files", "message_mentions", "notifications"):
+        for referencing in MESSAGE_REFERENCES:
             session.execute(
                 over_batch(
                     "WITH {batch} DELETE FROM {referencing} x USING d"

@@ -11,6 +11,9 @@ concerns, written after commit by messages.index (tasks/messages.py).
 - In a DM, every other active participant, unless their level is 'none' or
   the conversation is blocked: a DM is addressed to them.
 - Never the author, nor a deactivated or deleted user.
+- Nobody for a message held or rejected by moderation
+  (veza/messages/moderation.py runs before, in messages.index); approving
+  it owes messages.index again, which notifies then.
 
 The room's members are taken FANOUT_BATCH at a time, in user id order, one
 transaction each: a 10,000-member room is a few short transactions, not one
@@ -32,6 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.engine import affected
+from veza.messages.visibility import HELD
 
 # Members per transaction: an insert of this many rows takes tens of
 # milliseconds, and a room of the seed's largest size (max_members 10,000)
@@ -40,13 +44,13 @@ FANOUT_BATCH = 5000
 
 Transaction = Callable[[], AbstractContextManager[Session]]
 
-MESSAGE = """
+MESSAGE = f"""
 SELECT m.id, m.created_at, m.room_id, m.conversation_id, m.author_id,
-       COALESCE(m.mentions, '{}') AS mentions,
+       COALESCE(m.mentions, '{{}}') AS mentions,
        (SELECT p.author_id FROM messages p
         WHERE p.id = m.parent_message_id AND p.created_at = m.parent_created_at)
            AS parent_author_id
-FROM messages m WHERE m.id = :id AND NOT m.is_deleted
+FROM messages m WHERE m.id = :id AND NOT m.is_deleted AND NOT {HELD}
 """
 
 # Where a conflict meets an existing row: only a stronger reason rewrites it.
