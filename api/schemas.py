@@ -661,6 +661,7 @@ class FileOut(BaseModel):
     mime_type: str
     file_hash: str | None
     room_id: int | None
+    conversation_id: int | None
     message_id: int | None
     uploaded_by: int
     processing_status: Literal["pending", "processing", "completed", "failed"]
