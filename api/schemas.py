@@ -469,6 +469,15 @@ class MemberOut(BaseModel):
     invited_by: int | None
 
 
+class JoinedMemberOut(MemberOut):
+    """The answer to a join: the new membership, with the room's welcome
+    message as it is now (null when the room has none). The joiner reads it
+    once here, in the answer to their own action; GET /rooms/{id} keeps
+    showing it."""
+
+    welcome_message: str | None
+
+
 class BanOut(BaseModel):
     room_id: int
     user: UserRef
