@@ -22,20 +22,28 @@ from pathlib import Path
 from typing import IO
 
 from flask import Blueprint, Response, current_app, g, request, send_file
-from sqlalchemy import event, select
+from sqlalchemy import ColumnElement, event, select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 from werkzeug.http import dump_options_header
 from werkzeug.utils import secure_filename
 
-from api.access import forbidden, member_of, not_found, visible_message, visible_room
+from api.access import (
+    check_conversation_open,
+    forbidden,
+    member_of,
+    not_found,
+    participant_conversation,
+    visible_message,
+    visible_room,
+)
 from api.errors import ApiError
 from api.messages import check_not_silenced
 from api.quotas import check_upload_quota, lock_user_quota
 from api.request_context import request_id
 from api.schemas import FileOut
 from api.spec import operation
-from db.models import File, Message, Room, VirusScanStatus
+from db.models import File, Message, VirusScanStatus
 from veza import jobs
 from veza.files.owed import owe
 from veza.files.pipeline import is_unscannable
@@ -100,7 +108,11 @@ def original_filename(upload: FileStorage) -> str:
     return (secure_filename(upload.filename or "") or "upload")[:255]
 
 
-def attached_message(session: Session, room: Room, raw_id: str | None) -> Message | None:
+def attached_message(
+    session: Session, place: ColumnElement[bool], raw_id: str | None
+) -> Message | None:
+    """The caller's live message `message_id` names, in the room or DM the
+    upload goes to (`place`, a condition on Message); None without one."""
     if raw_id is None:
         return None
     # isdigit() alone accepts digits such as '²' that int() refuses.
@@ -112,9 +124,7 @@ def attached_message(session: Session, room: Room, raw_id: str | None) -> Messag
             {"message_id": "must be a message id"},
         )
     message = session.scalar(
-        select(Message).where(
-            Message.id == int(raw_id), Message.room_id == room.id, Message.is_deleted.is_(False)
-        )
+        select(Message).where(Message.id == int(raw_id), place, Message.is_deleted.is_(False))
     )
     if message is None:
         raise not_found()
@@ -180,12 +190,42 @@ def forget_upload(relative: str) -> None:
 def upload_file(session: Session, room_id: int) -> tuple[FileOut, int]:
     room, member = member_of(session, room_id, g.user)
     check_not_silenced(room, member)
+    return store_upload(session, Message.room_id == room.id, room_id=room.id), 202
+
+
+@operation(
+    bp,
+    "POST",
+    "/conversations/<id:conversation_id>/files",
+    summary="Upload a file to a DM (processed later)",
+    multipart=UPLOAD_FORM,
+    responses={202: FileOut},
+    errors=(403, 413, 429, 503, 507),
+)
+def upload_direct_file(session: Session, conversation_id: int) -> tuple[FileOut, int]:
+    conversation = participant_conversation(session, conversation_id, g.user)
+    check_conversation_open(conversation)
+    place = Message.conversation_id == conversation.id
+    return store_upload(session, place, conversation_id=conversation.id), 202
+
+
+def store_upload(
+    session: Session,
+    place: ColumnElement[bool],
+    *,
+    room_id: int | None = None,
+    conversation_id: int | None = None,
+) -> FileOut:
+    """The one upload path, for a room or a DM once the caller may write
+    there: the form checked, the bytes stored, then the row and its
+    `files.process` outbox row, within the quotas. `place` is where an
+    attached message must be (a condition on Message)."""
     upload = request.files.get("file")
     if upload is None:
         raise ApiError(
             400, "missing_file", "Send the file as multipart field 'file'.", {"file": "required"}
         )
-    message = attached_message(session, room, request.form.get("message_id"))
+    message = attached_message(session, place, request.form.get("message_id"))
     check_upload_quota(session, g.user.id, 0)  # already used up: refused before storing
     file_uuid = uuid.uuid4()
     relative, size = save_to_storage(upload, file_uuid)
@@ -200,7 +240,8 @@ def upload_file(session: Session, room_id: int) -> tuple[FileOut, int]:
         file_path=relative,
         file_size=size,
         uploaded_by=g.user.id,
-        room_id=room.id,
+        room_id=room_id,
+        conversation_id=conversation_id,
         message_id=message.id if message else None,
         message_created_at=message.created_at if message else None,
         meta={"claimed_mime_type": upload.mimetype or None},
@@ -209,7 +250,7 @@ def upload_file(session: Session, room_id: int) -> tuple[FileOut, int]:
     session.flush()
     owe(session, jobs.PROCESS_FILE, row.id, request_id=request_id())
     session.refresh(row)  # the statuses and times the database filled in
-    return file_out(row), 202
+    return file_out(row)
 
 
 def file_out(row: File) -> FileOut:
@@ -238,9 +279,14 @@ def visible_file(session: Session, file_uuid: uuid.UUID, *, lock: bool = False) 
         # caller may not see hides its files too (404).
         visible_message(session, row.message_id, g.user)
     elif row.uploaded_by != g.user.id:
-        if row.room_id is None:
+        # An upload attached to nothing: for whoever may read where it was
+        # uploaded (404 otherwise).
+        if row.conversation_id is not None:
+            participant_conversation(session, row.conversation_id, g.user)
+        elif row.room_id is not None:
+            visible_room(session, row.room_id, g.user)
+        else:
             raise not_found()
-        visible_room(session, row.room_id, g.user)  # 404 when the room is hidden
     return row
 
 

@@ -35,6 +35,7 @@ from api.schemas import (
     ActivityPageQuery,
     BanList,
     BanOut,
+    JoinedMemberOut,
     KickQuery,
     MemberAdd,
     MemberOut,
@@ -236,10 +237,10 @@ def merged_metadata(current: dict[str, Any], sent: RoomMetadataIn) -> dict[str, 
     "/rooms/<id:room_id>/members",
     summary="Join a public room ({}), or invite a user ({user_id})",
     body=MemberAdd,
-    responses={201: MemberOut},
+    responses={201: JoinedMemberOut},
     errors=(403, 409),
 )
-def add_member(session: Session, room_id: int, body: MemberAdd) -> tuple[MemberOut, int]:
+def add_member(session: Session, room_id: int, body: MemberAdd) -> tuple[JoinedMemberOut, int]:
     room, me = visible_room(session, room_id, g.user, lock=True)  # lock: max_members
     target_id = body.user_id or g.user.id
     if target_id == g.user.id:
@@ -270,7 +271,8 @@ def add_member(session: Session, room_id: int, body: MemberAdd) -> tuple[MemberO
     session.add(member)
     session.flush()
     session.refresh(member)
-    return member_out(session, room, member), 201
+    joined = member_out(session, room, member).model_dump()
+    return JoinedMemberOut(**joined, welcome_message=room.welcome_message), 201
 
 
 def check_not_banned(session: Session, room: Room, user_id: int) -> None:

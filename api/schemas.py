@@ -503,6 +503,15 @@ class MemberOut(BaseModel):
     invited_by: int | None
 
 
+class JoinedMemberOut(MemberOut):
+    """The answer to a join: the new membership, with the room's welcome
+    message as it is now (null when the room has none). The joiner reads it
+    once here, in the answer to their own action; GET /rooms/{id} keeps
+    showing it."""
+
+    welcome_message: str | None
+
+
 class BanOut(BaseModel):
     room_id: int
     user: UserRef
@@ -717,6 +726,7 @@ class FileOut(BaseModel):
     mime_type: str
     file_hash: str | None
     room_id: int | None
+    conversation_id: int | None
     message_id: int | None
     uploaded_by: int
     processing_status: Literal["pending", "processing", "completed", "failed"]

@@ -626,10 +626,17 @@ class File(Base):
         CheckConstraint(
             "(message_id IS NULL) = (message_created_at IS NULL)", name="valid_message_ref"
         ),
+        # 0018: in a room or in a DM, never both.
+        CheckConstraint("room_id IS NULL OR conversation_id IS NULL", name="files_location_check"),
         Index("idx_files_uploader", "uploaded_by"),
         # The upload quotas' rolling windows (api/quotas.py; migration 0007).
         Index("idx_files_uploader_created", "uploaded_by", "created_at"),
         Index("idx_files_room", "room_id", postgresql_where=text("room_id IS NOT NULL")),
+        Index(
+            "idx_files_conversation",
+            "conversation_id",
+            postgresql_where=text("conversation_id IS NOT NULL"),
+        ),
         Index(
             "idx_files_message",
             "message_id",
@@ -684,6 +691,10 @@ class File(Base):
     download_count: Mapped[int] = mapped_column(server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(server_default=NOW)
     expires_at: Mapped[datetime | None]
+    # 0018: the DM the file was uploaded to (room_id's twin for DMs).
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("direct_conversations.id", ondelete="CASCADE")
+    )
 
 
 class DataExport(Base):

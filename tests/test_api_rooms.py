@@ -110,6 +110,26 @@ def test_anyone_joins_a_public_room_once(api):
     assert api.get(f"/rooms/{room}", bob).json["member_count"] == 2
 
 
+def test_a_joiner_gets_the_welcome_message_in_the_answer_and_keeps_it_in_the_room(api, db):
+    owner, bob, carol, dave = (api.register() for _ in range(4))
+    room = api.room(owner, welcome_message="Welcome! Read the rules first.")
+    joined = api.post(f"/rooms/{room}/members", bob, json={})
+    assert joined.status_code == 201
+    assert joined.json["welcome_message"] == "Welcome! Read the rules first."
+    invited = api.post(f"/rooms/{room}/members", owner, json={"user_id": carol.id})
+    assert invited.json["welcome_message"] == "Welcome! Read the rules first."
+    for user in (bob, carol):
+        shown = api.get(f"/rooms/{room}", user).json["welcome_message"]
+        assert shown == "Welcome! Read the rules first."
+    # Delivered by the answer alone: no message, no notification, nothing to
+    # repeat; joining again is the usual 409.
+    assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM notifications").fetchone() == (0,)
+    assert api.post(f"/rooms/{room}/members", bob, json={}).status_code == 409
+    silent = api.room(owner)
+    assert api.post(f"/rooms/{silent}/members", dave, json={}).json["welcome_message"] is None
+
+
 def test_a_private_room_is_invisible_to_outsiders(api):
     owner, bob = api.register(), api.register()
     room = api.room(owner, is_public=False)

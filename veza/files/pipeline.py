@@ -505,6 +505,8 @@ def _audit_verdict(
             "file_uuid": str(file.uuid),
             "file_hash": file.file_hash,
             "original_filename": file.original_filename,
+            # A DM's file: the audit row has a room column only.
+            **({"conversation_id": file.conversation_id} if file.conversation_id else {}),
             **details,
         },
         user_id=file.uploaded_by,

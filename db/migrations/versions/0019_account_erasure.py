@@ -1,7 +1,7 @@
 """The account lifecycle: when a deleted account's erasure finished.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-07
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from db.migrations.sqlfile import run_sql_file
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
