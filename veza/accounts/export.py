@@ -92,8 +92,8 @@ SECTIONS = {
             ORDER BY id) r""",
     "files.jsonl": """
         SELECT row_to_json(f)::text FROM (
-            SELECT uuid, original_filename, file_size, mime_type, room_id, conversation_id, message_id,
-                   virus_scan_status::text AS virus_scan_status, created_at
+            SELECT uuid, original_filename, file_size, mime_type, room_id, conversation_id,
+                   message_id, virus_scan_status::text AS virus_scan_status, created_at
             FROM files WHERE uploaded_by = :user_id ORDER BY id) f""",
 }
 
