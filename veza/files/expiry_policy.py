@@ -20,11 +20,13 @@ The policy, one SQL expression (`POLICY`) per file:
   expire: its expiry is cleared, so that raising a room's retention to
   "keep" takes effect.
 
-The policy owns the expiries it wrote, marked `metadata.expiry_by_policy`,
-and the files with none; an expiry set otherwise (an operator's) is left as
-it is. An owned file is written where its expiry differs from the policy's
-(a new file, a changed room retention or setting), so a run over an
-unchanged table writes nothing. A file still in the pipeline (processing,
+The policy owns the expiries it wrote, and the files with none: it records
+what it wrote in `metadata.expiry_by_policy` (the expiry's epoch seconds),
+and an expiry that is no longer that value was set otherwise (an operator
+expiring a file now, an erasure) and is left as it is. An owned file is
+written where its expiry differs from the policy's (a new file, a changed
+room retention or setting), so a run over an unchanged table writes
+nothing. A file still in the pipeline (processing,
 or a scan pending or running) is left until it is done: its steps rewrite
 its metadata and would find their row gone mid-way (a stuck file is failed
 by requeue_stale_files after MAX_FILE_ATTEMPTS, then gets its expiry).
@@ -63,12 +65,16 @@ MARK = "expiry_by_policy"
 # upload's first expiry.
 DUE = (
     f"NOT {IN_PIPELINE}"
-    f" AND (files.expires_at IS NULL OR files.metadata ? '{MARK}')"
+    f" AND (files.expires_at IS NULL"
+    f"  OR files.metadata -> '{MARK}' = to_jsonb(extract(epoch FROM files.expires_at)))"
     f" AND files.expires_at IS DISTINCT FROM {POLICY}"
     f" AND ({POLICY} IS NULL OR {POLICY} > now()"
     "  OR (files.expires_at IS NULL AND files.message_id IS NULL))"
 )
-WRITE = f"expires_at = {POLICY}, metadata = metadata || jsonb_build_object('{MARK}', true)"
+WRITE = (
+    f"expires_at = {POLICY},"
+    f" metadata = metadata || jsonb_build_object('{MARK}', extract(epoch FROM {POLICY}))"
+)
 
 
 def set_expiry_by_policy(run: Run) -> None:
