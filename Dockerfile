@@ -10,8 +10,11 @@ WORKDIR /app
 # The runtime lock first (exact versions, hash-checked; its own layer, rebuilt
 # only when the lock changes), then the project on top with nothing resolved,
 # built by the locked setuptools (docs/dependencies.md).
+# g++ only while pdqhash (published as source only) builds, then gone.
 COPY requirements/lock.txt ./requirements/lock.txt
-RUN pip install --no-cache-dir --require-hashes -r requirements/lock.txt
+RUN apt-get update && apt-get install -y --no-install-recommends g++ \
+    && pip install --no-cache-dir --require-hashes -r requirements/lock.txt \
+    && apt-get purge -y --auto-remove g++ && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md beat_schedule.py flowerconfig.py alembic.ini ./
 COPY api ./api
 COPY console ./console

@@ -90,7 +90,14 @@ ACTIVE_FALLBACK = "application/octet-stream"
 # The metadata a client may see: what it sent, what the content is, why it
 # failed. The rest (clamd's version, storage errors, outbox ids, worker
 # bookkeeping) is internal and stays in the row and the logs.
-CLIENT_METADATA = ("claimed_mime_type", "mime_mismatch", "image", "failed_step", "failure_reason")
+CLIENT_METADATA = (
+    "claimed_mime_type",
+    "mime_mismatch",
+    "image",
+    "failed_step",
+    "failure_reason",
+    "held",
+)
 UPLOAD_FORM = {
     "type": "object",
     "required": ["file"],
@@ -310,6 +317,12 @@ def released_file(session: Session, file_uuid: uuid.UUID) -> File:
             "file_not_scanned",
             f"The file is not available yet: its virus scan is {status.value}.",
             {"virus_scan_status": status.value, "reason": row.virus_scan_result},
+        )
+    if "held" in row.meta:
+        # To nobody, its uploader included, until a moderator approves its
+        # message (veza/files/blocklist.py).
+        raise ApiError(
+            403, "file_held", "The file is held for moderation.", {"held": row.meta["held"]}
         )
     return row
 

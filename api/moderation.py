@@ -18,6 +18,7 @@ from api.schemas import MessageOut, MessagePage, ModerationIn, PageQuery, Report
 from api.spec import operation
 from db.models import AuditSeverity, Message, MessageReport, ModerationStatus, Room
 from veza import jobs, outbox
+from veza.files import blocklist
 from veza.messages.moderation import review
 
 bp = Blueprint("moderation", __name__)
@@ -133,6 +134,9 @@ def moderate_message(session: Session, message_id: int, body: ModerationIn) -> M
         severity=AuditSeverity.warning,
     )
     if body.action == "approve":
+        # Its files that matched the image blocklist are the moderator's
+        # call too (the message row is locked first, as the pipeline does).
+        blocklist.release(session, message.id, g.user.id)
         # A held message notified nobody: messages.index does it now (and
         # is idempotent for a message that was only flagged).
         outbox.enqueue(session, jobs.INDEX_MESSAGE, message.id, request_id=request_id())

@@ -31,7 +31,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, REGCONFIG, TSVECTOR, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BIT, INET, JSONB, REGCONFIG, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
@@ -960,3 +960,16 @@ class RoomStatsRollup(Base):
     last_message_at: Mapped[datetime | None]
     reactions_24h: Mapped[int] = mapped_column(BigInteger)
     refreshed_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+class ImageBlocklistEntry(Base):
+    """An image on the moderation blocklist, by its PDQ hash (migration
+    0021, veza/files/blocklist.py)."""
+
+    __tablename__ = "image_blocklist"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pdq: Mapped[str] = mapped_column(BIT(256), unique=True)
+    label: Mapped[str | None] = mapped_column(String(200))
+    added_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(server_default=NOW)

@@ -23,8 +23,9 @@ export STORAGE_DIR="${STORAGE_DIR:-$ROOT/var/storage}"
 export VEZA_VAR_DIR="${VEZA_VAR_DIR:-$ROOT/var}"
 VENV="${VEZA_VENV:-$ROOT/.venv}"
 # zip: the tests' ZipCrypto archives (zip -P), which Python cannot write.
+# g++: pdqhash (the image blocklist's PDQ) comes as source only.
 # postgresql and redis-server only when their URL is local (ensure_*, below).
-APT_PACKAGES=(clamav-daemon clamav libmagic1 python3-venv python3-dev libvips-tools zip)
+APT_PACKAGES=(clamav-daemon clamav libmagic1 python3-venv python3-dev g++ libvips-tools zip)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -56,7 +56,7 @@ reload_settings()  # the settings, from the test environment above
 TABLES = (
     "users, rooms, room_members, direct_conversations, direct_conversation_participants, "
     "messages, message_mentions, reactions, files, audit_logs, user_sessions, outbox, "
-    "maintenance_runs"
+    "maintenance_runs, image_blocklist"
 )
 # Above this many rows in a table, one TRUNCATE of them all is cheaper than
 # DELETE, whose row triggers (the counters) cost a few ms per row.

@@ -7,6 +7,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -86,12 +87,16 @@ def test_a_clean_image_gets_a_webp_thumbnail_within_400px_never_upscaled(
     assert file["metadata"]["mime_mismatch"] is False
     assert file["file_hash"] == hashlib.sha256(content).hexdigest()
     original = Image.open(io.BytesIO(content))
-    assert file["metadata"]["image"] == {
+    image = dict(file["metadata"]["image"])
+    pdq, pdq_quality = image.pop("pdq"), image.pop("pdq_quality")
+    assert image == {
         "width": original.width,
         "height": original.height,
         "format": original.format,
         "frame_count": frames,
     }
+    assert re.fullmatch("[0-9a-f]{64}", pdq)  # the blocklist's hash (test_image_blocklist.py)
+    assert 0 <= pdq_quality <= 100
     thumb = thumbnail_of(file)
     assert thumb.format == "WEBP"
     assert thumb.size == size

@@ -22,8 +22,10 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
+import numpy as np
+import pdqhash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from veza.settings import get_settings
@@ -56,11 +58,41 @@ class UnsupportedImage(Exception):
 
 
 @dataclass(frozen=True)
+class PerceptualHash:
+    """Meta's PDQ hash of an image (what the moderation blocklist matches,
+    veza/files/blocklist.py), as 64 hex digits in PDQ's own order: those of
+    the image as it is, then of its seven other rotations and flips, and
+    PDQ's quality (0-100: how much structure the image has to hash; a flat
+    image's hash says little)."""
+
+    variants: tuple[str, ...]
+    quality: int
+
+    @property
+    def hex(self) -> str:
+        return self.variants[0]
+
+
+# PDQ's own advice: a hash of quality under 50 is too weak to match on.
+PDQ_MIN_QUALITY = 50
+
+
+class Header(NamedTuple):
+    """What an image's header says it is, before any pixel is decoded."""
+
+    width: int
+    height: int
+    format: str
+    frame_count: int
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     width: int
     height: int
     format: str
     frame_count: int
+    pdq: PerceptualHash
 
     def as_metadata(self) -> dict[str, object]:
         return {
@@ -68,17 +100,39 @@ class ImageInfo:
             "height": self.height,
             "format": self.format,
             "frame_count": self.frame_count,
+            "pdq": self.pdq.hex,
+            "pdq_quality": self.pdq.quality,
         }
 
 
 def write_thumbnail(source: Path, out: BinaryIO) -> ImageInfo:
     """Write a WebP still of `source` (its first frame) within THUMBNAIL_BOX,
-    never upscaled; return what the original is."""
+    never upscaled; return what the original is, with the still's PDQ hash."""
     info, still = _decoded_still(source)
     # Encoding is outside _decoded_still's net: a full disk is not the
     # image's fault. No exif= and no xmp=: only the colour profile is kept.
     still.save(out, "WEBP", quality=WEBP_QUALITY, icc_profile=still.info.get("icc_profile"))
     return info
+
+
+def perceptual_hash_of(source: Path) -> PerceptualHash:
+    """The PDQ hash of an image file, computed as for an upload (from the
+    same still), so that a file an operator blocks matches its uploads."""
+    return _decoded_still(source)[0].pdq
+
+
+def _perceptual_hash(still: Image.Image) -> PerceptualHash:
+    """PDQ of the thumbnail-sized still: PDQ shrinks to 64x64 first, so
+    hashing 400 px rather than the original changes a few bits at most
+    (PDQ_MATCH_THRESHOLD allows 31), for a fraction of the time. The
+    bits come as a vector, most significant first: packed, they are PDQ's
+    hex."""
+    pixels = np.asarray(still.convert("RGB"))
+    vectors, quality = pdqhash.compute_dihedral(pixels)
+    return PerceptualHash(
+        variants=tuple(np.packbits(bits.astype(np.uint8)).tobytes().hex() for bits in vectors),
+        quality=int(quality),
+    )
 
 
 # What Pillow's decoders raise on truncated, corrupt or hostile data.
@@ -103,7 +157,7 @@ def _decoded_still(source: Path) -> tuple[ImageInfo, Image.Image]:
             warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
             Image.open(source, formats=ALLOWED_FORMATS) as image,
         ):
-            info = _checked_info(image)
+            header = _checked_info(image)
             image.draft("RGB", THUMBNAIL_BOX)  # JPEG only: decode at 1/2..1/8 scale
             _check_decode_budget(image)
             still: Image.Image = image
@@ -113,7 +167,8 @@ def _decoded_still(source: Path) -> tuple[ImageInfo, Image.Image]:
                 has_alpha = "A" in image.getbands() or "transparency" in image.info
                 still = image.convert("RGBA" if has_alpha else "RGB")
             still.thumbnail(THUMBNAIL_BOX, reducing_gap=REDUCING_GAP)
-            return info, ImageOps.exif_transpose(still)
+            still = ImageOps.exif_transpose(still)
+            return ImageInfo(*header, pdq=_perceptual_hash(still)), still
     except UnsupportedImage:
         raise
     except Image.DecompressionBombError as exc:
@@ -124,7 +179,7 @@ def _decoded_still(source: Path) -> tuple[ImageInfo, Image.Image]:
         raise UnsupportedImage(f"corrupt or truncated image: {exc}") from exc
 
 
-def _checked_info(image: Image.Image) -> ImageInfo:
+def _checked_info(image: Image.Image) -> Header:
     """The header's dimensions and frame count, refused above the limits
     before a single pixel is decoded."""
     width, height = image.size
@@ -140,7 +195,7 @@ def _checked_info(image: Image.Image) -> ImageInfo:
     # Image.open sets the format of every image it reads; Pillow types it
     # as optional because an image made in memory has none.
     assert image.format is not None
-    return ImageInfo(width=width, height=height, format=image.format, frame_count=frame_count)
+    return Header(width=width, height=height, format=image.format, frame_count=frame_count)
 
 
 def decode_cost(image: Image.Image) -> int:

@@ -225,6 +225,11 @@ class Settings(BaseSettings):
     # many distinct users is held for review, unless the room's
     # metadata.flag_hold_threshold says otherwise.
     flag_hold_threshold: int = Field(default=3, ge=1, le=100)
+    # An uploaded image within this many bits (of PDQ's 256) of an image on
+    # the moderation blocklist is held for review (veza/files/blocklist.py).
+    # 31 is PDQ's own advice: resized and recompressed copies are within ~20,
+    # unrelated images ~128 apart; the cap keeps it from matching at random.
+    pdq_match_threshold: int = Field(default=31, ge=0, le=64)
     # Where users reach this server: the emails' links start with it.
     public_url: str = "http://localhost:8000"
     # The SMTP server of the missed-message emails; unset, none are sent.

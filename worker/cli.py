@@ -10,6 +10,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from veza.logs import configure_logging
 from veza.settings import get_settings
@@ -177,6 +178,62 @@ def _storage_migrate(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _blocked_hash(value: str) -> tuple[str, int | None]:
+    """FILE_OR_HASH as a PDQ hash, with its quality when it comes from an
+    image (a hash from a shared list has none to check). An image is
+    decoded as uploads are, through the same allow-list and limits."""
+    from veza import images
+    from veza.files import blocklist
+
+    path = Path(value)
+    if not path.is_file():
+        try:
+            return blocklist.parsed_hash(value), None
+        except ValueError as exc:
+            _refuse(f"{exc}, nor an image file")
+    try:
+        pdq = images.perceptual_hash_of(path)
+    except images.UnsupportedImage as exc:
+        _refuse(f"{value}: {exc}")
+    return pdq.hex, pdq.quality
+
+
+def _refuse(message: str) -> NoReturn:
+    print(f"veza: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _blocklist(args: argparse.Namespace) -> None:
+    """`veza moderation blocklist add|remove|list`: one JSON line per entry
+    listed, added or removed (docs/api.md, "Image blocklist")."""
+    import json
+
+    from db.engine import session_scope, set_kind
+    from veza.files import blocklist
+    from veza.images import PDQ_MIN_QUALITY
+
+    set_kind("maintenance")
+    with session_scope() as session:
+        if args.action == "list":
+            for entry in blocklist.entries(session):
+                row = {"id": entry.id, "pdq": blocklist.entry_hex(entry), "label": entry.label}
+                added = {"added_by": entry.added_by, "created_at": entry.created_at.isoformat()}
+                print(json.dumps(row | added))
+            return
+        pdq, quality = _blocked_hash(args.image)
+        if args.action == "remove":
+            removed = blocklist.remove(session, pdq, args.operator)
+            print(json.dumps({"pdq": pdq, "removed": removed}))
+            return
+        if quality is not None and quality < PDQ_MIN_QUALITY:
+            _refuse(
+                f"{args.image}: PDQ quality {quality} is under {PDQ_MIN_QUALITY}: the image"
+                " is too flat to match on (it would match other flat images)"
+            )
+        entry_id, new = blocklist.add(session, pdq, args.label, args.operator)
+        print(json.dumps({"id": entry_id, "pdq": pdq, "quality": quality, "new": new}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="veza", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,6 +285,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("--to", dest="end", type=_utc, required=True)
     restore.set_defaults(func=_restore)
+    moderation = sub.add_parser("moderation", help="moderation (docs/api.md, Moderation)")
+    moderation_sub = moderation.add_subparsers(dest="what", required=True)
+    blocked = moderation_sub.add_parser(
+        "blocklist", help="the image blocklist: uploads that match it are held for review"
+    )
+    blocked_sub = blocked.add_subparsers(dest="action", required=True)
+    blocked_sub.add_parser("list", help="every entry, as JSON lines").set_defaults(func=_blocklist)
+    for action, summary in (
+        ("add", "block an image (a file, or a PDQ hash as 64 hex digits)"),
+        ("remove", "unblock it (files it held stay held until a moderator decides)"),
+    ):
+        change = blocked_sub.add_parser(action, help=summary)
+        change.add_argument("image", metavar="FILE_OR_HASH")
+        change.add_argument(
+            "--operator", default=getpass.getuser(), help="who, for the audit log (default: you)"
+        )
+        if action == "add":
+            change.add_argument("--label", help="what it is, for the audit log and the list")
+        change.set_defaults(func=_blocklist)
     storage = sub.add_parser("storage", help="blob storage (docs/files.md)")
     storage_sub = storage.add_subparsers(dest="action", required=True)
     migrate = storage_sub.add_parser(

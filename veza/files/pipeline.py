@@ -38,7 +38,7 @@ from db.engine import affected, session_scope
 from db.models import AuditSeverity, File, FileProcessingStatus, VirusScanStatus
 from veza import audit, images
 from veza.clamav import Scanner, StreamedScan, Unscannable, Verdict
-from veza.files import inspection
+from veza.files import blocklist, inspection
 from veza.progress import ProgressReport, Throttled, nowhere
 from veza.storage import ContentMissing, StorageFull, get_storage
 
@@ -542,8 +542,10 @@ def scan_unavailable(file_id: int, error: str, final: bool, task_id: str | None 
 
 
 def thumbnail(file_id: int, task_id: str | None = None, report: ProgressReport = nowhere) -> None:
-    """A WebP thumbnail of a clean image, one per distinct content. Other
-    files, and files not (yet) clean, are left alone."""
+    """A WebP thumbnail of a clean image, one per distinct content, and the
+    image checked against the moderation blocklist (a match holds the file
+    and its message: veza/files/blocklist.py). Other files, and files not
+    (yet) clean, are left alone."""
     file = _load(file_id)
     if (
         file is None
@@ -572,13 +574,24 @@ def thumbnail(file_id: int, task_id: str | None = None, report: ProgressReport =
         return fail(file_id, "thumbnail", str(exc), task_id)
     except ContentMissing:
         return fail(file_id, "thumbnail", "the content is missing from storage", task_id)
-    with _locked(file_id) as row:
+    with session_scope() as session:
+        found = blocklist.match(session, info.pdq)
+        if found and file.message_id is not None:
+            blocklist.lock_message(session, file.message_id)
+        row = session.get(File, file_id, with_for_update=True)
         if row is None or row.virus_scan_status is not VirusScanStatus.clean:
             return  # deleted, or found infected (under new signatures) meanwhile
         row.thumbnail_path = thumb
         row.meta = {**row.meta, "image": info.as_metadata()}
+        if found:
+            blocklist.hold(session, row, found)
     _log(file, task_id).info(
-        "thumbnail: %s from %dx%d %s", thumb, info.width, info.height, info.format
+        "thumbnail: %s from %dx%d %s%s",
+        thumb,
+        info.width,
+        info.height,
+        info.format,
+        f"; held: blocklist entry {found.entry_id} at {found.distance} bits" if found else "",
     )
 
 

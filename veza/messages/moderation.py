@@ -10,6 +10,8 @@ result and an edit that removes a blocked term lifts the hold it caused:
 - the room's `metadata.auto_moderate` rules (blocked terms, links, too many
   mentions), when enabled, give its `action`: flag (`flagged`, still
   visible), hold (`pending`) or reject (`rejected`);
+- an attached image that matched the image blocklist
+  (veza/files/blocklist.py) holds it (`pending`);
 - reports flag the message, and at the room's `flag_hold_threshold`
   distinct reporters (FLAG_HOLD_THRESHOLD by default) hold it;
 - the strongest outcome wins (approved < flagged < pending < rejected), and
@@ -30,10 +32,10 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from db.models import Message, MessageReport, ModerationStatus, Room
+from db.models import File, Message, MessageReport, ModerationStatus, Room
 from veza import audit
 from veza.settings import get_settings
 
@@ -138,6 +140,22 @@ def report_count(session: Session, message: Message) -> int:
     )
 
 
+def held_attachment(session: Session, message: Message) -> bool:
+    """One of the message's files matched the image blocklist and is held
+    (veza/files/blocklist.py)."""
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    File.message_id == message.id,
+                    File.message_created_at == message.created_at,
+                    File.meta.has_key("held"),
+                )
+            )
+        )
+    )
+
+
 def review(session: Session, message_id: int) -> None:
     """Set the system's verdict on a live room message (row locked), and
     audit a change of status. A message a moderator decided on keeps its
@@ -161,6 +179,9 @@ def review(session: Session, message_id: int) -> None:
     rules = room_rules(meta)
     reasons = rule_violations(rules, message.content, message.mentions) if rules else []
     outcomes = [ACTION_STATUS[rules.action]] if rules and reasons else []
+    if held_attachment(session, message):
+        reasons.append("blocklisted image")
+        outcomes.append(ModerationStatus.pending)
     if message.flag_count:
         reasons.append(f"reports: {message.flag_count}")
         held = message.flag_count >= hold_threshold(meta)
