@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from flask import Blueprint, Response, current_app, g, request, send_file
 from sqlalchemy import ColumnElement, event, select
@@ -41,7 +41,7 @@ from api.errors import ApiError
 from api.messages import check_not_silenced
 from api.quotas import check_upload_quota, lock_user_quota
 from api.request_context import request_id
-from api.schemas import FileOut
+from api.schemas import FileOut, ThumbnailQuery
 from api.spec import operation
 from db.models import File, Message, VirusScanStatus
 from veza import jobs
@@ -94,6 +94,7 @@ CLIENT_METADATA = (
     "claimed_mime_type",
     "mime_mismatch",
     "image",
+    "placeholder",
     "failed_step",
     "failure_reason",
     "held",
@@ -271,8 +272,30 @@ def file_out(row: File) -> FileOut:
         processing_status=row.processing_status.value,
         virus_scan_status=row.virus_scan_status.value,
         has_thumbnail=row.thumbnail_path is not None,
-        metadata={key: row.meta[key] for key in CLIENT_METADATA if key in row.meta},
+        metadata={key: row.meta[key] for key in CLIENT_METADATA if key in row.meta}
+        | {"renditions": [_public(r) for r in row.meta.get("renditions", [])]},
     )
+
+
+def _public(rendition: dict[str, Any]) -> dict[str, Any]:
+    """A rendition as clients see it: what it is, not where it is stored."""
+    return {key: value for key, value in rendition.items() if key != "key"}
+
+
+def rendition_path(row: File, size: int | None, still: bool) -> str | None:
+    """Where the rendition to serve is: of an animated source, an animated
+    one unless `still`; the smallest, or the one nearest `size` (a tie goes
+    to the larger: it scales down well). A file from before renditions has
+    its one thumbnail until the backfill (docs/files.md)."""
+    made: list[dict[str, Any]] = row.meta.get("renditions") or []
+    if not made:
+        return row.thumbnail_path
+    animated = [r for r in made if r["animated"]]
+    choices = animated if animated and not still else [r for r in made if not r["animated"]]
+    if size is None:
+        return str(choices[0]["key"])
+    nearest = min(choices, key=lambda r: (abs(r["size"] - size), -r["size"]))
+    return str(nearest["key"])
 
 
 def visible_file(session: Session, file_uuid: uuid.UUID, *, lock: bool = False) -> File:
@@ -425,15 +448,17 @@ def get_file_content(session: Session, file_uuid: uuid.UUID) -> Response:
     bp,
     "GET",
     "/files/<uuid:file_uuid>/thumbnail",
-    summary="The file's thumbnail, once its scan is clean",
+    summary="A rendition of the file (the nearest to ?size=), once its scan is clean",
+    query=ThumbnailQuery,
     responses={200: FileOut},
     binary=True,
     errors=(403, 409, 503),
 )
-def get_file_thumbnail(session: Session, file_uuid: uuid.UUID) -> Response:
+def get_file_thumbnail(session: Session, file_uuid: uuid.UUID, query: ThumbnailQuery) -> Response:
     row = released_file(session, file_uuid)
-    if row.thumbnail_path is None:
+    path = rendition_path(row, query.size, query.still)
+    if path is None:
         raise not_found()
     stem = row.original_filename.rsplit(".", 1)[0]
-    # The worker writes every thumbnail as WebP (veza/images.py): no sniffing.
-    return attachment(row.thumbnail_path, THUMBNAIL_MIME_TYPE, f"{stem}-thumbnail.webp")
+    # The worker writes every rendition as WebP (veza/media/): no sniffing.
+    return attachment(path, THUMBNAIL_MIME_TYPE, f"{stem}-thumbnail.webp")

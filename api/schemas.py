@@ -718,6 +718,15 @@ class SearchPage(BaseModel):
     next_cursor: str | None
 
 
+class ThumbnailQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The long side wanted, in pixels: the nearest rendition made is served.
+    size: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    # For an animated image: its still (the first frame), not the animation.
+    still: bool = False
+
+
 class FileOut(BaseModel):
     id: int
     uuid: uuid.UUID

@@ -139,7 +139,7 @@ def test_operators_add_list_and_remove_entries_by_file_or_hash(db, tmp_path):
         ("abc123", "not a PDQ hash"),
         ("g" * 64, "not a PDQ hash"),
         ("flat.png", "too flat"),
-        ("notes.png", "not a JPEG, PNG, GIF, WebP or BMP image"),
+        ("notes.png", "not a JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC or AVIF image"),
     ],
 )
 def test_what_cannot_be_blocked_is_refused_and_nothing_is_added(db, tmp_path, argument, says):

@@ -192,8 +192,8 @@ def test_expiry_and_orphan_sweep_never_remove_referenced_or_young_content(mdb):
     }
     paths = {name: store(storage.blob_path(h), 2 * hour) for name, h in sha.items()}
     paths["young"] = store(storage.blob_path(sha["young"]), 60)
-    orphan_thumb = store(storage.thumbnail_path(sha["orphan"]), 2 * hour)
-    kept_thumb = store(storage.thumbnail_path(sha["kept"]), 2 * hour)
+    orphan_thumb = store(storage.rendition_path(sha["orphan"], 400, False), 2 * hour)
+    kept_thumb = store(storage.rendition_path(sha["kept"], 400, False), 2 * hour)
     stale_upload = store("uploads/0b6f8c3e-7f7e-4f5e-9d7f-2c5a3f1b9a10", 2 * hour)
 
     file_row(db, owner, sha["kept"], storage.blob_path(sha["kept"]))

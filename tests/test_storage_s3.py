@@ -159,7 +159,7 @@ def test_the_orphan_sweep_works_both_ways_and_spares_what_is_young(
         with s3.atomic_writer(blob_key(content)) as out:
             out.write(content)
     for name in ("kept", "orphan"):
-        with s3.atomic_writer(s3.thumbnail_path(sha[name])) as out:
+        with s3.atomic_writer(s3.rendition_path(sha[name], 400, False)) as out:
             out.write(b"webp")
     stale_upload = "uploads/0b6f8c3e-7f7e-4f5e-9d7f-2c5a3f1b9a10"
     with s3.atomic_writer(stale_upload) as out:
@@ -192,7 +192,7 @@ def test_the_orphan_sweep_works_both_ways_and_spares_what_is_young(
     result = run_task("maintenance.purge_expired_files")
     assert bucket_keys(seaweedfs, s3.prefix) == {
         blob_key(kept),
-        s3.thumbnail_path(sha["kept"]),
+        s3.rendition_path(sha["kept"], 400, False),
         s3.upload_path(row(mdb, kept_id)["uuid"]),
         s3.upload_path(row(mdb, missing_id)["uuid"]),
     }
@@ -343,7 +343,7 @@ def test_retention_then_the_archive_s_end_then_the_sweep_remove_the_object(
         "UPDATE files SET room_id = %s, message_id = %s, message_created_at = %s WHERE id = %s",
         (room, message[0], message[1], file_id),
     )
-    stored = {blob_key(content), s3.thumbnail_path(hashlib.sha256(content).hexdigest())}
+    stored = {blob_key(content), s3.rendition_path(hashlib.sha256(content).hexdigest(), 400, False)}
     assert bucket_keys(seaweedfs, s3.prefix) == stored
 
     run_task("maintenance.purge_retention")

@@ -1,7 +1,9 @@
-"""Thumbnails with Pillow, for untrusted images.
+"""Opening untrusted images with Pillow, and decoding their first frame
+(veza/media/renditions.py makes the renditions from it).
 
 Defences, in the order they act:
-- only the allow-listed decoders are tried (`Image.open(formats=...)`);
+- only the allow-listed decoders are tried (`Image.open(formats=...)`), and
+  the pipeline opens only sniffed types on ALLOWED_MIME_TYPES;
 - the pixel count is read from the header and checked before any decoding,
   with a budget across animation frames;
 - so is the memory the decode will take (THUMBNAIL_DECODE_BUDGET_MIB),
@@ -10,37 +12,61 @@ Defences, in the order they act:
 - Pillow's own DecompressionBombError (and every decoder error: truncated,
   corrupt) becomes UnsupportedImage, which the pipeline records as a failure.
 
+Formats: JPEG, PNG (and APNG), GIF, WebP, BMP, TIFF (its first page),
+HEIC and HEIF (libheif, through pillow-heif) and AVIF (Pillow's own).
+
 Speed: JPEG is decoded at a reduced scale (`draft`), and `reducing_gap`
 lets Pillow shrink by an integer factor before the final resample.
-Privacy: the thumbnail carries no EXIF (so no GPS); orientation is applied
-to the pixels instead. The colour profile is kept, so colours stay right.
+Privacy: a decoded frame carries nothing but pixels: orientation is applied
+to them, colours are converted to sRGB from an embedded profile, and the
+EXIF (GPS), XMP and the profile itself (whose text tags can hold anything)
+are left behind.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pdqhash
-from PIL import Image, ImageOps, UnidentifiedImageError
+import pillow_heif
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from veza.settings import get_settings
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
 # Sniffed MIME types that mean "one of the allowed formats".
 ALLOWED_MIME_TYPES = frozenset(
-    {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/x-ms-bmp"}
+    {
+        "image/jpeg",
+        "image/png",
+        "image/apng",
+        "image/gif",
+        "image/webp",
+        "image/bmp",
+        "image/x-ms-bmp",
+        "image/tiff",
+        "image/heic",
+        "image/heif",
+        "image/heic-sequence",
+        "image/heif-sequence",
+        "image/avif",
+    }
 )
+# HEIC and HEIF open as Pillow's format "HEIF", decoded by libheif.
+pillow_heif.register_heif_opener()
 MAX_PIXELS = 50_000_000
 # All frames of an animation together: a small GIF can hold thousands of frames.
 MAX_ANIMATION_PIXELS = 4 * MAX_PIXELS
-THUMBNAIL_BOX = (400, 400)
 REDUCING_GAP = 2.0
-WEBP_QUALITY = 80
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 # Pillow's own bomb check, lined up with ours: it warns above this and
 # raises above twice this.
@@ -105,36 +131,6 @@ class ImageInfo:
         }
 
 
-def write_thumbnail(source: Path, out: BinaryIO) -> ImageInfo:
-    """Write a WebP still of `source` (its first frame) within THUMBNAIL_BOX,
-    never upscaled; return what the original is, with the still's PDQ hash."""
-    info, still = _decoded_still(source)
-    # Encoding is outside _decoded_still's net: a full disk is not the
-    # image's fault. No exif= and no xmp=: only the colour profile is kept.
-    still.save(out, "WEBP", quality=WEBP_QUALITY, icc_profile=still.info.get("icc_profile"))
-    return info
-
-
-def perceptual_hash_of(source: Path) -> PerceptualHash:
-    """The PDQ hash of an image file, computed as for an upload (from the
-    same still), so that a file an operator blocks matches its uploads."""
-    return _decoded_still(source)[0].pdq
-
-
-def _perceptual_hash(still: Image.Image) -> PerceptualHash:
-    """PDQ of the thumbnail-sized still: PDQ shrinks to 64x64 first, so
-    hashing 400 px rather than the original changes a few bits at most
-    (PDQ_MATCH_THRESHOLD allows 31), for a fraction of the time. The
-    bits come as a vector, most significant first: packed, they are PDQ's
-    hex."""
-    pixels = np.asarray(still.convert("RGB"))
-    vectors, quality = pdqhash.compute_dihedral(pixels)
-    return PerceptualHash(
-        variants=tuple(np.packbits(bits.astype(np.uint8)).tobytes().hex() for bits in vectors),
-        quality=int(quality),
-    )
-
-
 # What Pillow's decoders raise on truncated, corrupt or hostile data.
 DECODER_ERRORS = (
     OSError,
@@ -148,38 +144,99 @@ DECODER_ERRORS = (
 )
 
 
-def _decoded_still(source: Path) -> tuple[ImageInfo, Image.Image]:
-    """The first frame, upright, within THUMBNAIL_BOX, in RGB or RGBA."""
+@contextmanager
+def decoding() -> Iterator[None]:
+    """Pillow's errors on hostile data, as UnsupportedImage with the reason.
+    Only decoding goes inside: a full disk while writing is no fault of
+    the image."""
     try:
         # Pillow warns between its pixel limit and twice it: we refuse
-        # those ourselves, in _checked_info, so the warning is noise.
-        with (
-            warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
-            Image.open(source, formats=ALLOWED_FORMATS) as image,
-        ):
-            header = _checked_info(image)
-            image.draft("RGB", THUMBNAIL_BOX)  # JPEG only: decode at 1/2..1/8 scale
-            _check_decode_budget(image)
-            still: Image.Image = image
-            if image.mode not in ("RGB", "RGBA"):
-                # Before resizing: palette images would otherwise resample
-                # by nearest neighbour.
-                has_alpha = "A" in image.getbands() or "transparency" in image.info
-                still = image.convert("RGBA" if has_alpha else "RGB")
-            still.thumbnail(THUMBNAIL_BOX, reducing_gap=REDUCING_GAP)
-            still = ImageOps.exif_transpose(still)
-            return ImageInfo(*header, pdq=_perceptual_hash(still)), still
+        # those ourselves, in _checked_header, so the warning is noise.
+        with warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning):
+            yield
     except UnsupportedImage:
         raise
     except Image.DecompressionBombError as exc:
         raise UnsupportedImage(f"too many pixels: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise UnsupportedImage("not a JPEG, PNG, GIF, WebP or BMP image") from exc
+        raise UnsupportedImage("not a JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC or AVIF image") from exc
     except DECODER_ERRORS as exc:
         raise UnsupportedImage(f"corrupt or truncated image: {exc}") from exc
 
 
-def _checked_info(image: Image.Image) -> Header:
+@contextmanager
+def opened(source: Path) -> Iterator[tuple[Image.Image, Header]]:
+    """The image, opened through the allow-list, with its header checked:
+    nothing decoded yet."""
+    with decoding():
+        image = Image.open(source, formats=ALLOWED_FORMATS)
+    with image:
+        with decoding():
+            header = _checked_header(image)
+        yield image, header
+
+
+def first_frame(image: Image.Image, box: int) -> Image.Image:
+    """The first frame within box x box (never upscaled), upright, in sRGB,
+    RGB or RGBA, and nothing but its pixels."""
+    with decoding():
+        image.seek(0)
+        image.draft("RGB", (box, box))  # JPEG only: decode at 1/2..1/8 scale
+        _check_decode_budget(image)
+        profile = image.info.get("icc_profile")
+        frame: Image.Image = image
+        if image.mode == "CMYK" and profile:
+            frame = _to_srgb(image, profile)  # before anything: CMYK has no naive RGB
+            profile = None
+        elif image.mode not in ("RGB", "RGBA"):
+            # Before resizing: palette images would otherwise resample
+            # by nearest neighbour.
+            has_alpha = "A" in image.getbands() or "transparency" in image.info
+            frame = image.convert("RGBA" if has_alpha else "RGB")
+        frame.thumbnail((box, box), reducing_gap=REDUCING_GAP)
+        frame = ImageOps.exif_transpose(frame)
+        if profile:
+            frame = _to_srgb(frame, profile)
+    bare = frame.copy()
+    bare.info = {}  # no EXIF, XMP or profile: pixels only
+    return bare
+
+
+def _to_srgb(frame: Image.Image, profile: bytes) -> Image.Image:
+    """The frame's colours, from its embedded profile to sRGB (what a
+    rendition without a profile is taken to be); alpha is left as it is.
+    A profile LittleCMS cannot read is ignored: the pixels are kept as they
+    are rather than the image refused."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if frame.mode == "RGBA":
+            alpha = frame.getchannel("A")
+            converted = ImageCms.profileToProfile(frame.convert("RGB"), source, SRGB)
+            assert converted is not None  # inPlace=False returns the image
+            converted.putalpha(alpha)
+            return converted
+        converted = ImageCms.profileToProfile(frame, source, SRGB, outputMode="RGB")
+        assert converted is not None
+        return converted
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return frame if frame.mode in ("RGB", "RGBA") else frame.convert("RGB")
+
+
+def perceptual_hash(still: Image.Image) -> PerceptualHash:
+    """PDQ of the smallest rendition's still: PDQ shrinks to 64x64 first,
+    so hashing 400 px rather than the original changes a few bits at most
+    (PDQ_MATCH_THRESHOLD allows 31), for a fraction of the time. The
+    bits come as a vector, most significant first: packed, they are PDQ's
+    hex."""
+    pixels = np.asarray(still.convert("RGB"))
+    vectors, quality = pdqhash.compute_dihedral(pixels)
+    return PerceptualHash(
+        variants=tuple(np.packbits(bits.astype(np.uint8)).tobytes().hex() for bits in vectors),
+        quality=int(quality),
+    )
+
+
+def _checked_header(image: Image.Image) -> Header:
     """The header's dimensions and frame count, refused above the limits
     before a single pixel is decoded."""
     width, height = image.size

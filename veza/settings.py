@@ -19,15 +19,50 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from argon2 import DEFAULT_MEMORY_COST, DEFAULT_TIME_COST
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 SCHEDULE_PREFIX = "VEZA_SCHEDULE_"
+
+
+def _comma_separated(value: object) -> object:
+    """ "400,1280" as the list it means (an environment variable's form)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _rendition_ladder(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    if not 1 <= len(sizes) <= 5 or not all(16 <= size <= 4096 for size in sizes):
+        raise ValueError("give 1 to 5 sizes, each 16 to 4096 pixels")
+    return tuple(sorted(set(sizes)))
+
+
+# Comma-separated long sides, in pixels, as a sorted ladder.
+RenditionSizes = Annotated[
+    tuple[int, ...],
+    NoDecode,
+    BeforeValidator(_comma_separated),
+    AfterValidator(_rendition_ladder),
+]
 SCHEDULES = SCHEDULE_PREFIX + "<NAME>"
 
 
@@ -88,6 +123,10 @@ class Settings(BaseSettings):
     # image's header before any pixel is decoded (veza/images.py): a small
     # PNG can declare 7000x7000 pixels, ~190 MiB once decoded.
     thumbnail_decode_budget_mib: int = 128
+    # The renditions made of every image, video and PDF: WebP within these
+    # long sides, never upscaled (veza/media/renditions.py). The smallest
+    # is the thumbnail; each is made from the next larger one.
+    rendition_sizes: RenditionSizes = (400, 1280)
     db_pool_size: int = 5
     db_max_overflow: int = 10
     # The database bounds of each kind of work (db/engine.py's KINDS);

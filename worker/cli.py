@@ -184,6 +184,7 @@ def _blocked_hash(value: str) -> tuple[str, int | None]:
     decoded as uploads are, through the same allow-list and limits."""
     from veza import images
     from veza.files import blocklist
+    from veza.media import renditions
 
     path = Path(value)
     if not path.is_file():
@@ -192,7 +193,7 @@ def _blocked_hash(value: str) -> tuple[str, int | None]:
         except ValueError as exc:
             _refuse(f"{exc}, nor an image file")
     try:
-        pdq = images.perceptual_hash_of(path)
+        pdq = renditions.perceptual_hash_of(path, get_settings().rendition_sizes)
     except images.UnsupportedImage as exc:
         _refuse(f"{value}: {exc}")
     return pdq.hex, pdq.quality

@@ -39,7 +39,9 @@ from db.models import AuditSeverity, File, FileProcessingStatus, VirusScanStatus
 from veza import audit, images
 from veza.clamav import Scanner, StreamedScan, Unscannable, Verdict
 from veza.files import blocklist, inspection
+from veza.media import renditions
 from veza.progress import ProgressReport, Throttled, nowhere
+from veza.settings import get_settings
 from veza.storage import ContentMissing, StorageFull, get_storage
 
 log = logging.getLogger(__name__)
@@ -441,7 +443,8 @@ def _quarantine(
     a restore must not bring back a clean row whose bytes are quarantined."""
     storage = get_storage()
     quarantined = storage.quarantine(sha256)
-    storage.remove(storage.thumbnail_path(sha256))
+    for rendition in storage.rendition_paths(sha256):
+        storage.remove(rendition)
     failure = {
         "clamd_version": version,
         "failed_step": "scan",
@@ -542,57 +545,79 @@ def scan_unavailable(file_id: int, error: str, final: bool, task_id: str | None 
 
 
 def thumbnail(file_id: int, task_id: str | None = None, report: ProgressReport = nowhere) -> None:
-    """A WebP thumbnail of a clean image, one per distinct content, and the
-    image checked against the moderation blocklist (a match holds the file
-    and its message: veza/files/blocklist.py). Other files, and files not
-    (yet) clean, are left alone."""
+    """The renditions of a clean image (veza/media/renditions.py), one set
+    per distinct content, and the image checked against the moderation
+    blocklist (a match holds the file and its message: veza/files/
+    blocklist.py). The step and its task keep their first name. Other
+    files, files not (yet) clean, and files whose renditions were made
+    under the sizes configured now, are left alone."""
     file = _load(file_id)
     if (
         file is None
         or _failed_for_good(file)
         or file.virus_scan_status is not VirusScanStatus.clean
         or file.file_hash is None  # never, once clean: for the type checker
-        or file.thumbnail_path is not None
         or not file.mime_type.startswith("image/")
+        or has_current_renditions(file)
     ):
         return
     if file.mime_type not in images.ALLOWED_MIME_TYPES:
         return fail(file_id, "thumbnail", f"unsupported image format {file.mime_type}", task_id)
     storage = get_storage()
-    thumb = storage.thumbnail_path(file.file_hash)
-    _progress(file, report)("thumbnail", force=True)
+    sizes = get_settings().rendition_sizes
+    _progress(file, report)("renditions", force=True)
     try:
         # Always decoded, even when an identical upload already made the
-        # thumbnail: the metadata is this row's, and the bytes are the same.
-        with (
-            _storage_full_recorded(file_id, "thumbnail", task_id),
-            storage.local_copy(file.file_path) as source,
-            storage.atomic_writer(thumb) as out,
-        ):
-            info = images.write_thumbnail(source, out)
+        # renditions: the metadata is this row's, and the bytes are the same.
+        with storage.local_copy(file.file_path) as source:
+            rendered = renditions.render_image(source, sizes)
     except images.UnsupportedImage as exc:
         return fail(file_id, "thumbnail", str(exc), task_id)
     except ContentMissing:
         return fail(file_id, "thumbnail", "the content is missing from storage", task_id)
+    with _storage_full_recorded(file_id, "thumbnail", task_id):
+        made = _write_renditions(file.file_hash, rendered)
     with session_scope() as session:
-        found = blocklist.match(session, info.pdq)
+        found = blocklist.match(session, rendered.pdq)
         if found and file.message_id is not None:
             blocklist.lock_message(session, file.message_id)
         row = session.get(File, file_id, with_for_update=True)
         if row is None or row.virus_scan_status is not VirusScanStatus.clean:
             return  # deleted, or found infected (under new signatures) meanwhile
-        row.thumbnail_path = thumb
-        row.meta = {**row.meta, "image": info.as_metadata()}
+        row.thumbnail_path = str(made[0]["key"])  # the smallest still: the thumbnail
+        row.meta = {
+            **row.meta,
+            **rendered.source,
+            **rendered.notes,
+            "renditions": made,
+            "rendition_sizes": list(sizes),
+            "placeholder": rendered.placeholder,
+        }
         if found:
             blocklist.hold(session, row, found)
     _log(file, task_id).info(
-        "thumbnail: %s from %dx%d %s%s",
-        thumb,
-        info.width,
-        info.height,
-        info.format,
+        "renditions: %s%s",
+        ", ".join(f"{r['width']}x{r['height']}" for r in made),
         f"; held: blocklist entry {found.entry_id} at {found.distance} bits" if found else "",
     )
+
+
+def has_current_renditions(file: File) -> bool:
+    """Made under the sizes configured now (the backfill's test too)."""
+    return file.meta.get("rendition_sizes") == list(get_settings().rendition_sizes)
+
+
+def _write_renditions(sha256: str, rendered: renditions.Rendered) -> list[dict[str, object]]:
+    """Store each rendition under its content's name (idempotent: the same
+    content gives the same bytes); their metadata, smallest still first."""
+    storage = get_storage()
+    made = []
+    for rendition in rendered.renditions:
+        key = storage.rendition_path(sha256, rendition.size, rendition.animated)
+        with storage.atomic_writer(key) as out:
+            out.write(rendition.data)
+        made.append(rendition.as_metadata(key))
+    return made
 
 
 def finish(file_id: int, task_id: str | None = None) -> None:

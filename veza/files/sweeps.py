@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 SWEEP_CHUNK = 500
 SWEPT_DIRECTORIES = ("blobs", "thumbs", "uploads")
 SHA256 = re.compile(r"[0-9a-f]{64}")
+# A rendition's name (veza/storage/backend.py), or a thumbnail's from before.
+RENDITION = re.compile(r"(?P<sha256>[0-9a-f]{64})(?:-\d+(?:-animated)?)?\.webp")
 
 
 def purge_expired(run: Run) -> None:
@@ -80,7 +82,6 @@ def purge_expired(run: Run) -> None:
             storage = get_storage()
             paths = {p for row in rows for p in (row.file_path, row.thumbnail_path) if p}
             paths |= {storage.blob_path(row.file_hash) for row in rows if row.file_hash}
-            paths |= {storage.thumbnail_path(row.file_hash) for row in rows if row.file_hash}
             run.add(blobs_removed=remove_unreferenced(sorted(paths)))
 
 
@@ -126,8 +127,8 @@ def reference_key(relative: str) -> tuple[str, str] | None:
     top = relative.split("/", 1)[0]
     if top == "blobs" and SHA256.fullmatch(name):
         return "hash", name
-    if top == "thumbs" and name.endswith(".webp") and SHA256.fullmatch(name[:-5]):
-        return "hash", name[:-5]
+    if top == "thumbs" and (rendition := RENDITION.fullmatch(name)):
+        return "hash", rendition["sha256"]
     if top == "uploads":
         try:
             return "uuid", str(uuid.UUID(name))

@@ -8,7 +8,10 @@ same thing in either store and moving from one to the other
 (veza/storage/transfer.py) changes no row:
   uploads/<file uuid>        an upload as received, before it is hashed
   blobs/<aa>/<bb>/<sha256>   content-addressed blobs, one per distinct content
-  thumbs/<sha256>.webp       thumbnails, one per distinct content
+  thumbs/<sha256>-<size>[-animated].webp
+                             renditions, per distinct content and size
+                             (thumbs/<sha256>.webp: a thumbnail made before
+                             renditions, until the backfill replaces it)
   quarantine/<sha256>        infected content, outside the served tree
 
 Blobs and thumbnails are named by content, so writing one is idempotent: a
@@ -31,6 +34,8 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
+
+from veza.settings import get_settings
 
 # The unit the stores read, write and stream in.
 CHUNK_SIZE = 1024 * 1024
@@ -80,8 +85,21 @@ class Storage(ABC):
     def blob_path(self, sha256: str) -> str:
         return f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
-    def thumbnail_path(self, sha256: str) -> str:
-        return f"thumbs/{sha256}.webp"
+    def rendition_path(self, sha256: str, size: int, animated: bool) -> str:
+        return f"thumbs/{sha256}-{size}{'-animated' if animated else ''}.webp"
+
+    def rendition_paths(self, sha256: str) -> list[str]:
+        """Every rendition this content may have: of each configured size,
+        still and animated, and the thumbnail of before renditions. One
+        made under sizes no longer configured is left to the orphan sweep
+        (once no row holds the content)."""
+        sizes = get_settings().rendition_sizes
+        made = [
+            self.rendition_path(sha256, size, animated)
+            for size in sizes
+            for animated in (False, True)
+        ]
+        return [f"thumbs/{sha256}.webp", *made]
 
     def quarantine_path(self, sha256: str) -> str:
         return f"quarantine/{sha256}"
@@ -112,12 +130,12 @@ class Storage(ABC):
 
     def remove_content(self, sha256: str) -> None:
         """Remove everything kept for this hash: blob, quarantined copy,
-        thumbnail. The caller holds the hash's content lock and has checked
+        renditions. The caller holds the hash's content lock and has checked
         that no row references it (pipeline.delete_content_if_unreferenced)."""
         for relative in (
             self.blob_path(sha256),
             self.quarantine_path(sha256),
-            self.thumbnail_path(sha256),
+            *self.rendition_paths(sha256),
         ):
             self.remove(relative)
 
