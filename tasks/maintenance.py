@@ -12,7 +12,7 @@ from datetime import date
 
 from veza import jobs
 from veza.accounts import erasure, export
-from veza.files import expiry_policy, requeue, sweeps
+from veza.files import expiry_policy, rendition_backfill, requeue, sweeps
 from veza.maintenance import outbox_redrive, partition_upkeep, room_stats, session_expiry
 from veza.maintenance.run import Run
 from veza.messages import backfill, recount, retention, scrub
@@ -139,3 +139,12 @@ def erase_deleted_accounts(run: Run) -> None:
     messages tombstoned, the rest of their data removed, the row anonymised
     (veza/accounts/erasure.py)."""
     erasure.erase_deleted(run)
+
+
+@maintenance_task(jobs.BACKFILL_RENDITIONS)
+def backfill_renditions(run: Run) -> None:
+    """Renditions, of the sizes configured now, for clean files that lack
+    them (processed before renditions, or under other RENDITION_SIZES),
+    and for files whose type was not read when they were processed
+    (veza/files/rendition_backfill.py). By hand, not on beat."""
+    rendition_backfill.backfill(run)

@@ -45,6 +45,7 @@ EMAIL_MISSED_NOTIFICATIONS = Job("maintenance.email_missed_notifications")
 ERASE_DELETED_ACCOUNTS = Job("maintenance.erase_deleted_accounts")
 BACKFILL_ENRICHMENT = Job("maintenance.backfill_enrichment")
 SCRUB_DELETED_CONTENT = Job("maintenance.scrub_deleted_content")
+BACKFILL_RENDITIONS = Job("maintenance.backfill_renditions")
 
 ALL = tuple(value for value in globals().values() if isinstance(value, Job))
 # What an operator may run by hand (`veza maintenance run`, the console).

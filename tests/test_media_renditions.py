@@ -1,0 +1,248 @@
+"""Renditions (issue 16): the sizes of RENDITION_SIZES from one decode,
+never upscaled; the formats read (TIFF, HEIC, AVIF besides the web's);
+outputs that carry pixels only; the placeholder; the API's ?size=; and the
+backfill of files processed before renditions."""
+
+from __future__ import annotations
+
+import io
+
+import blurhash
+import pillow_heif
+import pytest
+from PIL import Image, ImageCms
+from PIL.PngImagePlugin import PngInfo
+
+from tests.factories import make_user
+from tests.maintenance_helpers import run_task
+from tests.uploads import encoded, gradient, row, upload
+
+
+@pytest.fixture
+def user(db, clamd_server) -> int:
+    return make_user(db)
+
+
+def process(file_id: int) -> None:
+    from veza.files import pipeline
+
+    pipeline.run_all(file_id)
+
+
+def stored(key: str) -> Image.Image:
+    from veza.storage import get_storage
+
+    image = Image.open(get_storage().root / key)
+    image.load()
+    return image
+
+
+def made(file: dict) -> list[tuple[int, int, int]]:
+    return [(r["size"], r["width"], r["height"]) for r in file["metadata"]["renditions"]]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "expected"),
+    [
+        (3000, 2000, [(400, 400, 267), (1280, 1280, 853)]),
+        (1000, 500, [(400, 400, 200), (1280, 1000, 500)]),  # the original size, not enlarged
+        (300, 200, [(400, 300, 200)]),  # too small for two: one, under the smallest size
+        (400, 100, [(400, 400, 100)]),
+    ],
+)
+def test_each_size_is_made_once_never_upscaled(db, user, width, height, expected):
+    file_id = upload(db, user, encoded(gradient(width, height), "JPEG"), "p.jpg", "image/jpeg")
+    process(file_id)
+
+    file = row(db, file_id)
+    assert file["processing_status"] == "completed"
+    assert made(file) == expected
+    assert file["metadata"]["rendition_sizes"] == [400, 1280]
+    for rendition in file["metadata"]["renditions"]:
+        image = stored(rendition["key"])
+        assert (image.format, image.size) == ("WEBP", (rendition["width"], rendition["height"]))
+        assert rendition["bytes"] > 0
+    assert file["thumbnail_path"] == file["metadata"]["renditions"][0]["key"]
+
+
+def test_the_placeholder_is_a_blurhash_and_the_colour_of_the_largest_area(db, user):
+    picture = Image.new("RGB", (900, 600), (20, 40, 200))
+    picture.paste((250, 250, 250), (0, 0, 200, 100))  # a small white patch
+    file_id = upload(db, user, encoded(picture, "PNG"), "sky.png", "image/png")
+    process(file_id)
+
+    placeholder = row(db, file_id)["metadata"]["placeholder"]
+    assert blurhash.is_valid_blurhash(placeholder["blurhash"])
+    red, green, blue = (int(placeholder["dominant_color"][i : i + 2], 16) for i in (1, 3, 5))
+    assert blue > 180
+    assert max(red, green) < 80
+
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def jpeg_with_everything() -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"  # Make
+    exif.get_ifd(0x8825)[2] = (48.0, 51.0, 24.0)  # GPS latitude
+    return encoded(
+        gradient(1600, 1000),
+        "JPEG",
+        exif=exif,
+        xmp=b"<x:xmpmeta>where I live</x:xmpmeta>",
+        icc_profile=SRGB,
+    )
+
+
+def png_with_text() -> bytes:
+    text = PngInfo()
+    text.add_text("Comment", "drawn at home, 12 Main St")
+    return encoded(gradient(1600, 1000), "PNG", pnginfo=text, icc_profile=SRGB)
+
+
+def heic(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    pillow_heif.from_pillow(image).save(out, quality=80)
+    return out.getvalue()
+
+
+def multi_page_tiff() -> bytes:
+    out = io.BytesIO()
+    first, second = gradient(1600, 1000), Image.new("RGB", (1600, 1000), (0, 255, 0))
+    first.save(out, "TIFF", save_all=True, append_images=[second], compression="tiff_lzw")
+    return out.getvalue()
+
+
+FORMATS = {
+    "photo.jpg": jpeg_with_everything(),
+    "drawing.png": png_with_text(),
+    "still.webp": encoded(gradient(1600, 1000), "WEBP", exif=Image.Exif().tobytes()),
+    "still.gif": encoded(gradient(1600, 1000).convert("P"), "GIF"),
+    "old.bmp": encoded(gradient(1600, 1000), "BMP"),
+    "scan.tiff": multi_page_tiff(),
+    "phone.heic": heic(gradient(1600, 1000)),
+    "modern.avif": encoded(gradient(1600, 1000), "AVIF", quality=70),
+}
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_every_format_read_gives_renditions_that_carry_pixels_only(db, user, name):
+    file_id = upload(db, user, FORMATS[name], name, "application/octet-stream")
+    process(file_id)
+
+    file = row(db, file_id)
+    assert file["processing_status"] == "completed", file["metadata"].get("failure_reason")
+    smallest, largest = file["metadata"]["renditions"]
+    assert (smallest["width"], largest["width"]) == (400, 1280)
+    for rendition in (smallest, largest):
+        image = stored(rendition["key"])
+        assert image.format == "WEBP"
+        assert not image.getexif()
+        for chunk in ("exif", "xmp", "icc_profile"):
+            assert chunk not in image.info, (name, chunk)
+    # The left half of the gradient is red (a TIFF's first page, not its second).
+    red, green, blue = stored(smallest["key"]).convert("RGB").getpixel((50, 100))
+    assert red > 200
+    assert max(green, blue) < 70
+
+
+def test_the_api_serves_the_nearest_size_and_refuses_a_bad_one(api, db, clamd_server, relay):
+    from tests.conftest import start_worker, wait_for
+
+    owner = api.register()
+    room = api.room(owner)
+    worker = start_worker("files", queues="files,scan")
+    try:
+        sent = api.post(
+            f"/rooms/{room}/files",
+            owner,
+            content_type="multipart/form-data",
+            data={"file": (io.BytesIO(heic(gradient(2000, 1500))), "a.heic", "image/heic")},
+        )
+        assert sent.status_code == 202, sent.json
+        uuid = sent.json["uuid"]
+        wait_for(
+            lambda: api.get(f"/files/{uuid}", owner).json["processing_status"] == "completed",
+            timeout=120,
+            what="the HEIC to be processed",
+        )
+    finally:
+        worker.stop()
+
+    file = api.get(f"/files/{uuid}", owner).json
+    assert [(r["size"], r["width"]) for r in file["metadata"]["renditions"]] == [
+        (400, 400),
+        (1280, 1280),
+    ]
+    assert "key" not in file["metadata"]["renditions"][0]  # where it is stored is ours
+    assert set(file["metadata"]["placeholder"]) == {"blurhash", "dominant_color"}
+    for asked, width in ((None, 400), ("100", 400), ("900", 1280), ("840", 1280), ("5000", 1280)):
+        query = f"?size={asked}" if asked else ""
+        answer = api.get(f"/files/{uuid}/thumbnail{query}", owner)
+        assert answer.status_code == 200, (asked, answer.json)
+        assert answer.headers["Content-Type"] == "image/webp"
+        assert Image.open(io.BytesIO(answer.data)).width == width, asked
+    for bad in ("abc", "0", "-5", "100000"):
+        refused = api.get(f"/files/{uuid}/thumbnail?size={bad}", owner)
+        assert refused.status_code == 422, bad
+        assert refused.json["error"]["code"] == "validation_failed"
+
+
+def legacy(db, file_id: int) -> str:
+    """Make a processed file look as it did before renditions: one 400 px
+    thumbnail under the old name, no renditions in its metadata."""
+    from veza.storage import get_storage
+
+    file = row(db, file_id)
+    old = f"thumbs/{file['file_hash']}.webp"
+    with get_storage().atomic_writer(old) as out:
+        out.write(encoded(gradient(400, 300), "WEBP"))
+    db.execute(
+        "UPDATE files SET thumbnail_path = %s, metadata = metadata - 'renditions'"
+        " - 'rendition_sizes' - 'placeholder' WHERE id = %s",
+        (old, file_id),
+    )
+    return old
+
+
+def test_the_backfill_renders_old_files_and_files_of_types_read_since(db, user, environment):
+    from veza.files import pipeline
+
+    old_photo = upload(db, user, encoded(gradient(2000, 1000), "JPEG"), "old.jpg", "image/jpeg")
+    process(old_photo)
+    old_key = legacy(db, old_photo)
+    old_tiff = upload(db, user, multi_page_tiff(), "old.tiff", "image/tiff")
+    for step in (pipeline.hash_upload, pipeline.sniff, pipeline.scan):
+        step(old_tiff)
+    pipeline.fail(old_tiff, "thumbnail", "unsupported image format image/tiff")
+    text = upload(db, user, b"just words", "notes.txt", "text/plain")
+    process(text)
+
+    assert run_task("maintenance.backfill_renditions", dry_run=True)["counts"] == {
+        "renditions_made": 2
+    }
+    assert row(db, old_photo)["thumbnail_path"] == old_key  # a dry run changes nothing
+
+    done = run_task("maintenance.backfill_renditions")
+    assert done["counts"] == {"renditions_made": 2, "renditions_failed": 0}
+    for file_id in (old_photo, old_tiff):
+        file = row(db, file_id)
+        assert file["processing_status"] == "completed"
+        assert "failure_reason" not in file["metadata"]
+        assert made(file)[0][:2] == (400, 400)
+    assert run_task("maintenance.backfill_renditions")["counts"]["renditions_made"] == 0
+
+    # New sizes: the next backfill makes them.
+    environment(RENDITION_SIZES="200,800,1600")
+    assert run_task("maintenance.backfill_renditions")["counts"]["renditions_made"] == 2
+    assert made(row(db, old_photo)) == [(200, 200, 100), (800, 800, 400), (1600, 1600, 800)]
+
+
+def test_rendition_sizes_are_read_as_a_sorted_ladder(environment):
+    from veza.settings import InvalidSettings, get_settings
+
+    environment(RENDITION_SIZES=" 1280, 400,400 ")
+    assert get_settings().rendition_sizes == (400, 1280)
+    for bad in ("0", "400,abc", "1,2,3,4,5,6", "9000"):
+        with pytest.raises(InvalidSettings, match="RENDITION_SIZES"):
+            environment(RENDITION_SIZES=bad)
