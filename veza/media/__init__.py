@@ -1,0 +1,1 @@
+"""Media renditions beyond still images (issue 16)."""
