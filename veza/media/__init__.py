@@ -1,0 +1,1 @@
+"""Stills of media other than images: video and PDF posters (issue 16)."""
