@@ -15,7 +15,7 @@ from veza.media.animation import (
     AnimationInfo,
     NoAnimation,
     OverBudget,
-    animated_webp,
+    animated_webps,
     is_animated,
 )
 
@@ -31,6 +31,13 @@ def encoded(frames: list[Image.Image], fmt: str, **params) -> bytes:
 def opened(content: bytes) -> Image.Image:
     """As the caller opens an upload: through the allow-list."""
     return Image.open(io.BytesIO(content), formats=["GIF", "PNG", "WEBP"])
+
+
+def animated_webp(image, box, out, budget=None) -> AnimationInfo:
+    """One box's animation, written to `out`."""
+    [data], info = animated_webps(image, [box], budget)
+    out.write(data)
+    return info
 
 
 def rendition(

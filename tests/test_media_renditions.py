@@ -15,7 +15,8 @@ from PIL.PngImagePlugin import PngInfo
 
 from tests.factories import make_user
 from tests.maintenance_helpers import run_task
-from tests.uploads import encoded, gradient, row, upload
+from tests.test_media_animation import durations
+from tests.uploads import animated_gif, encoded, gradient, long_animation, row, upload
 
 
 @pytest.fixture
@@ -246,3 +247,121 @@ def test_rendition_sizes_are_read_as_a_sorted_ladder(environment):
     for bad in ("0", "400,abc", "1,2,3,4,5,6", "9000"):
         with pytest.raises(InvalidSettings, match="RENDITION_SIZES"):
             environment(RENDITION_SIZES=bad)
+
+
+def test_an_animation_gets_animated_and_still_renditions_and_the_api_serves_both(
+    api, db, clamd_server, relay
+):
+    from tests.conftest import start_worker, wait_for
+
+    owner = api.register()
+    room = api.room(owner)
+    worker = start_worker("files", queues="files,scan")
+    try:
+        sent = api.post(
+            f"/rooms/{room}/files",
+            owner,
+            content_type="multipart/form-data",
+            data={"file": (io.BytesIO(animated_gif(3)), "wave.gif", "image/gif")},
+        )
+        assert sent.status_code == 202, sent.json
+        uuid = sent.json["uuid"]
+        wait_for(
+            lambda: api.get(f"/files/{uuid}", owner).json["processing_status"] == "completed",
+            timeout=120,
+            what="the GIF to be processed",
+        )
+    finally:
+        worker.stop()
+
+    metadata = api.get(f"/files/{uuid}", owner).json["metadata"]
+    assert [(r["size"], r["animated"]) for r in metadata["renditions"]] == [
+        (400, False),
+        (400, True),
+    ]
+    animated = Image.open(io.BytesIO(api.get(f"/files/{uuid}/thumbnail", owner).data))
+    assert (animated.format, animated.n_frames) == ("WEBP", 3)
+    assert durations(animated) == [100, 100, 100]
+    still = Image.open(io.BytesIO(api.get(f"/files/{uuid}/thumbnail?still=1", owner).data))
+    assert getattr(still, "n_frames", 1) == 1
+
+
+def test_an_animation_over_budget_gets_its_still_only_with_the_reason(db, user):
+    file_id = upload(db, user, long_animation(51, 2000), "long.gif", "image/gif")
+    process(file_id)
+
+    file = row(db, file_id)
+    assert file["processing_status"] == "completed"
+    assert "animation over budget: 51 frames of 2000x2000" in file["metadata"]["animation_skipped"]
+    assert [r["animated"] for r in file["metadata"]["renditions"]] == [False, False]
+
+
+def test_a_video_and_a_pdf_get_renditions_of_their_posters(db, user, tmp_path):
+    from tests.test_media_posters import encode, write_pdf
+
+    video = encode(tmp_path / "clip.mp4", "mp4", "libx264", size=(1920, 1080), seconds=2)
+    pdf = write_pdf(tmp_path / "slides.pdf", size=(1000, 600), pages=3)
+    video_id = upload(db, user, video.read_bytes(), "clip.mp4", "video/mp4")
+    pdf_id = upload(db, user, pdf.read_bytes(), "slides.pdf", "application/pdf")
+    process(video_id)
+    process(pdf_id)
+
+    clip, slides = row(db, video_id), row(db, pdf_id)
+    assert made(clip) == [(400, 400, 225), (1280, 1280, 720)]
+    assert {key: clip["metadata"]["video"][key] for key in ("codec", "width", "height")} == {
+        "codec": "h264",
+        "width": 1920,
+        "height": 1080,
+    }
+    assert clip["metadata"]["video"]["duration_s"] == pytest.approx(2, abs=0.2)
+    # The second second's colour: the poster comes from 1 s in.
+    assert stored(clip["thumbnail_path"]).convert("RGB").getpixel((200, 100))[1] > 150
+    assert [r["size"] for r in slides["metadata"]["renditions"]] == [400, 1280]
+    assert slides["metadata"]["pdf"]["page_count"] == 3
+    for file in (clip, slides):
+        assert file["processing_status"] == "completed"
+        assert set(file["metadata"]["placeholder"]) == {"blurhash", "dominant_color"}
+
+
+def half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def video_bytes(tmp) -> bytes:
+    from tests.test_media_posters import encode
+
+    return encode(tmp / "v.mp4", "mp4", "libx264", seconds=2).read_bytes()
+
+
+def pdf_bytes(tmp) -> bytes:
+    from tests.test_media_posters import write_pdf
+
+    return write_pdf(tmp / "d.pdf").read_bytes()
+
+
+# Each new format cut short (and noise), through the whole pipeline: the
+# reason each one's failure records. The decoders' own hostile cases (lying
+# headers, huge declared sizes, frame floods, zero durations, timeouts,
+# memory caps) are in test_media_posters.py and test_media_animation.py.
+HOSTILE = {
+    "cut.mp4": (lambda tmp: half(video_bytes(tmp)), "corrupt or truncated video"),
+    "cut.pdf": (lambda tmp: pdf_bytes(tmp)[:300], "corrupt or truncated PDF"),
+    "cut.heic": (lambda tmp: heic(gradient(800, 600))[:2000], "corrupt or truncated image"),
+    "cut.avif": (lambda tmp: encoded(gradient(800, 600), "AVIF")[:500], "corrupt or truncated"),
+    "cut.tiff": (lambda tmp: multi_page_tiff()[:3000], "not a JPEG, PNG, GIF, WebP, BMP, TIFF"),
+    "noise.webm": (lambda tmp: bytes(range(256)) * 40, "unsupported image format"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_samples_end_failed_with_their_reason_and_no_rendition(db, user, tmp_path, name):
+    make, reason = HOSTILE[name]
+    file_id = upload(db, user, make(tmp_path), name, "application/octet-stream")
+    process(file_id)
+
+    file = row(db, file_id)
+    assert (file["processing_status"], file["metadata"]["failed_step"]) == ("failed", "thumbnail")
+    assert file["metadata"]["failure_reason"].startswith(reason), file["metadata"]
+    assert file["virus_scan_status"] == "clean"  # served as a download, never previewed
+    assert file["thumbnail_path"] is None
+    assert "renditions" not in file["metadata"]

@@ -4,8 +4,8 @@
 Defences, in the order they act:
 - only the allow-listed decoders are tried (`Image.open(formats=...)`), and
   the pipeline opens only sniffed types on ALLOWED_MIME_TYPES;
-- the pixel count is read from the header and checked before any decoding,
-  with a budget across animation frames;
+- the pixel count is read from the header and checked before any decoding
+  (an animation's frames have a budget of their own: veza/media/animation.py);
 - so is the memory the decode will take (THUMBNAIL_DECODE_BUDGET_MIB),
   computed from the header's size and mode after JPEG's reduced-scale
   draft: a 200 KB PNG can declare 7000x7000 RGBA, ~374 MiB to decode;
@@ -63,9 +63,9 @@ ALLOWED_MIME_TYPES = frozenset(
 # HEIC and HEIF open as Pillow's format "HEIF", decoded by libheif.
 pillow_heif.register_heif_opener()
 MAX_PIXELS = 50_000_000
-# All frames of an animation together: a small GIF can hold thousands of frames.
-MAX_ANIMATION_PIXELS = 4 * MAX_PIXELS
 REDUCING_GAP = 2.0
+# Every rendition's, still or animated (veza/media/).
+WEBP_QUALITY = 80
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 # Pillow's own bomb check, lined up with ours: it warns above this and
@@ -242,12 +242,10 @@ def _checked_header(image: Image.Image) -> Header:
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise UnsupportedImage(f"{width}x{height} is over the {MAX_PIXELS} pixel limit")
-    frame_count = getattr(image, "n_frames", 1)  # counted from frame headers, not decoded
-    if width * height * frame_count > MAX_ANIMATION_PIXELS:
-        raise UnsupportedImage(
-            f"{frame_count} frames of {width}x{height} are over the "
-            f"{MAX_ANIMATION_PIXELS} pixel budget for an animation"
-        )
+    # Counted from frame headers, not decoded. An animation's frames
+    # together have a budget of their own (veza/media/animation.py): over
+    # it, the first frame alone is decoded, for the still.
+    frame_count = getattr(image, "n_frames", 1)
     image.seek(0)
     # Image.open sets the format of every image it reads; Pillow types it
     # as optional because an image made in memory has none.

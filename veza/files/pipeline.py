@@ -545,24 +545,26 @@ def scan_unavailable(file_id: int, error: str, final: bool, task_id: str | None 
 
 
 def thumbnail(file_id: int, task_id: str | None = None, report: ProgressReport = nowhere) -> None:
-    """The renditions of a clean image (veza/media/renditions.py), one set
-    per distinct content, and the image checked against the moderation
-    blocklist (a match holds the file and its message: veza/files/
-    blocklist.py). The step and its task keep their first name. Other
-    files, files not (yet) clean, and files whose renditions were made
-    under the sizes configured now, are left alone."""
+    """The renditions of a clean image, video or PDF (veza/media/
+    renditions.py), one set per distinct content, and the image (or the
+    poster) checked against the moderation blocklist (a match holds the
+    file and its message: veza/files/blocklist.py). The step and its task
+    keep their first name. Other files, files not (yet) clean, and files
+    whose renditions were made under the sizes configured now, are left
+    alone."""
     file = _load(file_id)
     if (
         file is None
         or _failed_for_good(file)
         or file.virus_scan_status is not VirusScanStatus.clean
         or file.file_hash is None  # never, once clean: for the type checker
-        or not file.mime_type.startswith("image/")
         or has_current_renditions(file)
     ):
         return
-    if file.mime_type not in images.ALLOWED_MIME_TYPES:
-        return fail(file_id, "thumbnail", f"unsupported image format {file.mime_type}", task_id)
+    if file.mime_type not in renditions.RENDERED_TYPES:
+        if file.mime_type.startswith("image/"):  # we say we make no preview
+            fail(file_id, "thumbnail", f"unsupported image format {file.mime_type}", task_id)
+        return
     storage = get_storage()
     sizes = get_settings().rendition_sizes
     _progress(file, report)("renditions", force=True)
@@ -570,7 +572,7 @@ def thumbnail(file_id: int, task_id: str | None = None, report: ProgressReport =
         # Always decoded, even when an identical upload already made the
         # renditions: the metadata is this row's, and the bytes are the same.
         with storage.local_copy(file.file_path) as source:
-            rendered = renditions.render_image(source, sizes)
+            rendered = renditions.render(source, file.mime_type, sizes)
     except images.UnsupportedImage as exc:
         return fail(file_id, "thumbnail", str(exc), task_id)
     except ContentMissing:

@@ -3,7 +3,7 @@ of the sizes configured now (`veza maintenance run backfill_renditions`,
 by hand: after an upgrade, or after RENDITION_SIZES changed).
 
 Pending: a clean file of a type the renditions step reads
-(images.ALLOWED_MIME_TYPES) whose `metadata.rendition_sizes` is not
+(renditions.RENDERED_TYPES: images, videos, PDFs) whose `metadata.rendition_sizes` is not
 RENDITION_SIZES: processed before renditions (one 400 px thumbnail), or
 under other sizes. So is one whose step failed only because its type was
 not read then (`unsupported image format …`: TIFF, HEIC and AVIF before
@@ -30,9 +30,9 @@ from sqlalchemy import text
 
 from db.engine import session_scope
 from db.models import File, FileProcessingStatus
-from veza import images
 from veza.files import pipeline
 from veza.maintenance.run import Run
+from veza.media import renditions
 from veza.settings import get_settings
 
 # The failure of a type the step did not read when it ran.
@@ -48,7 +48,7 @@ BATCH = 50
 def backfill(run: Run) -> None:
     """Every pending file, oldest first, through the renditions step."""
     params = {
-        "types": sorted(images.ALLOWED_MIME_TYPES),
+        "types": sorted(renditions.RENDERED_TYPES),
         "sizes": json.dumps(list(get_settings().rendition_sizes)),
         "unread": f"{UNREAD_TYPE}%",
     }

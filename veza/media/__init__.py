@@ -1,1 +1,1 @@
-"""Media renditions beyond still images (issue 16)."""
+"""Renditions of uploads: stills, animations, video and PDF posters, placeholders."""

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any
 
 from PIL import ExifTags, Image, _webp
 
@@ -48,9 +49,8 @@ MAX_FRAMES = 300
 # Dropping frames never leaves fewer than this: an animation of two frames
 # cut from hundreds reads as a glitch, three still shows the motion.
 MIN_FRAMES_KEPT = 3
-# The decoding work: 200 Mpx is what veza/images.py allows an animation over
-# all its frames (MAX_ANIMATION_PIXELS), e.g. 300 frames of 816x816 or 96 of
-# 1920x1080; Pillow composites GIF frames at roughly 100-200 Mpx/s, so this
+# The decoding work over all frames kept: 200 Mpx, e.g. 300 frames of
+# 816x816 or 96 of 1920x1080; Pillow composites GIF frames at roughly 100-200 Mpx/s, so this
 # stays within a couple of seconds of decoding (docs/files.md).
 MAX_TOTAL_PIXELS = 200_000_000
 # Wall clock for decoding, fitting and encoding all frames. The 100-frame
@@ -145,17 +145,19 @@ def is_animated(image: Image.Image) -> bool:
     return image.format in ANIMATED_FORMATS and getattr(image, "n_frames", 1) > 1
 
 
-def animated_webp(
+def animated_webps(
     image: Image.Image,
-    box: tuple[int, int],
-    out: BinaryIO,
+    boxes: Sequence[tuple[int, int]],
     budget: AnimationBudget | None = None,
-) -> AnimationInfo:
-    """Write `image`, opened and header-checked by the caller and animated,
-    to `out` as an animated WebP, every frame within `box` (never upscaled).
+) -> tuple[list[bytes], AnimationInfo]:
+    """`image`, opened and header-checked by the caller and animated, as an
+    animated WebP within each of `boxes` (never upscaled), from one decode
+    of each frame: it is fitted to the largest box, then reduced from there
+    to each smaller one, as the stills are. The WebPs, in the order of
+    `boxes`, and what the largest one holds.
 
     Raises OverBudget (before anything is decoded when the header tells)
-    or NoAnimation; either way nothing has been written to `out`."""
+    or NoAnimation."""
     budget = budget or AnimationBudget()
     started = time.monotonic()
     if not is_animated(image):
@@ -177,11 +179,13 @@ def animated_webp(
     upright = _upright(image)
     if upright in _QUARTER_TURNS:
         width, height = height, width
-    size = _fitted((width, height), box)
-
-    encoder = _webp.WebPAnimEncoder(
-        size, 0, _webp_loop(image), False, WEBP_KMIN, WEBP_KMAX, False, False
-    )
+    sizes = [_fitted((width, height), box) for box in boxes]
+    largest_first = sorted(set(sizes), key=lambda size: size[0] * size[1], reverse=True)
+    loop = _webp_loop(image)
+    encoders = {
+        size: _webp.WebPAnimEncoder(size, 0, loop, False, WEBP_KMIN, WEBP_KMAX, False, False)
+        for size in largest_first
+    }
     timestamp = 0.0
     kept = 0
     has_alpha = False
@@ -207,33 +211,43 @@ def animated_webp(
                 break
             if upright is not None:
                 frame = frame.transpose(upright)
-            if frame.size != size:
-                frame = frame.resize(size, Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
             has_alpha = has_alpha or frame.mode == "RGBA"
-            encoder.add(frame.getim(), round(timestamp), False, WEBP_QUALITY, 100, WEBP_METHOD)
+            for size in largest_first:
+                if frame.size != size:
+                    frame = frame.resize(size, Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+                encoders[size].add(
+                    frame.getim(), round(timestamp), False, WEBP_QUALITY, 100, WEBP_METHOD
+                )
             timestamp += duration
             kept += 1
     finally:
-        # The caller may make its still next; a rewind reads no pixels. One
+        # The caller makes its still next; a rewind reads no pixels. One
         # that fails must not hide why we stopped: the still will meet it.
         with contextlib.suppress(*DECODER_ERRORS):
             image.seek(0)
-    encoder.add(None, round(timestamp), False, WEBP_QUALITY, 100, 0)
-    # The colour profile is kept, as for stills; no EXIF or XMP.
-    data: bytes | None = encoder.assemble(image.info.get("icc_profile") or b"", b"", b"")
-    if data is None:
-        raise OSError("libwebp returned no animation")
-    if has_alpha:
-        data = _with_alpha_flag(data)
-    out.write(data)
-    return AnimationInfo(
+    made = {
+        size: _assembled(encoder, round(timestamp), has_alpha) for size, encoder in encoders.items()
+    }
+    largest = largest_first[0]
+    info = AnimationInfo(
         frames_kept=kept,
         frames_total=frames_total,
         duration_ms_total=round(timestamp),
-        width=size[0],
-        height=size[1],
+        width=largest[0],
+        height=largest[1],
         dropped_reason=dropped_reason,
     )
+    return [made[size] for size in sizes], info
+
+
+def _assembled(encoder: Any, end_ms: int, has_alpha: bool) -> bytes:
+    """The animation's bytes: no colour profile, EXIF or XMP (the frames
+    are taken as sRGB, as the stills are once converted)."""
+    encoder.add(None, end_ms, False, WEBP_QUALITY, 100, 0)
+    data: bytes | None = encoder.assemble(b"", b"", b"")
+    if data is None:
+        raise OSError("libwebp returned no animation")
+    return _with_alpha_flag(data) if has_alpha else data
 
 
 def _frame(image: Image.Image, index: int) -> tuple[Image.Image, float]:

@@ -26,9 +26,8 @@ from PIL import Image
 
 from veza import images
 from veza.images import ImageInfo, PerceptualHash
+from veza.media import animation, posters
 from veza.media.placeholder import placeholder
-
-WEBP_QUALITY = 80
 
 
 @dataclass(frozen=True)
@@ -63,19 +62,79 @@ class Rendered:
     notes: dict[str, object] = field(default_factory=dict)
 
 
+# What the renditions step reads: the images of the allow-list, videos and
+# PDFs (their posters: veza/media/posters.py).
+RENDERED_TYPES = images.ALLOWED_MIME_TYPES | posters.VIDEO_MIME_TYPES | posters.PDF_MIME_TYPES
+
+
+def render(source: Path, mime_type: str, sizes: tuple[int, ...]) -> Rendered:
+    """The renditions of a file of a type on RENDERED_TYPES (the sniffed
+    type picks the decoder: nothing else is ever opened)."""
+    if mime_type in posters.VIDEO_MIME_TYPES:
+        return render_poster(posters.video_poster(source), "video", sizes)
+    if mime_type in posters.PDF_MIME_TYPES:
+        return render_poster(posters.pdf_poster(source), "pdf", sizes)
+    return render_image(source, sizes)
+
+
+def render_poster(poster: posters.Poster, kind: str, sizes: tuple[int, ...]) -> Rendered:
+    """The renditions of a video's or a PDF's poster (within POSTER_BOX,
+    so sizes above it repeat the largest and are left out). What the
+    headers said is kept under `kind`, with the poster's PDQ hash: the
+    blocklist is matched against posters too."""
+    frame = poster.image
+    if max(frame.size) > max(sizes):
+        frame = frame.copy()
+        frame.thumbnail((max(sizes), max(sizes)), reducing_gap=images.REDUCING_GAP)
+    stills, smallest = still_ladder(frame, sizes)
+    pdq = images.perceptual_hash(smallest)
+    return Rendered(
+        source={kind: {**poster.meta, "pdq": pdq.hex, "pdq_quality": pdq.quality}},
+        renditions=stills,
+        placeholder=placeholder(smallest),
+        pdq=pdq,
+    )
+
+
 def render_image(source: Path, sizes: tuple[int, ...]) -> Rendered:
-    """The renditions of an image file (its first frame)."""
+    """The renditions of an image file: stills of its first frame, and of
+    an animation, animated ones too, within its budget; over it, the stills
+    only, with the reason (`animation_skipped`)."""
+    notes: dict[str, object] = {}
+    animated: list[Rendition] = []
     with images.opened(source) as (image, header):
+        if animation.is_animated(image):
+            try:
+                animated, played = animated_ladder(image, sizes)
+                notes["animation"] = played.as_metadata()
+            except animation.NoAnimation as exc:
+                notes["animation_skipped"] = str(exc)
         frame = images.first_frame(image, max(sizes))
     stills, smallest = still_ladder(frame, sizes)
     pdq = images.perceptual_hash(smallest)
     info = ImageInfo(*header, pdq=pdq)
     return Rendered(
         source={"image": info.as_metadata()},
-        renditions=stills,
+        renditions=stills + animated,
         placeholder=placeholder(smallest),
         pdq=pdq,
+        notes=notes,
     )
+
+
+def animated_ladder(
+    image: Image.Image, sizes: tuple[int, ...]
+) -> tuple[list[Rendition], animation.AnimationInfo]:
+    """Animated WebPs at each size, from one decode of each frame; a size
+    the source is too small to fill is left out, as for the stills."""
+    boxes = [(size, size) for size in sizes]
+    with images.decoding():
+        made, played = animation.animated_webps(image, boxes)
+    by_dimensions: dict[tuple[int, int], Rendition] = {}
+    for size, data in sorted(zip(sizes, made, strict=True), reverse=True):
+        width, height = Image.open(io.BytesIO(data)).size  # the header: nothing decoded
+        by_dimensions[width, height] = Rendition(size, width, height, animated=True, data=data)
+    return sorted(by_dimensions.values(), key=lambda rendition: rendition.size), played
 
 
 def perceptual_hash_of(source: Path, sizes: tuple[int, ...]) -> PerceptualHash:
@@ -106,5 +165,5 @@ def _webp(still: Image.Image) -> bytes:
     """No exif=, xmp= or icc_profile=: the frame carries pixels only
     (images.first_frame), and a WebP without a profile is sRGB."""
     out = io.BytesIO()
-    still.save(out, "WEBP", quality=WEBP_QUALITY)
+    still.save(out, "WEBP", quality=images.WEBP_QUALITY)
     return out.getvalue()
