@@ -196,7 +196,7 @@ def test_a_thumbnail_that_finds_the_disk_full_is_recorded_then_retried_once_spac
         worker.stop()
     file = row(db, file_id)
     assert file["is_processed"]
-    assert file["thumbnail_path"] == f"thumbs/{file['file_hash']}.webp"
+    assert file["thumbnail_path"] == f"thumbs/{file['file_hash']}-400.webp"
     with Image.open(STORAGE / file["thumbnail_path"]) as thumbnail:
         assert (thumbnail.format, thumbnail.size) == ("WEBP", (400, 267))
     # Every failed attempt removed its temporary file; the last one renamed its own.
