@@ -147,44 +147,71 @@ def test_every_format_read_gives_renditions_that_carry_pixels_only(db, user, nam
     assert max(green, blue) < 70
 
 
-def test_the_api_serves_the_nearest_size_and_refuses_a_bad_one(api, db, clamd_server, relay):
+def api_samples(tmp) -> dict[str, bytes]:
+    """One upload of each kind the renditions step reads, 2000x1500 where
+    the format lets the test choose."""
+    from tests.test_media_posters import encode, write_pdf
+
+    picture = gradient(2000, 1500)
+    return {
+        "a.jpg": encoded(picture, "JPEG"),
+        "a.png": encoded(picture, "PNG"),
+        "a.webp": encoded(picture, "WEBP"),
+        "a.tiff": encoded(picture, "TIFF"),
+        "a.heic": heic(picture),
+        "a.avif": encoded(picture, "AVIF", quality=60),
+        "a.mp4": encode(tmp / "a.mp4", "mp4", "libx264", size=(1920, 1080), seconds=2).read_bytes(),
+        "a.webm": encode(
+            tmp / "a.webm", "webm", "libvpx-vp9", size=(1920, 1080), seconds=2
+        ).read_bytes(),
+        "a.pdf": write_pdf(tmp / "a.pdf", size=(1000, 750)).read_bytes(),
+    }
+
+
+def test_every_kind_gets_renditions_through_the_api_which_serves_the_nearest_size(
+    api, db, clamd_server, relay, tmp_path
+):
     from tests.conftest import start_worker, wait_for
 
     owner = api.register()
     room = api.room(owner)
+    uuids = {}
     worker = start_worker("files", queues="files,scan")
     try:
-        sent = api.post(
-            f"/rooms/{room}/files",
-            owner,
-            content_type="multipart/form-data",
-            data={"file": (io.BytesIO(heic(gradient(2000, 1500))), "a.heic", "image/heic")},
-        )
-        assert sent.status_code == 202, sent.json
-        uuid = sent.json["uuid"]
-        wait_for(
-            lambda: api.get(f"/files/{uuid}", owner).json["processing_status"] == "completed",
-            timeout=120,
-            what="the HEIC to be processed",
-        )
+        for name, content in api_samples(tmp_path).items():
+            sent = api.post(
+                f"/rooms/{room}/files",
+                owner,
+                content_type="multipart/form-data",
+                data={"file": (io.BytesIO(content), name, "application/octet-stream")},
+            )
+            assert sent.status_code == 202, sent.json
+            uuids[name] = sent.json["uuid"]
+
+        def statuses() -> set[str]:
+            return {api.get(f"/files/{u}", owner).json["processing_status"] for u in uuids.values()}
+
+        wait_for(lambda: statuses() == {"completed"}, timeout=180, what="every upload processed")
     finally:
         worker.stop()
 
-    file = api.get(f"/files/{uuid}", owner).json
-    assert [(r["size"], r["width"]) for r in file["metadata"]["renditions"]] == [
-        (400, 400),
-        (1280, 1280),
-    ]
-    assert "key" not in file["metadata"]["renditions"][0]  # where it is stored is ours
-    assert set(file["metadata"]["placeholder"]) == {"blurhash", "dominant_color"}
-    for asked, width in ((None, 400), ("100", 400), ("900", 1280), ("840", 1280), ("5000", 1280)):
-        query = f"?size={asked}" if asked else ""
-        answer = api.get(f"/files/{uuid}/thumbnail{query}", owner)
-        assert answer.status_code == 200, (asked, answer.json)
-        assert answer.headers["Content-Type"] == "image/webp"
-        assert Image.open(io.BytesIO(answer.data)).width == width, asked
+    for name, uuid in uuids.items():
+        file = api.get(f"/files/{uuid}", owner).json
+        assert [r["size"] for r in file["metadata"]["renditions"]] == [400, 1280], name
+        assert "key" not in file["metadata"]["renditions"][0]  # where it is stored is ours
+        assert set(file["metadata"]["placeholder"]) == {"blurhash", "dominant_color"}, name
+        # 840 is as near 400 as 1280: a tie goes to the larger.
+        for asked, width in ((None, 400), ("100", 400), ("840", 1280), ("5000", 1280)):
+            answer = api.get(
+                f"/files/{uuid}/thumbnail" + (f"?size={asked}" if asked else ""), owner
+            )
+            assert answer.status_code == 200, (name, asked, answer.json)
+            assert answer.headers["Content-Type"] == "image/webp"
+            assert Image.open(io.BytesIO(answer.data)).width == width, (name, asked)
+    video = api.get(f"/files/{uuids['a.webm']}", owner).json
+    assert (video["mime_type"], video["metadata"]["renditions"][1]["height"]) == ("video/webm", 720)
     for bad in ("abc", "0", "-5", "100000"):
-        refused = api.get(f"/files/{uuid}/thumbnail?size={bad}", owner)
+        refused = api.get(f"/files/{uuids['a.jpg']}/thumbnail?size={bad}", owner)
         assert refused.status_code == 422, bad
         assert refused.json["error"]["code"] == "validation_failed"
 

@@ -109,6 +109,10 @@ def render_image(source: Path, sizes: tuple[int, ...]) -> Rendered:
                 notes["animation"] = played.as_metadata()
             except animation.NoAnimation as exc:
                 notes["animation_skipped"] = str(exc)
+            except images.DECODER_ERRORS as exc:
+                # Whatever else the frames meet: the still is still made
+                # (and meets it too, if the first frame is the trouble).
+                notes["animation_skipped"] = f"no animation: {exc}"
         frame = images.first_frame(image, max(sizes))
     stills, smallest = still_ladder(frame, sizes)
     pdq = images.perceptual_hash(smallest)
@@ -127,9 +131,7 @@ def animated_ladder(
 ) -> tuple[list[Rendition], animation.AnimationInfo]:
     """Animated WebPs at each size, from one decode of each frame; a size
     the source is too small to fill is left out, as for the stills."""
-    boxes = [(size, size) for size in sizes]
-    with images.decoding():
-        made, played = animation.animated_webps(image, boxes)
+    made, played = animation.animated_webps(image, [(size, size) for size in sizes])
     by_dimensions: dict[tuple[int, int], Rendition] = {}
     for size, data in sorted(zip(sizes, made, strict=True), reverse=True):
         width, height = Image.open(io.BytesIO(data)).size  # the header: nothing decoded
