@@ -4,12 +4,13 @@ each beside a same-run baseline (issue 15).
 Data (set-based, generate_series): a user with MESSAGES messages over ROOMS
 rooms (a tenth of them replies to other people's messages), a member of
 every room; OTHERS other users writing TRAFFIC messages (default: as many),
-a tenth of them mentioning the user; the user reacting to every fifth
-message of theirs, and they to every fifth of the user's; FILES clean
-uploads of the user's, FILE_MIB each (random bytes, in a local store in a
-temp dir). Bulk rows go in with the triggers disabled, then every counter
-they keep is set from a recount (bench/maintenance_data.py); the triggers
-are on for everything measured.
+MESSAGES / 10 of them mentioning the user; the user reacting to MESSAGES / 5
+of theirs, and they to every fifth of the user's (so the user's share
+stays the same whatever the traffic); FILES clean uploads of the user's,
+FILE_MIB each (random bytes, in a local store in a temp dir). Bulk rows go
+in with the triggers disabled, then every counter they keep is set from a
+recount (bench/maintenance_data.py); the triggers are on for everything
+measured.
 
 Figures:
 - export: the accounts.export task (build_export) in a fresh subprocess,
@@ -26,7 +27,8 @@ Figures:
   UPDATE of them by primary key; each batch its own transaction, rolled
   back, so the erasure then sees the same rows). Goal >= 0.5x. The same
   bare UPDATE with the table's triggers disabled is shown beside it: what
-  the counters the triggers keep cost.
+  the counters the triggers keep cost. Each batched step of the erasure is
+  timed too (apply_in_batches wrapped, by count key; nothing else changes).
 - counters exact afterwards: every counter the triggers keep, beside a
   recount (bench/maintenance_data.counter_mismatches).
 
@@ -95,16 +97,17 @@ def generate(
             " WHERE u.id = %(user)s OR u.id >= %(first)s",
             every,
         )
-        # Other people's traffic, a tenth of it mentioning the user.
+        # Other people's traffic; MESSAGES / 10 of it mentions the user.
         conn.execute(
             "INSERT INTO messages (room_id, author_id, content, mentions, created_at)"
             " SELECT r.id, %(first)s + g %% %(others)s, 'chat ' || g,"
-            "  CASE WHEN g %% 10 = 0 THEN ARRAY[%(user)s::integer] ELSE '{}' END,"
+            "  CASE WHEN g %% 10 = 0 AND g <= %(own)s THEN ARRAY[%(user)s::integer]"
+            "  ELSE '{}' END,"
             "  now() - (g::float / %(n)s) * make_interval(days => %(days)s)"
             " FROM generate_series(1, %(n)s) g"
             " JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM rooms) r"
             "  ON r.k = g %% %(rooms)s",
-            every | {"rooms": rooms, "n": traffic},
+            every | {"rooms": rooms, "n": traffic, "own": messages},
         )
         conn.execute(
             "INSERT INTO message_mentions (message_id, message_created_at, user_id)"
@@ -135,8 +138,8 @@ def generate(
             "INSERT INTO reactions (message_id, message_created_at, user_id, emoji)"
             " SELECT id, created_at, CASE WHEN author_id = %(user)s"
             "  THEN %(first)s + id %% %(others)s ELSE %(user)s END, '+1'"
-            " FROM messages WHERE id %% 5 = 0",
-            every,
+            " FROM messages WHERE id %% 5 = 0 AND (author_id = %(user)s OR id <= %(own)s)",
+            every | {"own": messages},
         )
         for table in ("messages", "reactions", "room_members"):
             conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
@@ -257,9 +260,11 @@ def export_child(warm_up: int, export_id: int) -> None:
     )
 
 
-def erase(conn: psycopg.Connection, user: int) -> tuple[dict[str, int], float]:
+def erase(conn: psycopg.Connection, user: int) -> tuple[dict[str, int], float, dict[str, float]]:
     """maintenance.erase_deleted_accounts as a worker runs it, on the user
-    marked deleted a day past the grace."""
+    marked deleted a day past the grace; also the seconds each of its
+    batched steps took (apply_in_batches timed by count key, unchanged)."""
+    from veza.accounts import erasure
     from veza.settings import get_settings
     from worker import app
 
@@ -268,12 +273,26 @@ def erase(conn: psycopg.Connection, user: int) -> tuple[dict[str, int], float]:
         (get_settings().account_delete_grace_days, user),
     )
     app.loader.import_default_modules()
-    started = time.perf_counter()
-    result = app.tasks["maintenance.erase_deleted_accounts"].apply()
-    elapsed = time.perf_counter() - started
+    steps: dict[str, float] = {}
+    apply_in_batches = erasure.apply_in_batches
+
+    def timed(run, key, *args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            apply_in_batches(run, key, *args, **kwargs)
+        finally:
+            steps[key] = round(steps.get(key, 0) + time.perf_counter() - started, 2)
+
+    erasure.apply_in_batches = timed
+    try:
+        started = time.perf_counter()
+        result = app.tasks["maintenance.erase_deleted_accounts"].apply()
+        elapsed = time.perf_counter() - started
+    finally:
+        erasure.apply_in_batches = apply_in_batches
     assert result.successful(), result.result
     assert result.result["status"] == "succeeded", result.result
-    return result.result["counts"], elapsed
+    return result.result["counts"], elapsed, steps
 
 
 def main() -> None:
@@ -324,7 +343,7 @@ def main() -> None:
         bare_rows, bare_s = bare_update(conn, user)
         quiet_rows, quiet_s = bare_update(conn, user, triggers=False)
         conn.execute("VACUUM ANALYZE messages")
-        counts, erase_s = erase(conn, user)
+        counts, erase_s, steps = erase(conn, user)
         mismatches = counter_mismatches(conn)
         erased_rows = counts["messages_erased"]
         left = conn.execute(
@@ -347,7 +366,10 @@ def main() -> None:
         "bare_update_rows_s": round(bare_rate),
         "erase_ratio": round(erase_rate / bare_rate, 3),
         "bare_update_no_triggers_rows_s": round(quiet_rows / quiet_s),
+        "erase_messages_step_s": steps["messages_erased"],
+        "erase_messages_step_rows_s": round(erased_rows / steps["messages_erased"]),
         "erase_counts": counts,
+        "erase_step_s": steps,
         "messages_left_live": left,
         "counter_mismatches": mismatches,
         "counters_exact": not any(mismatches.values()),
@@ -356,6 +378,10 @@ def main() -> None:
         f"erasure: {figures['erase_rows_s']} rows/s ({erased_rows} messages in"
         f" {figures['erase_s']} s, the whole run) vs bare batched UPDATE"
         f" {figures['bare_update_rows_s']} rows/s -> {figures['erase_ratio']}x (goal >= 0.5x)"
+    )
+    print(
+        f"         the messages step alone: {figures['erase_messages_step_rows_s']} rows/s"
+        f" ({figures['erase_messages_step_s']} s); steps (s): {steps}"
     )
     print(
         f"         (the same bare UPDATE with the triggers disabled:"
