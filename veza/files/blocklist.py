@@ -69,8 +69,9 @@ def _bits(hex_digits: str) -> str:
 def match(session: Session, image: PerceptualHash) -> Match | None:
     """The nearest entry within the threshold, over the image's eight
     rotations and flips; None for a weak hash or no entry that close. A
-    sequential scan with a popcount per entry and variant: a blocklist of
-    ten thousand entries costs a few milliseconds per image."""
+    sequential scan with a popcount per entry and variant: about 3 ms per
+    image for every thousand entries (32-46 ms at ten thousand, measured
+    with EXPLAIN ANALYZE), paid once per uploaded image."""
     if image.quality < PDQ_MIN_QUALITY:
         return None
     row = session.execute(
