@@ -114,6 +114,14 @@ def multi_page_tiff() -> bytes:
     return out.getvalue()
 
 
+def assert_pixels_only(image: Image.Image) -> None:
+    """A rendition as it must go out: WebP, and nothing but its pixels."""
+    assert image.format == "WEBP"
+    assert not image.getexif()
+    for chunk in ("exif", "xmp", "icc_profile"):
+        assert chunk not in image.info, chunk
+
+
 FORMATS = {
     "photo.jpg": jpeg_with_everything(),
     "drawing.png": png_with_text(),
@@ -136,11 +144,7 @@ def test_every_format_read_gives_renditions_that_carry_pixels_only(db, user, nam
     smallest, largest = file["metadata"]["renditions"]
     assert (smallest["width"], largest["width"]) == (400, 1280)
     for rendition in (smallest, largest):
-        image = stored(rendition["key"])
-        assert image.format == "WEBP"
-        assert not image.getexif()
-        for chunk in ("exif", "xmp", "icc_profile"):
-            assert chunk not in image.info, (name, chunk)
+        assert_pixels_only(stored(rendition["key"]))
     # The left half of the gradient is red (a TIFF's first page, not its second).
     red, green, blue = stored(smallest["key"]).convert("RGB").getpixel((50, 100))
     assert red > 200
@@ -311,6 +315,8 @@ def test_an_animation_gets_animated_and_still_renditions_and_the_api_serves_both
     assert durations(animated) == [100, 100, 100]
     still = Image.open(io.BytesIO(api.get(f"/files/{uuid}/thumbnail?still=1", owner).data))
     assert getattr(still, "n_frames", 1) == 1
+    for rendition in (animated, still):
+        assert_pixels_only(rendition)
 
 
 def test_an_animation_over_budget_gets_its_still_only_with_the_reason(db, user):
@@ -348,6 +354,8 @@ def test_a_video_and_a_pdf_get_renditions_of_their_posters(db, user, tmp_path):
     for file in (clip, slides):
         assert file["processing_status"] == "completed"
         assert set(file["metadata"]["placeholder"]) == {"blurhash", "dominant_color"}
+        for rendition in file["metadata"]["renditions"]:
+            assert_pixels_only(stored(rendition["key"]))
 
 
 def half(data: bytes) -> bytes:
