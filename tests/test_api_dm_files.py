@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 from datetime import timedelta
 
+import pytest
+
 from tests.api_helpers import error_code
 from tests.clamav import EICAR
 from tests.conftest import start_worker, wait_for
@@ -33,6 +35,7 @@ def file_count(db) -> int:
     return db.execute("SELECT count(*) FROM files").fetchone()[0]
 
 
+@pytest.mark.slow  # real Celery workers
 def test_a_dm_upload_is_scanned_by_the_workers_and_served_to_the_participants_only(
     api, db, clamd_server, relay
 ):

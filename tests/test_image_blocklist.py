@@ -54,6 +54,7 @@ def attach(api, user, room: int, message_id: int, content: bytes, name: str) -> 
     return answer.json["uuid"]
 
 
+@pytest.mark.slow  # real Celery workers
 def test_a_copy_of_a_blocked_image_is_held_with_its_message_until_a_moderator_approves(
     api, db, tmp_path, clamd_server, relay, room_of_four
 ):

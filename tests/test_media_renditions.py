@@ -172,6 +172,7 @@ def api_samples(tmp) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow  # real Celery workers
 def test_every_kind_gets_renditions_through_the_api_which_serves_the_nearest_size(
     api, db, clamd_server, relay, tmp_path
 ):
@@ -280,6 +281,7 @@ def test_rendition_sizes_are_read_as_a_sorted_ladder(environment):
             environment(RENDITION_SIZES=bad)
 
 
+@pytest.mark.slow  # real Celery workers
 def test_an_animation_gets_animated_and_still_renditions_and_the_api_serves_both(
     api, db, clamd_server, relay
 ):
