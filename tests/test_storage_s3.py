@@ -71,7 +71,9 @@ def test_an_upload_lives_in_the_bucket_through_every_step_and_is_streamed_back(a
     processed(file["id"])
 
     sha = hashlib.sha256(image).hexdigest()
-    assert bucket_keys(seaweedfs, s3.prefix) == {blob_key(image), f"thumbs/{sha}.webp"}
+    # 900x600: within 400 (400x267), and within 1280 (900x600 as it is).
+    renditions = {f"thumbs/{sha}-400.webp", f"thumbs/{sha}-1280.webp"}
+    assert bucket_keys(seaweedfs, s3.prefix) == {blob_key(image), *renditions}
     assert scratch_files() == before  # every step's copy went with the step
     response = api.get(f"/files/{file['uuid']}/content", alice)
     assert response.status_code == 200
