@@ -597,8 +597,8 @@ def thumbnail(file_id: int, task_id: str | None = None, report: ProgressReport =
         }
         if found:
             blocklist.hold(session, row, found)
-    _log(file, task_id).info(
-        "renditions: %s%s",
+    _log(file, task_id).info(  # the step's name leads, as in every pipeline line
+        "thumbnail: renditions %s%s",
         ", ".join(f"{r['width']}x{r['height']}" for r in made),
         f"; held: blocklist entry {found.entry_id} at {found.distance} bits" if found else "",
     )
