@@ -124,6 +124,22 @@ def start_scripts_run(env: dict, log_path: Path) -> subprocess.Popen:
         )
 
 
+def wait_for_exit(run: subprocess.Popen, log_path: Path, timeout: float = 90) -> None:
+    """After Ctrl-C: scripts/run has exited, or the failure says what it was
+    still doing (its log) and which of its processes were left."""
+    try:
+        run.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tree = subprocess.run(
+            ["ps", "-o", "pid,stat,etime,args", "--sid", str(run.pid)],  # its session
+            capture_output=True,
+            text=True,
+        ).stdout
+        raise AssertionError(
+            f"scripts/run still running {timeout:.0f} s after Ctrl-C:\n{tree}\n{log_path.read_text()}"
+        ) from None
+
+
 def test_scripts_run_logs_json_lines_only_and_ctrl_c_stops_all_it_started(
     database_url, var_dir, tmp_path
 ):
@@ -155,7 +171,7 @@ def test_scripts_run_logs_json_lines_only_and_ctrl_c_stops_all_it_started(
         clamd_pid = int((var_dir / "clamav" / "clamd.pid").read_text())
         assert alive(clamd_pid)
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C
-        run.wait(timeout=90)
+        wait_for_exit(run, log_path)
         # Read before the clean-up below, which stops whatever is left.
         left = sorted(pid for pid in started if alive(pid))
         clamd_left = alive(clamd_pid)
@@ -236,13 +252,18 @@ def test_scripts_run_with_s3_storage_starts_a_seaweedfs_and_ctrl_c_stops_it(
     weeds: list[int] = []
     try:
 
-        def api_started() -> int | None:
+        def all_started() -> dict[str, int] | None:
+            """honcho's pid of each process, once it has started them all: a
+            Ctrl-C while it still starts some is not this test's subject."""
             if run.poll() is not None:
                 raise AssertionError(f"scripts/run exited:\n{log_path.read_text()}")
-            found = re.search(r"system\s*\| api\.1 started \(pid=(\d+)\)", log_path.read_text())
-            return int(found[1]) if found else None
+            found = re.findall(
+                r"system\s*\| ([\w-]+)\.1 started \(pid=(\d+)\)", log_path.read_text()
+            )
+            pids = {process: int(pid) for process, pid in found}
+            return pids if set(pids) == PROCESSES else None
 
-        api_pid = wait_for(api_started, timeout=180, interval=0.5, what="the api process")
+        api_pid = wait_for(all_started, timeout=180, interval=0.5, what="the processes")["api"]
         weeds = weeds_of(var_dir)
         assert len(weeds) == 1, weeds
         key, secret = (var_dir / "s3-credentials").read_text().strip().split(":", 1)
@@ -271,7 +292,7 @@ def test_scripts_run_with_s3_storage_starts_a_seaweedfs_and_ctrl_c_stops_it(
         ]
         assert any(socket.exists() for socket in grpc_sockets)
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C
-        run.wait(timeout=90)
+        wait_for_exit(run, log_path)
         left = weeds_of(var_dir)
     finally:
         if run.poll() is None:
