@@ -84,6 +84,20 @@ def kill_the_purge_while_blocked(db, lock: str, params=()) -> None:
             os.killpg(worker.proc.pid, signal.SIGKILL)
             worker.proc.wait()
             holder.rollback()
+        # The killed run's lock dies with its backend, which PostgreSQL ends
+        # only once it notices the closed socket: a next run before then
+        # would be `skipped` (seen on a loaded machine).
+        wait_for(
+            lambda: (
+                not scalar(
+                    db,
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                )
+            ),
+            timeout=30,
+            what="the killed run's lock to be released",
+        )
     finally:
         worker.stop()
 
