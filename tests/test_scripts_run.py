@@ -305,3 +305,53 @@ def test_scripts_run_with_s3_storage_starts_a_seaweedfs_and_ctrl_c_stops_it(
     assert left == [], f"the SeaweedFS scripts/run started was left running:\n{output}"
     assert "stopping SeaweedFS" in output
     assert [str(socket) for socket in grpc_sockets if socket.exists()] == []
+
+
+def processes_of(var_dir: Path) -> list[int]:
+    """The live processes started with VEZA_VAR_DIR=`var_dir`: all that a
+    scripts/run with that directory started, whatever their session."""
+    wanted = f"VEZA_VAR_DIR={var_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # not a process, or gone meanwhile
+        if wanted in environment and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_while_scripts_run_still_starts_its_processes_stops_every_one(
+    database_url, var_dir, tmp_path
+):
+    """A Ctrl-C as soon as honcho reports its first process: some are not
+    started yet. Each runs in a session of its own, so the signal reaches
+    them only through honcho, which must stop every one, those it starts
+    after the signal too, and exit."""
+    redis_port = free_port()
+    redis_server = start_redis(redis_port)
+    env = run_environment(var_dir, redis_port, free_port(), free_port())
+    env.update(CLAMD_HOST="127.0.0.1", CLAMD_PORT=str(free_port()))  # none started
+    log_path = tmp_path / "run.log"
+    run = start_scripts_run(env, log_path)
+    try:
+        wait_for(
+            lambda: " started (pid=" in log_path.read_text(),
+            timeout=180,
+            interval=0.01,
+            what="honcho's first process",
+        )
+        os.killpg(run.pid, signal.SIGINT)  # Ctrl-C
+        wait_for_exit(run, log_path)
+        left = processes_of(var_dir)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+        for pid in processes_of(var_dir):
+            os.kill(pid, signal.SIGKILL)
+        redis_server.stop()
+    output = log_path.read_text()
+    assert left == [], f"left running after Ctrl-C: {left}\n{output}"
+    assert set(re.findall(r"system\s*\| ([\w-]+)\.1 started", output)) == PROCESSES
