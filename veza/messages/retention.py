@@ -32,7 +32,7 @@ by recount, are recounted for the pairs a restored batch touched.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 
@@ -297,16 +297,18 @@ def detach_replies(session: Session, params: dict[str, Any], which: str) -> int:
         session.execute(
             over_batch(
                 "WITH {batch},"
-                " links AS (INSERT INTO archived_reply_links"
-                "  (message_id, message_created_at, parent_message_id, parent_created_at)"
-                "  SELECT c.id, c.created_at, c.parent_message_id, c.parent_created_at"
+                # Found once: a reply may be in any month, so each lookup
+                # probes every partition's index on the parent.
+                " replies AS (SELECT c.id, c.created_at, c.parent_message_id, c.parent_created_at"
                 "  FROM messages c"
                 "  JOIN d ON c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-                "  WHERE {which} ON CONFLICT DO NOTHING),"
+                "  WHERE {which}),"
+                " links AS (INSERT INTO archived_reply_links"
+                "  (message_id, message_created_at, parent_message_id, parent_created_at)"
+                "  SELECT * FROM replies ON CONFLICT DO NOTHING),"
                 " detached AS (UPDATE messages c"
                 "  SET parent_message_id = NULL, parent_created_at = NULL"
-                "  FROM d WHERE c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-                "  AND {which} RETURNING 1)"
+                "  FROM replies r WHERE c.id = r.id AND c.created_at = r.created_at RETURNING 1)"
                 " SELECT count(*) FROM detached",
                 which=sql.SQL(which),
             ),
@@ -449,39 +451,79 @@ def covered_by_retention(name: str) -> bool:
 # a partition's rows must lose these references before its detach.
 MESSAGE_REFERENCES = ("reactions", "files", "message_mentions", "notifications", "message_reports")
 
-# A row of the partition still to unlink: not archived yet, or referenced
-# (by a row of MESSAGE_REFERENCES, or a reply) since. Rows an earlier,
-# stopped run unlinked fail this test, so a run resumes where the last one
-# stopped; a reaction added to an unlinked row meanwhile is caught all the same.
-STILL_LINKED = sql.SQL(" OR ").join(
+# The walk over a partition takes the rows not archived yet: a batch archives
+# and unlinks its rows in one transaction, so the rows an earlier, stopped
+# run archived are unlinked already, and a run resumes where the last one
+# stopped at the cost of one index probe per row it skips (an anti-join on
+# archived_messages' key). Rows referenced again after their batch (a
+# reaction added meanwhile) are found once, after the walk
+# (`referenced_again`).
+NOT_ARCHIVED = sql.SQL(
+    "NOT EXISTS (SELECT 1 FROM archived_messages a"
+    " WHERE a.id = m.id AND a.created_at = m.created_at)"
+)
+
+# Every reference into the partition, as (id, created_at) of the row it
+# references: each referencing table's index on (message_id, ...) scanned
+# over the partition's range of ids, the partition's months checked on the
+# key's second column; replies by their parent's index. So it costs about
+# the references in that range, not a probe per row of the partition.
+REFERENCES_INTO = sql.SQL(" UNION ").join(
     [
-        sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM archived_messages a"
-            "  WHERE a.id = m.id AND a.created_at = m.created_at)"
-        ),
         *(
             sql.SQL(
-                "EXISTS (SELECT 1 FROM {referencing} x"
-                "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+                "SELECT message_id, message_created_at FROM {referencing}"
+                " WHERE message_id BETWEEN :low AND :high"
+                " AND message_created_at >= :start AND message_created_at < :end"
             ).format(referencing=sql.Identifier(referencing))
             for referencing in MESSAGE_REFERENCES
         ),
         sql.SQL(
-            "EXISTS (SELECT 1 FROM messages x"
-            "  WHERE x.parent_message_id = m.id AND x.parent_created_at = m.created_at)"
+            "SELECT parent_message_id, parent_created_at FROM messages"
+            " WHERE parent_message_id BETWEEN :low AND :high"
+            " AND parent_created_at >= :start AND parent_created_at < :end"
         ),
     ]
 )
 
 
+def referenced_again(session: Session, partition: partition_upkeep.Partition) -> Batch:
+    """The partition's rows that something references although the walk
+    unlinked them (a reaction added to a year-old message after its batch)."""
+    low, high = session.execute(
+        compose(
+            "SELECT min(id), max(id) FROM {partition}", partition=sql.Identifier(partition.name)
+        )
+    ).one()
+    if low is None:
+        return []
+    return [
+        tuple(row)
+        for row in session.execute(
+            text(REFERENCES_INTO.as_string()),
+            {
+                "low": low,
+                "high": high,
+                "start": month_start(partition.month),
+                "end": month_start(partition.end),
+            },
+        )
+    ]
+
+
+def month_start(month: date) -> datetime:
+    """The instant a month's partition starts: midnight UTC (db/partitions.py)."""
+    return datetime(month.year, month.month, 1, tzinfo=UTC)
+
+
 # The batch's references go, in one statement. The reaction trigger stands
-# aside (take_over_counters): the batch's messages, which stay until the
-# DROP, have no reactions left, and their reaction_count says so.
+# aside (take_over_counters): the batch's messages go with their partition,
+# and their reaction_count with them, as their thread_count does (the
+# replies are detached without counting them out of their parent). Fixing it
+# on rows about to be dropped cost a rewrite of every row of the month (an
+# UPDATE of 100,000 rows, each index included), most of the drop's time.
 UNLINK_BATCH = over_batch(
-    "WITH {batch}, {deletes},"
-    " reaction_counts AS (UPDATE messages m SET reaction_count = 0 FROM d"
-    "  WHERE m.id = d.id AND m.created_at = d.created_at AND m.reaction_count <> 0)"
-    " SELECT 1",
+    "WITH {batch}, {deletes} SELECT 1",
     deletes=sql.SQL(", ").join(
         sql.SQL(
             "{referencing} AS (DELETE FROM {referencing} x USING d"
@@ -494,34 +536,40 @@ UNLINK_BATCH = over_batch(
 
 def unlink_partition(run: Run, partition: partition_upkeep.Partition) -> bool:
     """Archive the partition's rows and remove every reference to them, a
-    batch per transaction; True when nothing is left to unlink, False when
-    the phase ran out of time first."""
+    batch per transaction, then the references made again meanwhile; True
+    when nothing is left to unlink, False when the phase ran out of time
+    first."""
     batches = KeysetBatches(
         run,
-        (
-            "SELECT id, created_at FROM {partition} m"
-            " WHERE {after} AND ({still_linked} OR CAST(:dry_run AS boolean))"
-            " ORDER BY {key} LIMIT :size"
-        ),
-        {"dry_run": run.dry_run},
+        "SELECT id, created_at FROM {partition} m"
+        " WHERE {after} AND {left} ORDER BY {key} LIMIT :size",
         key=MESSAGE_KEY,
         partition=sql.Identifier(partition.name),
-        still_linked=STILL_LINKED,
+        # A dry run archives nothing: it counts every row.
+        left=sql.SQL("true") if run.dry_run else NOT_ARCHIVED,
     )
     for session, rows in batches:
         if run.dry_run:
             run.add(messages_deleted=len(rows))
-            continue
-        params = batch_params([tuple(row) for row in rows])
-        take_over_counters(session)
-        # Every reply goes, even one inside the partition: the detach
-        # refuses while any row references the partition, its own
-        # included. The links bring the threads back on restore.
-        detached = detach_replies(session, params, "true")
-        archived = archive_rows(session, params)
-        session.execute(UNLINK_BATCH, params)
-        run.add(replies_detached=detached, **archived)
+        else:
+            unlink_batch(run, session, [tuple(row) for row in rows])
+    if batches.exhausted and not run.dry_run:
+        with session_scope() as session:
+            if again := referenced_again(session, partition):
+                unlink_batch(run, session, again)
     return batches.exhausted
+
+
+def unlink_batch(run: Run, session: Session, batch: Batch) -> None:
+    params = batch_params(batch)
+    take_over_counters(session)
+    # Every reply goes, even one inside the partition: the detach refuses
+    # while any row references the partition, its own included. The links
+    # bring the threads back on restore.
+    detached = detach_replies(session, params, "true")
+    archived = archive_rows(session, params)
+    session.execute(UNLINK_BATCH, params)
+    run.add(replies_detached=detached, **archived)
 
 
 def finish_message_partition_drop(run: Run, partition: partition_upkeep.Partition) -> None:
