@@ -465,7 +465,7 @@ NOT_ARCHIVED = sql.SQL(
 
 # Every reference into the partition, as (id, created_at) of the row it
 # references: each referencing table's index on (message_id, ...) scanned
-# over the partition's range of ids, the partition's months checked on the
+# over the partition's range of ids, the partition's month checked on the
 # key's second column; replies by their parent's index. So it costs about
 # the references in that range, not a probe per row of the partition.
 REFERENCES_INTO = sql.SQL(" UNION ").join(
@@ -521,7 +521,7 @@ def month_start(month: date) -> datetime:
 # and their reaction_count with them, as their thread_count does (the
 # replies are detached without counting them out of their parent). Fixing it
 # on rows about to be dropped cost a rewrite of every row of the month (an
-# UPDATE of 100,000 rows, each index included), most of the drop's time.
+# UPDATE of 100,000 rows, each index included), most of the unlinking's time.
 UNLINK_BATCH = over_batch(
     "WITH {batch}, {deletes} SELECT 1",
     deletes=sql.SQL(", ").join(
