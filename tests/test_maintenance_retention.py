@@ -297,3 +297,40 @@ def test_a_reply_restored_before_its_parent_is_re_attached_when_the_parent_comes
     assert scalar(db, "SELECT thread_count FROM messages WHERE id = %s", (root[0],)) == 1
     assert scalar(db, "SELECT count(*) FROM archived_reply_links") == 0
     assert counter_mismatches(db) == []
+
+
+def test_a_reaction_added_to_an_unlinked_row_is_archived_and_the_month_still_drops(mdb):
+    """The walk over a month skips rows archived already (that is how a run
+    resumes); a reference made to one of them afterwards is found by the
+    look over the month's ids that follows the walk."""
+    from veza.maintenance import partition_upkeep
+    from veza.maintenance.run import Run
+    from veza.messages import retention
+    from worker import app
+
+    db = mdb
+    alice, bob = make_user(db, "alice"), make_user(db, "bob")
+    room = make_room(db, alice, "short", message_retention_days=30)
+    old_month = month_start(6)
+    name = f"messages_y{old_month.year:04d}m{old_month.month:02d}"
+    old = post(db, alice, room, created_at=f"{old_month.isoformat()} 12:00:00+00")
+    other = post(db, alice, room, created_at=f"{old_month.isoformat()} 13:00:00+00")
+    index_members(db)
+    app.loader.import_default_modules()
+    # The run that stopped after unlinking the month.
+    assert retention.unlink_partition(
+        Run(PURGE, 0, False), partition_upkeep.Partition(name, old_month)
+    )
+    assert archived_ids(db) == {old[0], other[0]}
+    react(db, old, bob)
+    notify(db, bob, other)
+    reply = post_aged(db, bob, room, 1, parent=other)
+
+    run_task(PURGE)
+
+    assert scalar(db, "SELECT to_regclass(%s)", (name,)) is None
+    assert live_ids(db) == {reply[0]}
+    assert scalar(db, "SELECT count(*) FROM archived_reactions") == 1
+    assert scalar(db, "SELECT parent_message_id FROM messages WHERE id = %s", (reply[0],)) is None
+    assert scalar(db, "SELECT count(*) FROM archived_reply_links") == 1
+    assert counter_mismatches(db) == []

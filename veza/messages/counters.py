@@ -125,3 +125,58 @@ def index_message(session: Session, message_id: int) -> bool:
         session.execute(text(RECOUNT_DM_UNREAD), dict(message))
     session.execute(text(TOUCH_AUTHOR), dict(message))
     return True
+
+
+# ------------------------------------------------------------ bulk deletes
+
+# A transaction that removes messages in bulk (the retention purge) takes
+# their counters over: the per-row DELETE triggers stand aside for it
+# (migration 0022), and it subtracts what it removed, one statement per
+# batch (REMOVED_MESSAGE_COUNTERS). Transaction-scoped: other sessions, and
+# this connection's next transaction, keep the triggers.
+TAKE_OVER_COUNTERS = "SELECT set_config('veza.bulk_counters', 'on', true)"
+
+# What the removed messages (a relation `removed` with messages' columns)
+# took out of each counter: the DELETE trigger's own (the room's or
+# conversation's message_count, the parent's thread_count, for a parent
+# still there) and messages.index's (the member's message_count, the DM
+# participants' unread_count, MEMBER_MESSAGES and DM_UNREAD above). Each is a
+# named WITH part of one statement; only live (not soft-deleted) rows ever
+# counted. Subtracting, not recounting, so that a concurrent chat post in the
+# same room, counted by its own trigger, is not lost.
+REMOVED_MESSAGE_COUNTERS = """
+removed_live AS (SELECT * FROM removed WHERE NOT is_deleted),
+by_author AS (
+    SELECT room_id, conversation_id, author_id, count(*) AS n FROM removed_live
+    GROUP BY room_id, conversation_id, author_id),
+room_counts AS (
+    UPDATE rooms r SET message_count = r.message_count - g.n
+    FROM (SELECT room_id, sum(n) AS n FROM by_author WHERE room_id IS NOT NULL
+          GROUP BY room_id) g
+    WHERE r.id = g.room_id),
+conversation_counts AS (
+    UPDATE direct_conversations c SET message_count = c.message_count - g.n
+    FROM (SELECT conversation_id, sum(n) AS n FROM by_author
+          WHERE conversation_id IS NOT NULL GROUP BY conversation_id) g
+    WHERE c.id = g.conversation_id),
+thread_counts AS (
+    UPDATE messages p SET thread_count = p.thread_count - g.n,
+        is_thread_root = p.thread_count - g.n > 0
+    FROM (SELECT parent_message_id, parent_created_at, count(*) AS n FROM removed_live
+          WHERE parent_message_id IS NOT NULL
+          GROUP BY parent_message_id, parent_created_at) g
+    WHERE p.id = g.parent_message_id AND p.created_at = g.parent_created_at
+      AND NOT EXISTS (SELECT 1 FROM removed x WHERE x.id = p.id AND x.created_at = p.created_at)),
+member_counts AS (
+    UPDATE room_members rm SET message_count = rm.message_count - g.n
+    FROM by_author g
+    WHERE rm.room_id = g.room_id AND rm.user_id = g.author_id),
+unread_counts AS (
+    UPDATE direct_conversation_participants p SET unread_count = p.unread_count - g.n
+    FROM (SELECT p.conversation_id, p.user_id, count(*) AS n
+          FROM removed_live x JOIN direct_conversation_participants p
+            ON p.conversation_id = x.conversation_id AND p.user_id <> x.author_id
+           AND x.id > COALESCE(p.last_read_message_id, 0)
+          GROUP BY p.conversation_id, p.user_id) g
+    WHERE p.conversation_id = g.conversation_id AND p.user_id = g.user_id)
+"""

@@ -17,19 +17,22 @@ What goes with a message:
   stays, detached from its parent, with the link kept in
   archived_reply_links so that a restore re-attaches it.
 
-Counters (rooms.message_count, parents' thread_count) are kept by the
-message triggers on row deletes; when a whole monthly partition is dropped
-instead, the triggers do not fire and the counters are fixed in the DROP's
-transaction. room_members.message_count and DM unread_count have no trigger:
-messages.index keeps them by recount, so each batch (purge, drop, restore)
-runs the same recounts for the (room or conversation, author) pairs it
-touched, in its own transaction.
+Counters: a chat delete moves them through the per-row triggers; the purge
+takes them over instead (veza.bulk_counters, migration 0022) and subtracts
+each batch's totals in the batch's own DELETE statement
+(counters.REMOVED_MESSAGE_COUNTERS: rooms' and conversations' message_count,
+parents' thread_count, members' message_count, DM unread_count), so it
+updates a room's row once per batch, not once per message. A whole monthly
+partition dropped fires no trigger at all: the same subtraction runs over the
+detached table in the DROP's transaction. Restores insert, and the insert
+triggers count them; the member and DM counters, which messages.index keeps
+by recount, are recounted for the pairs a restored batch touched.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 
@@ -52,7 +55,12 @@ from db.partitions import (
 from veza.maintenance import partition_upkeep
 from veza.maintenance.batched import KeysetBatches, apply_in_batches
 from veza.maintenance.run import Run, timed_batches
-from veza.messages.counters import RECOUNT_DM_UNREAD, RECOUNT_ROOM_MEMBER
+from veza.messages.counters import (
+    RECOUNT_DM_UNREAD,
+    RECOUNT_ROOM_MEMBER,
+    REMOVED_MESSAGE_COUNTERS,
+    TAKE_OVER_COUNTERS,
+)
 from veza.settings import get_settings
 from veza.statements import compose, identifiers
 
@@ -77,40 +85,22 @@ def over_batch(template: str, **parts: sql.Composable) -> TextClause:
     return compose(template, batch=BATCH, **parts)
 
 
-AUTHOR_PAIRS = sql.SQL("SELECT DISTINCT m.room_id, m.conversation_id, m.author_id")
-
-
 def batch_authors(session: Session, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The distinct (room or conversation, author) pairs of a batch."""
     return [
         dict(row)
         for row in session.execute(
             over_batch(
-                "WITH {batch} {pairs}"
-                " FROM messages m JOIN d ON m.id = d.id AND m.created_at = d.created_at",
-                pairs=AUTHOR_PAIRS,
+                "WITH {batch} SELECT DISTINCT m.room_id, m.conversation_id, m.author_id"
+                " FROM messages m JOIN d ON m.id = d.id AND m.created_at = d.created_at"
             ),
             params,
         ).mappings()
     ]
 
 
-def partition_authors(session: Session, name: str) -> list[dict[str, Any]]:
-    """The distinct (room or conversation, author) pairs of a partition."""
-    return [
-        dict(row)
-        for row in session.execute(
-            compose(
-                "{pairs} FROM {partition} m",
-                pairs=AUTHOR_PAIRS,
-                partition=sql.Identifier(name),
-            )
-        ).mappings()
-    ]
-
-
 def recount_member_counters(session: Session, authors: list[dict[str, Any]]) -> None:
-    """messages.index's recounts, for every pair a batch touched: a room
+    """messages.index's recounts, for every pair a restored batch touched: a room
     member's message_count, and in a DM the others' unread_count (only
     messages from others count as unread, so the author's pair suffices)."""
     in_rooms = [
@@ -267,92 +257,121 @@ def count_batch(run: Run, session: Session, batch: Batch, cutoff: datetime) -> N
 
 
 def archive_and_delete(run: Run, session: Session, batch: Batch, cutoff: datetime) -> None:
+    take_over_counters(session)
     doomed = with_old_replies(session, batch, cutoff)
     params = {**batch_params(doomed), "cutoff": cutoff}
     detached = detach_replies(session, params, "c.created_at >= :cutoff")
     archived = archive_rows(session, params)
-    authors = batch_authors(session, params)
-    deleted = affected(
-        session.execute(
-            over_batch(
-                "WITH {batch} DELETE FROM messages m USING d"
-                " WHERE m.id = d.id AND m.created_at = d.created_at"
-            ),
-            params,
-        )
-    )
-    recount_member_counters(session, authors)
+    deleted = session.execute(DELETE_BATCH, params).scalar_one()
     run.add(messages_deleted=deleted, replies_detached=detached, **archived)
 
 
+def take_over_counters(session: Session) -> None:
+    """This transaction's deletes leave the counter triggers out (migration
+    0022): the batch subtracts its own totals, once per counter row."""
+    session.execute(text(TAKE_OVER_COUNTERS))
+
+
+# The batch's messages go, and what they counted with them: the counters are
+# fixed from the rows the DELETE itself returns, so a message a chat session
+# deleted (or soft-deleted) first, and counted out itself, is not subtracted
+# twice. Their reactions, files, mentions, notifications and reports go by
+# the foreign keys' cascade (archived before, in archive_rows); the reaction
+# trigger stands aside too, its messages being gone.
+DELETE_BATCH = over_batch(
+    "WITH {batch},"
+    " removed AS (DELETE FROM messages m USING d"
+    "  WHERE m.id = d.id AND m.created_at = d.created_at RETURNING m.*),"
+    " {counters}"
+    " SELECT count(*) FROM removed",
+    counters=sql.SQL(REMOVED_MESSAGE_COUNTERS),
+)
+
+
 def detach_replies(session: Session, params: dict[str, Any], which: str) -> int:
-    """Keep replies that must outlive their parent: record the link, then
-    detach them (an UPDATE of the parent columns fires no counter trigger;
-    the parent is about to go, so its thread_count goes with it). `which`:
-    the SQL condition on the reply `c` that picks them."""
-    session.execute(
-        over_batch(
-            "WITH {batch} INSERT INTO archived_reply_links"
-            " (message_id, message_created_at, parent_message_id, parent_created_at)"
-            " SELECT c.id, c.created_at, c.parent_message_id, c.parent_created_at"
-            " FROM messages c"
-            " JOIN d ON c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-            " WHERE {which} ON CONFLICT DO NOTHING",
-            which=sql.SQL(which),
-        ),
-        params,
-    )
-    return affected(
+    """Keep replies that must outlive their parent: record the link and
+    detach them, in one statement (an UPDATE of the parent columns fires no
+    counter trigger; the parent is about to go, so its thread_count goes
+    with it). `which`: the SQL condition on the reply `c` that picks them."""
+    return int(
         session.execute(
             over_batch(
-                "WITH {batch} UPDATE messages c"
-                " SET parent_message_id = NULL, parent_created_at = NULL"
-                " FROM d WHERE c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
-                " AND {which}",
+                "WITH {batch},"
+                # Found once: a reply may be in any month, so each lookup
+                # probes every partition's index on the parent.
+                " replies AS (SELECT c.id, c.created_at, c.parent_message_id, c.parent_created_at"
+                "  FROM messages c"
+                "  JOIN d ON c.parent_message_id = d.id AND c.parent_created_at = d.created_at"
+                "  WHERE {which}),"
+                " links AS (INSERT INTO archived_reply_links"
+                "  (message_id, message_created_at, parent_message_id, parent_created_at)"
+                "  SELECT * FROM replies ON CONFLICT DO NOTHING),"
+                " detached AS (UPDATE messages c"
+                "  SET parent_message_id = NULL, parent_created_at = NULL"
+                "  FROM replies r WHERE c.id = r.id AND c.created_at = r.created_at RETURNING 1)"
+                " SELECT count(*) FROM detached",
                 which=sql.SQL(which),
             ),
             params,
-        )
+        ).scalar_one()
     )
 
 
-def archive_rows(session: Session, params: dict[str, Any]) -> dict[str, int]:
-    """Copy the batch's messages, reactions and file rows to the archive.
-    ON CONFLICT: a message archived, restored and purged again."""
-    copies = {
-        "archived_messages": (
-            "messages",
-            MESSAGE_COLUMNS,
-            "x.id = d.id AND x.created_at = d.created_at",
-        ),
-        "archived_reactions": (
-            "reactions",
-            REACTION_COLUMNS,
-            "x.message_id = d.id AND x.message_created_at = d.created_at",
-        ),
-        "archived_files": (
-            "files",
-            FILE_COLUMNS,
-            "x.message_id = d.id AND x.message_created_at = d.created_at",
-        ),
-    }
-    counts = {}
-    for archive, (live, names, join) in copies.items():
-        counts[archive] = affected(
-            session.execute(
-                over_batch(
-                    "WITH {batch} INSERT INTO {archive} ({columns})"
-                    " SELECT {values} FROM {live} x JOIN d ON {join} ON CONFLICT DO NOTHING",
-                    archive=sql.Identifier(archive),
-                    columns=identifiers(names),
-                    values=identifiers(names, "x"),
-                    live=sql.Identifier(live),
-                    join=sql.SQL(join),
-                ),
-                params,
-            )
+# What archive_rows copies: the count's name, the live table and its
+# columns, and how a live row `x` belongs to the batch `d`.
+ARCHIVE_COPIES = {
+    "archived_messages": (
+        "messages",
+        MESSAGE_COLUMNS,
+        "x.id = d.id AND x.created_at = d.created_at",
+    ),
+    "archived_reactions": (
+        "reactions",
+        REACTION_COLUMNS,
+        "x.message_id = d.id AND x.message_created_at = d.created_at",
+    ),
+    "archived_files": (
+        "files",
+        FILE_COLUMNS,
+        "x.message_id = d.id AND x.message_created_at = d.created_at",
+    ),
+}
+
+
+def archive_copy(archive: str) -> sql.Composable:
+    """The WITH part that copies the batch's rows of one table to its
+    archive. ON CONFLICT: a message archived, restored and purged again."""
+    live, names, join = ARCHIVE_COPIES[archive]
+    return sql.SQL(
+        "{copied} AS (INSERT INTO {archive} ({columns})"
+        " SELECT {values} FROM {live} x JOIN d ON {join} ON CONFLICT DO NOTHING RETURNING 1)"
+    ).format(
+        copied=sql.Identifier(f"copied_{archive}"),
+        archive=sql.Identifier(archive),
+        columns=identifiers(names),
+        values=identifiers(names, "x"),
+        live=sql.Identifier(live),
+        join=sql.SQL(join),
+    )
+
+
+# The three copies in one statement; it returns how many rows each copied.
+ARCHIVE_BATCH = over_batch(
+    "WITH {batch}, {copies} SELECT {counts}",
+    copies=sql.SQL(", ").join(archive_copy(archive) for archive in ARCHIVE_COPIES),
+    counts=sql.SQL(", ").join(
+        sql.SQL("(SELECT count(*) FROM {}) AS {}").format(
+            sql.Identifier(f"copied_{archive}"), sql.Identifier(archive)
         )
-    return counts
+        for archive in ARCHIVE_COPIES
+    ),
+)
+
+
+def archive_rows(session: Session, params: dict[str, Any]) -> dict[str, int]:
+    """Copy the batch's messages, reactions and file rows to the archive."""
+    counts = session.execute(ARCHIVE_BATCH, params).mappings().one()
+    return {archive: int(counts[archive]) for archive in ARCHIVE_COPIES}
 
 
 # ------------------------------------------------------ whole partitions
@@ -432,68 +451,125 @@ def covered_by_retention(name: str) -> bool:
 # a partition's rows must lose these references before its detach.
 MESSAGE_REFERENCES = ("reactions", "files", "message_mentions", "notifications", "message_reports")
 
-# A row of the partition still to unlink: not archived yet, or referenced
-# (by a row of MESSAGE_REFERENCES, or a reply) since. Rows an earlier,
-# stopped run unlinked fail this test, so a run resumes where the last one
-# stopped; a reaction added to an unlinked row meanwhile is caught all the same.
-STILL_LINKED = sql.SQL(" OR ").join(
+# The walk over a partition takes the rows not archived yet: a batch archives
+# and unlinks its rows in one transaction, so the rows an earlier, stopped
+# run archived are unlinked already, and a run resumes where the last one
+# stopped at the cost of one index probe per row it skips (an anti-join on
+# archived_messages' key). Rows referenced again after their batch (a
+# reaction added meanwhile) are found once, after the walk
+# (`referenced_again`).
+NOT_ARCHIVED = sql.SQL(
+    "NOT EXISTS (SELECT 1 FROM archived_messages a"
+    " WHERE a.id = m.id AND a.created_at = m.created_at)"
+)
+
+# Every reference into the partition, as (id, created_at) of the row it
+# references: each referencing table's index on (message_id, ...) scanned
+# over the partition's range of ids, the partition's month checked on the
+# key's second column; replies by their parent's index. So it costs about
+# the references in that range, not a probe per row of the partition.
+REFERENCES_INTO = sql.SQL(" UNION ").join(
     [
-        sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM archived_messages a"
-            "  WHERE a.id = m.id AND a.created_at = m.created_at)"
-        ),
         *(
             sql.SQL(
-                "EXISTS (SELECT 1 FROM {referencing} x"
-                "  WHERE x.message_id = m.id AND x.message_created_at = m.created_at)"
+                "SELECT message_id, message_created_at FROM {referencing}"
+                " WHERE message_id BETWEEN :low AND :high"
+                " AND message_created_at >= :start AND message_created_at < :end"
             ).format(referencing=sql.Identifier(referencing))
             for referencing in MESSAGE_REFERENCES
         ),
         sql.SQL(
-            "EXISTS (SELECT 1 FROM messages x"
-            "  WHERE x.parent_message_id = m.id AND x.parent_created_at = m.created_at)"
+            "SELECT parent_message_id, parent_created_at FROM messages"
+            " WHERE parent_message_id BETWEEN :low AND :high"
+            " AND parent_created_at >= :start AND parent_created_at < :end"
         ),
     ]
 )
 
 
+def referenced_again(session: Session, partition: partition_upkeep.Partition) -> Batch:
+    """The partition's rows that something references although the walk
+    unlinked them (a reaction added to a year-old message after its batch)."""
+    low, high = session.execute(
+        compose(
+            "SELECT min(id), max(id) FROM {partition}", partition=sql.Identifier(partition.name)
+        )
+    ).one()
+    if low is None:
+        return []
+    return [
+        tuple(row)
+        for row in session.execute(
+            text(REFERENCES_INTO.as_string()),
+            {
+                "low": low,
+                "high": high,
+                "start": month_start(partition.month),
+                "end": month_start(partition.end),
+            },
+        )
+    ]
+
+
+def month_start(month: date) -> datetime:
+    """The instant a month's partition starts: midnight UTC (db/partitions.py)."""
+    return datetime(month.year, month.month, 1, tzinfo=UTC)
+
+
+# The batch's references go, in one statement. The reaction trigger stands
+# aside (take_over_counters): the batch's messages go with their partition,
+# and their reaction_count with them, as their thread_count does (the
+# replies are detached without counting them out of their parent). Fixing it
+# on rows about to be dropped cost a rewrite of every row of the month (an
+# UPDATE of 100,000 rows, each index included), most of the unlinking's time.
+UNLINK_BATCH = over_batch(
+    "WITH {batch}, {deletes} SELECT 1",
+    deletes=sql.SQL(", ").join(
+        sql.SQL(
+            "{referencing} AS (DELETE FROM {referencing} x USING d"
+            " WHERE x.message_id = d.id AND x.message_created_at = d.created_at)"
+        ).format(referencing=sql.Identifier(referencing))
+        for referencing in MESSAGE_REFERENCES
+    ),
+)
+
+
 def unlink_partition(run: Run, partition: partition_upkeep.Partition) -> bool:
     """Archive the partition's rows and remove every reference to them, a
-    batch per transaction; True when nothing is left to unlink, False when
-    the phase ran out of time first."""
+    batch per transaction, then the references made again meanwhile; True
+    when nothing is left to unlink, False when the phase ran out of time
+    first."""
     batches = KeysetBatches(
         run,
-        (
-            "SELECT id, created_at FROM {partition} m"
-            " WHERE {after} AND ({still_linked} OR CAST(:dry_run AS boolean))"
-            " ORDER BY {key} LIMIT :size"
-        ),
-        {"dry_run": run.dry_run},
+        "SELECT id, created_at FROM {partition} m"
+        " WHERE {after} AND {left} ORDER BY {key} LIMIT :size",
         key=MESSAGE_KEY,
         partition=sql.Identifier(partition.name),
-        still_linked=STILL_LINKED,
+        # A dry run archives nothing: it counts every row.
+        left=sql.SQL("true") if run.dry_run else NOT_ARCHIVED,
     )
     for session, rows in batches:
         if run.dry_run:
             run.add(messages_deleted=len(rows))
-            continue
-        params = batch_params([tuple(row) for row in rows])
-        # Every reply goes, even one inside the partition: the detach
-        # refuses while any row references the partition, its own
-        # included. The links bring the threads back on restore.
-        detached = detach_replies(session, params, "true")
-        archived = archive_rows(session, params)
-        for referencing in MESSAGE_REFERENCES:
-            session.execute(
-                over_batch(
-                    "WITH {batch} DELETE FROM {referencing} x USING d"
-                    " WHERE x.message_id = d.id AND x.message_created_at = d.created_at",
-                    referencing=sql.Identifier(referencing),
-                ),
-                params,
-            )
-        run.add(replies_detached=detached, **archived)
+        else:
+            unlink_batch(run, session, [tuple(row) for row in rows])
+    if batches.exhausted and not run.dry_run:
+        with session_scope() as session:
+            if again := referenced_again(session, partition):
+                unlink_batch(run, session, again)
     return batches.exhausted
+
+
+def unlink_batch(run: Run, session: Session, batch: Batch) -> None:
+    params = batch_params(batch)
+    take_over_counters(session)
+    # Every reply goes, even one inside the partition: the detach refuses
+    # while any row references the partition, its own included. The links
+    # bring the threads back on restore.
+    detached = detach_replies(session, params, "true")
+    archived = archive_rows(session, params)
+    session.execute(UNLINK_BATCH, params)
+    run.add(replies_detached=detached, **archived)
 
 
 def finish_message_partition_drop(run: Run, partition: partition_upkeep.Partition) -> None:
@@ -503,44 +579,17 @@ def finish_message_partition_drop(run: Run, partition: partition_upkeep.Partitio
 
 
 def subtract_counters(session: Session, name: str) -> int:
-    """The detached partition's live messages leave their room's (or
-    conversation's) message_count and their parent's thread_count; returns
-    how many rows the DROP deletes."""
-    partition = sql.Identifier(name)
-    session.execute(
-        compose(
-            "UPDATE rooms r SET message_count = r.message_count - d.n"
-            " FROM (SELECT room_id, count(*) AS n FROM {partition}"
-            "  WHERE NOT is_deleted AND room_id IS NOT NULL GROUP BY room_id) d"
-            " WHERE r.id = d.room_id",
-            partition=partition,
-        )
-    )
-    session.execute(
-        compose(
-            "UPDATE direct_conversations c SET message_count = c.message_count - d.n"
-            " FROM (SELECT conversation_id, count(*) AS n FROM {partition}"
-            "  WHERE NOT is_deleted AND conversation_id IS NOT NULL GROUP BY conversation_id) d"
-            " WHERE c.id = d.conversation_id",
-            partition=partition,
-        )
-    )
-    session.execute(
-        compose(
-            "UPDATE messages p SET thread_count = p.thread_count - d.n,"
-            " is_thread_root = p.thread_count - d.n > 0"
-            " FROM (SELECT parent_message_id, parent_created_at, count(*) AS n"
-            "  FROM {partition} WHERE NOT is_deleted AND parent_message_id IS NOT NULL"
-            "  GROUP BY parent_message_id, parent_created_at) d"
-            " WHERE p.id = d.parent_message_id AND p.created_at = d.parent_created_at",
-            partition=partition,
-        )
-    )
-    # Detached already: its rows no longer count in `messages`.
-    recount_member_counters(session, partition_authors(session, name))
+    """The detached partition's messages leave every counter they were in
+    (the same subtraction as a purge batch's); returns how many rows the
+    DROP deletes."""
     return int(
         session.execute(
-            compose("SELECT count(*) FROM {partition}", partition=partition)
+            compose(
+                "WITH removed AS (SELECT * FROM {partition}), {counters}"
+                " SELECT count(*) FROM removed",
+                partition=sql.Identifier(name),
+                counters=sql.SQL(REMOVED_MESSAGE_COUNTERS),
+            )
         ).scalar_one()
     )
 
