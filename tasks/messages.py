@@ -4,27 +4,56 @@ why it is safe to run twice or late), the enrichment
 (veza/messages/enrichment.py: rendering, language, code snippets, links),
 the moderation verdict (veza/messages/moderation.py), then the
 notifications (veza/notifications/fanout.py), in transactions of
-their own after the first commits. One task for all three: a post costs one
-message to the broker, not three, and each part is safe to run again."""
+their own after the first commits. One task for all of them: a post costs one
+message to the broker, not four, and each part is safe to run again.
+
+messages.index_batch does the same for many messages at once (the relay
+batches messages.index rows: worker/relay.py): the bookkeeping is one
+statement per kind of counter and the enrichment one read and one write for
+the whole batch, then each message is moderated and notified as alone.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from celery import shared_task
 
 from veza import jobs
-from veza.messages.counters import index_message
-from veza.messages.enrichment import enrich_message
+from veza.logs import on_behalf_of
+from veza.messages.counters import index_messages
+from veza.messages.enrichment import enrich_messages
 from veza.messages.moderation import review
-from veza.notifications.fanout import notify_recipients
-from worker.base import VezaTask
+from veza.notifications.fanout import Transaction, notify_recipients
+from worker.base import BatchRow, BatchTask, VezaTask
 
 
 @shared_task(bind=True, base=VezaTask, name=jobs.INDEX_MESSAGE.name)
 def index(self: VezaTask, message_id: int) -> bool:
-    with self.transaction() as session:
-        if not index_message(session, message_id):
-            return False
-        enrich_message(session, message_id)
-        review(session, message_id)
-    notify_recipients(message_id, self.transaction)
-    return True
+    return bool(index_all({message_id: None}, self.transaction))
+
+
+@shared_task(bind=True, base=BatchTask, name=jobs.INDEX_MESSAGES.name)
+def index_batch(self: BatchTask, rows: list[BatchRow]) -> None:
+    self.run_or_split(
+        rows,
+        lambda part: index_all(
+            {args[0]: request_id for _, request_id, args in part}, self.transaction
+        ),
+    )
+
+
+def index_all(messages: Mapping[int, str | None], transaction: Transaction) -> list[int]:
+    """Index these messages (message id -> the request each was owed on
+    behalf of, None for the task's own); the ids of those that exist."""
+    with transaction() as session:
+        found = index_messages(session, list(messages))
+        enrich_messages(session, found)
+        # In id order: two batches lock the messages they share in one order.
+        for message_id in found:
+            with on_behalf_of(messages[message_id]):
+                review(session, message_id)
+    for message_id in found:
+        with on_behalf_of(messages[message_id]):
+            notify_recipients(message_id, transaction)
+    return found
