@@ -182,7 +182,7 @@ class TaskEvents(threading.Thread):
         """Outbox row id -> when the last succeeded task rooted there, or
         carrying it in a batch, finished."""
         done: dict[str, float] = {}
-        for task, at in self.succeeded_at.items():
+        for task, at in list(self.succeeded_at.items()):  # the listener thread adds meanwhile
             for row in self.rows_of.get(task) or [self.root_of.get(task, task)]:
                 done[row] = max(at, done.get(row, at))
         return done

@@ -22,6 +22,23 @@ from collections import Counter
 from pathlib import Path
 
 TOP = 40
+# Frames every sample of a process passes through (start-up, the pool's and
+# the server's loops): left out of the inclusive table, which would
+# otherwise open with a screenful of them at 100 %.
+PLUMBING = (
+    "<frozen runpy>",
+    "click/",
+    "celery/bin/",
+    "celery/__main__.py",
+    "celery/bootsteps.py",
+    "celery/worker/worker.py",
+    "celery/concurrency/",
+    "billiard/",
+    "gunicorn/app/",
+    "gunicorn/arbiter.py",
+    "threading.py",
+    "worker/cli.py",
+)
 # Which child of the bench is which process tree, by its command line.
 TREES = {"api": "gunicorn", "relay": "worker.cli relay", "worker-default": "-Q default"}
 
@@ -89,9 +106,10 @@ def summary(raw: str, title: str) -> str:
             own[frames[-1]] += count
     lines = [
         f"{title}: {total} samples (running threads only)",
-        f"{'cum %':>7} {'self %':>7}  function (file)",
+        f"{'cum %':>7} {'self %':>7}  function (file), start-up and pool loops left out",
     ]
-    for frame, count in inclusive.most_common(TOP):
+    shown = [(f, n) for f, n in inclusive.most_common() if not any(p in f for p in PLUMBING)]
+    for frame, count in shown[:TOP]:
         lines.append(f"{100 * count / total:7.1f} {100 * own[frame] / total:7.1f}  {frame}")
     lines.append("")
     lines.append(f"top {TOP} by self samples:")
@@ -106,6 +124,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=int, default=100, help="samples per second")
     parser.add_argument("--out", required=True, help="path prefix of the text profiles")
+    parser.add_argument("--keep-raw", help="a directory to keep py-spy's collapsed stacks in")
     args = parser.parse_args()
     procs = children(args.bench_pid)
     with tempfile.TemporaryDirectory() as scratch:
@@ -118,6 +137,8 @@ def main() -> None:
             spies[name] = (record(pid, args.seconds, args.rate, raw), raw)
         for name, (spy, raw) in spies.items():
             spy.wait()
+            if args.keep_raw:
+                shutil.copy(raw, Path(args.keep_raw) / f"{Path(args.out).name}-{name}.raw")
             out = Path(f"{args.out}-{name}.txt")
             out.write_text(summary(raw.read_text(), f"{name} ({args.seconds:.0f} s)"))
             print(out)

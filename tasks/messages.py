@@ -9,8 +9,10 @@ message to the broker, not four, and each part is safe to run again.
 
 messages.index_batch does the same for many messages at once (the relay
 batches messages.index rows: worker/relay.py): the bookkeeping is one
-statement per kind of counter and the enrichment one read and one write for
-the whole batch, then each message is moderated and notified as alone.
+statement per kind of counter, the enrichment one read and one write, the
+moderation one read of each kind, and the notifications as few transactions
+as their number of recipients allows, for the whole batch; each message's
+outcome is what it would have been alone.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from collections.abc import Mapping
 from celery import shared_task
 
 from veza import jobs
-from veza.logs import on_behalf_of
 from veza.messages.counters import index_messages
 from veza.messages.enrichment import enrich_messages
-from veza.messages.moderation import review
+from veza.messages.moderation import review_all
 from veza.notifications.fanout import Transaction, notify_recipients
 from worker.base import BatchRow, BatchTask, VezaTask
 
@@ -49,11 +50,6 @@ def index_all(messages: Mapping[int, str | None], transaction: Transaction) -> l
     with transaction() as session:
         found = index_messages(session, list(messages))
         enrich_messages(session, found)
-        # In id order: two batches lock the messages they share in one order.
-        for message_id in found:
-            with on_behalf_of(messages[message_id]):
-                review(session, message_id)
-    for message_id in found:
-        with on_behalf_of(messages[message_id]):
-            notify_recipients(message_id, transaction)
+        review_all(session, {message_id: messages[message_id] for message_id in found})
+    notify_recipients(found, transaction)
     return found

@@ -10,12 +10,10 @@ carry the bound id in their headers too.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import sys
 import uuid
-from collections.abc import Iterator
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -34,20 +32,6 @@ def bound_request_id() -> uuid.UUID | None:
         return uuid.UUID(request_id_var.get() or "")
     except ValueError:
         return None
-
-
-@contextlib.contextmanager
-def on_behalf_of(request_id: str | None) -> Iterator[None]:
-    """Bind `request_id` for the block (a batch task's rows each name the
-    request they were owed for); None leaves the bound one."""
-    if request_id is None:
-        yield
-        return
-    token = request_id_var.set(request_id)
-    try:
-        yield
-    finally:
-        request_id_var.reset(token)
 
 
 class ContextFilter(logging.Filter):
