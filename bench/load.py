@@ -84,6 +84,7 @@ from bench.stack import (
     Stack,
     bare_inserts,
     celery_worker,
+    cpu_seconds_by_process,
     cpu_usage,
     open_loop,
     percentile,
@@ -299,13 +300,16 @@ def halves_max(samples: list[tuple[float, dict[str, int]]], load_end: float) -> 
     }
 
 
-def bare_insert_cpu(stack: Stack, room: int, author: int, count: int = 500) -> dict[str, float]:
-    """CPU ms per bare INSERT into messages: PostgreSQL's and this script's."""
-    before, client_before = cpu_usage(stack.roots()), time.process_time()
-    bare_inserts(room, author, count)
-    after, client_after = cpu_usage(stack.roots()), time.process_time()
+def bare_insert_cpu(room: int, author: int, count: int = 500) -> dict[str, float]:
+    """CPU ms per bare INSERT into messages: its PostgreSQL backend's (read
+    while the connection lives) and this script's."""
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        backend = conn.info.backend_pid
+        before, client_before = cpu_seconds_by_process()[backend][1], time.process_time()
+        bare_inserts(room, author, count, conn)
+        after, client_after = cpu_seconds_by_process()[backend][1], time.process_time()
     return {
-        "postgres": round((after["postgres"] - before["postgres"]) * 1000 / count, 3),
+        "postgres": round((after - before) * 1000 / count, 3),
         "client": round((client_after - client_before) * 1000 / count, 3),
     }
 
@@ -353,7 +357,7 @@ def run(args) -> dict:
             time.sleep(1)  # the last events of chains whose row is already final
             after = cpu_usage(stack.roots())
             sampler.stop()
-            bare_cpu = bare_insert_cpu(stack, rooms[0], 1)
+            bare_cpu = bare_insert_cpu(rooms[0], 1)
             events.stop()
             message_done, message_start = latencies(db, events, "messages.index")
             file_done, file_start = latencies(db, events, "files.process")
@@ -465,8 +469,9 @@ def report(f: dict) -> None:
     print("CPU per write (ms): " + ", ".join(f"{name} {ms}" for name, ms in cpu.items()))
     total, bare_total = sum(cpu.values()), sum(bare.values())
     print(
-        f"  total {total:.2f} vs a bare INSERT's {bare_total:.3f} (PostgreSQL {bare['postgres']},"
-        f" client {bare['client']}): x{total / bare_total:.1f}"
+        f"  PostgreSQL {cpu['postgres']} vs a bare INSERT's {bare['postgres']}"
+        f" ({ratio(cpu['postgres'], bare['postgres'])}); all processes {total:.2f} vs the"
+        f" bare INSERT's PostgreSQL + client {bare_total:.3f} ({ratio(total, bare_total)})"
     )
 
 
