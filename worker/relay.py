@@ -14,9 +14,12 @@ job's queue already holds a message no worker has taken (every worker
 busy), the job's rows are left in the outbox, where they coalesce, instead
 of queueing in Redis one task each; the relay looks at the queue every
 HOLD_POLL_SECONDS and publishes as soon as it is empty (other rows within
-HOLD_MAX_SECONDS). A row is held HOLD_ROW_SECONDS at most: with no worker
-on the queue at all, the outbox still empties into Redis (in batches), so
-its backlog and age keep meaning "the relay or the broker is stuck".
+HOLD_MAX_SECONDS). Held rows wait HOLD_ROW_SECONDS at most: once the
+oldest of them is that old, they all go, in full batches (releasing only the
+old ones would trickle them out in batches of two or three under a steady
+overload); and with no worker on the queue at all, the outbox still empties
+into Redis, so its backlog and age keep meaning "the relay or the broker is
+stuck".
 Unloaded, a row goes out at once, alone.
 """
 
@@ -72,18 +75,24 @@ def claim(
 ) -> list[Claimed]:
     """Claim up to `batch_size` unsent rows, oldest first, for CLAIM_SECONDS,
     and commit: the rows are not locked while they are published. Rows of
-    the tasks `held` are left unsent, unless older than HOLD_ROW_SECONDS.
+    the tasks `held` are left unsent, unless the oldest of them is older
+    than HOLD_ROW_SECONDS.
     SKIP LOCKED keeps two relays claiming at once from waiting on each
     other. The claim is a hint, not a promise (a crash loses it, and the
     rows are claimed again when it expires), so it commits asynchronously:
     no WAL flush on the relay's path."""
-    held_since = func.clock_timestamp() - timedelta(seconds=HOLD_ROW_SECONDS)
+    oldest_held = (
+        select(func.min(Outbox.created_at))
+        .where(Outbox.sent_at.is_(None), Outbox.task_name.in_(held))
+        .scalar_subquery()
+    )
+    held_too_long = oldest_held < func.clock_timestamp() - timedelta(seconds=HOLD_ROW_SECONDS)
     claimable = (
         select(Outbox.id)
         .where(
             Outbox.sent_at.is_(None),
             or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < func.clock_timestamp()),
-            *([or_(Outbox.task_name.not_in(held), Outbox.created_at < held_since)] if held else []),
+            *([or_(Outbox.task_name.not_in(held), held_too_long)] if held else []),
         )
         .order_by(Outbox.created_at)
         .limit(batch_size)
