@@ -23,7 +23,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stack import (
     DATABASE_URL,
     Stack,
+    bare_inserts,
     celery_worker,
     cpu_usage,
     open_loop,
@@ -64,20 +64,6 @@ def post_load(
     replies = open_loop(port, rate, seconds, len(tokens), post)
     latencies = [reply.ms for reply in replies if reply.status == 201]
     return latencies, len(replies) - len(latencies)
-
-
-def bare_inserts(room: int, author: int, count: int) -> list[float]:
-    """The floor: one autocommitted INSERT into messages per round trip."""
-    latencies = []
-    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
-        for i in range(count):
-            started = time.perf_counter()
-            conn.execute(
-                "INSERT INTO messages (room_id, author_id, content) VALUES (%s, %s, %s)",
-                (room, author, f"bare insert {i}"),
-            )
-            latencies.append((time.perf_counter() - started) * 1000)
-    return latencies
 
 
 def outbox_latencies(expected: int) -> dict[str, list[float]]:

@@ -22,21 +22,28 @@ Reported, each beside a same-run baseline where one makes sense:
     worker.celery_app.QUEUES, and the outbox backlog), printed every 5 s;
     its maximum, its value when the load stopped, whether it drained
     after the load stopped and how long that took;
+  - its maximum over the last half of the load beside the first half's
+    (bounded: no higher);
   - commit-to-done latency p50/p90/p99, beside commit-to-start;
   - CPU ms per served write of each process (and PostgreSQL), over load
-    and drain.
+    and drain, beside the CPU of a bare INSERT into messages (500 of them
+    from one connection once the work has drained: PostgreSQL's and this
+    script's CPU per INSERT).
 
 How "done" is measured. The outbox row id is the task id of the task it
 becomes, and Celery carries it as root_id into every task that task
 chains. This script listens to the workers' own Celery events (they send
 them anyway for Flower and the exporter): task-received gives each task's
-root_id, task-succeeded its finish timestamp. A message post is done when
-its messages.index task succeeded; an upload when the last task of its
-chain (process -> scan -> thumbnail) succeeded and the file row is in a
-final state (completed or failed). Commit time is outbox.created_at,
-stamped at the INSERT a moment before COMMIT (so both figures slightly
-over-state); the baseline commit-to-start is outbox.started_at, stamped by
-the task base class when the first task starts. All timestamps come from
+root_id, task-succeeded its finish timestamp. The relay publishes many
+messages.index rows as one messages.index_batch task, whose arguments
+(in its task-received event) name every row it carries. A message post is
+done when the task that carried its row (alone or in a batch) succeeded; an
+upload when the last task of its chain (process -> scan -> thumbnail)
+succeeded and the file row is in a final state (completed or failed).
+Commit time is outbox.created_at, stamped at the INSERT a moment before
+COMMIT (so both figures slightly over-state); the baseline commit-to-start
+is outbox.started_at, stamped by the task base class when the first task
+starts. All timestamps come from
 the one machine's clock. Listening costs this script some CPU (three events
 per task), counted in its "client" CPU.
 
@@ -46,6 +53,7 @@ The last line is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import ast
 import io
 import json
 import os
@@ -74,7 +82,9 @@ from bench.stack import (
     NOT_SENT,
     REDIS_URL,
     Stack,
+    bare_inserts,
     celery_worker,
+    cpu_seconds_by_process,
     cpu_usage,
     open_loop,
     percentile,
@@ -90,7 +100,7 @@ reload_settings()
 
 import redis  # noqa: E402
 
-from veza import outbox  # noqa: E402
+from veza import jobs, outbox  # noqa: E402
 from worker.celery_app import QUEUES, app  # noqa: E402
 from worker.metrics import queue_depth  # noqa: E402
 
@@ -138,6 +148,7 @@ class TaskEvents(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.root_of: dict[str, str] = {}
+        self.rows_of: dict[str, list[str]] = {}  # batch task -> the outbox rows it carries
         self.succeeded_at: dict[str, float] = {}
         self.workers_seen: set[str] = set()
         self.receiver = None
@@ -147,7 +158,7 @@ class TaskEvents(threading.Thread):
             self.receiver = app.events.Receiver(
                 connection,
                 handlers={
-                    "task-received": lambda e: self.root_of.__setitem__(e["uuid"], e["root_id"]),
+                    "task-received": self.received,
                     "task-succeeded": lambda e: self.succeeded_at.__setitem__(
                         e["uuid"], e["timestamp"]
                     ),
@@ -156,6 +167,12 @@ class TaskEvents(threading.Thread):
             )
             self.receiver.capture(limit=None, timeout=None, wakeup=True)
 
+    def received(self, event: dict) -> None:
+        self.root_of[event["uuid"]] = event["root_id"]
+        if event["name"] == jobs.INDEX_MESSAGES.name:
+            rows = ast.literal_eval(event["args"])[0]
+            self.rows_of[event["uuid"]] = [row_id for row_id, _, _ in rows]
+
     def stop(self) -> None:
         if self.receiver is not None:
             self.receiver.should_stop = True
@@ -163,11 +180,12 @@ class TaskEvents(threading.Thread):
             self.join(5)
 
     def done_times(self) -> dict[str, float]:
-        """Outbox row id -> when the last succeeded task rooted there finished."""
+        """Outbox row id -> when the last succeeded task rooted there, or
+        carrying it in a batch, finished."""
         done: dict[str, float] = {}
-        for task, at in self.succeeded_at.items():
-            root = self.root_of.get(task, task)
-            done[root] = max(at, done.get(root, at))
+        for task, at in list(self.succeeded_at.items()):  # the listener thread adds meanwhile
+            for row in self.rows_of.get(task) or [self.root_of.get(task, task)]:
+                done[row] = max(at, done.get(row, at))
         return done
 
 
@@ -232,7 +250,7 @@ def write_load(port: int, rooms: list[int], tokens: list[str], args) -> tuple[li
 def unfinished(db: psycopg.Connection, events: TaskEvents) -> int:
     """Writes whose work is not done yet: unsent or unfinished messages.index
     tasks, and files not in a final state."""
-    message_tasks = [
+    message_rows = [
         str(row[0])
         for row in db.execute("SELECT id FROM outbox WHERE task_name = 'messages.index'")
     ]
@@ -240,7 +258,8 @@ def unfinished(db: psycopg.Connection, events: TaskEvents) -> int:
         "SELECT count(*) FROM files WHERE processing_status::text <> ALL(%s)",
         (list(FINAL_FILE_STATES),),
     ).fetchone()[0]
-    return sum(task not in events.succeeded_at for task in message_tasks) + open_files
+    done = events.done_times()
+    return sum(row not in done for row in message_rows) + open_files
 
 
 def latencies(
@@ -260,6 +279,21 @@ def latencies(
     return to_done, to_start
 
 
+def message_tasks(events: TaskEvents) -> dict[str, float]:
+    """How the relay published the messages.index rows: tasks of one row,
+    batch tasks, and rows per batch."""
+    singles = sum(
+        1 for task, root in events.root_of.items() if task == root and task not in events.rows_of
+    )
+    sizes = [len(rows) for rows in events.rows_of.values()]
+    return {
+        "batches": len(sizes),
+        "rows_per_batch_mean": round(statistics.mean(sizes), 1) if sizes else 0,
+        "rows_per_batch_max": max(sizes, default=0),
+        "other_root_tasks": singles,
+    }
+
+
 def spread(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p90": None, "p99": None}
@@ -267,6 +301,31 @@ def spread(values: list[float]) -> dict[str, float | None]:
         "p50": round(statistics.median(values), 1),
         "p90": round(percentile(values, 90), 1),
         "p99": round(percentile(values, 99), 1),
+    }
+
+
+def halves_max(samples: list[tuple[float, dict[str, int]]], load_end: float) -> dict:
+    """Each queue's (and the outbox's) maximum depth over the first and the
+    last half of the load: bounded when the second is no higher."""
+    first = [d for t, d in samples if t <= load_end / 2]
+    last = [d for t, d in samples if load_end / 2 < t <= load_end]
+    return {
+        name: [max((d[name] for d in half), default=0) for half in (first, last)]
+        for name in QUEUES_AND_OUTBOX
+    }
+
+
+def bare_insert_cpu(room: int, author: int, count: int = 500) -> dict[str, float]:
+    """CPU ms per bare INSERT into messages: its PostgreSQL backend's (read
+    while the connection lives) and this script's."""
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        backend = conn.info.backend_pid
+        before, client_before = cpu_seconds_by_process()[backend][1], time.process_time()
+        bare_inserts(room, author, count, conn)
+        after, client_after = cpu_seconds_by_process()[backend][1], time.process_time()
+    return {
+        "postgres": round((after - before) * 1000 / count, 3),
+        "client": round((client_after - client_before) * 1000 / count, 3),
     }
 
 
@@ -313,6 +372,7 @@ def run(args) -> dict:
             time.sleep(1)  # the last events of chains whose row is already final
             after = cpu_usage(stack.roots())
             sampler.stop()
+            bare_cpu = bare_insert_cpu(rooms[0], 1)
             events.stop()
             message_done, message_start = latencies(db, events, "messages.index")
             file_done, file_start = latencies(db, events, "files.process")
@@ -360,6 +420,7 @@ def run(args) -> dict:
         "api_message_ms": spread([r.ms for r in served if r.index not in upload_set]),
         "api_upload_ms": spread([r.ms for r in served if r.index in upload_set]),
         "depth_max": {name: max(d[name] for _, d in sampler.samples) for name in QUEUES_AND_OUTBOX},
+        "depth_max_first_last_half": halves_max(sampler.samples, load_end),
         "depth_at_load_end": at_load_end,
         "depth_final": sampler.samples[-1][1],
         "drained": left == 0,
@@ -369,6 +430,7 @@ def run(args) -> dict:
         "message_commit_to_done_ms": spread(message_done),
         "message_commit_to_start_ms": spread(message_start),
         "messages_done": len(message_done),
+        "message_tasks": message_tasks(events),
         "upload_commit_to_done_ms": spread(file_done),
         "upload_commit_to_start_ms": spread(file_start),
         "uploads_done": len(file_done),
@@ -377,6 +439,7 @@ def run(args) -> dict:
             name: round((after[name] - before[name]) * 1000 / max(len(served), 1), 2)
             for name in after
         },
+        "bare_insert_cpu_ms": bare_cpu,
     }
 
 
@@ -401,6 +464,13 @@ def report(f: dict) -> None:
     print("queue depth: max " + ", ".join(f"{k} {v}" for k, v in f["depth_max"].items()))
     print("  at load end " + ", ".join(f"{k} {v}" for k, v in f["depth_at_load_end"].items()))
     print(
+        "  max in the first vs the last half of the load: "
+        + ", ".join(
+            f"{k} {first} vs {last}{'' if last <= first else ' (GROWING)'}"
+            for k, (first, last) in f["depth_max_first_last_half"].items()
+        )
+    )
+    print(
         f"  drained: {f['drained']} ({f['drain_seconds']} s after the load stopped vs "
         f"{f['seconds']} s of load, x{f['drain_seconds'] / f['seconds']:.2f}; "
         f"{f['unfinished_at_end']} writes unfinished)"
@@ -410,10 +480,20 @@ def report(f: dict) -> None:
         print(f"{kind} commit -> done over {f[count]} writes (vs commit -> start):")
         for pct in ("p50", "p90", "p99"):
             print(f"  {pct} {done[pct]} ms vs {start[pct]} ms ({ratio(done[pct], start[pct])})")
-    print(f"file states: {f['file_states']}")
+    tasks = f["message_tasks"]
     print(
-        "CPU per write (ms): "
-        + ", ".join(f"{name} {ms}" for name, ms in f["cpu_ms_per_write"].items())
+        f"messages.index rows went as {tasks['batches']} batch tasks of"
+        f" {tasks['rows_per_batch_mean']} rows on average (max {tasks['rows_per_batch_max']});"
+        f" {tasks['other_root_tasks']} tasks of one row or of other jobs"
+    )
+    print(f"file states: {f['file_states']}")
+    cpu, bare = f["cpu_ms_per_write"], f["bare_insert_cpu_ms"]
+    print("CPU per write (ms): " + ", ".join(f"{name} {ms}" for name, ms in cpu.items()))
+    total, bare_total = sum(cpu.values()), sum(bare.values())
+    print(
+        f"  PostgreSQL {cpu['postgres']} vs a bare INSERT's {bare['postgres']}"
+        f" ({ratio(cpu['postgres'], bare['postgres'])}); all processes {total:.2f} vs the"
+        f" bare INSERT's PostgreSQL + client {bare_total:.3f} ({ratio(total, bare_total)})"
     )
 
 

@@ -119,7 +119,7 @@ def fanout(conn: psycopg.Connection, members: int, rounds: int) -> dict[str, flo
 
 def throughput(conn: psycopg.Connection, messages: int) -> dict[str, float]:
     from db.engine import session_scope
-    from veza.messages.enrichment import enrich_message, enrichment
+    from veza.messages.enrichment import enrich_messages, enrichment
     from worker import app
 
     index = app.tasks["messages.index"]
@@ -150,7 +150,7 @@ def throughput(conn: psycopg.Connection, messages: int) -> dict[str, float]:
 
     def enrich_only(message_id: int) -> None:
         with session_scope() as session:
-            enrich_message(session, message_id)
+            enrich_messages(session, [message_id])
 
     enriched = rate(lambda i=i: enrich_only(i) for i in ids)
     task = rate(lambda i=i: index.apply(args=[i]) for i in ids)

@@ -101,6 +101,26 @@ def cpu_usage(roots: dict[str, int]) -> dict[str, float]:
     return usage
 
 
+def bare_inserts(
+    room: int, author: int, count: int, conn: psycopg.Connection | None = None
+) -> list[float]:
+    """The floor: one autocommitted INSERT into messages per round trip,
+    on `conn` (autocommit) or a connection of its own; each one's latency
+    in ms."""
+    if conn is None:
+        with psycopg.connect(DATABASE_URL, autocommit=True) as own:
+            return bare_inserts(room, author, count, own)
+    latencies = []
+    for i in range(count):
+        started = time.perf_counter()
+        conn.execute(
+            "INSERT INTO messages (room_id, author_id, content) VALUES (%s, %s, %s)",
+            (room, author, f"bare insert {i}"),
+        )
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
 def celery_worker(name: str, queues: str, concurrency: int, pool: str = "prefork") -> list[str]:
     """The command line of a Celery worker serving `queues`."""
     return [

@@ -12,11 +12,10 @@ def indexed(*message_ids: int) -> None:
     """What messages.index does after each post (here, in this process):
     the counters, a DM's unread counts among them."""
     from db.engine import session_scope
-    from veza.messages.counters import index_message
+    from veza.messages.counters import index_messages
 
-    for message_id in message_ids:
-        with session_scope() as session:
-            index_message(session, message_id)
+    with session_scope() as session:
+        index_messages(session, message_ids)
 
 
 def all_pages(api, user, path: str, key: str, limit: int) -> list[list[int]]:

@@ -91,7 +91,7 @@ def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_fina
     assert requeue_stale() == {"stale_waiting": 1}  # not started yet: waits
     for attempt in range(1, get_settings().max_file_attempts + 1):
         stalled = latest_owed()
-        outbox.mark_started(stalled)  # a worker took it...
+        outbox.mark_started([stalled])  # a worker took it...
         pipeline.hash_upload(file_id)  # ...got this far, and died
         assert requeue_stale() == {"stale_requeued": 1}
         assert latest_owed() != stalled
@@ -101,7 +101,7 @@ def test_a_file_whose_work_started_and_stalled_is_requeued_and_stuck_is_not_fina
         "SELECT count(*) FILTER (WHERE started_at IS NULL), count(*) FROM outbox"
     ).fetchone() == (1, 1 + get_settings().max_file_attempts)
 
-    outbox.mark_started(latest_owed())
+    outbox.mark_started([latest_owed()])
     assert requeue_stale() == {"stale_failed": 1}
     stuck = row(db, file_id)
     assert stuck["processing_status"] == "failed"

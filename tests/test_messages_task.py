@@ -6,10 +6,10 @@ from __future__ import annotations
 
 def index(message_id: int) -> bool:
     from db.engine import session_scope
-    from veza.messages.counters import index_message
+    from veza.messages.counters import index_messages
 
     with session_scope() as session:
-        return index_message(session, message_id)
+        return bool(index_messages(session, [message_id]))
 
 
 def test_room_post_recounts_the_authors_messages_idempotently(api, db):

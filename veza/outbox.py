@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -140,34 +140,42 @@ def row_id(task_id: str | None) -> uuid.UUID | None:
         return None  # not from the outbox (beat, or a direct send)
 
 
-def _stamp(task_id: str, while_null: InstrumentedAttribute[datetime | None], **values: Any) -> None:
-    """Set `values` on the outbox row a task id names, if there is one and
-    its column `while_null` is still NULL."""
-    if (row := row_id(task_id)) is None:
+def _stamp(
+    task_ids: Sequence[str], while_null: InstrumentedAttribute[datetime | None], **values: Any
+) -> None:
+    """Set `values` on the outbox rows the task ids name (one statement for
+    a batch's rows), those whose column `while_null` is still NULL.
+
+    Committed asynchronously (no WAL flush on a task's path): a stamp is
+    bookkeeping, and the few a PostgreSQL crash may lose cost a re-drive of
+    idempotent work (a finish) or a start time never known."""
+    rows = [row for row in map(row_id, task_ids) if row is not None]
+    if not rows:
         return
     with session_scope() as session:
+        session.execute(text("SET LOCAL synchronous_commit = off"))
         session.execute(
-            update(Outbox).where(Outbox.id == row, while_null.is_(None)).values(**values)
+            update(Outbox).where(Outbox.id.in_(rows), while_null.is_(None)).values(**values)
         )
 
 
-def mark_started(task_id: str) -> None:
-    """Stamp the outbox row of a task that is starting (first start wins):
+def mark_started(task_ids: Sequence[str]) -> None:
+    """Stamp the outbox rows of a task that is starting (first start wins):
     the commit-to-start latency is started_at - created_at."""
-    _stamp(task_id, Outbox.started_at, started_at=func.clock_timestamp())
+    _stamp(task_ids, Outbox.started_at, started_at=func.clock_timestamp())
 
 
-def mark_finished(task_id: str) -> None:
-    """The row's work is done: nothing re-drives it any more, and a row
+def mark_finished(task_ids: Sequence[str]) -> None:
+    """The rows' work is done: nothing re-drives them any more, and a row
     recorded dead meanwhile (a re-drive given up on, then the original
     finished after all) is not dead; its reason stays as history."""
-    _stamp(task_id, Outbox.finished_at, finished_at=func.clock_timestamp(), dead_at=None)
+    _stamp(task_ids, Outbox.finished_at, finished_at=func.clock_timestamp(), dead_at=None)
 
 
-def record_error(task_id: str, error: str) -> None:
-    """A task of the row's work failed for good: the reconciler re-drives
-    the row, and this is the reason it gives if the row ends dead."""
-    _stamp(task_id, Outbox.finished_at, last_error=error[:1000])
+def record_error(task_ids: Sequence[str], error: str) -> None:
+    """A task of the rows' work failed for good: the reconciler re-drives
+    the rows, and this is the reason it gives if a row ends dead."""
+    _stamp(task_ids, Outbox.finished_at, last_error=error[:1000])
 
 
 def record_dead(

@@ -11,6 +11,12 @@ row's id, and every task it causes (a chain's links, a task it sends)
 carries that id as `root_id`. The work is finished when a task of it
 returns without handing anything on: then its root row gets `finished_at`.
 No task needs code of its own for this.
+
+A batch task (`BatchTask`, veza/jobs.py's `batch`) carries many outbox rows
+in its one argument: their start, finish and failure are stamped on all of
+them in one statement each, and a batch that fails for good, or keeps
+killing its worker, is split in halves until the one bad row is alone,
+which then fails (or goes dead) as a task of its own would.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import cached_property
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import redis
@@ -94,33 +100,38 @@ class VezaTask(Task):
         the root row stays unfinished, so the reconciler re-drives it; the
         error is what its dead reason will say if it never finishes."""
         error = f"{self.name}[{task_id}]: {type(exc).__name__}: {exc}"
-        self._stamp_outbox(lambda root: outbox.record_error(root, error), "failure")
+        self._stamp_outbox(lambda rows: outbox.record_error(rows, error), "failure")
 
     def _root_id(self) -> str:
         root: str = self.request.root_id or self.request.id
         return root
 
-    def _stamp_outbox(self, stamp: Callable[[str], None], what: str) -> None:
+    def outbox_rows(self) -> list[str]:
+        """The outbox rows whose work this task does: its root's."""
+        return [self._root_id()]
+
+    def _publishes_its_rows(self) -> bool:
+        """Whether the relay published this task for its rows (it stamps
+        their start): only tasks that are their own root, not those a task
+        started (a chain's links)."""
+        return self.request.root_id in (None, self.request.id)
+
+    def _stamp_outbox(self, stamp: Callable[[list[str]], None], what: str) -> None:
         """Stamps are bookkeeping: a database blip here must not fail a task
         whose work is done. A lost finish stamp costs one re-drive of
         idempotent work."""
         try:
-            stamp(self._root_id())
+            stamp(self.outbox_rows())
         except TRANSIENT_ERRORS as exc:
-            log.warning("could not stamp the outbox %s of %s: %s", what, self._root_id(), exc)
+            log.warning("could not stamp the outbox %s of %s: %s", what, self.outbox_rows(), exc)
 
     def _stamp_outbox_start(self) -> None:
-        """Record when an outbox task first started (commit-to-start latency).
-
-        Only tasks the relay published carry an outbox id: they are their own
-        root, while tasks a task started (a chain's links) are not.
-        """
-        request = self.request
-        if request.retries or request.root_id not in (None, request.id):
+        """Record when an outbox task first started (commit-to-start latency)."""
+        if self.request.retries or not self._publishes_its_rows():
             return
         self._stamp_outbox(outbox.mark_started, "start")
 
-    def _drop_poison(self) -> None:
+    def _drop_poison(self) -> NoReturn:
         """Take a message that keeps killing its worker off the broker for
         good, recorded dead in the outbox with its reason, so an operator
         sees it (`veza outbox`) and can replay it once the cause is fixed."""
@@ -129,7 +140,7 @@ class VezaTask(Task):
         log.error("task %s[%s] %s", self.name, request.id, reason)
         try:
             outbox.record_dead(
-                self._root_id(),
+                self.outbox_rows()[0],
                 request.id,
                 self.name,
                 request.args or [],
@@ -184,3 +195,66 @@ class VezaTask(Task):
 
     def _redeliveries_key(self) -> str:
         return f"veza:redeliveries:{self.request.id}:{self.request.retries}"
+
+
+# One outbox row as a batch task carries it: the row's id, the request it
+# was owed on behalf of (or None), and the row's own arguments.
+BatchRow = tuple[str, str | None, list[Any]]
+
+
+class BatchTask(VezaTask):
+    """A task of many outbox rows of one job at once (worker/relay.py
+    publishes them so): its one argument is the rows (BatchRow), and its
+    outbox rows are theirs, whoever sent it (the relay, or a batch that
+    split)."""
+
+    def rows(self) -> list[BatchRow]:
+        rows: list[BatchRow] = self.request.args[0]
+        return rows
+
+    def outbox_rows(self) -> list[str]:
+        return [row_id for row_id, _, _ in self.rows()]
+
+    def _publishes_its_rows(self) -> bool:
+        return True
+
+    def run_or_split(self, rows: list[BatchRow], work: Callable[[list[BatchRow]], object]) -> None:
+        """Do the rows' work; if it fails for good (not a transient error,
+        which retries the whole batch), hand the rows on as two halves, so
+        that one bad row does not hold back the others' work. A bad row
+        alone fails as a task of its own would: its error is recorded, and
+        the reconciler re-drives it, then records it dead."""
+        try:
+            work(rows)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            if len(rows) == 1:
+                raise
+            log.warning(
+                "batch %s[%s] of %d rows failed (%r); split",
+                self.name,
+                self.request.id,
+                len(rows),
+                exc,
+            )
+            self._split(rows)
+
+    def _split(self, rows: list[BatchRow]) -> None:
+        """Two batch tasks of half the rows each. The rows stay unfinished
+        meanwhile, so a split lost on its way is re-driven like any row."""
+        half = len(rows) // 2
+        queue = (self.request.delivery_info or {}).get("routing_key")
+        for part in (rows[:half], rows[half:]):
+            self.apply_async(args=[part], queue=queue)
+
+    def _drop_poison(self) -> NoReturn:
+        """A batch that keeps killing its worker is split instead: only the
+        row that does it, alone, is dropped and recorded dead."""
+        rows = self.rows()
+        if len(rows) == 1:
+            super()._drop_poison()  # raises
+        reason = f"delivered {limits.MAX_DELIVERIES} times without finishing; split"
+        log.error("batch %s[%s] of %d rows %s", self.name, self.request.id, len(rows), reason)
+        self._split(rows)
+        raise Reject(reason, requeue=False)

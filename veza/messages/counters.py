@@ -12,10 +12,16 @@ A message that no longer exists is simply nothing to do. If the message
 is lost on its way (Redis restarted without persistence), the daily
 maintenance.recount_counters sets the same counters from the same
 definitions (`Counter` below).
+
+messages.index runs many messages at a time (`index_messages`): one
+statement per kind of counter for the whole batch, each locking the rows it
+recounts in primary-key order first, so that two batches sharing an author
+or a conversation wait for each other instead of deadlocking.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -43,13 +49,29 @@ class Counter:
             "UPDATE {table} AS {alias} SET {column} = {value} WHERE ({rows}) AND {wrong}", rows
         )
 
+    def fix_in_order(self, rows: str, key: tuple[str, ...]) -> str:
+        """fix(), for many rows at once: they are locked first, in the order
+        of `key` (the table's primary key), so that two batches touching
+        some of the same rows wait for each other instead of deadlocking."""
+        columns = sql.SQL(", ").join(sql.Identifier(self.alias, name) for name in key)
+        return self._compose(
+            "WITH locked AS MATERIALIZED ("
+            "SELECT {columns} FROM {table} AS {alias} WHERE ({rows})"
+            " ORDER BY {columns} FOR NO KEY UPDATE)"
+            " UPDATE {table} AS {alias} SET {column} = {value} FROM locked"
+            " WHERE ({columns}) = ({locked}) AND {wrong}",
+            rows,
+            columns=columns,
+            locked=sql.SQL(", ").join(sql.Identifier("locked", name) for name in key),
+        )
+
     def count_wrong(self, rows: str) -> str:
         """How many of the rows `rows` selects fix() would change."""
         return self._compose(
             "SELECT count(*) FROM {table} AS {alias} WHERE ({rows}) AND {wrong}", rows
         )
 
-    def _compose(self, template: str, rows: str) -> str:
+    def _compose(self, template: str, rows: str, **parts: sql.Composable) -> str:
         alias, column, value = (
             sql.Identifier(self.alias),
             sql.Identifier(self.column),
@@ -64,6 +86,7 @@ class Counter:
                 value=value,
                 rows=sql.SQL(rows),
                 wrong=sql.SQL("{}.{} IS DISTINCT FROM {}").format(alias, column, value),
+                **parts,
             )
             .as_string()
         )
@@ -101,30 +124,43 @@ RECOUNT_ROOM_MEMBER = MEMBER_MESSAGES.fix("rm.room_id = :room_id AND rm.user_id 
 RECOUNT_DM_UNREAD = DM_UNREAD.fix(
     "p.conversation_id = :conversation_id AND p.user_id <> :author_id"
 )
-TOUCH_AUTHOR = last_seen(":created_at").fix("u.id = :author_id")
 
 
-def index_message(session: Session, message_id: int) -> bool:
-    """Apply the message's bookkeeping; False when the message is gone."""
-    message = (
-        session.execute(
-            text(
-                "SELECT room_id, conversation_id, author_id, created_at FROM messages "
-                "WHERE id = :id"
-            ),
-            {"id": message_id},
+# The messages of a batch (:ids) that still exist, as the statements below read them.
+BATCH = (
+    "SELECT b.room_id, b.conversation_id, b.author_id, b.created_at"
+    " FROM messages b WHERE b.id = ANY(:ids)"
+)
+# Each statement fixes one kind of counter for the whole batch.
+BATCH_FIXES = (
+    MEMBER_MESSAGES.fix_in_order(
+        f"(rm.room_id, rm.user_id) IN (SELECT b.room_id, b.author_id FROM ({BATCH}) b)",
+        ("room_id", "user_id"),
+    ),
+    # Only messages from others count as unread: an author's own row is not touched.
+    DM_UNREAD.fix_in_order(
+        f"EXISTS (SELECT FROM ({BATCH}) b"
+        " WHERE b.conversation_id = p.conversation_id AND b.author_id <> p.user_id)",
+        ("conversation_id", "user_id"),
+    ),
+    last_seen(f"(SELECT max(b.created_at) FROM ({BATCH}) b WHERE b.author_id = u.id)").fix_in_order(
+        f"u.id IN (SELECT b.author_id FROM ({BATCH}) b)", ("id",)
+    ),
+)
+
+
+def index_messages(session: Session, message_ids: Sequence[int]) -> list[int]:
+    """Apply the bookkeeping of these messages, one statement per kind of
+    counter for them all; the ids of those that still exist, in order."""
+    found = sorted(
+        session.scalars(
+            text("SELECT id FROM messages WHERE id = ANY(:ids)"), {"ids": list(message_ids)}
         )
-        .mappings()
-        .first()
     )
-    if message is None:
-        return False
-    if message["room_id"] is not None:
-        session.execute(text(RECOUNT_ROOM_MEMBER), dict(message))
-    else:
-        session.execute(text(RECOUNT_DM_UNREAD), dict(message))
-    session.execute(text(TOUCH_AUTHOR), dict(message))
-    return True
+    if found:
+        for fix in BATCH_FIXES:
+            session.execute(text(fix), {"ids": found})
+    return found
 
 
 # ------------------------------------------------------------ bulk deletes

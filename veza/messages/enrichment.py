@@ -21,7 +21,7 @@ by messages.index (tasks/messages.py) for every post and edit:
 The work is a pure function of the content (`enrichment`) and one UPDATE
 guarded by the edit count it read (`enrich`), so running it twice, late, or
 racing an edit leaves the newest content's enrichment. The same `enrich`
-serves messages.index (`enrich_message`, one message) and the backfill of
+serves messages.index (`enrich_messages`, the messages it was owed) and the backfill of
 messages it never reached (veza/messages/backfill.py, a batch at a time).
 """
 
@@ -118,29 +118,30 @@ WRITE = text(
 )
 
 
-def enrich_message(session: Session, message_id: int) -> bool:
-    """Enrich the message as it is now; False when it is gone. The write is
-    guarded by the edit count read: an edit committed meanwhile owes its
-    own run, which enriches the newer content."""
-    message = (
+def enrich_messages(session: Session, message_ids: Sequence[int]) -> int:
+    """Enrich these messages as they are now, read in one query and written
+    in one executemany; the number written (a message gone is skipped). The
+    write is guarded by the edit count read: an edit committed meanwhile
+    owes its own run, which enriches the newer content."""
+    messages = (
         session.execute(
-            text(f"SELECT {COLUMNS} FROM messages WHERE id = :id AND NOT is_deleted"),
-            {"id": message_id},
+            text(
+                f"SELECT {COLUMNS} FROM messages"
+                " WHERE id = ANY(:ids) AND NOT is_deleted ORDER BY id"
+            ),
+            {"ids": list(message_ids)},
         )
         .mappings()
-        .first()
+        .all()
     )
-    if message is None:
-        return False
-    enrich(session, [message])
-    return True
+    return enrich(session, messages)
 
 
 def enrich(session: Session, messages: Sequence[RowMapping]) -> int:
     """Write the enrichment of `messages` (rows of COLUMNS), all of them in
     one executemany; the number written. A message edited since its row was
     read is left as it is (the guard): the edit's own run enriches it.
-    messages.index passes the one message it was owed, the enrichment
+    messages.index passes the messages it was owed, the enrichment
     backfill (veza/messages/backfill.py) a batch it holds locked."""
     if not messages:
         return 0

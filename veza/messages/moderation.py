@@ -29,10 +29,13 @@ leaves them alone.
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from db.models import File, Message, MessageReport, ModerationStatus, Room
@@ -126,60 +129,77 @@ def rule_violations(rules: AutoModerate, content: str, mentions: list[int]) -> l
     return reasons
 
 
-def report_count(session: Session, message: Message) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(MessageReport)
-            .where(
-                MessageReport.message_id == message.id,
-                MessageReport.message_created_at == message.created_at,
-            )
-        )
-        or 0
+def report_counts(session: Session, keys: list[tuple[int, datetime]]) -> dict[int, int]:
+    """Message id -> its reports, for the messages of these keys that have any."""
+    rows = session.execute(
+        select(MessageReport.message_id, func.count())
+        .where(tuple_(MessageReport.message_id, MessageReport.message_created_at).in_(keys))
+        .group_by(MessageReport.message_id)
     )
+    return dict(rows.tuples().all())
 
 
-def held_attachment(session: Session, message: Message) -> bool:
-    """One of the message's files matched the image blocklist and is held
-    (veza/files/blocklist.py)."""
-    return bool(
-        session.scalar(
-            select(
-                exists().where(
-                    File.message_id == message.id,
-                    File.message_created_at == message.created_at,
-                    File.meta.has_key("held"),
-                )
+def held_attachments(session: Session, keys: list[tuple[int, datetime]]) -> set[int]:
+    """The messages of these keys one of whose files matched the image
+    blocklist and is held (veza/files/blocklist.py)."""
+    return set(
+        session.scalars(
+            select(File.message_id).where(
+                tuple_(File.message_id, File.message_created_at).in_(keys),
+                File.meta.has_key("held"),
             )
         )
     )
 
 
 def review(session: Session, message_id: int) -> None:
-    """Set the system's verdict on a live room message (row locked), and
-    audit a change of status. A message a moderator decided on keeps its
-    status; only flag_count follows its reports."""
-    message = session.scalar(
+    """Set the system's verdict on a live room message: review_all of one."""
+    review_all(session, {message_id: None})
+
+
+def review_all(session: Session, messages: Mapping[int, str | None]) -> None:
+    """Set the system's verdict on the live room messages among these
+    (message id -> the request it is reviewed for, None for the bound one),
+    rows locked in id order, reports, attachments and rooms read once for
+    them all; audit each change of status. A message a moderator decided on
+    keeps its status; only flag_count follows its reports."""
+    found = session.scalars(
         select(Message)
         .where(
-            Message.id == message_id,
+            Message.id.in_(list(messages)),
             Message.room_id.is_not(None),
             Message.is_deleted.is_(False),
         )
+        .order_by(Message.id)
         .with_for_update()
-    )
-    if message is None:
+    ).all()
+    if not found:
         return
-    message.flag_count = report_count(session, message)
-    if message.moderated_by is not None:
-        return
-    assert message.room_id is not None
-    meta = session.get_one(Room, message.room_id).meta
+    keys = [(message.id, message.created_at) for message in found]
+    reports, held = report_counts(session, keys), held_attachments(session, keys)
+    rooms = session.scalars(select(Room).where(Room.id.in_({m.room_id for m in found}))).all()
+    metas = {room.id: room.meta for room in rooms}
+    for message in found:
+        assert message.room_id is not None
+        message.flag_count = reports.get(message.id, 0)
+        if message.moderated_by is None:
+            request_id = messages[message.id]
+            judge(session, message, metas[message.room_id], message.id in held, request_id)
+
+
+def judge(
+    session: Session,
+    message: Message,
+    meta: dict[str, Any],
+    held_image: bool,
+    request_id: str | None,
+) -> None:
+    """The verdict on one message, from its room's settings (`meta`), its
+    attachments and its flag_count."""
     rules = room_rules(meta)
     reasons = rule_violations(rules, message.content, message.mentions) if rules else []
     outcomes = [ACTION_STATUS[rules.action]] if rules and reasons else []
-    if held_attachment(session, message):
+    if held_image:
         reasons.append("blocklisted image")
         outcomes.append(ModerationStatus.pending)
     if message.flag_count:
@@ -195,6 +215,7 @@ def review(session: Session, message_id: int) -> None:
             room_id=message.room_id,
             resource_type="message",
             resource_id=message.id,
+            request_id=uuid.UUID(request_id) if request_id else None,
         )
     message.moderation_status = status
     message.is_flagged = status != ModerationStatus.approved

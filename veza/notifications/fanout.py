@@ -15,9 +15,11 @@ concerns, written after commit by messages.index (tasks/messages.py).
   (veza/messages/moderation.py runs before, in messages.index); approving
   it owes messages.index again, which notifies then.
 
-The room's members are taken FANOUT_BATCH at a time, in user id order, one
-transaction each: a 10,000-member room is a few short transactions, not one
-long one holding its snapshot and WAL while the whole room is written.
+A transaction takes FANOUT_BATCH recipients at most: the messages of a
+batch (messages.index_batch) share one while they fit, and a room's members
+are taken in user id order, so a 10,000-member room is a few short
+transactions, not one long one holding its snapshot and WAL while the whole
+room is written, and fifty chat messages are one, not fifty.
 
 Running it twice writes nothing new: a row is unique per recipient and
 message, and a conflict only ever raises the kind (an edit that adds a
@@ -27,7 +29,8 @@ re-drive or an edit duplicates nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -37,7 +40,7 @@ from sqlalchemy.orm import Session
 from db.engine import affected
 from veza.messages.visibility import HELD
 
-# Members per transaction: an insert of this many rows takes tens of
+# Recipients per transaction: an insert of this many rows takes tens of
 # milliseconds, and a room of the seed's largest size (max_members 10,000)
 # takes two.
 FANOUT_BATCH = 5000
@@ -50,7 +53,8 @@ SELECT m.id, m.created_at, m.room_id, m.conversation_id, m.author_id,
        (SELECT p.author_id FROM messages p
         WHERE p.id = m.parent_message_id AND p.created_at = m.parent_created_at)
            AS parent_author_id
-FROM messages m WHERE m.id = :id AND NOT m.is_deleted AND NOT {HELD}
+FROM messages m WHERE m.id = ANY(:ids) AND NOT m.is_deleted AND NOT {HELD}
+ORDER BY m.id
 """
 
 # Where a conflict meets an existing row: only a stronger reason rewrites it.
@@ -102,28 +106,36 @@ WHERE p.conversation_id = :conversation_id AND p.user_id <> :author_id
 """
 
 
-def notify_recipients(message_id: int, transaction: Transaction) -> int:
-    """Write the message's notifications, each batch in a `transaction()`
-    of its own; returns how many rows were written or strengthened (0 for
-    a message that is gone)."""
-    with transaction() as session:
-        found = session.execute(text(MESSAGE), {"id": message_id}).mappings().first()
-        if found is None:
-            return 0
-        message = dict(found)
-        if message["conversation_id"] is not None:
-            return affected(session.execute(text(DM_RECIPIENTS), message))
-    return _notify_room_members(message, transaction)
-
-
-def _notify_room_members(message: dict[str, Any], transaction: Transaction) -> int:
-    written: int = 0
-    after = 0
-    while True:
+def notify_recipients(message_ids: Sequence[int], transaction: Transaction) -> int:
+    """Write these messages' notifications, in as few `transaction()`s as
+    FANOUT_BATCH allows; returns how many rows were written or strengthened
+    (none for a message that is gone)."""
+    pending: deque[tuple[dict[str, Any], int]] | None = None
+    written = 0
+    while pending is None or pending:
         with transaction() as session:
-            last, taken, count = session.execute(
-                text(ROOM_BATCH), message | {"after": after, "size": FANOUT_BATCH}
-            ).one()
-        written, after = written + count, last
-        if taken < FANOUT_BATCH:
-            return written
+            if pending is None:
+                found = session.execute(text(MESSAGE), {"ids": list(message_ids)}).mappings()
+                pending = deque((dict(message), 0) for message in found)
+            written += _notify_some(session, pending)
+    return written
+
+
+def _notify_some(session: Session, pending: deque[tuple[dict[str, Any], int]]) -> int:
+    """Notify from the head of `pending` (each message, and the room member
+    id after which its recipients are still owed) until FANOUT_BATCH
+    recipients are done; a room left half done goes back at the head."""
+    written, budget = 0, FANOUT_BATCH
+    while pending and budget > 0:
+        message, after = pending.popleft()
+        if message["conversation_id"] is not None:
+            count = affected(session.execute(text(DM_RECIPIENTS), message))
+            written, budget = written + count, budget - max(count, 1)
+            continue
+        last, taken, count = session.execute(
+            text(ROOM_BATCH), message | {"after": after, "size": budget}
+        ).one()
+        written, budget = written + count, budget - max(taken, 1)
+        if taken and budget == 0:  # it filled the batch: more members may follow
+            pending.appendleft((message, last))
+    return written
