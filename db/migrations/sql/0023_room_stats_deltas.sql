@@ -389,10 +389,17 @@ BEGIN
         SELECT room_id, kind, user_id, sum(n)::integer AS n FROM moved
         GROUP BY room_id, kind, user_id HAVING sum(n) <> 0
     ), windowed AS (
+        -- One primary-key probe per changed count: the table grows with
+        -- the day's traffic, the changes do not (OFFSET 0 keeps the planner
+        -- from turning it into a hash join over the whole table).
         SELECT s.room_id, s.kind, s.user_id, s.n AS delta,
                COALESCE(w.n, 0) AS before, COALESCE(w.n, 0) + s.n AS after
         FROM summed s
-        LEFT JOIN room_stats_windows w USING (room_id, kind, user_id)
+        LEFT JOIN LATERAL (
+            SELECT w.n FROM room_stats_windows w
+            WHERE w.room_id = s.room_id AND w.kind = s.kind AND w.user_id = s.user_id
+            OFFSET 0
+        ) w ON TRUE
     ), kept AS (
         INSERT INTO room_stats_windows AS w (room_id, kind, user_id, n)
         SELECT room_id, kind, user_id, after FROM windowed WHERE after <> 0
@@ -412,20 +419,22 @@ BEGIN
                    AS reactions_24h
         FROM windowed GROUP BY room_id
     ), latest AS (
-        -- last_message_at only moves forward unless a message stopped
-        -- counting (or the room's row changed): then one index probe.
         SELECT room_id,
-               bool_or(kind = 'o' OR delta < 0) AS probe,
-               max(created_at) FILTER (WHERE kind = 'm' AND delta > 0) AS newest
-        FROM changes WHERE kind IN ('m', 'o') GROUP BY room_id
+               max(created_at) FILTER (WHERE delta < 0) AS newest_gone,
+               max(created_at) FILTER (WHERE delta > 0) AS newest
+        FROM changes WHERE kind = 'm' GROUP BY room_id
     ), touched AS (
         SELECT room_id FROM per_room UNION SELECT room_id FROM latest
+        UNION SELECT room_id FROM changes WHERE kind = 'o'
     ), fresh AS (
+        -- last_message_at only moves forward, unless the message it was
+        -- stopped counting: then one index probe.
         SELECT s.room_id, r.name, r.member_count, r.message_count AS total_messages,
                s.messages_24h + COALESCE(p.messages_24h, 0) AS messages_24h,
                s.messages_7d + COALESCE(p.messages_7d, 0) AS messages_7d,
                s.active_users_24h + COALESCE(p.active_users_24h, 0) AS active_users_24h,
-               CASE WHEN l.probe THEN room_stats_last_message_at(s.room_id)
+               CASE WHEN l.newest_gone >= COALESCE(s.last_message_at, '-infinity')
+                    THEN room_stats_last_message_at(s.room_id)
                     ELSE GREATEST(s.last_message_at, l.newest) END AS last_message_at,
                s.reactions_24h + COALESCE(p.reactions_24h, 0) AS reactions_24h
         FROM touched t
