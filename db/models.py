@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    CHAR,
     BigInteger,
     CheckConstraint,
     Column,
@@ -938,8 +939,8 @@ class ArchivedReplyLink(Base):
 
 
 class RoomStatsRollup(Base):
-    """room_stats' numbers, refreshed at a cost that grows with recent
-    activity, not with history (refresh_room_stats_rollup() in SQL)."""
+    """room_stats' numbers, refreshed at a cost that follows what changed
+    since the last refresh (refresh_room_stats_rollup(), migration 0023)."""
 
     __tablename__ = "room_stats_rollup"
     # The seed's room_stats indexes, behind the view of that name (migration 0012).
@@ -960,6 +961,50 @@ class RoomStatsRollup(Base):
     last_message_at: Mapped[datetime | None]
     reactions_24h: Mapped[int] = mapped_column(BigInteger)
     refreshed_at: Mapped[datetime] = mapped_column(server_default=NOW)
+
+
+# What changed since the last room_stats refresh, written by statement
+# triggers and consumed by refresh_room_stats_rollup() (migration 0023).
+# Append-only with no key: a chat post pays one heap row.
+room_stats_deltas = Table(
+    "room_stats_deltas",
+    Base.metadata,
+    Column("room_id", Integer),
+    Column("user_id", Integer),
+    Column("created_at", TZDateTime),
+    Column("kind", CHAR(1), nullable=False),
+    Column("delta", SmallInteger, nullable=False),
+    Column("message_id", Integer),
+    Column("message_created_at", TZDateTime),
+    CheckConstraint("kind IN ('m', 'r', 'o', 'x')", name="valid_room_stats_delta_kind"),
+)
+
+
+class RoomStatsWindow(Base):
+    """Per room and user, what the 24 h windows hold (messages by author,
+    reactions by user) and per room the 7-day message count: the distinct
+    counts of room_stats stay exact under deltas (migration 0023)."""
+
+    __tablename__ = "room_stats_windows"
+    __table_args__ = (
+        CheckConstraint("kind IN ('d', 'r', 'w')", name="valid_room_stats_window_kind"),
+        CheckConstraint("n > 0", name="valid_room_stats_window_count"),
+    )
+
+    room_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(CHAR(1), primary_key=True)
+    user_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    n: Mapped[int]
+
+
+class RoomStatsRefresh(Base):
+    """The now() of the last room_stats refresh; no row: rebuild next."""
+
+    __tablename__ = "room_stats_refresh"
+    __table_args__ = (CheckConstraint("singleton", name="room_stats_refresh_singleton"),)
+
+    singleton: Mapped[bool] = mapped_column(primary_key=True, server_default=text("true"))
+    refreshed_now: Mapped[datetime]
 
 
 class ImageBlocklistEntry(Base):

@@ -18,9 +18,14 @@ def run_sql_file(name: str) -> None:
     driver.execute((SQL_DIR / name).read_text())
 
 
+def sql_section(name: str, start: str, end: str) -> str:
+    """The SQL of file `name` from the first `start` to the first `end`
+    after it, inclusive: what a downgrade puts back, as it was written."""
+    text = (SQL_DIR / name).read_text()
+    begin = text.index(start)
+    return text[begin : text.index(end, begin) + len(end)]
+
+
 def seed_section(start: str, end: str) -> str:
-    """The seed's SQL from the first `start` to the first `end` after it,
-    inclusive: what a downgrade puts back, as the seed wrote it."""
-    seed = (SQL_DIR / "0001_seed_schema.sql").read_text()
-    begin = seed.index(start)
-    return seed[begin : seed.index(end, begin) + len(end)]
+    """The seed's SQL from the first `start` to the first `end` after it."""
+    return sql_section("0001_seed_schema.sql", start, end)

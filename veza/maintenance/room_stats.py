@@ -1,8 +1,9 @@
-"""room_stats, refreshed from a rollup (refresh_room_stats_rollup() in
-migration 0003) at a cost that grows with recent activity: the seed's
-materialized view read every message ever written on each refresh. The
-seed's room_stats is a view over the rollup (migration 0012), so this
-refresh is the one that keeps it current."""
+"""room_stats, refreshed from a rollup (refresh_room_stats_rollup(),
+migration 0023) at a cost that follows what changed since the last refresh:
+the seed's materialized view read every message ever written on each
+refresh. The seed's room_stats is a view over the rollup (migration 0012),
+so this refresh is the one that keeps it current. `rooms` is the number of
+rollup rows written (a room whose numbers did not change is not)."""
 
 from __future__ import annotations
 
