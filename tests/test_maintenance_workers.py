@@ -158,9 +158,11 @@ def fill_old_month(db, months_ago: int, count: int) -> tuple[str, int]:
 def test_a_purge_killed_while_unlinking_a_month_is_finished_by_the_next_run(mdb, redis_client):
     run_task(PURGE)
     name, middle = fill_old_month(mdb, months_ago=4, count=3000)
-    # Deleting the middle message's reaction updates its reaction_count:
-    # the unlinking stops there, half done.
-    kill_the_purge_while_blocked(mdb, "SELECT 1 FROM messages WHERE id = %s FOR UPDATE", (middle,))
+    # Deleting the middle message's reaction waits for that row's lock: the
+    # unlinking stops there, half done.
+    kill_the_purge_while_blocked(
+        mdb, "SELECT 1 FROM reactions WHERE message_id = %s FOR UPDATE", (middle,)
+    )
 
     assert 0 < scalar(mdb, "SELECT count(*) FROM archived_messages") < 3000
     assert scalar(mdb, "SELECT count(*) FROM messages") == 3000  # nothing dropped yet
